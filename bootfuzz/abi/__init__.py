@@ -1,0 +1,1 @@
+"""Declarations of binary structures: field tables and constants, no logic."""
