@@ -1,0 +1,21 @@
+"""Execution backends: each runs a BootPlan on some machine and reports how it ended."""
+
+from __future__ import annotations
+
+from bootfuzz.backends.base import Backend, GuestExit
+from bootfuzz.errors import ConfigError
+
+
+def get_backend(name: str) -> Backend:
+    """The backend called *name*; unknown names are input errors."""
+    from bootfuzz.backends.qemu_tcg import QemuTcgBackend
+
+    backends: dict[str, type[Backend]] = {QemuTcgBackend.name: QemuTcgBackend}
+    try:
+        return backends[name]()
+    except KeyError:
+        known = ", ".join(sorted(backends))
+        raise ConfigError(f"unknown backend {name!r} (known: {known})") from None
+
+
+__all__ = ["Backend", "GuestExit", "get_backend"]

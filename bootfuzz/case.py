@@ -1,0 +1,35 @@
+"""A boot case: everything a user varies, and nothing derived from it.
+
+The loader turns a case into a BootPlan (bootfuzz.plan); everything else about a
+boot (addresses, tables, registers) follows from the case and the kernel image.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+
+from bootfuzz.initramfs import InitrdSpec
+
+#: What every harness boot needs on the command line: the console our session
+#: reads, and an immediate reboot on panic so a panicking guest ends the run
+#: (the backend turns the reboot into an exit).
+HARNESS_CMDLINE = "console=ttyS0 panic=-1"
+
+
+class EntryProtocol(str, enum.Enum):
+    """How the loader enters the kernel (boot.rst, "The 64-bit boot protocol" ...)."""
+
+    BOOT64 = "64"
+
+
+@dataclass(frozen=True)
+class BootCase:
+    """One boot: kernel, memory, initrd, command line (the exact string written)."""
+
+    kernel: str  # a pinned kernel name or a path to a bzImage
+    memory: int  # bytes of guest RAM
+    cmdline: str = HARNESS_CMDLINE
+    initrd: InitrdSpec | None = None
+    entry: EntryProtocol = EntryProtocol.BOOT64
+    backend: str = "qemu-tcg"

@@ -1,0 +1,200 @@
+"""The ``bootfuzz`` command.
+
+Exit status: 0 every oracle passed, 1 an oracle failed or could not answer,
+2 bad input or usage, 3 infrastructure trouble (backend missing, guest never
+started, a kernel that cannot be fetched).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from bootfuzz import __version__
+from bootfuzz.boot import DEFAULT_SILENCE_TIMEOUT, DEFAULT_TIMEOUT, execute, new_run_dir, prepare
+from bootfuzz.case import HARNESS_CMDLINE, BootCase, EntryProtocol
+from bootfuzz.errors import BootfuzzError, ConfigError, HarnessBug, InfrastructureError
+from bootfuzz.initramfs import Compression, InitrdSpec
+from bootfuzz.oracles import Verdict
+from bootfuzz.units import parse_size
+
+EXIT_PASS = 0
+EXIT_FINDING = 1
+EXIT_USAGE = 2
+EXIT_INFRASTRUCTURE = 3
+
+_EPILOG = """\
+exit status: 0 all oracles pass, 1 an oracle failed (or could not answer),
+2 bad input or usage, 3 infrastructure trouble (backend missing, guest never started)."""
+
+
+class _ParserError(Exception):
+    """argparse's error, caught so main() returns 2 instead of exiting."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.print_usage(sys.stderr)
+        raise _ParserError(f"{self.prog}: error: {message}")
+
+
+def _size(text: str) -> int:
+    try:
+        return parse_size(text)
+    except ConfigError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _add_boot(sub: argparse._SubParsersAction[_Parser]) -> None:
+    p = sub.add_parser(
+        "boot", help="boot one case through our loader and judge it",
+        description="Lay out a kernel, an initrd and a command line with our own loader, run "
+        "it on a backend, and judge what the kernel saw.", epilog=_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    g = p.add_argument_group("case")
+    g.add_argument("--kernel", required=True, metavar="NAME|PATH",
+                   help="a pinned kernel name (bootfuzz kernels list) or a bzImage path")
+    g.add_argument("--mem", type=_size, default=parse_size("256M"), metavar="SIZE",
+                   help="guest RAM, e.g. 256M, 5G (QEMU -m); default 256M")
+    g.add_argument("--initrd-size", type=_size, default=parse_size("1M"), metavar="SIZE",
+                   help="size of the /payload file inside the initramfs; default 1M")
+    g.add_argument("--initrd-compression", default=Compression.GZIP.value, metavar="NAME",
+                   choices=[c.value for c in Compression],
+                   help="initramfs compression: " + ", ".join(c.value for c in Compression))
+    g.add_argument("--initrd-seed", type=int, default=0, metavar="N",
+                   help="seed of the payload content; default 0")
+    g.add_argument("--cmdline", default="", metavar="TEXT",
+                   help=f"arguments appended to the harness's {HARNESS_CMDLINE!r}")
+    g.add_argument("--raw-cmdline", default=None, metavar="TEXT",
+                   help="the whole command line, exactly (the console and panic "
+                   "settings are then yours to give)")
+    g.add_argument("--entry", default=EntryProtocol.BOOT64.value,
+                   choices=[e.value for e in EntryProtocol], help="entry protocol; default 64")
+    r = p.add_argument_group("run")
+    r.add_argument("--backend", default="qemu-tcg", metavar="NAME",
+                   help="execution backend; default qemu-tcg")
+    r.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT, metavar="SECONDS",
+                   help=f"give up on the guest after this long; default {DEFAULT_TIMEOUT:.0f}")
+    r.add_argument("--silence-timeout", type=float, default=DEFAULT_SILENCE_TIMEOUT,
+                   metavar="SECONDS", help="give up after this long without console output")
+    r.add_argument("--run-dir", default=None, metavar="DIR",
+                   help="parent directory for the run's files (console.log, verdict.json)")
+    r.add_argument("--keep-blobs", action="store_true",
+                   help="keep the blob files the backend loaded, for inspection")
+    o = p.add_argument_group("output")
+    o.add_argument("--json", action="store_true", help="print the result as JSON")
+    o.add_argument("-v", "--verbose", action="store_true",
+                   help="show expected and observed values for passing oracles too")
+
+
+def _add_kernels(sub: argparse._SubParsersAction[_Parser]) -> None:
+    p = sub.add_parser("kernels", help="list, fetch or re-pin the pinned real kernels")
+    ks = p.add_subparsers(dest="kernels_cmd", required=True, metavar="ACTION",
+                          parser_class=_Parser)
+    ks.add_parser("list", help="show the pinned kernels and whether they are cached")
+    f = ks.add_parser("fetch", help="download, verify and cache pinned kernels")
+    f.add_argument("names", nargs="*", metavar="NAME", help="default: all")
+    rp = ks.add_parser("repin", help="pin a kernel to its package's current version")
+    rp.add_argument("name", metavar="NAME")
+    rp.add_argument("--package", default=None, metavar="PACKAGE",
+                    help="pin to another package (a new ABI number)")
+
+
+def make_parser() -> _Parser:
+    parser = _Parser(
+        prog="bootfuzz", description="Test harness and fuzzer for the Linux x86 boot protocol.",
+        epilog=_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"bootfuzz {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND",
+                                parser_class=_Parser)
+    _add_boot(sub)
+    _add_kernels(sub)
+    return parser
+
+
+def _boot(args: argparse.Namespace) -> int:
+    from bootfuzz.report import result_json, result_table
+
+    cmdline = args.raw_cmdline if args.raw_cmdline is not None else (
+        f"{HARNESS_CMDLINE} {args.cmdline}".strip()
+    )
+    case = BootCase(
+        kernel=args.kernel,
+        memory=args.mem,
+        cmdline=cmdline,
+        initrd=InitrdSpec(args.initrd_size, Compression(args.initrd_compression),
+                          args.initrd_seed),
+        entry=EntryProtocol(args.entry),
+        backend=args.backend,
+    )
+    prepared = prepare(case)
+    run_dir = new_run_dir(case, None if args.run_dir is None else Path(args.run_dir))
+    result = execute(prepared, run_dir, timeout=args.timeout,
+                     silence_timeout=args.silence_timeout, keep_blobs=args.keep_blobs)
+    doc = result_json(result)
+    (run_dir / "verdict.json").write_text(json.dumps(doc, indent=2) + "\n")
+    if args.json:
+        print(json.dumps(doc, indent=2))
+    else:
+        print(result_table(result, verbose=args.verbose))
+    return EXIT_PASS if result.verdict is Verdict.PASS else EXIT_FINDING
+
+
+def _kernels(args: argparse.Namespace) -> int:
+    from bootfuzz import kernels
+
+    if args.kernels_cmd == "list":
+        for status in kernels.list_kernels():
+            k = status.pinned
+            state = "cached" if status.cached else "not fetched"
+            print(f"{k.name:<20} {k.package}={k.version} ({k.compression}) {state}")
+            print(f"{'':<20} {k.description}")
+        return EXIT_PASS
+    if args.kernels_cmd == "fetch":
+        names = args.names or list(kernels.load_manifest())
+        for name in names:
+            got = kernels.fetch(name)
+            how = "downloaded" if got.downloaded else "cached"
+            print(f"{name}: {got.vmlinuz} ({how}, sha256 verified)")
+        return EXIT_PASS
+    pinned = kernels.repin(args.name, package=args.package)
+    print(f"{pinned.name}: pinned to {pinned.package}={pinned.version} "
+          f"(vmlinuz sha256 {pinned.vmlinuz_sha256})")
+    return EXIT_PASS
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = make_parser()
+    try:
+        args = parser.parse_args(argv)
+        if args.command == "boot":
+            return _boot(args)
+        return _kernels(args)
+    except _ParserError as exc:
+        print(exc, file=sys.stderr)
+        return EXIT_USAGE
+    except ConfigError as exc:
+        print(f"bootfuzz: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except InfrastructureError as exc:
+        print(f"bootfuzz: infrastructure: {exc}", file=sys.stderr)
+        return EXIT_INFRASTRUCTURE
+    except HarnessBug as exc:
+        print(f"bootfuzz: internal error (a bug in bootfuzz): {exc}", file=sys.stderr)
+        return EXIT_INFRASTRUCTURE
+    except BootfuzzError as exc:
+        print(f"bootfuzz: {exc}", file=sys.stderr)
+        return EXIT_INFRASTRUCTURE
+    except KeyboardInterrupt:
+        print("bootfuzz: interrupted", file=sys.stderr)
+        return 130
+
+
+def entry() -> None:
+    sys.exit(main())
+

@@ -1,0 +1,284 @@
+"""Oracles: what the kernel saw, judged against what the loader meant.
+
+Each oracle is a pure function of the plan, the observation and how the guest
+ended, and answers pass, fail or unknown (it could not tell: the boot never got
+that far), always with the expected and the observed value written out so a
+report can be read without the code.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from bootfuzz.abi.bootparam import BOOT_PARAMS, BOOT_PARAMS_SIZE, LoadFlags, XLoadFlags
+from bootfuzz.abi.e820 import firmware_memmap_type, kernel_type_words
+from bootfuzz.backends.base import GuestExit
+from bootfuzz.e820 import E820Entry, sanitize
+from bootfuzz.layout import PAGE_SIZE, align_up
+from bootfuzz.observation import Observation, UnpackStart
+from bootfuzz.plan import BootPlan
+
+
+class Verdict(str, enum.Enum):
+    PASS = "pass"
+    FAIL = "fail"
+    UNKNOWN = "unknown"
+
+
+@dataclass(frozen=True)
+class OracleResult:
+    name: str
+    verdict: Verdict
+    expected: str
+    observed: str
+    detail: str = ""
+
+
+@dataclass(frozen=True)
+class Evidence:
+    """Everything an oracle may look at."""
+
+    plan: BootPlan
+    observation: Observation
+    guest_exit: GuestExit
+    end_detail: str  # how the console session ended, in words
+
+
+Oracle = Callable[[Evidence], OracleResult]
+
+
+def _result(name: str, ok: bool, expected: str, observed: str, detail: str = "") -> OracleResult:
+    return OracleResult(name, Verdict.PASS if ok else Verdict.FAIL, expected, observed, detail)
+
+
+def _unknown(name: str, expected: str, why: str) -> OracleResult:
+    return OracleResult(name, Verdict.UNKNOWN, expected, "(not observed)", why)
+
+
+def expected_kernel_map(plan: BootPlan) -> list[E820Entry] | None:
+    return sanitize(plan.e820)
+
+
+def _format_map(entries: Sequence[tuple[int, int, str]]) -> str:
+    return "\n".join(f"[mem {s:#018x}-{e:#018x}] {t}" for s, e, t in entries)
+
+
+def check_boot(ev: Evidence) -> OracleResult:
+    """The guest reached our /init agent and powered off by itself."""
+    obs = ev.observation
+    expected = "agent report, then power-off"
+    if obs.agent is not None and ev.guest_exit is GuestExit.POWER_OFF:
+        return _result("boot", True, expected, "agent report, then power-off")
+    what = []
+    if obs.panics:
+        what.append(f"kernel panic: {obs.panics[0]}")
+    if obs.linux_version_count > 1:
+        what.append("the guest rebooted (a second 'Linux version' line)")
+    if obs.agent_error:
+        what.append(f"corrupt agent report: {obs.agent_error}")
+    elif obs.agent is None:
+        what.append("no agent report")
+    if not obs.firmware_entered:
+        what.append("the firmware never entered the kernel")
+    elif obs.linux_version_count == 0:
+        what.append("no kernel output after the firmware's jump")
+    what.append(f"guest exit: {ev.guest_exit.value} ({ev.end_detail})")
+    return _result("boot", False, expected, "; ".join(what))
+
+
+def check_e820(ev: Evidence) -> OracleResult:
+    """The kernel's BIOS-e820 lines equal the sanitized table we wrote, exactly."""
+    want = expected_kernel_map(ev.plan)
+    expected = (
+        _format_map([(e.addr, e.last, kernel_type_words(e.type)) for e in want])
+        if want is not None else "(kernel falls back to BIOS-88)"
+    )
+    lines = ev.observation.bios_e820
+    if not lines:
+        return _unknown("e820", expected, "no BIOS-e820 lines in the log")
+    prefix = ev.observation.bios_map_prefix
+    observed = _format_map([(ln.start, ln.end, ln.type_text) for ln in lines])
+    if prefix != "BIOS-e820":
+        return _result("e820", False, expected, observed,
+                       f"the kernel used the {prefix} fallback map, not ours")
+    return _result("e820", observed == expected, expected, observed)
+
+
+def check_cmdline(ev: Evidence) -> OracleResult:
+    """The kernel's "Command line:" is the string we wrote, byte for byte."""
+    expected = ev.plan.cmdline.decode(errors="replace")
+    seen = ev.observation.command_line
+    if seen is None:
+        return _unknown("cmdline", expected, "no 'Command line:' line in the log")
+    return _result("cmdline", seen == expected, expected, seen)
+
+
+def check_agent_cmdline(ev: Evidence) -> OracleResult:
+    """/proc/cmdline inside the guest is the string we wrote."""
+    expected = ev.plan.cmdline.decode(errors="replace")
+    agent = ev.observation.agent
+    if agent is None:
+        return _unknown("agent-cmdline", expected, "no agent report")
+    seen = agent.cmdline.decode(errors="replace")
+    return _result("agent-cmdline", agent.cmdline == ev.plan.cmdline, expected, seen)
+
+
+def check_initrd_placement(ev: Evidence) -> OracleResult:
+    """RAMDISK: is [planned address, PAGE_ALIGN(end) - 1] and the kernel did not move it."""
+    placed = ev.plan.initrd
+    obs = ev.observation
+    if placed is None:
+        ok = obs.ramdisk is None
+        return _result("initrd-placement", ok, "no RAMDISK line (no initrd)",
+                       "no RAMDISK line" if ok else f"RAMDISK {obs.ramdisk}")
+    last = align_up(placed.end, PAGE_SIZE) - 1
+    expected = f"RAMDISK: [mem {placed.addr:#010x}-{last:#010x}], not moved"
+    if obs.ramdisk is None:
+        if obs.bios_e820 and (obs.init_process or obs.agent):
+            return _result("initrd-placement", False, expected, "no RAMDISK line",
+                           "the kernel ignored the initrd")
+        return _unknown("initrd-placement", expected, "the log ends before the RAMDISK line")
+    observed = f"RAMDISK: [mem {obs.ramdisk.start:#010x}-{obs.ramdisk.end:#010x}]"
+    if obs.ramdisk_move is not None:
+        m = obs.ramdisk_move
+        observed += f", moved to [mem {m.dest.start:#010x}-{m.dest.end:#010x}]"
+    ok = (obs.ramdisk.start, obs.ramdisk.end) == (placed.addr, last) and obs.ramdisk_move is None
+    return _result("initrd-placement", ok, expected, observed)
+
+
+def check_initrd_unpacked(ev: Evidence) -> OracleResult:
+    """The kernel unpacked the initramfs without error and freed exactly its pages."""
+    placed = ev.plan.initrd
+    obs = ev.observation
+    if placed is None:
+        return _result("initrd-unpacked", obs.unpack_start is None, "no initramfs unpacked",
+                       str(obs.unpack_start))
+    kib = align_up(placed.size, PAGE_SIZE) // 1024
+    spellings = " or ".join(repr(u.value) for u in UnpackStart)
+    expected = f"{spellings}, no failure, 'Freeing initrd memory: {kib}K'"
+    if obs.unpack_start is None and obs.initrd_freed_kib is None:
+        if obs.agent is not None:
+            return _result("initrd-unpacked", False, expected, "no unpack message")
+        return _unknown("initrd-unpacked", expected, "the log ends before the unpack")
+    parts = [repr(obs.unpack_start.value) if obs.unpack_start else "no unpack message"]
+    if obs.unpack_failure:
+        parts.append(f"Initramfs unpacking failed: {obs.unpack_failure}")
+    if obs.not_initramfs:
+        parts.append(f"not initramfs: {obs.not_initramfs}")
+    parts.append(
+        f"Freeing initrd memory: {obs.initrd_freed_kib}K"
+        if obs.initrd_freed_kib is not None else "no 'Freeing initrd memory'"
+    )
+    ok = (
+        obs.unpack_start is not None
+        and obs.unpack_failure is None
+        and obs.not_initramfs is None
+        and obs.initrd_freed_kib == kib
+    )
+    return _result("initrd-unpacked", ok, expected, ", ".join(parts))
+
+
+def check_payload(ev: Evidence) -> OracleResult:
+    """The agent read /payload back with the digest and size the host generated."""
+    placed = ev.plan.initrd
+    spec = ev.plan.case.initrd
+    if placed is None or spec is None:
+        return _unknown("payload-digest", "(no initrd)", "no initrd was planned")
+    expected = f"{spec.size} bytes, sha256 {placed.payload_sha256}"
+    agent = ev.observation.agent
+    if agent is None:
+        return _unknown("payload-digest", expected, "no agent report")
+    if agent.payload is None:
+        return _result("payload-digest", False, expected, "the agent could not read /payload",
+                       "; ".join(agent.errors))
+    observed = f"{agent.payload.size} bytes, sha256 {agent.payload.sha256.hex()}"
+    return _result("payload-digest", observed == expected, expected, observed)
+
+
+def check_firmware_memmap(ev: Evidence) -> OracleResult:
+    """/sys/firmware/memmap (the kernel's firmware table) equals the sanitized E820."""
+    want = expected_kernel_map(ev.plan) or []
+    expected = _format_map([(e.addr, e.last, firmware_memmap_type(e.type)) for e in want])
+    agent = ev.observation.agent
+    if agent is None:
+        return _unknown("firmware-memmap", expected, "no agent report")
+    got = sorted((m.start, m.end, m.type) for m in agent.memmap)
+    observed = _format_map(got)
+    return _result("firmware-memmap", observed == expected, expected, observed)
+
+
+#: Fields the kernel itself writes into boot_params before /sys/kernel/boot_params
+#: shows them, with the bits it may change (None: any).  source: boot-protocol.md
+#: 2.1 "Other write-back effects".
+KERNEL_WRITTEN: dict[str, int | None] = {
+    "screen_info": None,  # orig_x/orig_y and the like, from the decompressor
+    "acpi_rsdp_addr": None,  # the RSDP the decompressor found (or 0)
+    "scratch": None,  # the 32-bit entry's stack
+    "loadflags": int(LoadFlags.KASLR_FLAG),  # set by the decompressor when KASLR ran
+    "xloadflags": int(XLoadFlags.XLF_MEM_ENCRYPTION),  # 6.12, mem_encrypt=on
+}
+
+
+def boot_params_differences(written: bytes, kept: bytes) -> list[str]:
+    """Names of boot_params fields (or byte ranges) that differ beyond what the kernel writes."""
+    diffs: list[str] = []
+    covered = bytearray(BOOT_PARAMS_SIZE)
+    for field in BOOT_PARAMS:
+        covered[field.offset : field.end] = b"\1" * field.size
+        a, b = written[field.offset : field.end], kept[field.offset : field.end]
+        if a == b:
+            continue
+        allowed = KERNEL_WRITTEN.get(field.name, 0)
+        if allowed is None:
+            continue
+        xor = int.from_bytes(a, "little") ^ int.from_bytes(b, "little")
+        if xor & ~allowed:
+            diffs.append(f"{field.name}: wrote {a.hex()}, kernel kept {b.hex()}")
+    for offset in range(BOOT_PARAMS_SIZE):
+        if not covered[offset] and written[offset] != kept[offset]:
+            diffs.append(f"byte {offset:#x}: wrote {written[offset]:#04x}, kept {kept[offset]:#04x}")
+    return diffs
+
+
+def check_boot_params(ev: Evidence) -> OracleResult:
+    """The zero page the kernel kept equals the one we wrote, but for what it writes itself."""
+    expected = "boot_params as written (kernel-written fields excepted: "
+    expected += ", ".join(KERNEL_WRITTEN) + ")"
+    agent = ev.observation.agent
+    if agent is None:
+        return _unknown("boot-params", expected, "no agent report")
+    if len(agent.boot_params) != BOOT_PARAMS_SIZE:
+        return _result("boot-params", False, expected,
+                       f"{len(agent.boot_params)} bytes from /sys/kernel/boot_params/data")
+    diffs = boot_params_differences(ev.plan.zero_page, agent.boot_params)
+    return _result("boot-params", not diffs, expected,
+                   "; ".join(diffs) if diffs else "as written")
+
+
+ORACLES: tuple[Oracle, ...] = (
+    check_boot,
+    check_e820,
+    check_cmdline,
+    check_agent_cmdline,
+    check_initrd_placement,
+    check_initrd_unpacked,
+    check_payload,
+    check_firmware_memmap,
+    check_boot_params,
+)
+
+
+def judge(ev: Evidence) -> list[OracleResult]:
+    return [oracle(ev) for oracle in ORACLES]
+
+
+def overall(results: Sequence[OracleResult]) -> Verdict:
+    """Fail if any oracle failed; pass only if every oracle passed."""
+    verdicts = {r.verdict for r in results}
+    if Verdict.FAIL in verdicts:
+        return Verdict.FAIL
+    if Verdict.UNKNOWN in verdicts or not results:
+        return Verdict.UNKNOWN
+    return Verdict.PASS

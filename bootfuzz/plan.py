@@ -1,0 +1,339 @@
+"""The loader: a BootCase and a kernel image become a BootPlan.  Pure: no I/O.
+
+A plan is every byte our loader puts in guest memory (named blobs at addresses),
+the E820 table it describes, and the CPU state at the jump.  Backends only execute
+plans; oracles compare what the kernel saw with the plan.  Each rule below cites
+where it comes from (boot.rst, or shared/reference/boot-protocol.md).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+from bootfuzz.abi.bootparam import (
+    BOOT_PARAMS,
+    BOOT_PARAMS_SIZE,
+    E820_MAX_ENTRIES_ZEROPAGE,
+    E820_TABLE_OFFSET,
+    LOADER_TYPE_UNDEFINED,
+    SETUP_HEADER_OFFSET,
+    STARTUP_64_OFFSET,
+    LoadFlags,
+)
+from bootfuzz.abi.e820 import E820Type
+from bootfuzz.abi.handoff import HandoffMode
+from bootfuzz.case import BootCase, EntryProtocol
+from bootfuzz.e820 import E820Entry, pack_table
+from bootfuzz.errors import CmdlineError, HarnessBug, ImageError, LayoutError
+from bootfuzz.image import KernelImage
+from bootfuzz.layout import (
+    BIOS_AREA_START,
+    BOOT_CS,
+    BOOT_DS,
+    BOOT_STACK_TOP,
+    CMDLINE_ADDR,
+    CMDLINE_MAX,
+    FOUR_GIB,
+    GDT_ADDR,
+    GDT_ENTRIES,
+    HIGH_MEMORY_START,
+    LOW_RAM_END,
+    MAX_PAGE_DIRECTORIES,
+    PAGE_SIZE,
+    PML4_ADDR,
+    ZERO_PAGE_ADDR,
+    GiB,
+    align_down,
+    align_up,
+)
+from bootfuzz.platform import FIRMWARE_TOP_BASE, Platform
+from bootfuzz.x86 import FLAT_CODE32, FLAT_CODE64, FLAT_DATA, Cr0, Cr4, Efer, identity_page_tables
+
+
+class InitrdImage(Protocol):
+    """What the loader needs of a built initrd (bootfuzz.initramfs.BuiltInitrd)."""
+
+    @property
+    def path(self) -> Path: ...
+    @property
+    def size(self) -> int: ...
+    @property
+    def payload_sha256(self) -> str: ...
+
+
+@dataclass(frozen=True)
+class Blob:
+    """Bytes at a guest-physical address: in memory (data) or in a file (path)."""
+
+    name: str
+    addr: int
+    size: int
+    data: bytes | None = None
+    path: Path | None = None
+
+    @property
+    def end(self) -> int:
+        return self.addr + self.size
+
+
+@dataclass(frozen=True)
+class CpuState:
+    """Registers at the kernel's first instruction; both backends reproduce it exactly."""
+
+    mode: HandoffMode
+    rip: int
+    rsi: int
+    rbx: int
+    rsp: int
+    cr0: int
+    cr3: int
+    cr4: int
+    efer: int
+    gdt_base: int
+    gdt_limit: int
+    code_selector: int
+    data_selector: int
+
+
+@dataclass(frozen=True)
+class PlacedInitrd:
+    addr: int
+    size: int
+    payload_sha256: str
+
+    @property
+    def end(self) -> int:
+        return self.addr + self.size
+
+
+@dataclass(frozen=True)
+class BootPlan:
+    case: BootCase
+    platform: Platform
+    blobs: tuple[Blob, ...]
+    e820: tuple[E820Entry, ...]
+    cpu: CpuState
+    zero_page: bytes
+    cmdline: bytes  # as written, without the terminating NUL
+    kernel_load: int
+    kernel_run: int  # where the decompressor runs: [run, run + init_size) is its window
+    init_size: int
+    initrd: PlacedInitrd | None
+
+    @property
+    def kernel_window(self) -> tuple[int, int]:
+        return (self.kernel_run, self.kernel_run + self.init_size)
+
+    def blob(self, name: str) -> Blob:
+        for b in self.blobs:
+            if b.name == name:
+                return b
+        raise KeyError(name)
+
+
+def plan_e820(platform: Platform) -> tuple[E820Entry, ...]:
+    """The E820 table for *platform*: its RAM, less the legacy VGA/BIOS hole.
+
+    [0xA0000, 0xF0000) is VGA memory and option-ROM space (left out: a hole);
+    [0xF0000, 1 MiB) holds the low copy of our firmware and the top 64 KiB below
+    4 GiB its reset-vector copy: both reserved.  Everything between the top of low
+    RAM and 4 GiB is the platform's MMIO gap and is never described as RAM.
+    """
+    ram, reserved = E820Type.RAM, E820Type.RESERVED
+    table = [
+        E820Entry(0, LOW_RAM_END, ram),
+        E820Entry(BIOS_AREA_START, HIGH_MEMORY_START - BIOS_AREA_START, reserved),
+        E820Entry(HIGH_MEMORY_START, platform.low.end - HIGH_MEMORY_START, ram),
+        E820Entry(FIRMWARE_TOP_BASE, FOUR_GIB - FIRMWARE_TOP_BASE, reserved),
+    ]
+    if platform.high is not None:
+        table.append(E820Entry(platform.high.start, platform.high.size, ram))
+    return tuple(table)
+
+
+def encode_cmdline(cmdline: str, image: KernelImage) -> bytes:
+    """The command line bytes without NUL, checked against the image's cmdline_size."""
+    raw = cmdline.encode()
+    if b"\0" in raw:
+        raise CmdlineError("contains a NUL byte; the kernel would stop reading there")
+    if len(raw) > image.cmdline_size:
+        raise CmdlineError(
+            f"{len(raw)} bytes is longer than the kernel's cmdline_size of "
+            f"{image.cmdline_size} (the limit without the terminating NUL)"
+        )
+    if len(raw) + 1 > CMDLINE_MAX:
+        raise HarnessBug("cmdline_size exceeds the space layout.py reserves")
+    return raw
+
+
+def _place_kernel(image: KernelImage, platform: Platform) -> tuple[int, int]:
+    """Load and run address of the protected-mode code.
+
+    We load at pref_address, which the kernel requires when not relocatable and
+    prefers otherwise; aligned to kernel_alignment it is also where the
+    decompressor runs, so [load, load + init_size) is the whole window
+    (boot-protocol.md 3.3).
+    """
+    load = image.pref_address
+    alignment = image.kernel_alignment
+    if alignment and load % alignment:
+        raise ImageError(
+            f"pref_address {load:#x} is not aligned to kernel_alignment {alignment:#x}"
+        )
+    run = load
+    end = run + image.init_size
+    if end > platform.low.end:
+        raise LayoutError(
+            f"{platform.memory // (1 << 20)} MiB of RAM is too small: the kernel runs at "
+            f"{run:#x} and needs init_size {image.init_size:#x} bytes up to {end:#x}, but RAM "
+            f"below the MMIO gap ends at {platform.low.end:#x}"
+        )
+    return load, run
+
+
+def _place_initrd(
+    image: KernelImage, platform: Platform, window_end: int, initrd: InitrdImage
+) -> PlacedInitrd:
+    """Top of low RAM, below initrd_addr_max, page aligned (as QEMU and GRUB place it).
+
+    The initrd must stay out of the decompressor's window [run, run + init_size)
+    and start on a page (free_initrd_mem WARNs otherwise): boot-protocol.md 5.7.
+    """
+    if initrd.size <= 0:
+        raise LayoutError("the initrd is empty; the kernel ignores a zero ramdisk_size")
+    limit = min(image.initrd_addr_max + 1, platform.low.end)
+    addr = align_down(limit - initrd.size, PAGE_SIZE)
+    if addr < window_end:
+        raise LayoutError(
+            f"an initrd of {initrd.size} bytes does not fit: it must lie above the kernel's "
+            f"window (ends {window_end:#x}) and end below {limit:#x} (the lower of "
+            f"initrd_addr_max + 1 and the top of RAM below the MMIO gap)"
+        )
+    return PlacedInitrd(addr, initrd.size, initrd.payload_sha256)
+
+
+def _covered_gib(platform: Platform) -> int:
+    """GiB the identity map covers: at least 4 GiB, all RAM where the tables allow."""
+    return max(4, min(MAX_PAGE_DIRECTORIES, align_up(platform.top_of_ram, GiB) // GiB))
+
+
+def build_zero_page(
+    image: KernelImage, e820: tuple[E820Entry, ...], cmdline_addr: int,
+    initrd: PlacedInitrd | None,
+) -> bytes:
+    """boot_params for the 32/64-bit protocols (boot.rst, "Details of header fields").
+
+    Only the header range is copied from the image; bytes 0x1ef/0x1f0 (the image's
+    0xff sentinel) stay zero, or the kernel would wipe the ext_* fields.
+    """
+    if len(e820) > E820_MAX_ENTRIES_ZEROPAGE:
+        raise LayoutError(
+            f"{len(e820)} E820 entries do not fit the zero page's {E820_MAX_ENTRIES_ZEROPAGE}"
+        )
+    zp = bytearray(BOOT_PARAMS_SIZE)
+    zp[SETUP_HEADER_OFFSET : SETUP_HEADER_OFFSET + len(image.header.raw)] = image.header.raw
+    loadflags = image.header["loadflags"] & ~(LoadFlags.KASLR_FLAG | LoadFlags.CAN_USE_HEAP)
+    values: dict[str, int | bytes] = {
+        "type_of_loader": LOADER_TYPE_UNDEFINED,
+        "loadflags": loadflags | LoadFlags.LOADED_HIGH,
+        "cmd_line_ptr": cmdline_addr & 0xFFFFFFFF,
+        "ext_cmd_line_ptr": cmdline_addr >> 32,
+        "ramdisk_image": 0,
+        "ramdisk_size": 0,
+        "hardware_subarch": 0,
+        "setup_data": 0,
+        "sentinel": 0,
+        "e820_entries": len(e820),
+    }
+    if initrd is not None:
+        values.update(
+            ramdisk_image=initrd.addr & 0xFFFFFFFF,
+            ext_ramdisk_image=initrd.addr >> 32,
+            ramdisk_size=initrd.size & 0xFFFFFFFF,
+            ext_ramdisk_size=initrd.size >> 32,
+        )
+    BOOT_PARAMS.pack_into(zp, values)
+    table = pack_table(e820)
+    zp[E820_TABLE_OFFSET : E820_TABLE_OFFSET + len(table)] = table
+    return bytes(zp)
+
+
+def _gdt(entry: EntryProtocol) -> bytes:
+    """null, firmware 32-bit code (0x08), __BOOT_CS (0x10), __BOOT_DS (0x18)."""
+    code = FLAT_CODE64 if entry is EntryProtocol.BOOT64 else FLAT_CODE32
+    words = (0, FLAT_CODE32, code, FLAT_DATA)
+    assert len(words) == GDT_ENTRIES
+    return b"".join(w.to_bytes(8, "little") for w in words)
+
+
+def _check_blobs(blobs: list[Blob], platform: Platform) -> None:
+    ordered = sorted(blobs, key=lambda b: b.addr)
+    for a, b in zip(ordered, ordered[1:], strict=False):
+        if a.end > b.addr:
+            raise LayoutError(f"{a.name} [{a.addr:#x}, {a.end:#x}) overlaps {b.name} at {b.addr:#x}")
+    for blob in ordered:
+        if not any(r.start <= blob.addr and blob.end <= r.end for r in platform.ram_ranges()):
+            raise LayoutError(f"{blob.name} [{blob.addr:#x}, {blob.end:#x}) is not inside RAM")
+
+
+def plan_boot(
+    case: BootCase, image: KernelImage, platform: Platform, initrd: InitrdImage | None = None
+) -> BootPlan:
+    """Lay out *case* for the 64-bit boot protocol on *platform*."""
+    if case.entry is not EntryProtocol.BOOT64:
+        raise LayoutError(f"entry protocol {case.entry.value} is not supported yet")
+    if not image.has_64bit_entry:
+        raise ImageError(
+            f"{image.source}: the 64-bit entry needs XLF_KERNEL_64 in xloadflags "
+            f"({int(image.xloadflags):#x})"
+        )
+    if platform.memory != case.memory:
+        raise HarnessBug("platform built for another memory size than the case")
+    cmdline = encode_cmdline(case.cmdline, image)
+    load, run = _place_kernel(image, platform)
+    placed = _place_initrd(image, platform, run + image.init_size, initrd) if initrd else None
+    e820 = plan_e820(platform)
+    zero_page = build_zero_page(image, e820, CMDLINE_ADDR, placed)
+    covered = _covered_gib(platform)
+    tables = identity_page_tables(PML4_ADDR, covered)
+    pm_code = image.protected_mode_code
+    blobs = [
+        Blob("gdt", GDT_ADDR, len(gdt := _gdt(case.entry)), data=gdt),
+        Blob("zero_page", ZERO_PAGE_ADDR, BOOT_PARAMS_SIZE, data=zero_page),
+        Blob("page_tables", PML4_ADDR, len(tables), data=tables),
+        Blob("cmdline", CMDLINE_ADDR, len(cmdline) + 1, data=cmdline + b"\0"),
+        Blob("kernel", load, len(pm_code), data=pm_code),
+    ]
+    if placed is not None and initrd is not None:
+        blobs.append(Blob("initrd", placed.addr, placed.size, path=initrd.path))
+    _check_blobs(blobs, platform)
+    cpu = CpuState(
+        mode=HandoffMode.LONG_64,
+        rip=load + STARTUP_64_OFFSET,
+        rsi=ZERO_PAGE_ADDR,
+        rbx=0,
+        rsp=BOOT_STACK_TOP,
+        cr0=Cr0.PE | Cr0.ET | Cr0.PG,
+        cr3=PML4_ADDR,
+        cr4=Cr4.PAE,
+        efer=Efer.LME | Efer.LMA,
+        gdt_base=GDT_ADDR,
+        gdt_limit=GDT_ENTRIES * 8 - 1,
+        code_selector=BOOT_CS,
+        data_selector=BOOT_DS,
+    )
+    return BootPlan(
+        case=case,
+        platform=platform,
+        blobs=tuple(blobs),
+        e820=e820,
+        cpu=cpu,
+        zero_page=zero_page,
+        cmdline=cmdline,
+        kernel_load=load,
+        kernel_run=run,
+        init_size=image.init_size,
+        initrd=placed,
+    )

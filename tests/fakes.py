@@ -1,0 +1,46 @@
+"""Synthetic kernel images built in code, one field per line (Firecracker's
+make_fake_bzimage shape), so unit tests need no real kernel."""
+
+from __future__ import annotations
+
+from bootfuzz.abi.bootparam import SETUP_HEADER
+
+MiB = 1 << 20
+
+#: Header values of a Debian 6.x bzImage (boot-protocol.md section 1).
+DEBIAN_LIKE: dict[str, int] = {
+    "setup_sects": 3,
+    "root_flags": 1,
+    "vid_mode": 0xFFFF,
+    "boot_flag": 0xAA55,
+    "jump": 0x6AEB,  # EB 6A: header ends at 0x26c
+    "header": 0x53726448,  # "HdrS"
+    "version": 0x020F,
+    "start_sys_seg": 0x1000,
+    "loadflags": 0x01,  # LOADED_HIGH
+    "code32_start": 0x100000,
+    "initrd_addr_max": 0x7FFFFFFF,
+    "kernel_alignment": 0x200000,
+    "relocatable_kernel": 1,
+    "min_alignment": 21,
+    "xloadflags": 0x7F,
+    "cmdline_size": 2047,
+    "payload_offset": 0x100,
+    "pref_address": 0x1000000,
+    "init_size": 0x800000,
+}
+
+
+def fake_bzimage(pm_size: int = 0x4000, **overrides: int) -> bytes:
+    """A bzImage whose protected-mode code is *pm_size* bytes of filler and a payload."""
+    values = {**DEBIAN_LIKE, **overrides}
+    setup_sects = values["setup_sects"] or 4
+    values.setdefault("syssize", (pm_size + 15) // 16)
+    if "syssize" not in overrides:
+        values["syssize"] = (pm_size + 15) // 16
+    if "payload_length" not in overrides:
+        values["payload_length"] = pm_size - values["payload_offset"] - 0x10
+    image = bytearray((setup_sects + 1) * 512 + pm_size)
+    SETUP_HEADER.pack_into(image, values)
+    image[0x1EF:0x1F1] = b"\xff\xff"  # the sentinel bytes a real image carries
+    return bytes(image)

@@ -1,0 +1,56 @@
+"""The sanitizer model against hand-worked cases from e820__update_table's rules."""
+
+from __future__ import annotations
+
+from bootfuzz.e820 import E820Entry, pack_table, sanitize, unpack_table
+
+RAM, RES, ACPI = 1, 2, 3
+
+
+def e(addr: int, size: int, t: int) -> E820Entry:
+    return E820Entry(addr, size, t)
+
+
+def test_sanitize_sorted_disjoint_table_is_unchanged() -> None:
+    table = [e(0, 0xA0000, RAM), e(0xF0000, 0x10000, RES), e(0x100000, 0xFF00000, RAM)]
+    assert sanitize(table) == table
+
+
+def test_sanitize_fewer_than_two_entries_fails() -> None:
+    assert sanitize([e(0, 0x1000, RAM)]) is None
+
+
+def test_sanitize_wrapping_entry_fails() -> None:
+    assert sanitize([e(0, 0x1000, RAM), e(0xFFFFFFFFFFFFF000, 0x2000, RAM)]) is None
+
+
+def test_sanitize_sorts_and_merges_adjacent_same_type() -> None:
+    table = [e(0x2000, 0x1000, RAM), e(0, 0x1000, RAM), e(0x1000, 0x1000, RAM)]
+    assert sanitize(table) == [e(0, 0x3000, RAM)]
+
+
+def test_sanitize_overlap_higher_type_wins() -> None:
+    table = [e(0, 0x10000, RAM), e(0x4000, 0x2000, RES)]
+    assert sanitize(table) == [e(0, 0x4000, RAM), e(0x4000, 0x2000, RES), e(0x6000, 0xA000, RAM)]
+
+
+def test_sanitize_overlap_numeric_max_not_order() -> None:
+    table = [e(0x1000, 0x1000, ACPI), e(0, 0x4000, RES)]
+    assert sanitize(table) == [e(0, 0x1000, RES), e(0x1000, 0x1000, ACPI), e(0x2000, 0x2000, RES)]
+
+
+def test_sanitize_zero_size_and_type_zero_vanish() -> None:
+    table = [e(0, 0x1000, RAM), e(0x5000, 0, RES), e(0x1000, 0x1000, 0)]
+    assert sanitize(table) == [e(0, 0x1000, RAM)]
+
+
+def test_sanitize_nomerge_types_stay_split() -> None:
+    table = [e(0, 0x1000, 12), e(0x1000, 0x1000, 12)]
+    assert sanitize(table) == table
+
+
+def test_pack_unpack_round_trip() -> None:
+    table = [e(0, 0xA0000, RAM), e(0x100000000, 0x40000000, RAM)]
+    raw = pack_table(table)
+    assert len(raw) == 40
+    assert unpack_table(raw, 2) == table

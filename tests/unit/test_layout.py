@@ -1,0 +1,17 @@
+from __future__ import annotations
+
+from bootfuzz import layout
+
+
+def test_fixed_regions_do_not_overlap_and_stay_in_low_ram() -> None:
+    regions = sorted(layout.FIXED_REGIONS, key=lambda r: r[1])
+    for (name_a, _, end_a), (name_b, start_b, _) in zip(regions, regions[1:], strict=False):
+        assert end_a <= start_b, f"{name_a} overlaps {name_b}"
+    assert all(end <= layout.LOW_RAM_END for _, _, end in regions)
+    assert regions[0][1] >= 0x500  # the real-mode IVT and BDA stay untouched
+
+
+def test_align_helpers() -> None:
+    assert layout.align_up(0x1001, 0x1000) == 0x2000
+    assert layout.align_up(0x1000, 0x1000) == 0x1000
+    assert layout.align_down(0x1FFF, 0x1000) == 0x1000
