@@ -25,7 +25,7 @@ from bootfuzz.initramfs import cached_initrd
 from bootfuzz.kernels import resolve_kernel
 from bootfuzz.observation import Observation, parse_transcript
 from bootfuzz.oracles import Evidence, OracleResult, Verdict, judge, overall
-from bootfuzz.plan import BootPlan, plan_boot
+from bootfuzz.plan import BootPlan, encode_cmdline, plan_boot
 
 #: Generous for TCG: the xz kernel decompresses for ~3 s and a 64 MiB xz initrd
 #: unpacks for several more; a healthy boot on this machine takes 2-15 s.
@@ -59,11 +59,16 @@ class BootResult:
 
 
 def prepare(case: BootCase) -> PreparedBoot:
-    """Everything up to the plan; raises ConfigError for a case that cannot boot."""
+    """Everything up to the plan.
+
+    The user's input is checked first (kernel, memory, command line), so a bad
+    case is reported as such even on a machine that lacks the backend.
+    """
     backend = get_backend(case.backend)
-    backend.check_available()
     image = load_kernel_image(resolve_kernel(case.kernel))
     platform = backend.platform(case.memory)
+    encode_cmdline(case.cmdline, image)
+    backend.check_available()
     harness = build_harness()
     initrd = cached_initrd(case.initrd, harness.agent) if case.initrd is not None else None
     plan = plan_boot(case, image, platform, initrd)

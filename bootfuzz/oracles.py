@@ -21,7 +21,7 @@ from bootfuzz.observation import Observation, UnpackStart
 from bootfuzz.plan import BootPlan
 
 
-class Verdict(str, enum.Enum):
+class Verdict(enum.StrEnum):
     PASS = "pass"
     FAIL = "fail"
     UNKNOWN = "unknown"
@@ -238,7 +238,9 @@ def boot_params_differences(written: bytes, kept: bytes) -> list[str]:
             diffs.append(f"{field.name}: wrote {a.hex()}, kernel kept {b.hex()}")
     for offset in range(BOOT_PARAMS_SIZE):
         if not covered[offset] and written[offset] != kept[offset]:
-            diffs.append(f"byte {offset:#x}: wrote {written[offset]:#04x}, kept {kept[offset]:#04x}")
+            diffs.append(
+                f"byte {offset:#x}: wrote {written[offset]:#04x}, kept {kept[offset]:#04x}"
+            )
     return diffs
 
 

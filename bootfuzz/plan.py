@@ -8,6 +8,7 @@ where it comes from (boot.rst, or shared/reference/boot-protocol.md).
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -270,9 +271,11 @@ def _gdt(entry: EntryProtocol) -> bytes:
 
 def _check_blobs(blobs: list[Blob], platform: Platform) -> None:
     ordered = sorted(blobs, key=lambda b: b.addr)
-    for a, b in zip(ordered, ordered[1:], strict=False):
+    for a, b in itertools.pairwise(ordered):
         if a.end > b.addr:
-            raise LayoutError(f"{a.name} [{a.addr:#x}, {a.end:#x}) overlaps {b.name} at {b.addr:#x}")
+            raise LayoutError(
+                f"{a.name} [{a.addr:#x}, {a.end:#x}) overlaps {b.name} at {b.addr:#x}"
+            )
     for blob in ordered:
         if not any(r.start <= blob.addr and blob.end <= r.end for r in platform.ram_ranges()):
             raise LayoutError(f"{blob.name} [{blob.addr:#x}, {blob.end:#x}) is not inside RAM")

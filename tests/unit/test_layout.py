@@ -1,11 +1,13 @@
 from __future__ import annotations
 
+import itertools
+
 from bootfuzz import layout
 
 
 def test_fixed_regions_do_not_overlap_and_stay_in_low_ram() -> None:
     regions = sorted(layout.FIXED_REGIONS, key=lambda r: r[1])
-    for (name_a, _, end_a), (name_b, start_b, _) in zip(regions, regions[1:], strict=False):
+    for (name_a, _, end_a), (name_b, start_b, _) in itertools.pairwise(regions):
         assert end_a <= start_b, f"{name_a} overlaps {name_b}"
     assert all(end <= layout.LOW_RAM_END for _, _, end in regions)
     assert regions[0][1] >= 0x500  # the real-mode IVT and BDA stay untouched

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,7 +16,7 @@ from bootfuzz.case import BootCase
 from bootfuzz.e820 import unpack_table
 from bootfuzz.errors import CmdlineError, LayoutError
 from bootfuzz.image import parse_kernel_image
-from bootfuzz.layout import FOUR_GIB, GiB, MiB, PAGE_SIZE
+from bootfuzz.layout import FOUR_GIB, PAGE_SIZE, GiB, MiB
 from bootfuzz.plan import BootPlan, plan_boot
 from bootfuzz.platform import qemu_pc
 from tests.fakes import fake_bzimage
@@ -89,7 +90,7 @@ def check_invariants(p: BootPlan) -> None:
         assert field(p, "ramdisk_size") == i.size
     # Blobs disjoint; page tables cover all RAM (up to their 64 GiB capacity).
     blobs = sorted(p.blobs, key=lambda b: b.addr)
-    assert all(a.end <= b.addr for a, b in zip(blobs, blobs[1:], strict=False))
+    assert all(a.end <= b.addr for a, b in itertools.pairwise(blobs))
     assert p.blob("page_tables").size >= (2 + min(64, -(-p.platform.top_of_ram // GiB))) * 4096
 
 

@@ -1,0 +1,113 @@
+"""Real kernels booted through our loader on QEMU-TCG, judged by every oracle."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import pytest
+
+from bootfuzz.boot import BootResult, run_case
+from bootfuzz.case import HARNESS_CMDLINE, BootCase
+from bootfuzz.e820 import E820Entry
+from bootfuzz.initramfs import Compression, InitrdSpec
+from bootfuzz.layout import FOUR_GIB, GiB, MiB
+from bootfuzz.oracles import Evidence, Verdict, judge
+from bootfuzz.plan import PlacedInitrd
+from tests.integration.conftest import PINNED
+
+pytestmark = pytest.mark.qemu
+
+
+def boot(tmp_path: Path, kernel: str, memory: int = 256 * MiB, size: int = 1 * MiB,
+         compression: Compression = Compression.GZIP, cmdline: str = HARNESS_CMDLINE
+         ) -> BootResult:
+    case = BootCase(kernel=kernel, memory=memory, cmdline=cmdline,
+                    initrd=InitrdSpec(size, compression, seed=7))
+    return run_case(case, run_dir=tmp_path)
+
+
+def assert_all_pass(result: BootResult) -> None:
+    failed = [f"{r.name}: {r.verdict.value}: expected {r.expected!r}, observed {r.observed!r} "
+              f"{r.detail}" for r in result.oracles if r.verdict is not Verdict.PASS]
+    assert not failed, "\n".join(failed) + f"\nlog: {result.run_dir / 'console.log'}"
+    assert result.verdict is Verdict.PASS
+
+
+@pytest.fixture(scope="module")
+def cloud_boot(tmp_path_factory: pytest.TempPathFactory) -> BootResult:
+    return boot(tmp_path_factory.mktemp("cloud"), "debian-6.1-cloud",
+                cmdline=HARNESS_CMDLINE + ' bootfuzz.token="a b" -- x')
+
+
+@pytest.mark.parametrize("kernel", PINNED)
+def test_boot_pinned_kernel_256m_all_oracles_pass(tmp_path: Path, kernel: str) -> None:
+    """Each pinned kernel reaches our /init agent with every oracle passing."""
+    result = boot(tmp_path, kernel)
+    assert_all_pass(result)
+    assert result.observation.linux_version_count == 1
+    assert (tmp_path / "console.log").read_text().count("BOOTFUZZ-AGENT ") == 1
+
+
+def test_boot_cloud_quoted_cmdline_passes(cloud_boot: BootResult) -> None:
+    """Quotes and `--` reach the kernel and /proc/cmdline unchanged."""
+    assert_all_pass(cloud_boot)
+    assert cloud_boot.observation.command_line == cloud_boot.case.cmdline
+
+
+def test_boot_612_cloud_5g_shows_ram_above_4g_as_planned(tmp_path: Path) -> None:
+    """At 5 GiB the kernel prints RAM below the gap and from 4 GiB up, as planned."""
+    result = boot(tmp_path, "debian-6.12-cloud", memory=5 * GiB)
+    assert_all_pass(result)
+    printed = [(ln.start, ln.end, ln.type_text) for ln in result.observation.bios_e820]
+    assert (0x100000, 3 * GiB - 1, "usable") in printed
+    assert (FOUR_GIB, FOUR_GIB + 2 * GiB - 1, "usable") in printed
+    assert not any(s < FOUR_GIB <= e or (3 * GiB <= s < FOUR_GIB and t == "usable")
+                   for s, e, t in printed)
+
+
+def test_boot_64mib_xz_initrd_unpacks(tmp_path: Path) -> None:
+    """A 64 MiB xz initrd is placed, unpacked and read back with the right digest."""
+    result = boot(tmp_path, "debian-6.1-cloud", size=64 * MiB, compression=Compression.XZ)
+    assert_all_pass(result)
+    assert result.plan.initrd is not None and result.plan.initrd.size > 64 * MiB
+
+
+# The oracles must be able to fail on a real observation: judge the real boot
+# against plans that differ from what was written.
+
+def rejudge(result: BootResult, **changes: object) -> dict[str, Verdict]:
+    plan = dataclasses.replace(result.plan, **changes)  # type: ignore[arg-type]
+    ev = Evidence(plan, result.observation, result.guest_exit, result.transcript.end_detail)
+    return {r.name: r.verdict for r in judge(ev)}
+
+
+def test_oracles_fail_when_the_initrd_was_meant_elsewhere(cloud_boot: BootResult) -> None:
+    assert cloud_boot.plan.initrd is not None
+    moved = dataclasses.replace(cloud_boot.plan.initrd, addr=cloud_boot.plan.initrd.addr - 0x1000)
+    verdicts = rejudge(cloud_boot, initrd=moved)
+    assert verdicts["initrd-placement"] is Verdict.FAIL
+    assert verdicts["e820"] is Verdict.PASS
+
+
+def test_oracles_fail_when_the_e820_was_meant_otherwise(cloud_boot: BootResult) -> None:
+    # A reserved hole in the middle of RAM that the kernel never saw.
+    e820 = (*cloud_boot.plan.e820, E820Entry(0x8000000, 0x100000, 2))
+    verdicts = rejudge(cloud_boot, e820=e820)
+    assert verdicts["e820"] is Verdict.FAIL
+    assert verdicts["firmware-memmap"] is Verdict.FAIL
+
+
+def test_oracles_fail_on_another_cmdline_and_payload(cloud_boot: BootResult) -> None:
+    assert cloud_boot.plan.initrd is not None
+    other = PlacedInitrd(cloud_boot.plan.initrd.addr, cloud_boot.plan.initrd.size, "0" * 64)
+    verdicts = rejudge(cloud_boot, cmdline=b"console=ttyS0", initrd=other)
+    assert verdicts["cmdline"] is Verdict.FAIL
+    assert verdicts["agent-cmdline"] is Verdict.FAIL
+    assert verdicts["payload-digest"] is Verdict.FAIL
+
+
+def test_oracle_boot_params_fails_on_a_different_zero_page(cloud_boot: BootResult) -> None:
+    zp = bytearray(cloud_boot.plan.zero_page)
+    zp[0x210] ^= 0x01  # type_of_loader
+    assert rejudge(cloud_boot, zero_page=bytes(zp))["boot-params"] is Verdict.FAIL
