@@ -9,6 +9,7 @@ shared/reference/qemu-tcg-backend.md.
 
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 from typing import ClassVar
@@ -59,8 +60,9 @@ class QemuTcgBackend:
     name: ClassVar[str] = "qemu-tcg"
     machine = "pc"
 
-    def __init__(self, binary: str = QEMU_BINARY) -> None:
-        self.binary = binary
+    def __init__(self, binary: str | None = None) -> None:
+        #: $BOOTFUZZ_QEMU picks another QEMU build (a developer's own tree, say).
+        self.binary = binary or os.environ.get("BOOTFUZZ_QEMU", QEMU_BINARY)
 
     def check_available(self) -> None:
         if shutil.which(self.binary) is None:
