@@ -17,7 +17,7 @@ from bootfuzz.initramfs import InitrdSpec
 HARNESS_CMDLINE = "console=ttyS0 panic=-1"
 
 
-class EntryProtocol(str, enum.Enum):
+class EntryProtocol(enum.StrEnum):
     """How the loader enters the kernel (boot.rst, "The 64-bit boot protocol" ...)."""
 
     BOOT64 = "64"

@@ -15,7 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from bootfuzz.errors import LayoutError
-from bootfuzz.layout import FOUR_GIB, GiB, MiB, PAGE_SIZE
+from bootfuzz.layout import FOUR_GIB, PAGE_SIZE, GiB, MiB
 
 #: From this size on, QEMU pc splits RAM around the gap.  source: pc_piix.c
 PC_SPLIT_THRESHOLD = 0xE0000000

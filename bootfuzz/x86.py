@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import enum
 
-from bootfuzz.layout import GiB, MiB, PAGE_SIZE
+from bootfuzz.layout import PAGE_SIZE, GiB, MiB
 
 
 class Cr0(enum.IntFlag):

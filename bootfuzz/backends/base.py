@@ -12,7 +12,7 @@ from bootfuzz.plan import BootPlan
 from bootfuzz.platform import Platform
 
 
-class GuestExit(str, enum.Enum):
+class GuestExit(enum.StrEnum):
     """How the guest ended, as the backend saw it."""
 
     POWER_OFF = "power-off"  # our agent asked the machine to stop
