@@ -12,9 +12,12 @@ from dataclasses import dataclass
 from bootfuzz.initramfs import InitrdSpec
 
 #: What every harness boot needs on the command line: the console our session
-#: reads, and an immediate reboot on panic so a panicking guest ends the run
-#: (the backend turns the reboot into an exit).
-HARNESS_CMDLINE = "console=ttyS0 panic=-1"
+#: reads; the polled early console, so setup_arch's lines (Command line, BIOS-e820,
+#: RAMDISK) reach the port as they are printed, which a slow backend or a guest that
+#: hangs early needs (the kernel hands over to ttyS0 without repeating them); and an
+#: immediate reboot on panic so a panicking guest ends the run (the backend turns
+#: the reboot into an exit).
+HARNESS_CMDLINE = "console=ttyS0 earlyprintk=serial panic=-1"
 
 
 class EntryProtocol(enum.StrEnum):
