@@ -24,7 +24,15 @@ from bootfuzz.image import KernelImage, load_kernel_image
 from bootfuzz.initramfs import cached_initrd
 from bootfuzz.kernels import resolve_kernel
 from bootfuzz.observation import Observation, parse_transcript
-from bootfuzz.oracles import Evidence, OracleResult, Verdict, judge, overall
+from bootfuzz.oracles import (
+    STOP_POINTS,
+    Evidence,
+    OracleResult,
+    StopPoint,
+    Verdict,
+    judge,
+    overall,
+)
 from bootfuzz.plan import BootPlan, encode_cmdline, plan_boot
 
 #: Generous for TCG: the xz kernel decompresses for ~3 s and a 64 MiB xz initrd
@@ -32,6 +40,8 @@ from bootfuzz.plan import BootPlan, encode_cmdline, plan_boot
 DEFAULT_TIMEOUT = 300.0
 #: The longest quiet stretch of a healthy boot is the initramfs unpack.
 DEFAULT_SILENCE_TIMEOUT = 90.0
+#: Session ends at which the session itself killed the backend.
+_SESSION_KILLED = frozenset({SessionEnd.EARLY_STOP, SessionEnd.SILENCE, SessionEnd.TIMEOUT})
 #: Blob files the backend needs only while it runs (the console log stays).
 _BULKY_SUFFIX = ".bin"
 
@@ -95,8 +105,13 @@ def execute(
     timeout: float = DEFAULT_TIMEOUT,
     silence_timeout: float = DEFAULT_SILENCE_TIMEOUT,
     keep_blobs: bool = False,
+    until: StopPoint | None = None,
 ) -> BootResult:
-    """Run a prepared boot and judge it.  The console log is kept in *run_dir*."""
+    """Run a prepared boot and judge it.  The console log is kept in *run_dir*.
+
+    With *until*, the guest is stopped as soon as the oracles of that stop point
+    can answer; the others are reported unknown.
+    """
     started = time.monotonic()
     argv = prepared.backend.prepare(prepared.plan, prepared.harness, run_dir)
     (run_dir / "command.json").write_text(json.dumps(argv, indent=1) + "\n")
@@ -104,13 +119,18 @@ def execute(
         transcript = run_console(
             argv, timeout=timeout, silence_timeout=silence_timeout,
             log_path=run_dir / "console.log",
+            stop_patterns=[STOP_POINTS[until][0]] if until else [],
         )
     finally:
         if not keep_blobs:
             for path in run_dir.glob(f"*{_BULKY_SUFFIX}"):
                 path.unlink(missing_ok=True)
     guest_exit = prepared.backend.classify_exit(transcript.exit_status, transcript.signal)
-    if transcript.end is not SessionEnd.EXITED and guest_exit is GuestExit.UNKNOWN:
+    if transcript.end in _SESSION_KILLED or (
+        transcript.end is not SessionEnd.EXITED and guest_exit is GuestExit.UNKNOWN
+    ):
+        # The session stopped the backend; how a killed process exits says nothing
+        # about the guest (QEMU exits 0 on SIGTERM).
         guest_exit = GuestExit.KILLED
     observation = parse_transcript(transcript.text)
     if not observation.firmware_entered and guest_exit in (
@@ -121,7 +141,8 @@ def execute(
             f"{prepared.backend.name} never started the guest ({transcript.end_detail}); "
             f"last output: {' | '.join(tail) or '(none)'}; log: {run_dir / 'console.log'}"
         )
-    results = judge(Evidence(prepared.plan, observation, guest_exit, transcript.end_detail))
+    results = judge(Evidence(prepared.plan, observation, guest_exit, transcript.end_detail),
+                    until)
     return BootResult(
         case=prepared.case,
         plan=prepared.plan,
@@ -129,13 +150,21 @@ def execute(
         observation=observation,
         guest_exit=guest_exit,
         oracles=tuple(results),
-        verdict=overall(results),
+        verdict=overall(results, until),
         run_dir=run_dir,
         duration=time.monotonic() - started,
     )
 
 
-def run_case(case: BootCase, run_dir: Path | None = None, **kwargs: float | bool) -> BootResult:
-    """Prepare and execute *case*; see :func:`execute` for the keyword options."""
+def run_case(
+    case: BootCase,
+    run_dir: Path | None = None,
+    *,
+    timeout: float = DEFAULT_TIMEOUT,
+    silence_timeout: float = DEFAULT_SILENCE_TIMEOUT,
+    until: StopPoint | None = None,
+) -> BootResult:
+    """Prepare and execute *case*."""
     prepared = prepare(case)
-    return execute(prepared, run_dir or new_run_dir(case), **kwargs)  # type: ignore[arg-type]
+    return execute(prepared, run_dir or new_run_dir(case), timeout=timeout,
+                   silence_timeout=silence_timeout, until=until)

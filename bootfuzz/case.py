@@ -23,7 +23,8 @@ HARNESS_CMDLINE = "console=ttyS0 earlyprintk=serial panic=-1"
 class EntryProtocol(enum.StrEnum):
     """How the loader enters the kernel (boot.rst, "The 64-bit boot protocol" ...)."""
 
-    BOOT64 = "64"
+    BOOT64 = "64"  # long mode, paging on, jump to load address + 0x200, RSI = zero page
+    PVH = "pvh"  # the vmlinux's PHYS32_ENTRY note, 32-bit, EBX = hvm_start_info
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,7 @@ from bootfuzz.boot import DEFAULT_SILENCE_TIMEOUT, DEFAULT_TIMEOUT, execute, new
 from bootfuzz.case import HARNESS_CMDLINE, BootCase, EntryProtocol
 from bootfuzz.errors import BootfuzzError, ConfigError, HarnessBug, InfrastructureError
 from bootfuzz.initramfs import Compression, InitrdSpec
-from bootfuzz.oracles import Verdict
+from bootfuzz.oracles import StopPoint, Verdict
 from bootfuzz.units import parse_size
 
 EXIT_PASS = 0
@@ -81,6 +81,9 @@ def _add_boot(sub: argparse._SubParsersAction[_Parser]) -> None:
                    help=f"give up on the guest after this long; default {DEFAULT_TIMEOUT:.0f}")
     r.add_argument("--silence-timeout", type=float, default=DEFAULT_SILENCE_TIMEOUT,
                    metavar="SECONDS", help="give up after this long without console output")
+    r.add_argument("--until", default=None, choices=[p.value for p in StopPoint],
+                   help="stop the guest as soon as the oracles of this point can answer "
+                   "(ramdisk: e820, cmdline, initrd-placement); the rest report unknown")
     r.add_argument("--run-dir", default=None, metavar="DIR",
                    help="parent directory for the run's files (console.log, verdict.json)")
     r.add_argument("--keep-blobs", action="store_true",
@@ -135,7 +138,8 @@ def _boot(args: argparse.Namespace) -> int:
     prepared = prepare(case)
     run_dir = new_run_dir(case, None if args.run_dir is None else Path(args.run_dir))
     result = execute(prepared, run_dir, timeout=args.timeout,
-                     silence_timeout=args.silence_timeout, keep_blobs=args.keep_blobs)
+                     silence_timeout=args.silence_timeout, keep_blobs=args.keep_blobs,
+                     until=StopPoint(args.until) if args.until else None)
     doc = result_json(result)
     (run_dir / "verdict.json").write_text(json.dumps(doc, indent=2) + "\n")
     if args.json:

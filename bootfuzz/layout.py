@@ -27,6 +27,13 @@ BOOT_DS = 0x18
 #: (bootfuzz/abi/handoff.py).  Only the QEMU-TCG backend loads it.
 HANDOFF_ADDR = 0x5000
 
+#: PVH: hvm_start_info, then the module list and the memory map in the same page.
+#: Linux reads them through the first 1 GiB direct map, so they must stay low.
+PVH_START_INFO_ADDR = 0x6000
+PVH_MODLIST_ADDR = PVH_START_INFO_ADDR + 0x40
+PVH_MEMMAP_ADDR = PVH_START_INFO_ADDR + 0x100
+PVH_MEMMAP_MAX_ENTRIES = (0x1000 - 0x100) // 24
+
 #: boot_params, the "zero page" (4 KiB).  Firecracker uses the same address.
 ZERO_PAGE_ADDR = 0x7000
 
@@ -74,6 +81,7 @@ def align_down(value: int, alignment: int) -> int:
 FIXED_REGIONS: tuple[tuple[str, int, int], ...] = (
     ("gdt", GDT_ADDR, GDT_ADDR + GDT_SIZE),
     ("handoff", HANDOFF_ADDR, HANDOFF_ADDR + 0x100),
+    ("pvh_start_info", PVH_START_INFO_ADDR, PVH_START_INFO_ADDR + PAGE_SIZE),
     ("zero_page", ZERO_PAGE_ADDR, ZERO_PAGE_ADDR + PAGE_SIZE),
     ("stack", BOOT_STACK_TOP - PAGE_SIZE + 0x10, BOOT_STACK_TOP + 0x10),
     ("page_tables", PML4_ADDR, PAGE_TABLES_END),

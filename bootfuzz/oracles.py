@@ -58,7 +58,8 @@ def _unknown(name: str, expected: str, why: str) -> OracleResult:
 
 
 def expected_kernel_map(plan: BootPlan) -> list[E820Entry] | None:
-    return sanitize(plan.e820)
+    """What the kernel prints: its sanitizer applied to the table it starts from."""
+    return sanitize(plan.kernel_e820 or plan.e820)
 
 
 def _format_map(entries: Sequence[tuple[int, int, str]]) -> str:
@@ -244,19 +245,64 @@ def boot_params_differences(written: bytes, kept: bytes) -> list[str]:
     return diffs
 
 
+def _show(value: int | bytes) -> str:
+    return value.hex() if isinstance(value, bytes) else f"{value:#x}"
+
+
+def boot_params_field_differences(
+    fields: Sequence[tuple[str, int | bytes]], kept: bytes
+) -> list[str]:
+    """Fields of *kept* that do not hold the expected values."""
+    diffs = []
+    for name, want in fields:
+        field = BOOT_PARAMS[name]
+        got = field.decode(kept)
+        if got != want:
+            diffs.append(f"{name}: expected {_show(want)}, kernel kept {_show(got)}")
+    return diffs
+
+
 def check_boot_params(ev: Evidence) -> OracleResult:
-    """The zero page the kernel kept equals the one we wrote, but for what it writes itself."""
-    expected = "boot_params as written (kernel-written fields excepted: "
-    expected += ", ".join(KERNEL_WRITTEN) + ")"
+    """The zero page the kernel kept equals the one we wrote, but for what it writes itself.
+
+    Where the kernel builds its own boot_params (PVH), the fields its entry code
+    fills from ours are compared instead.
+    """
+    plan = ev.plan
+    if plan.zero_page:
+        expected = "boot_params as written (kernel-written fields excepted: "
+        expected += ", ".join(KERNEL_WRITTEN) + ")"
+    else:
+        expected = ", ".join(
+            f"{n}={v:#x}" if isinstance(v, int) else n for n, v in plan.boot_params_fields
+        )
     agent = ev.observation.agent
     if agent is None:
         return _unknown("boot-params", expected, "no agent report")
     if len(agent.boot_params) != BOOT_PARAMS_SIZE:
         return _result("boot-params", False, expected,
                        f"{len(agent.boot_params)} bytes from /sys/kernel/boot_params/data")
-    diffs = boot_params_differences(ev.plan.zero_page, agent.boot_params)
+    if plan.zero_page:
+        diffs = boot_params_differences(plan.zero_page, agent.boot_params)
+    else:
+        diffs = boot_params_field_differences(plan.boot_params_fields, agent.boot_params)
     return _result("boot-params", not diffs, expected,
-                   "; ".join(diffs) if diffs else "as written")
+                   "; ".join(diffs) if diffs else "as expected")
+
+
+class StopPoint(enum.StrEnum):
+    """Where a run may end early, once the oracles asked for have their answer."""
+
+    RAMDISK = "ramdisk"
+
+
+#: For each stop point: a console line that proves every oracle listed can answer
+#: (printed after the last line they read), and those oracles.  "Zone ranges:" is
+#: printed by paging_init, after reserve_initrd's RAMDISK / Move RAMDISK lines.
+#: source: arch/x86/kernel/setup.c (setup_arch order) and mm/mm_init.c.
+STOP_POINTS: dict[StopPoint, tuple[str, frozenset[str]]] = {
+    StopPoint.RAMDISK: (r"Zone ranges:", frozenset({"e820", "cmdline", "initrd-placement"})),
+}
 
 
 ORACLES: tuple[Oracle, ...] = (
@@ -272,12 +318,25 @@ ORACLES: tuple[Oracle, ...] = (
 )
 
 
-def judge(ev: Evidence) -> list[OracleResult]:
-    return [oracle(ev) for oracle in ORACLES]
+def judge(ev: Evidence, until: StopPoint | None = None) -> list[OracleResult]:
+    """Every oracle's answer; with *until*, the ones not asked are unknown, never pass."""
+    results = [oracle(ev) for oracle in ORACLES]
+    if until is None:
+        return results
+    asked = STOP_POINTS[until][1]
+    return [
+        r if r.name in asked else OracleResult(
+            r.name, Verdict.UNKNOWN, r.expected, "(not observed)",
+            f"not asked: the run stopped early at {until.value}",
+        )
+        for r in results
+    ]
 
 
-def overall(results: Sequence[OracleResult]) -> Verdict:
-    """Fail if any oracle failed; pass only if every oracle passed."""
+def overall(results: Sequence[OracleResult], until: StopPoint | None = None) -> Verdict:
+    """Fail if any oracle failed; pass only if every oracle asked for passed."""
+    if until is not None:
+        results = [r for r in results if r.name in STOP_POINTS[until][1]]
     verdicts = {r.verdict for r in results}
     if Verdict.FAIL in verdicts:
         return Verdict.FAIL

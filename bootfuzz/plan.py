@@ -25,6 +25,16 @@ from bootfuzz.abi.bootparam import (
 )
 from bootfuzz.abi.e820 import E820Type
 from bootfuzz.abi.handoff import HandoffMode
+from bootfuzz.abi.pvh import (
+    HVM_MEMMAP_TABLE_ENTRY,
+    HVM_MODLIST_ENTRY,
+    HVM_START_INFO,
+    HVM_START_INFO_VERSION,
+    HVM_START_MAGIC_VALUE,
+    PVH_BOOT_PARAMS_VERSION,
+    PVH_ISA_HOLE_MAX_ENTRIES,
+    PVH_TYPE_OF_LOADER_NON_XEN,
+)
 from bootfuzz.case import BootCase, EntryProtocol
 from bootfuzz.e820 import E820Entry, pack_table
 from bootfuzz.errors import CmdlineError, HarnessBug, ImageError, LayoutError
@@ -44,6 +54,10 @@ from bootfuzz.layout import (
     MAX_PAGE_DIRECTORIES,
     PAGE_SIZE,
     PML4_ADDR,
+    PVH_MEMMAP_ADDR,
+    PVH_MEMMAP_MAX_ENTRIES,
+    PVH_MODLIST_ADDR,
+    PVH_START_INFO_ADDR,
     ZERO_PAGE_ADDR,
     GiB,
     align_down,
@@ -122,6 +136,12 @@ class BootPlan:
     kernel_run: int  # where the decompressor runs: [run, run + init_size) is its window
     init_size: int
     initrd: PlacedInitrd | None
+    #: The table the kernel starts from before sanitizing it: what we wrote, plus
+    #: what its entry code adds (PVH appends the ISA hole).
+    kernel_e820: tuple[E820Entry, ...] = ()
+    #: For entries where the kernel builds its own boot_params (PVH): the fields it
+    #: must show.  Empty for the 64-bit entry, whose whole zero_page is compared.
+    boot_params_fields: tuple[tuple[str, int | bytes], ...] = ()
 
     @property
     def kernel_window(self) -> tuple[int, int]:
@@ -281,38 +301,9 @@ def _check_blobs(blobs: list[Blob], platform: Platform) -> None:
             raise LayoutError(f"{blob.name} [{blob.addr:#x}, {blob.end:#x}) is not inside RAM")
 
 
-def plan_boot(
-    case: BootCase, image: KernelImage, platform: Platform, initrd: InitrdImage | None = None
-) -> BootPlan:
-    """Lay out *case* for the 64-bit boot protocol on *platform*."""
-    if case.entry is not EntryProtocol.BOOT64:
-        raise LayoutError(f"entry protocol {case.entry.value} is not supported yet")
-    if not image.has_64bit_entry:
-        raise ImageError(
-            f"{image.source}: the 64-bit entry needs XLF_KERNEL_64 in xloadflags "
-            f"({int(image.xloadflags):#x})"
-        )
-    if platform.memory != case.memory:
-        raise HarnessBug("platform built for another memory size than the case")
-    cmdline = encode_cmdline(case.cmdline, image)
-    load, run = _place_kernel(image, platform)
-    placed = _place_initrd(image, platform, run + image.init_size, initrd) if initrd else None
-    e820 = plan_e820(platform)
-    zero_page = build_zero_page(image, e820, CMDLINE_ADDR, placed)
-    covered = _covered_gib(platform)
-    tables = identity_page_tables(PML4_ADDR, covered)
-    pm_code = image.protected_mode_code
-    blobs = [
-        Blob("gdt", GDT_ADDR, len(gdt := _gdt(case.entry)), data=gdt),
-        Blob("zero_page", ZERO_PAGE_ADDR, BOOT_PARAMS_SIZE, data=zero_page),
-        Blob("page_tables", PML4_ADDR, len(tables), data=tables),
-        Blob("cmdline", CMDLINE_ADDR, len(cmdline) + 1, data=cmdline + b"\0"),
-        Blob("kernel", load, len(pm_code), data=pm_code),
-    ]
-    if placed is not None and initrd is not None:
-        blobs.append(Blob("initrd", placed.addr, placed.size, path=initrd.path))
-    _check_blobs(blobs, platform)
-    cpu = CpuState(
+def _boot64_cpu(load: int) -> CpuState:
+    """boot.rst "64-bit boot protocol": long mode, identity map, RSI = zero page."""
+    return CpuState(
         mode=HandoffMode.LONG_64,
         rip=load + STARTUP_64_OFFSET,
         rsi=ZERO_PAGE_ADDR,
@@ -327,16 +318,189 @@ def plan_boot(
         code_selector=BOOT_CS,
         data_selector=BOOT_DS,
     )
+
+
+def _pvh_cpu(entry: int) -> CpuState:
+    """pvh.pandoc: 32-bit protected mode, paging off, EBX = hvm_start_info, flat segments."""
+    return CpuState(
+        mode=HandoffMode.PROTECTED_32,
+        rip=entry,
+        rsi=0,
+        rbx=PVH_START_INFO_ADDR,
+        rsp=BOOT_STACK_TOP,
+        cr0=Cr0.PE | Cr0.ET,
+        cr3=0,
+        cr4=0,
+        efer=0,
+        gdt_base=GDT_ADDR,
+        gdt_limit=GDT_ENTRIES * 8 - 1,
+        code_selector=BOOT_CS,
+        data_selector=BOOT_DS,
+    )
+
+
+def _common_blobs(case: BootCase, cmdline: bytes) -> list[Blob]:
+    gdt = _gdt(case.entry)
+    return [
+        Blob("gdt", GDT_ADDR, len(gdt), data=gdt),
+        Blob("cmdline", CMDLINE_ADDR, len(cmdline) + 1, data=cmdline + b"\0"),
+    ]
+
+
+def plan_boot(
+    case: BootCase, image: KernelImage, platform: Platform, initrd: InitrdImage | None = None
+) -> BootPlan:
+    """Lay out *case* on *platform* for its entry protocol."""
+    if platform.memory != case.memory:
+        raise HarnessBug("platform built for another memory size than the case")
+    if case.entry is EntryProtocol.BOOT64:
+        return _plan_boot64(case, image, platform, initrd)
+    if case.entry is EntryProtocol.PVH:
+        return _plan_pvh(case, image, platform, initrd)
+    raise LayoutError(f"entry protocol {case.entry.value} is not supported yet")
+
+
+def _plan_boot64(
+    case: BootCase, image: KernelImage, platform: Platform, initrd: InitrdImage | None
+) -> BootPlan:
+    if not image.has_64bit_entry:
+        raise ImageError(
+            f"{image.source}: the 64-bit entry needs XLF_KERNEL_64 in xloadflags "
+            f"({int(image.xloadflags):#x})"
+        )
+    cmdline = encode_cmdline(case.cmdline, image)
+    load, run = _place_kernel(image, platform)
+    placed = _place_initrd(image, platform, run + image.init_size, initrd) if initrd else None
+    e820 = plan_e820(platform)
+    zero_page = build_zero_page(image, e820, CMDLINE_ADDR, placed)
+    tables = identity_page_tables(PML4_ADDR, _covered_gib(platform))
+    pm_code = image.protected_mode_code
+    blobs = [
+        *_common_blobs(case, cmdline),
+        Blob("zero_page", ZERO_PAGE_ADDR, BOOT_PARAMS_SIZE, data=zero_page),
+        Blob("page_tables", PML4_ADDR, len(tables), data=tables),
+        Blob("kernel", load, len(pm_code), data=pm_code),
+    ]
+    if placed is not None and initrd is not None:
+        blobs.append(Blob("initrd", placed.addr, placed.size, path=initrd.path))
+    _check_blobs(blobs, platform)
     return BootPlan(
         case=case,
         platform=platform,
         blobs=tuple(blobs),
         e820=e820,
-        cpu=cpu,
+        cpu=_boot64_cpu(load),
         zero_page=zero_page,
         cmdline=cmdline,
         kernel_load=load,
         kernel_run=run,
         init_size=image.init_size,
         initrd=placed,
+        kernel_e820=e820,
+    )
+
+
+def pvh_kernel_e820(e820: tuple[E820Entry, ...]) -> tuple[E820Entry, ...]:
+    """The table Linux's PVH entry hands on: ours plus the ISA hole as reserved.
+
+    source: arch/x86/platform/pvh/enlighten.c, init_pvh_bootparams.
+    """
+    if len(e820) >= PVH_ISA_HOLE_MAX_ENTRIES:
+        return e820
+    hole = E820Entry(LOW_RAM_END, HIGH_MEMORY_START - LOW_RAM_END, E820Type.RESERVED)
+    return (*e820, hole)
+
+
+def build_start_info(
+    cmdline_addr: int, e820: tuple[E820Entry, ...], initrd: PlacedInitrd | None
+) -> bytes:
+    """The page at PVH_START_INFO_ADDR: hvm_start_info, module list, memory map."""
+    if len(e820) > PVH_MEMMAP_MAX_ENTRIES:
+        raise LayoutError(f"{len(e820)} memory map entries do not fit the start_info page")
+    page = bytearray(PAGE_SIZE)
+    HVM_START_INFO.pack_into(page, {
+        "magic": HVM_START_MAGIC_VALUE,
+        "version": HVM_START_INFO_VERSION,
+        "nr_modules": 1 if initrd else 0,
+        "modlist_paddr": PVH_MODLIST_ADDR if initrd else 0,
+        "cmdline_paddr": cmdline_addr,
+        "memmap_paddr": PVH_MEMMAP_ADDR,
+        "memmap_entries": len(e820),
+    })
+    if initrd is not None:
+        HVM_MODLIST_ENTRY.pack_into(page, {"paddr": initrd.addr, "size": initrd.size},
+                                    base=PVH_MODLIST_ADDR - PVH_START_INFO_ADDR)
+    for i, entry in enumerate(e820):
+        HVM_MEMMAP_TABLE_ENTRY.pack_into(
+            page, {"addr": entry.addr, "size": entry.size, "type": entry.type},
+            base=PVH_MEMMAP_ADDR - PVH_START_INFO_ADDR + i * HVM_MEMMAP_TABLE_ENTRY.size,
+        )
+    return bytes(page)
+
+
+def _plan_pvh(
+    case: BootCase, image: KernelImage, platform: Platform, initrd: InitrdImage | None
+) -> BootPlan:
+    """PVH: the vmlinux's PT_LOADs at their physical addresses, no decompressor.
+
+    6.1 must sit exactly at p_paddr (6.12 could be relocated; we do not, yet).
+    Memory past p_filesz (the bss) is left to the backend's fresh RAM, which is
+    zero on QEMU and on anonymous mappings alike.
+    """
+    from bootfuzz.decompress import read_vmlinux
+
+    info = read_vmlinux(image.vmlinux)
+    if info.pvh_entry is None:
+        raise ImageError(
+            f"{image.source}: no PVH entry (Xen note XEN_ELFNOTE_PHYS32_ENTRY): "
+            "the kernel was built without CONFIG_PVH"
+        )
+    cmdline = encode_cmdline(case.cmdline, image)
+    loads = [seg for seg in info.segments if seg.p_memsz]
+    start = min(seg.p_paddr for seg in loads)
+    end = max(seg.p_paddr + seg.p_memsz for seg in loads)
+    if end > platform.low.end:
+        raise LayoutError(
+            f"{platform.memory // (1 << 20)} MiB of RAM is too small: the vmlinux occupies "
+            f"[{start:#x}, {end:#x}), RAM below the MMIO gap ends at {platform.low.end:#x}"
+        )
+    placed = _place_initrd(image, platform, end, initrd) if initrd else None
+    if placed is not None and placed.end > FOUR_GIB:
+        raise HarnessBug("a PVH module must lie below 4 GiB")
+    e820 = plan_e820(platform)
+    start_info = build_start_info(CMDLINE_ADDR, e820, placed)
+    blobs = [
+        *_common_blobs(case, cmdline),
+        Blob("pvh_start_info", PVH_START_INFO_ADDR, PAGE_SIZE, data=start_info),
+    ]
+    vmlinux = image.vmlinux
+    for i, seg in enumerate(loads):
+        data = vmlinux[seg.p_offset : seg.p_offset + seg.p_filesz]
+        blobs.append(Blob(f"vmlinux{i}", seg.p_paddr, len(data), data=data))
+    if placed is not None and initrd is not None:
+        blobs.append(Blob("initrd", placed.addr, placed.size, path=initrd.path))
+    _check_blobs(blobs, platform)
+    kernel_e820 = pvh_kernel_e820(e820)
+    fields: list[tuple[str, int | bytes]] = [
+        ("e820_entries", len(kernel_e820)),
+        ("cmd_line_ptr", CMDLINE_ADDR),
+        ("ramdisk_image", placed.addr if placed else 0),
+        ("ramdisk_size", placed.size if placed else 0),
+        ("version", PVH_BOOT_PARAMS_VERSION),
+        ("type_of_loader", PVH_TYPE_OF_LOADER_NON_XEN),
+    ]
+    return BootPlan(
+        case=case,
+        platform=platform,
+        blobs=tuple(blobs),
+        e820=e820,
+        cpu=_pvh_cpu(info.pvh_entry),
+        zero_page=b"",
+        cmdline=cmdline,
+        kernel_load=start,
+        kernel_run=start,
+        init_size=end - start,
+        initrd=placed,
+        kernel_e820=kernel_e820,
+        boot_params_fields=tuple(fields),
     )

@@ -7,12 +7,13 @@ from pathlib import Path
 
 import pytest
 
+from bootfuzz.backends.base import GuestExit
 from bootfuzz.boot import BootResult, run_case
-from bootfuzz.case import HARNESS_CMDLINE, BootCase
+from bootfuzz.case import HARNESS_CMDLINE, BootCase, EntryProtocol
 from bootfuzz.e820 import E820Entry
 from bootfuzz.initramfs import Compression, InitrdSpec
 from bootfuzz.layout import FOUR_GIB, GiB, MiB
-from bootfuzz.oracles import Evidence, Verdict, judge
+from bootfuzz.oracles import Evidence, StopPoint, Verdict, judge
 from bootfuzz.plan import PlacedInitrd
 from tests.integration.conftest import PINNED
 
@@ -111,3 +112,28 @@ def test_oracle_boot_params_fails_on_a_different_zero_page(cloud_boot: BootResul
     zp = bytearray(cloud_boot.plan.zero_page)
     zp[0x210] ^= 0x01  # type_of_loader
     assert rejudge(cloud_boot, zero_page=bytes(zp))["boot-params"] is Verdict.FAIL
+
+
+@pytest.mark.parametrize("kernel", PINNED)
+def test_boot_pvh_entry_all_oracles_pass(tmp_path: Path, kernel: str) -> None:
+    """The PVH entry (hvm_start_info, module 0 = initrd) reaches the agent, every oracle passing."""
+    case = BootCase(kernel=kernel, memory=5 * GiB, initrd=InitrdSpec(1 * MiB),
+                    entry=EntryProtocol.PVH)
+    result = run_case(case, run_dir=tmp_path)
+    assert_all_pass(result)
+    printed = [(ln.start, ln.end, ln.type_text) for ln in result.observation.bios_e820]
+    assert (0xA0000, 0xFFFFF, "reserved") in printed  # the hole Linux's PVH code adds
+
+
+def test_boot_until_ramdisk_stops_early_and_answers_only_early_oracles(tmp_path: Path) -> None:
+    """--until ramdisk: e820, cmdline, initrd placement answer; the rest stay unknown."""
+    case = BootCase(kernel="debian-6.1-cloud", memory=256 * MiB, initrd=InitrdSpec(1 * MiB),
+                    entry=EntryProtocol.PVH)
+    result = run_case(case, run_dir=tmp_path, until=StopPoint.RAMDISK)
+    verdicts = {r.name: r.verdict for r in result.oracles}
+    assert {n for n, v in verdicts.items() if v is Verdict.PASS} == {
+        "e820", "cmdline", "initrd-placement"}
+    assert all(v is Verdict.UNKNOWN for n, v in verdicts.items()
+               if n not in {"e820", "cmdline", "initrd-placement"})
+    assert result.verdict is Verdict.PASS
+    assert result.observation.agent is None and result.guest_exit is GuestExit.KILLED

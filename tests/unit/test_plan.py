@@ -166,3 +166,33 @@ def test_plan_invariants_hold_for_every_accepted_case(memory: int, initrd_size: 
     except LayoutError:
         return  # refusals are checked by the boundary tests above
     check_invariants(p)
+
+
+def test_pvh_start_info_layout_and_memmap() -> None:
+    from bootfuzz.abi.pvh import HVM_MEMMAP_TABLE_ENTRY, HVM_MODLIST_ENTRY, HVM_START_INFO
+    from bootfuzz.layout import PVH_MEMMAP_ADDR, PVH_MODLIST_ADDR, PVH_START_INFO_ADDR
+    from bootfuzz.plan import PlacedInitrd, build_start_info, plan_e820
+
+    e820 = plan_e820(qemu_pc(5 * GiB))
+    page = build_start_info(0x4B000, e820, PlacedInitrd(0x7F000000, 0x123456, "0" * 64))
+    info = HVM_START_INFO.parse(page)
+    assert info["magic"] == 0x336EC578 and info["version"] == 1
+    assert info["nr_modules"] == 1 and info["modlist_paddr"] == PVH_MODLIST_ADDR
+    assert info["cmdline_paddr"] == 0x4B000 and info["rsdp_paddr"] == 0
+    assert info["memmap_paddr"] == PVH_MEMMAP_ADDR and info["memmap_entries"] == len(e820)
+    module = HVM_MODLIST_ENTRY.parse(page, PVH_MODLIST_ADDR - PVH_START_INFO_ADDR)
+    assert (module["paddr"], module["size"]) == (0x7F000000, 0x123456)
+    for i, entry in enumerate(e820):
+        got = HVM_MEMMAP_TABLE_ENTRY.parse(
+            page, PVH_MEMMAP_ADDR - PVH_START_INFO_ADDR + 24 * i)
+        assert (got["addr"], got["size"], got["type"]) == (entry.addr, entry.size, entry.type)
+
+
+def test_pvh_kernel_e820_appends_the_isa_hole_below_127_entries() -> None:
+    from bootfuzz.e820 import E820Entry
+    from bootfuzz.plan import pvh_kernel_e820
+
+    table = tuple(E820Entry(i * 0x1000, 0x1000, 1) for i in range(126))
+    assert pvh_kernel_e820(table)[-1] == E820Entry(0xA0000, 0x60000, 2)
+    full = tuple(E820Entry(i * 0x1000, 0x1000, 1) for i in range(127))
+    assert pvh_kernel_e820(full) == full
