@@ -9,6 +9,7 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 
+from bootfuzz.e820 import E820Entry
 from bootfuzz.initramfs import InitrdSpec
 
 #: What every harness boot needs on the command line: the console our session
@@ -28,6 +29,42 @@ class EntryProtocol(enum.StrEnum):
 
 
 @dataclass(frozen=True)
+class SetupDataNode:
+    """One ``struct setup_data`` node; the loader places it unless *addr* is given."""
+
+    type: int
+    payload: bytes
+    addr: int | None = None
+
+
+@dataclass(frozen=True)
+class Overrides:
+    """Decisions taken out of the loader's hands, to replay another loader's layout.
+
+    Every field left at its default means "the loader decides, by the protocol".
+    With overrides the loader writes what it is told, even where the protocol says
+    otherwise: the validity oracles (bootfuzz.layout_rules) then say what is wrong.
+    """
+
+    #: boot_params / setup_header fields written last, by their declared names.
+    fields: tuple[tuple[str, int], ...] = ()
+    initrd_addr: int | None = None
+    cmdline_addr: int | None = None
+    #: The exact bytes written at the command line's address (a missing NUL included).
+    cmdline_raw: bytes | None = None
+    #: The E820 table written to the zero page / PVH memory map instead of ours.
+    e820: tuple[E820Entry, ...] | None = None
+    #: Where the protected-mode code is loaded (the decompressor then picks its run
+    #: address from it by the boot protocol's rule).
+    kernel_load: int | None = None
+    setup_data: tuple[SetupDataNode, ...] = ()
+
+    @property
+    def empty(self) -> bool:
+        return self == Overrides()
+
+
+@dataclass(frozen=True)
 class BootCase:
     """One boot: kernel, memory, initrd, command line (the exact string written)."""
 
@@ -37,3 +74,4 @@ class BootCase:
     initrd: InitrdSpec | None = None
     entry: EntryProtocol = EntryProtocol.BOOT64
     backend: str = "qemu-tcg"
+    overrides: Overrides = Overrides()

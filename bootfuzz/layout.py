@@ -55,6 +55,9 @@ CMDLINE_ADDR = PAGE_TABLES_END
 CMDLINE_MAX = 16 * KiB
 CMDLINE_END = CMDLINE_ADDR + CMDLINE_MAX
 
+#: setup_data nodes the loader places itself go here, up to the end of low RAM.
+SETUP_DATA_AREA = CMDLINE_END
+
 #: End of conventional low memory (640 KiB); above it lie VGA and the BIOS area.
 LOW_RAM_END = 0xA0000
 

@@ -35,7 +35,8 @@ from bootfuzz.abi.pvh import (
     PVH_ISA_HOLE_MAX_ENTRIES,
     PVH_TYPE_OF_LOADER_NON_XEN,
 )
-from bootfuzz.case import BootCase, EntryProtocol
+from bootfuzz.abi.setup_data import SETUP_DATA_ALIGN, SETUP_DATA_HEADER
+from bootfuzz.case import BootCase, EntryProtocol, SetupDataNode
 from bootfuzz.e820 import E820Entry, pack_table
 from bootfuzz.errors import CmdlineError, HarnessBug, ImageError, LayoutError
 from bootfuzz.image import KernelImage
@@ -58,6 +59,7 @@ from bootfuzz.layout import (
     PVH_MEMMAP_MAX_ENTRIES,
     PVH_MODLIST_ADDR,
     PVH_START_INFO_ADDR,
+    SETUP_DATA_AREA,
     ZERO_PAGE_ADDR,
     GiB,
     align_down,
@@ -189,21 +191,39 @@ def encode_cmdline(cmdline: str, image: KernelImage) -> bytes:
     return raw
 
 
-def _place_kernel(image: KernelImage, platform: Platform) -> tuple[int, int]:
+def decompressor_run_address(image: KernelImage, load: int) -> int:
+    """Where the decompressor runs for a kernel loaded at *load*.
+
+    align_up(load, kernel_alignment), raised to LOAD_PHYSICAL_ADDR (pref_address)
+    if lower; a non-relocatable kernel always runs at pref_address.
+    source: arch/x86/boot/compressed/head_64.S, boot-protocol.md 3.3.
+    """
+    if not image.relocatable:
+        return image.pref_address
+    return max(align_up(load, image.kernel_alignment or 1), image.pref_address)
+
+
+def _place_kernel(
+    image: KernelImage, platform: Platform, load_override: int | None = None
+) -> tuple[int, int]:
     """Load and run address of the protected-mode code.
 
     We load at pref_address, which the kernel requires when not relocatable and
     prefers otherwise; aligned to kernel_alignment it is also where the
     decompressor runs, so [load, load + init_size) is the whole window
-    (boot-protocol.md 3.3).
+    (boot-protocol.md 3.3).  An override loads elsewhere and lets the kernel's
+    own rule pick the run address.
     """
-    load = image.pref_address
-    alignment = image.kernel_alignment
-    if alignment and load % alignment:
-        raise ImageError(
-            f"pref_address {load:#x} is not aligned to kernel_alignment {alignment:#x}"
-        )
-    run = load
+    if load_override is not None:
+        load = load_override
+    else:
+        load = image.pref_address
+        alignment = image.kernel_alignment
+        if alignment and load % alignment:
+            raise ImageError(
+                f"pref_address {load:#x} is not aligned to kernel_alignment {alignment:#x}"
+            )
+    run = decompressor_run_address(image, load)
     end = run + image.init_size
     if end > platform.low.end:
         raise LayoutError(
@@ -242,7 +262,8 @@ def _covered_gib(platform: Platform) -> int:
 
 def build_zero_page(
     image: KernelImage, e820: tuple[E820Entry, ...], cmdline_addr: int,
-    initrd: PlacedInitrd | None,
+    initrd: PlacedInitrd | None, setup_data: int = 0,
+    fields: tuple[tuple[str, int], ...] = (),
 ) -> bytes:
     """boot_params for the 32/64-bit protocols (boot.rst, "Details of header fields").
 
@@ -264,7 +285,7 @@ def build_zero_page(
         "ramdisk_image": 0,
         "ramdisk_size": 0,
         "hardware_subarch": 0,
-        "setup_data": 0,
+        "setup_data": setup_data,
         "sentinel": 0,
         "e820_entries": len(e820),
     }
@@ -278,7 +299,38 @@ def build_zero_page(
     BOOT_PARAMS.pack_into(zp, values)
     table = pack_table(e820)
     zp[E820_TABLE_OFFSET : E820_TABLE_OFFSET + len(table)] = table
+    try:
+        BOOT_PARAMS.pack_into(zp, dict(fields))
+    except ValueError as exc:
+        raise LayoutError(f"override: {exc}") from None
     return bytes(zp)
+
+
+def place_setup_data(nodes: tuple[SetupDataNode, ...]) -> tuple[int, list[Blob]]:
+    """Chain *nodes* (first node first) and place those without an address.
+
+    Returns the head pointer for hdr.setup_data and one blob per node.
+    """
+    addrs: list[int] = []
+    cursor = SETUP_DATA_AREA
+    for node in nodes:
+        size = SETUP_DATA_HEADER.size + len(node.payload)
+        if node.addr is not None:
+            addrs.append(node.addr)
+            continue
+        addrs.append(cursor)
+        cursor = align_up(cursor + size, SETUP_DATA_ALIGN)
+        if cursor > LOW_RAM_END:
+            raise LayoutError("setup_data nodes overflow the low-memory area reserved for them")
+    blobs = []
+    for i, (node, addr) in enumerate(zip(nodes, addrs, strict=True)):
+        following = addrs[i + 1] if i + 1 < len(addrs) else 0
+        header = SETUP_DATA_HEADER.build(
+            {"next": following, "type": node.type, "len": len(node.payload)}
+        )
+        data = header + node.payload
+        blobs.append(Blob(f"setup_data{i}", addr, len(data), data=data))
+    return (addrs[0] if addrs else 0), blobs
 
 
 def _gdt(entry: EntryProtocol) -> bytes:
@@ -339,14 +391,6 @@ def _pvh_cpu(entry: int) -> CpuState:
     )
 
 
-def _common_blobs(case: BootCase, cmdline: bytes) -> list[Blob]:
-    gdt = _gdt(case.entry)
-    return [
-        Blob("gdt", GDT_ADDR, len(gdt), data=gdt),
-        Blob("cmdline", CMDLINE_ADDR, len(cmdline) + 1, data=cmdline + b"\0"),
-    ]
-
-
 def plan_boot(
     case: BootCase, image: KernelImage, platform: Platform, initrd: InitrdImage | None = None
 ) -> BootPlan:
@@ -360,6 +404,28 @@ def plan_boot(
     raise LayoutError(f"entry protocol {case.entry.value} is not supported yet")
 
 
+def _cmdline_blob(case: BootCase, image: KernelImage) -> tuple[bytes, Blob]:
+    """The intended command line, and the blob actually written (an override's raw bytes)."""
+    ov = case.overrides
+    addr = CMDLINE_ADDR if ov.cmdline_addr is None else ov.cmdline_addr
+    if ov.cmdline_raw is None:
+        cmdline = encode_cmdline(case.cmdline, image)
+        return cmdline, Blob("cmdline", addr, len(cmdline) + 1, data=cmdline + b"\0")
+    raw = ov.cmdline_raw
+    return case.cmdline.encode(), Blob("cmdline", addr, len(raw), data=raw)
+
+
+def _initrd_placement(
+    case: BootCase, image: KernelImage, platform: Platform, window_end: int,
+    initrd: InitrdImage | None,
+) -> PlacedInitrd | None:
+    if initrd is None:
+        return None
+    if case.overrides.initrd_addr is not None:
+        return PlacedInitrd(case.overrides.initrd_addr, initrd.size, initrd.payload_sha256)
+    return _place_initrd(image, platform, window_end, initrd)
+
+
 def _plan_boot64(
     case: BootCase, image: KernelImage, platform: Platform, initrd: InitrdImage | None
 ) -> BootPlan:
@@ -368,18 +434,23 @@ def _plan_boot64(
             f"{image.source}: the 64-bit entry needs XLF_KERNEL_64 in xloadflags "
             f"({int(image.xloadflags):#x})"
         )
-    cmdline = encode_cmdline(case.cmdline, image)
-    load, run = _place_kernel(image, platform)
-    placed = _place_initrd(image, platform, run + image.init_size, initrd) if initrd else None
-    e820 = plan_e820(platform)
-    zero_page = build_zero_page(image, e820, CMDLINE_ADDR, placed)
+    ov = case.overrides
+    cmdline, cmdline_blob = _cmdline_blob(case, image)
+    load, run = _place_kernel(image, platform, ov.kernel_load)
+    placed = _initrd_placement(case, image, platform, run + image.init_size, initrd)
+    e820 = plan_e820(platform) if ov.e820 is None else ov.e820
+    setup_head, setup_blobs = place_setup_data(ov.setup_data)
+    zero_page = build_zero_page(image, e820, cmdline_blob.addr, placed, setup_head, ov.fields)
     tables = identity_page_tables(PML4_ADDR, _covered_gib(platform))
     pm_code = image.protected_mode_code
+    gdt = _gdt(case.entry)
     blobs = [
-        *_common_blobs(case, cmdline),
+        Blob("gdt", GDT_ADDR, len(gdt), data=gdt),
+        cmdline_blob,
         Blob("zero_page", ZERO_PAGE_ADDR, BOOT_PARAMS_SIZE, data=zero_page),
         Blob("page_tables", PML4_ADDR, len(tables), data=tables),
         Blob("kernel", load, len(pm_code), data=pm_code),
+        *setup_blobs,
     ]
     if placed is not None and initrd is not None:
         blobs.append(Blob("initrd", placed.addr, placed.size, path=initrd.path))
@@ -455,7 +526,12 @@ def _plan_pvh(
             f"{image.source}: no PVH entry (Xen note XEN_ELFNOTE_PHYS32_ENTRY): "
             "the kernel was built without CONFIG_PVH"
         )
-    cmdline = encode_cmdline(case.cmdline, image)
+    ov = case.overrides
+    if ov.fields or ov.setup_data or ov.kernel_load is not None:
+        raise LayoutError(
+            "the PVH entry has no zero page, setup_data or load address of ours to override"
+        )
+    cmdline, cmdline_blob = _cmdline_blob(case, image)
     loads = [seg for seg in info.segments if seg.p_memsz]
     start = min(seg.p_paddr for seg in loads)
     end = max(seg.p_paddr + seg.p_memsz for seg in loads)
@@ -464,13 +540,15 @@ def _plan_pvh(
             f"{platform.memory // (1 << 20)} MiB of RAM is too small: the vmlinux occupies "
             f"[{start:#x}, {end:#x}), RAM below the MMIO gap ends at {platform.low.end:#x}"
         )
-    placed = _place_initrd(image, platform, end, initrd) if initrd else None
+    placed = _initrd_placement(case, image, platform, end, initrd)
     if placed is not None and placed.end > FOUR_GIB:
-        raise HarnessBug("a PVH module must lie below 4 GiB")
-    e820 = plan_e820(platform)
-    start_info = build_start_info(CMDLINE_ADDR, e820, placed)
+        raise LayoutError("a PVH module (the initrd) must lie below 4 GiB: its address is 32-bit")
+    e820 = plan_e820(platform) if ov.e820 is None else ov.e820
+    start_info = build_start_info(cmdline_blob.addr, e820, placed)
+    gdt = _gdt(case.entry)
     blobs = [
-        *_common_blobs(case, cmdline),
+        Blob("gdt", GDT_ADDR, len(gdt), data=gdt),
+        cmdline_blob,
         Blob("pvh_start_info", PVH_START_INFO_ADDR, PAGE_SIZE, data=start_info),
     ]
     vmlinux = image.vmlinux
@@ -483,7 +561,7 @@ def _plan_pvh(
     kernel_e820 = pvh_kernel_e820(e820)
     fields: list[tuple[str, int | bytes]] = [
         ("e820_entries", len(kernel_e820)),
-        ("cmd_line_ptr", CMDLINE_ADDR),
+        ("cmd_line_ptr", cmdline_blob.addr),
         ("ramdisk_image", placed.addr if placed else 0),
         ("ramdisk_size", placed.size if placed else 0),
         ("version", PVH_BOOT_PARAMS_VERSION),
