@@ -23,6 +23,7 @@ from bootfuzz.harness import HarnessArtifacts, build_harness
 from bootfuzz.image import KernelImage, load_kernel_image
 from bootfuzz.initramfs import cached_initrd
 from bootfuzz.kernels import resolve_kernel
+from bootfuzz.layout_rules import check_layout
 from bootfuzz.observation import Observation, parse_transcript
 from bootfuzz.oracles import (
     STOP_POINTS,
@@ -141,8 +142,9 @@ def execute(
             f"{prepared.backend.name} never started the guest ({transcript.end_detail}); "
             f"last output: {' | '.join(tail) or '(none)'}; log: {run_dir / 'console.log'}"
         )
-    results = judge(Evidence(prepared.plan, observation, guest_exit, transcript.end_detail),
-                    until)
+    results = check_layout(prepared.plan) + judge(
+        Evidence(prepared.plan, observation, guest_exit, transcript.end_detail), until
+    )
     return BootResult(
         case=prepared.case,
         plan=prepared.plan,
@@ -150,7 +152,7 @@ def execute(
         observation=observation,
         guest_exit=guest_exit,
         oracles=tuple(results),
-        verdict=overall(results, until),
+        verdict=overall(results),
         run_dir=run_dir,
         duration=time.monotonic() - started,
     )

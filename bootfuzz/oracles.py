@@ -34,6 +34,8 @@ class OracleResult:
     expected: str
     observed: str
     detail: str = ""
+    #: False for an oracle a run stopped before (--until): reported, never counted.
+    asked: bool = True
 
 
 @dataclass(frozen=True)
@@ -327,16 +329,15 @@ def judge(ev: Evidence, until: StopPoint | None = None) -> list[OracleResult]:
     return [
         r if r.name in asked else OracleResult(
             r.name, Verdict.UNKNOWN, r.expected, "(not observed)",
-            f"not asked: the run stopped early at {until.value}",
+            f"not asked: the run stopped early at {until.value}", asked=False,
         )
         for r in results
     ]
 
 
-def overall(results: Sequence[OracleResult], until: StopPoint | None = None) -> Verdict:
+def overall(results: Sequence[OracleResult]) -> Verdict:
     """Fail if any oracle failed; pass only if every oracle asked for passed."""
-    if until is not None:
-        results = [r for r in results if r.name in STOP_POINTS[until][1]]
+    results = [r for r in results if r.asked]
     verdicts = {r.verdict for r in results}
     if Verdict.FAIL in verdicts:
         return Verdict.FAIL

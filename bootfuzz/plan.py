@@ -9,7 +9,8 @@ where it comes from (boot.rst, or shared/reference/boot-protocol.md).
 from __future__ import annotations
 
 import itertools
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
@@ -144,6 +145,8 @@ class BootPlan:
     #: For entries where the kernel builds its own boot_params (PVH): the fields it
     #: must show.  Empty for the 64-bit entry, whose whole zero_page is compared.
     boot_params_fields: tuple[tuple[str, int | bytes], ...] = ()
+    #: The kernel image's setup header as read (the rules a layout must obey).
+    image_header: Mapping[str, int] = field(default_factory=dict)
 
     @property
     def kernel_window(self) -> tuple[int, int]:
@@ -468,6 +471,7 @@ def _plan_boot64(
         init_size=image.init_size,
         initrd=placed,
         kernel_e820=e820,
+        image_header=image.header.fields,
     )
 
 
@@ -581,4 +585,5 @@ def _plan_pvh(
         initrd=placed,
         kernel_e820=kernel_e820,
         boot_params_fields=tuple(fields),
+        image_header=image.header.fields,
     )

@@ -83,7 +83,7 @@ def result_table(result: BootResult, verbose: bool = False) -> str:
     width = max(len(r.name) for r in result.oracles)
     for r in result.oracles:
         out.append(f"  {r.name:<{width}}  {_MARK[r.verdict]}")
-        if r.detail.startswith("not asked"):
+        if not r.asked:
             out.append(_indent("", r.detail))
         elif r.verdict is not Verdict.PASS or verbose:
             out.append(_indent("expected", r.expected))

@@ -1,0 +1,237 @@
+"""Validity oracles: does a plan obey the boot protocol and the platform?
+
+The exact-match oracles (bootfuzz.oracles) ask "did the kernel see what we wrote";
+these ask "should anyone have written that".  They judge the plan alone, so they
+answer for every boot, also one that hangs, and they flag the classic loader bugs
+that a lucky boot can hide: an initrd inside the decompressor's window, RAM
+claimed inside the MMIO gap, a command line without its NUL.
+Sources: boot.rst and shared/reference/boot-protocol.md (sections cited per rule).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from bootfuzz.abi.bootparam import (
+    BOOT_PARAMS,
+    E820_MAX_ENTRIES_ZEROPAGE,
+    LEGACY_CMDLINE_SIZE,
+    LoadFlags,
+    XLoadFlags,
+)
+from bootfuzz.abi.e820 import E820Type
+from bootfuzz.abi.setup_data import SETUP_DATA_HEADER
+from bootfuzz.case import EntryProtocol
+from bootfuzz.e820 import E820_MIN_ENTRIES, E820Entry, sanitize
+from bootfuzz.layout import FOUR_GIB, HIGH_MEMORY_START, LOW_RAM_END, PAGE_SIZE
+from bootfuzz.oracles import OracleResult, Verdict
+from bootfuzz.plan import BootPlan
+
+#: A rule answers, or returns None where it does not apply (no initrd, no setup_data).
+Rule = Callable[[BootPlan], OracleResult | None]
+
+
+def _ok(name: str, ok: bool, expected: str, observed: str) -> OracleResult:
+    return OracleResult(name, Verdict.PASS if ok else Verdict.FAIL, expected, observed)
+
+
+def _span(a: int, b: int) -> str:
+    return f"[{a:#x}, {b:#x})"
+
+
+def _ram(plan: BootPlan) -> list[E820Entry]:
+    table = sanitize(plan.e820) or []
+    return [e for e in table if e.type in (E820Type.RAM, E820Type.RESERVED_KERN)]
+
+
+def _field(plan: BootPlan, name: str) -> int:
+    value = BOOT_PARAMS[name].decode(plan.zero_page)
+    assert isinstance(value, int)
+    return value
+
+
+def _overlaps(a0: int, a1: int, b0: int, b1: int) -> bool:
+    return a0 < b1 and b0 < a1
+
+
+def rule_initrd_in_ram(plan: BootPlan) -> OracleResult | None:
+    """The initrd lies inside one E820 RAM range that the machine really has (5.4, 5.7)."""
+    name = "valid-initrd-in-ram"
+    if plan.initrd is None:
+        return None  # not applicable: no initrd
+    i = plan.initrd
+    expected = f"{_span(i.addr, i.end)} inside one E820 RAM range and the machine's RAM"
+    in_e820 = any(e.addr <= i.addr and i.end <= e.end for e in _ram(plan))
+    in_machine = any(r.start <= i.addr and i.end <= r.end for r in plan.platform.ram_ranges())
+    observed = (
+        "inside E820 RAM" if in_e820 else "not inside any one E820 RAM range"
+    ) + (", inside the machine's RAM" if in_machine else ", outside the machine's RAM")
+    return _ok(name, in_e820 and in_machine, expected, observed)
+
+
+def rule_initrd_outside_kernel(plan: BootPlan) -> OracleResult | None:
+    """Nothing the kernel needs may lie in [run, run + init_size) (1, init_size; 5.7)."""
+    name = "valid-initrd-outside-kernel"
+    if plan.initrd is None:
+        return None  # not applicable: no initrd
+    i = plan.initrd
+    run, end = plan.kernel_window
+    what = "decompression window" if plan.case.entry is EntryProtocol.BOOT64 else "kernel image"
+    expected = f"initrd {_span(i.addr, i.end)} outside the kernel's {what} {_span(run, end)}"
+    hit = _overlaps(i.addr, i.end, run, end)
+    observed = f"overlaps it by {min(i.end, end) - max(i.addr, run):#x} bytes" if hit else "outside"
+    return _ok(name, not hit, expected, observed)
+
+
+def rule_initrd_below_max(plan: BootPlan) -> OracleResult | None:
+    """initrd_addr_max bounds the last initrd byte, unless a 64-bit loader may go higher."""
+    name = "valid-initrd-addr-max"
+    if plan.initrd is None:
+        return None  # not applicable: no initrd
+    i = plan.initrd
+    if plan.case.entry is EntryProtocol.PVH:
+        return _ok(name, i.end <= FOUR_GIB, "PVH module below 4 GiB (32-bit address)",
+                   f"ends at {i.end:#x}")
+    limit = plan.image_header.get("initrd_addr_max", 0x37FFFFFF)
+    above_ok = bool(plan.image_header.get("xloadflags", 0)
+                    & XLoadFlags.XLF_CAN_BE_LOADED_ABOVE_4G)
+    if above_ok:
+        return _ok(name, True, f"last byte <= {limit:#x}, or anywhere (XLF_CAN_BE_LOADED_ABOVE_4G)",
+                   f"last byte {i.end - 1:#x}")
+    return _ok(name, i.end - 1 <= limit, f"last byte <= initrd_addr_max {limit:#x}",
+               f"last byte {i.end - 1:#x}")
+
+
+def rule_initrd_aligned(plan: BootPlan) -> OracleResult | None:
+    """A page-aligned start: free_initrd_mem WARNs otherwise (4.2)."""
+    name = "valid-initrd-aligned"
+    if plan.initrd is None:
+        return None  # not applicable: no initrd
+    return _ok(name, plan.initrd.addr % PAGE_SIZE == 0, "initrd start aligned to 4 KiB",
+               f"{plan.initrd.addr:#x}")
+
+
+def rule_e820_no_ram_in_gap(plan: BootPlan) -> OracleResult | None:
+    """RAM is described only where the machine has RAM: never in the 32-bit MMIO gap."""
+    name = "valid-e820-ram-real"
+    gap0, gap1 = plan.platform.mmio_gap
+    ranges = plan.platform.ram_ranges()
+    bad = []
+    for e in _ram(plan):
+        if _overlaps(e.addr, e.end, gap0, gap1):
+            bad.append(f"{_span(e.addr, e.end)} overlaps the MMIO gap {_span(gap0, gap1)}")
+        elif not any(r.start <= e.addr and e.end <= r.end for r in ranges):
+            bad.append(f"{_span(e.addr, e.end)} is beyond the machine's RAM")
+    return _ok(name, not bad, f"E820 RAM only inside the machine's RAM, none in "
+               f"the MMIO gap {_span(gap0, gap1)}", "; ".join(bad) or "as expected")
+
+
+def rule_e820_adds_up(plan: BootPlan) -> OracleResult | None:
+    """E820 RAM adds up to the configured memory, less the legacy VGA/BIOS hole."""
+    name = "valid-e820-total"
+    machine = sum(r.size for r in plan.platform.ram_ranges())
+    hole = max(0, min(plan.platform.low.end, HIGH_MEMORY_START) - LOW_RAM_END)
+    want = machine - hole
+    got = sum(e.size for e in _ram(plan))
+    return _ok(name, got == want, f"{want:#x} bytes of RAM ({machine:#x} configured, "
+               f"less the {hole:#x}-byte legacy hole)", f"{got:#x} bytes")
+
+
+def rule_e820_count(plan: BootPlan) -> OracleResult | None:
+    """2 <= e820_entries <= 128: fewer is ignored, more overruns the zero page (2.1)."""
+    name = "valid-e820-entries"
+    if not plan.zero_page:
+        n = len(plan.e820)
+        return _ok(name, n >= 1, "a non-empty PVH memory map", f"{n} entries")
+    n = _field(plan, "e820_entries")
+    return _ok(name, E820_MIN_ENTRIES <= n <= E820_MAX_ENTRIES_ZEROPAGE,
+               f"{E820_MIN_ENTRIES} <= e820_entries <= {E820_MAX_ENTRIES_ZEROPAGE}", str(n))
+
+
+def rule_cmdline_terminated(plan: BootPlan) -> OracleResult | None:
+    """The command line ends in a NUL within cmdline_size + 1 bytes (header 0x238)."""
+    name = "valid-cmdline-terminated"
+    limit = plan.image_header.get("cmdline_size", LEGACY_CMDLINE_SIZE)
+    data = plan.blob("cmdline").data or b""
+    nul = data.find(b"\0")
+    expected = f"a NUL within the first {limit + 1} bytes"
+    if nul < 0:
+        return _ok(name, False, expected, f"no NUL in the {len(data)} bytes written")
+    return _ok(name, nul <= limit, expected, f"NUL at offset {nul}")
+
+
+def rule_zero_page(plan: BootPlan) -> OracleResult | None:
+    """Sentinel 0, a loader type, KASLR_FLAG clear (2.1, 2.2, 5.2)."""
+    name = "valid-zero-page"
+    if not plan.zero_page:
+        return None  # not applicable: the PVH entry has no loader-written zero page
+    bad = []
+    if _field(plan, "sentinel"):
+        bad.append(f"sentinel is {_field(plan, 'sentinel'):#x}: the kernel wipes the ext_* fields")
+    if plan.initrd is not None and not _field(plan, "type_of_loader"):
+        bad.append("type_of_loader is 0: the kernel ignores the initrd")
+    if _field(plan, "loadflags") & LoadFlags.KASLR_FLAG:
+        bad.append("KASLR_FLAG set: kernel-internal, a loader must clear it")
+    return _ok(name, not bad, "sentinel 0, type_of_loader != 0, KASLR_FLAG clear",
+               "; ".join(bad) or "as expected")
+
+
+def rule_boot_data_outside_kernel(plan: BootPlan) -> OracleResult | None:
+    """boot_params, the command line and setup_data stay out of the kernel window (1)."""
+    name = "valid-boot-data-outside-kernel"
+    run, end = plan.kernel_window
+    bad = [
+        f"{b.name} {_span(b.addr, b.end)}"
+        for b in plan.blobs
+        if (b.name in ("zero_page", "cmdline", "pvh_start_info") or b.name.startswith("setup_data"))
+        and _overlaps(b.addr, b.end, run, end)
+    ]
+    return _ok(name, not bad, f"nothing the kernel reads inside {_span(run, end)}",
+               "; ".join(bad) or "as expected")
+
+
+def rule_setup_data_chain(plan: BootPlan) -> OracleResult | None:
+    """setup_data nodes lie in RAM and the chain ends (2.3)."""
+    name = "valid-setup-data"
+    nodes = [b for b in plan.blobs if b.name.startswith("setup_data")]
+    if not nodes:
+        return None  # not applicable: no setup_data
+    by_addr = {b.addr: b for b in nodes}
+    head = _field(plan, "setup_data")
+    seen: set[int] = set()
+    bad = []
+    addr = head
+    while addr:
+        if addr in seen:
+            bad.append(f"the chain loops at {addr:#x}")
+            break
+        seen.add(addr)
+        blob = by_addr.get(addr)
+        if blob is None or blob.data is None:
+            bad.append(f"next pointer {addr:#x} points at no node")
+            break
+        if not any(e.addr <= blob.addr and blob.end <= e.end for e in _ram(plan)):
+            bad.append(f"node {_span(blob.addr, blob.end)} not in E820 RAM")
+        addr = int(SETUP_DATA_HEADER.parse(blob.data)["next"])
+    return _ok(name, not bad, "every node in RAM, the chain ends with next = 0",
+               "; ".join(bad) or f"{len(seen)} nodes")
+
+
+RULES: tuple[Rule, ...] = (
+    rule_initrd_in_ram,
+    rule_initrd_outside_kernel,
+    rule_initrd_below_max,
+    rule_initrd_aligned,
+    rule_e820_no_ram_in_gap,
+    rule_e820_adds_up,
+    rule_e820_count,
+    rule_cmdline_terminated,
+    rule_zero_page,
+    rule_boot_data_outside_kernel,
+    rule_setup_data_chain,
+)
+
+
+def check_layout(plan: BootPlan) -> list[OracleResult]:
+    """The answers of every rule that applies to *plan*."""
+    return [r for rule in RULES if (r := rule(plan)) is not None]
