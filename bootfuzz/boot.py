@@ -127,7 +127,7 @@ def execute(
             for path in run_dir.glob(f"*{_BULKY_SUFFIX}"):
                 path.unlink(missing_ok=True)
     guest_exit = prepared.backend.classify_exit(transcript.exit_status, transcript.signal)
-    if transcript.end in _SESSION_KILLED or (
+    if transcript.killed or transcript.end in _SESSION_KILLED or (
         transcript.end is not SessionEnd.EXITED and guest_exit is GuestExit.UNKNOWN
     ):
         # The session stopped the backend; how a killed process exits says nothing
