@@ -27,7 +27,8 @@ EXIT_USAGE = 2
 EXIT_INFRASTRUCTURE = 3
 
 _EPILOG = """\
-exit status: 0 all oracles pass, 1 an oracle failed (or could not answer),
+exit status: 0 all oracles pass (replay: the reproducer's expectation is met),
+1 an oracle failed or could not answer (replay: expectation not met, or verdicts differ),
 2 bad input or usage, 3 infrastructure trouble (backend missing, guest never started)."""
 
 
@@ -107,6 +108,23 @@ def _add_kernels(sub: argparse._SubParsersAction[_Parser]) -> None:
                     help="pin to another package (a new ABI number)")
 
 
+def _add_replay(sub: argparse._SubParsersAction[_Parser]) -> None:
+    p = sub.add_parser(
+        "replay", help="boot a reproducer file again and judge it",
+        description="Replay a reproducer (corpus/*.json): the same kernel (sha256 checked), "
+        "case and overrides.  With --times N it boots N times and checks every verdict is the "
+        "same.", epilog=_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("file", metavar="FILE", help="a reproducer JSON file")
+    p.add_argument("--times", type=int, default=1, metavar="N",
+                   help="replay N times; exit 1 if the verdicts differ")
+    p.add_argument("--without-overrides", action="store_true",
+                   help="replay the case with the loader's own decisions instead")
+    p.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT, metavar="SECONDS")
+    p.add_argument("--json", action="store_true", help="print the results as JSON")
+    p.add_argument("-v", "--verbose", action="store_true")
+
+
 def make_parser() -> _Parser:
     parser = _Parser(
         prog="bootfuzz", description="Test harness and fuzzer for the Linux x86 boot protocol.",
@@ -116,6 +134,7 @@ def make_parser() -> _Parser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND",
                                 parser_class=_Parser)
     _add_boot(sub)
+    _add_replay(sub)
     _add_kernels(sub)
     return parser
 
@@ -149,6 +168,44 @@ def _boot(args: argparse.Namespace) -> int:
     return EXIT_PASS if result.verdict is Verdict.PASS else EXIT_FINDING
 
 
+def _replay(args: argparse.Namespace) -> int:
+    import dataclasses
+
+    from bootfuzz.case import Overrides
+    from bootfuzz.replay import replay
+    from bootfuzz.report import result_json, result_table
+    from bootfuzz.reproducer import load_reproducer
+
+    rep = load_reproducer(Path(args.file))
+    if args.without_overrides:
+        rep = dataclasses.replace(rep, case=dataclasses.replace(rep.case, overrides=Overrides()),
+                                  expect=None)
+    outcomes = [replay(rep, timeout=args.timeout) for _ in range(max(1, args.times))]
+    signatures = {(o.result.verdict, o.failing) for o in outcomes}
+    if args.json:
+        print(json.dumps({
+            "file": args.file,
+            "runs": [{**result_json(o.result), "expectation_met": o.expectation_met,
+                      "mismatch": o.mismatch} for o in outcomes],
+            "identical": len(signatures) == 1,
+        }, indent=2))
+    else:
+        for i, o in enumerate(outcomes):
+            if len(outcomes) > 1:
+                print(f"--- replay {i + 1}/{len(outcomes)}")
+            print(result_table(o.result, verbose=args.verbose))
+            if o.expectation_met is not None:
+                print("expectation: " + ("met" if o.expectation_met else f"NOT met: {o.mismatch}"))
+        if len(outcomes) > 1:
+            print(f"{len(outcomes)} replays: " + (
+                "identical verdicts" if len(signatures) == 1 else "VERDICTS DIFFER"))
+    if len(signatures) != 1 or any(o.expectation_met is False for o in outcomes):
+        return EXIT_FINDING
+    if rep.expect is not None:
+        return EXIT_PASS
+    return EXIT_PASS if outcomes[0].result.verdict is Verdict.PASS else EXIT_FINDING
+
+
 def _kernels(args: argparse.Namespace) -> int:
     from bootfuzz import kernels
 
@@ -178,6 +235,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = parser.parse_args(argv)
         if args.command == "boot":
             return _boot(args)
+        if args.command == "replay":
+            return _replay(args)
         return _kernels(args)
     except _ParserError as exc:
         print(exc, file=sys.stderr)
