@@ -29,7 +29,7 @@ from typing import BinaryIO
 import pexpect
 
 from bootfuzz.errors import BackendError, HarnessBug
-from bootfuzz.observation import AGENT_PREFIX, FIRMWARE_ENTERED, FIRMWARE_ERRORS
+from bootfuzz.observation import AGENT_PREFIX, FIRMWARE_ENTERED, FIRMWARE_ERRORS, OOPS_REGEX
 
 
 class SessionEnd(enum.Enum):
@@ -37,6 +37,7 @@ class SessionEnd(enum.Enum):
 
     AGENT_REPORT = "agent-report"  # our agent printed its report: the boot worked
     KERNEL_PANIC = "kernel-panic"
+    KERNEL_OOPS = "kernel-oops"  # BUG/Oops/GPF: the boot is broken even if no panic follows
     REBOOT = "reboot"  # the guest reset and started booting again
     FIRMWARE_ERROR = "firmware-error"  # our firmware stub refused to enter the kernel
     EARLY_STOP = "early-stop"  # a caller's stop pattern matched
@@ -48,6 +49,7 @@ class SessionEnd(enum.Enum):
 class PatternKind(enum.Enum):
     AGENT_REPORT = "agent-report"
     KERNEL_PANIC = "kernel-panic"
+    KERNEL_OOPS = "kernel-oops"
     FIRMWARE_ERROR = "firmware-error"
     LINUX_VERSION = "linux-version"
     FIRMWARE_ENTERED = "firmware-entered"
@@ -90,6 +92,16 @@ CONSOLE_PATTERNS: tuple[ConsolePattern, ...] = (
         "the kernel panicked",
         tail_end=re.compile(r"---\[ end Kernel panic"),
         tail_time=5.0,
+    ),
+    ConsolePattern(
+        PatternKind.KERNEL_OOPS,
+        re.compile(_KMSG + OOPS_REGEX),
+        SessionEnd.KERNEL_OOPS,
+        "the kernel oopsed (BUG, Oops, general protection fault, invalid opcode)",
+        # An oops in early boot usually ends in "Attempted to kill the idle task":
+        # wait for that panic's end, or give up on more output after a while.
+        tail_end=re.compile(r"---\[ end Kernel panic"),
+        tail_time=10.0,
     ),
     ConsolePattern(
         PatternKind.FIRMWARE_ERROR,

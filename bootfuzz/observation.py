@@ -122,6 +122,7 @@ class Observation:
     linux_version_count: int
     linux_version: str | None
     panics: tuple[str, ...]
+    oopses: tuple[str, ...]  # first line of each BUG/Oops/GPF report
     init_process: str | None
     last_pfn: int | None
     max_arch_pfn: int | None
@@ -152,6 +153,10 @@ _NOT_INITRAMFS = re.compile(r"rootfs image is not initramfs \((.*)\); looks like
 _FREEING_INITRD = re.compile(r"Freeing initrd memory: (\d+)K")
 _LINUX_VERSION = re.compile(r"Linux version .*")
 _PANIC = re.compile(r"Kernel panic - not syncing: (.*)")
+#: The first line of a kernel oops report.  source: arch/x86/kernel/dumpstack.c
+#: (__die_header), traps.c, lib/bug.c, arch/x86/mm/fault.c.
+OOPS_REGEX = r"(?:kernel BUG at |BUG: |Oops: |general protection fault|invalid opcode: )"
+_OOPS = re.compile(OOPS_REGEX)
 _RUN_INIT = re.compile(r"Run (.+) as init process")
 _LAST_PFN = re.compile(r"last_pfn = (0x[0-9a-f]+) max_arch_pfn = (0x[0-9a-f]+)")
 _KERNEL_NOT_RAM = ".text .data .bss are not marked as E820_TYPE_RAM!"
@@ -183,6 +188,7 @@ def parse_transcript(text: str) -> Observation:
     tables: dict[MapKind, list[E820Line]] = {}
     previous_map: MapKind | None = None  # the map the previous line belonged to
     panics: list[str] = []
+    oopses: list[str] = []
     versions = 0
     for raw_line in text.split("\n"):
         line = raw_line.rstrip("\r")
@@ -229,6 +235,8 @@ def parse_transcript(text: str) -> Observation:
             panics.append(m.group(1))
             if no_room := _RAMDISK_NO_ROOM.fullmatch(m.group(1)):
                 first("ramdisk_no_room_size", int(no_room.group(1)))
+        elif _OOPS.match(body):
+            oopses.append(body)
         elif m := _RUN_INIT.match(body):
             first("init_process", m.group(1))
         elif m := _LAST_PFN.match(body):
@@ -243,6 +251,7 @@ def parse_transcript(text: str) -> Observation:
         e820_tables={k: tuple(v) for k, v in tables.items()},
         linux_version_count=versions,
         panics=tuple(panics),
+        oopses=tuple(oopses),
         **found,
     )
 

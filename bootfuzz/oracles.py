@@ -75,6 +75,8 @@ def check_boot(ev: Evidence) -> OracleResult:
     if obs.agent is not None and ev.guest_exit is GuestExit.POWER_OFF:
         return _result("boot", True, expected, "agent report, then power-off")
     what = []
+    if obs.oopses:
+        what.append(f"kernel oops: {obs.oopses[0]}")
     if obs.panics:
         what.append(f"kernel panic: {obs.panics[0]}")
     if obs.linux_version_count > 1:
