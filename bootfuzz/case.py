@@ -25,7 +25,18 @@ class EntryProtocol(enum.StrEnum):
     """How the loader enters the kernel (boot.rst, "The 64-bit boot protocol" ...)."""
 
     BOOT64 = "64"  # long mode, paging on, jump to load address + 0x200, RSI = zero page
+    BOOT32 = "32"  # protected mode, paging off, jump to the load address, ESI = zero page
     PVH = "pvh"  # the vmlinux's PHYS32_ENTRY note, 32-bit, EBX = hvm_start_info
+    REAL16 = "16"  # real mode at the setup code, our BIOS answers its INT calls
+    VMLINUX = "vmlinux"  # the ELF's own 64-bit entry, no decompressor (Firecracker style)
+
+
+class InitrdPlacement(enum.StrEnum):
+    """Where the loader puts the initrd (all page aligned, all outside the kernel)."""
+
+    TOP = "top"  # top of RAM below initrd_addr_max, as QEMU and GRUB do
+    LOW = "low"  # right above the kernel's window
+    HIGH = "high"  # top of RAM above 4 GiB (ext_ramdisk_*; needs XLF_CAN_BE_LOADED_ABOVE_4G)
 
 
 @dataclass(frozen=True)
@@ -75,3 +86,4 @@ class BootCase:
     entry: EntryProtocol = EntryProtocol.BOOT64
     backend: str = "qemu-tcg"
     overrides: Overrides = Overrides()
+    initrd_placement: InitrdPlacement = InitrdPlacement.TOP

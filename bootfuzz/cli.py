@@ -15,7 +15,7 @@ from pathlib import Path
 
 from bootfuzz import __version__
 from bootfuzz.boot import DEFAULT_SILENCE_TIMEOUT, DEFAULT_TIMEOUT, execute, new_run_dir, prepare
-from bootfuzz.case import HARNESS_CMDLINE, BootCase, EntryProtocol
+from bootfuzz.case import HARNESS_CMDLINE, BootCase, EntryProtocol, InitrdPlacement, Overrides
 from bootfuzz.errors import BootfuzzError, ConfigError, HarnessBug, InfrastructureError
 from bootfuzz.initramfs import Compression, InitrdSpec
 from bootfuzz.oracles import StopPoint, Verdict
@@ -74,7 +74,19 @@ def _add_boot(sub: argparse._SubParsersAction[_Parser]) -> None:
                    help="the whole command line, exactly (the console and panic "
                    "settings are then yours to give)")
     g.add_argument("--entry", default=EntryProtocol.BOOT64.value,
-                   choices=[e.value for e in EntryProtocol], help="entry protocol; default 64")
+                   choices=[e.value for e in EntryProtocol],
+                   help="entry protocol: 64 (long mode at load+0x200, RSI = zero page), 32 "
+                   "(protected mode, ESI = zero page), 16 (real mode through the kernel's "
+                   "setup code and our BIOS), pvh (hvm_start_info), vmlinux (the ELF's own "
+                   "64-bit entry, no decompressor); default 64")
+    g.add_argument("--initrd-placement", default=InitrdPlacement.TOP.value,
+                   choices=[p.value for p in InitrdPlacement],
+                   help="top: highest page below initrd_addr_max (QEMU, GRUB); low: right "
+                   "above the kernel; high: above 4 GiB through ext_ramdisk_image")
+    g.add_argument("--kernel-load", type=lambda t: int(t, 0), default=None, metavar="ADDR",
+                   help="load the kernel at ADDR instead of pref_address (the decompressor "
+                   "picks its run address by the protocol's rule; PVH needs 6.12's "
+                   "PHYS32_RELOC)")
     r = p.add_argument_group("run")
     r.add_argument("--backend", default="qemu-tcg", metavar="NAME",
                    help="execution backend; default qemu-tcg")
@@ -153,6 +165,8 @@ def _boot(args: argparse.Namespace) -> int:
                           args.initrd_seed),
         entry=EntryProtocol(args.entry),
         backend=args.backend,
+        overrides=Overrides(kernel_load=args.kernel_load),
+        initrd_placement=InitrdPlacement(args.initrd_placement),
     )
     prepared = prepare(case)
     run_dir = new_run_dir(case, None if args.run_dir is None else Path(args.run_dir))

@@ -9,7 +9,7 @@ where it comes from (boot.rst, or shared/reference/boot-protocol.md).
 from __future__ import annotations
 
 import itertools
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
@@ -23,6 +23,7 @@ from bootfuzz.abi.bootparam import (
     SETUP_HEADER_OFFSET,
     STARTUP_64_OFFSET,
     LoadFlags,
+    XLoadFlags,
 )
 from bootfuzz.abi.e820 import E820Type
 from bootfuzz.abi.handoff import HandoffMode
@@ -36,8 +37,9 @@ from bootfuzz.abi.pvh import (
     PVH_ISA_HOLE_MAX_ENTRIES,
     PVH_TYPE_OF_LOADER_NON_XEN,
 )
-from bootfuzz.abi.setup_data import SETUP_DATA_ALIGN, SETUP_DATA_HEADER
-from bootfuzz.case import BootCase, EntryProtocol, SetupDataNode
+from bootfuzz.abi.setup_data import SETUP_DATA_ALIGN, SETUP_DATA_HEADER, SetupType
+from bootfuzz.case import BootCase, EntryProtocol, InitrdPlacement, SetupDataNode
+from bootfuzz.decompress import PvhReloc, VmlinuxInfo
 from bootfuzz.e820 import E820Entry, pack_table
 from bootfuzz.errors import CmdlineError, HarnessBug, ImageError, LayoutError
 from bootfuzz.image import KernelImage
@@ -147,6 +149,11 @@ class BootPlan:
     boot_params_fields: tuple[tuple[str, int | bytes], ...] = ()
     #: The kernel image's setup header as read (the rules a layout must obey).
     image_header: Mapping[str, int] = field(default_factory=dict)
+    #: The whole table when it overflows the zero page into a SETUP_E820_EXT node:
+    #: the kernel prints it again as its "extended" map.
+    kernel_e820_ext: tuple[E820Entry, ...] | None = None
+    #: PVH relocation limits from the vmlinux's PHYS32_RELOC note (6.12), if any.
+    pvh_reloc: PvhReloc | None = None
 
     @property
     def kernel_window(self) -> tuple[int, int]:
@@ -238,24 +245,41 @@ def _place_kernel(
 
 
 def _place_initrd(
-    image: KernelImage, platform: Platform, window_end: int, initrd: InitrdImage
+    case: BootCase, image: KernelImage, platform: Platform, window_end: int,
+    initrd: InitrdImage,
 ) -> PlacedInitrd:
-    """Top of low RAM, below initrd_addr_max, page aligned (as QEMU and GRUB place it).
+    """Page aligned, outside the kernel, by the case's placement policy.
 
-    The initrd must stay out of the decompressor's window [run, run + init_size)
-    and start on a page (free_initrd_mem WARNs otherwise): boot-protocol.md 5.7.
+    TOP is what QEMU and GRUB do: the top of low RAM below initrd_addr_max.  The
+    initrd must stay out of the decompressor's window [run, run + init_size) and
+    start on a page (free_initrd_mem WARNs otherwise): boot-protocol.md 5.7.
     """
     if initrd.size <= 0:
         raise LayoutError("the initrd is empty; the kernel ignores a zero ramdisk_size")
+    size = initrd.size
     limit = min(image.initrd_addr_max + 1, platform.low.end)
-    addr = align_down(limit - initrd.size, PAGE_SIZE)
-    if addr < window_end:
+    policy = case.initrd_placement
+    if policy is InitrdPlacement.HIGH:
+        if case.entry not in (EntryProtocol.BOOT64, EntryProtocol.VMLINUX):
+            raise LayoutError(f"an initrd above 4 GiB needs a 64-bit entry, not {case.entry.value}")
+        if XLoadFlags.XLF_CAN_BE_LOADED_ABOVE_4G not in image.xloadflags:
+            raise LayoutError("the kernel does not set XLF_CAN_BE_LOADED_ABOVE_4G: "
+                              "its initrd must stay below initrd_addr_max")
+        if platform.high is None or platform.high.size < size:
+            raise LayoutError(f"no room for an initrd of {size} bytes above 4 GiB "
+                              f"({platform.memory // (1 << 20)} MiB guest)")
+        addr = align_down(platform.high.end - size, PAGE_SIZE)
+    elif policy is InitrdPlacement.LOW:
+        addr = align_up(window_end, PAGE_SIZE)
+    else:
+        addr = align_down(limit - size, PAGE_SIZE)
+    if policy is not InitrdPlacement.HIGH and (addr < window_end or addr + size > limit):
         raise LayoutError(
-            f"an initrd of {initrd.size} bytes does not fit: it must lie above the kernel's "
+            f"an initrd of {size} bytes does not fit: it must lie above the kernel's "
             f"window (ends {window_end:#x}) and end below {limit:#x} (the lower of "
             f"initrd_addr_max + 1 and the top of RAM below the MMIO gap)"
         )
-    return PlacedInitrd(addr, initrd.size, initrd.payload_sha256)
+    return PlacedInitrd(addr, size, initrd.payload_sha256)
 
 
 def _covered_gib(platform: Platform) -> int:
@@ -338,7 +362,8 @@ def place_setup_data(nodes: tuple[SetupDataNode, ...]) -> tuple[int, list[Blob]]
 
 def _gdt(entry: EntryProtocol) -> bytes:
     """null, firmware 32-bit code (0x08), __BOOT_CS (0x10), __BOOT_DS (0x18)."""
-    code = FLAT_CODE64 if entry is EntryProtocol.BOOT64 else FLAT_CODE32
+    long_mode = entry in (EntryProtocol.BOOT64, EntryProtocol.VMLINUX)
+    code = FLAT_CODE64 if long_mode else FLAT_CODE32
     words = (0, FLAT_CODE32, code, FLAT_DATA)
     assert len(words) == GDT_ENTRIES
     return b"".join(w.to_bytes(8, "little") for w in words)
@@ -356,11 +381,30 @@ def _check_blobs(blobs: list[Blob], platform: Platform) -> None:
             raise LayoutError(f"{blob.name} [{blob.addr:#x}, {blob.end:#x}) is not inside RAM")
 
 
-def _boot64_cpu(load: int) -> CpuState:
+def _boot32_cpu(load: int) -> CpuState:
+    """boot.rst "32-bit boot protocol": flat segments, paging off, ESI = zero page."""
+    return CpuState(
+        mode=HandoffMode.PROTECTED_32,
+        rip=load,
+        rsi=ZERO_PAGE_ADDR,
+        rbx=0,
+        rsp=BOOT_STACK_TOP,
+        cr0=Cr0.PE | Cr0.ET,
+        cr3=0,
+        cr4=0,
+        efer=0,
+        gdt_base=GDT_ADDR,
+        gdt_limit=GDT_ENTRIES * 8 - 1,
+        code_selector=BOOT_CS,
+        data_selector=BOOT_DS,
+    )
+
+
+def _boot64_cpu(entry: int) -> CpuState:
     """boot.rst "64-bit boot protocol": long mode, identity map, RSI = zero page."""
     return CpuState(
         mode=HandoffMode.LONG_64,
-        rip=load + STARTUP_64_OFFSET,
+        rip=entry,
         rsi=ZERO_PAGE_ADDR,
         rbx=0,
         rsp=BOOT_STACK_TOP,
@@ -400,10 +444,14 @@ def plan_boot(
     """Lay out *case* on *platform* for its entry protocol."""
     if platform.memory != case.memory:
         raise HarnessBug("platform built for another memory size than the case")
-    if case.entry is EntryProtocol.BOOT64:
-        return _plan_boot64(case, image, platform, initrd)
+    if case.entry in (EntryProtocol.BOOT64, EntryProtocol.BOOT32, EntryProtocol.VMLINUX):
+        return _plan_zero_page_entry(case, image, platform, initrd)
     if case.entry is EntryProtocol.PVH:
         return _plan_pvh(case, image, platform, initrd)
+    if case.entry.value == "16":
+        from bootfuzz.plan16 import plan_boot16
+
+        return plan_boot16(case, image, platform, initrd)
     raise LayoutError(f"entry protocol {case.entry.value} is not supported yet")
 
 
@@ -426,35 +474,106 @@ def _initrd_placement(
         return None
     if case.overrides.initrd_addr is not None:
         return PlacedInitrd(case.overrides.initrd_addr, initrd.size, initrd.payload_sha256)
-    return _place_initrd(image, platform, window_end, initrd)
+    return _place_initrd(case, image, platform, window_end, initrd)
 
 
-def _plan_boot64(
+@dataclass(frozen=True)
+class _KernelPlacement:
+    """Where the kernel's bytes go, and the range nothing else may touch."""
+
+    blobs: tuple[Blob, ...]
+    entry: int
+    load: int
+    window: tuple[int, int]
+
+
+def _place_bzimage(case: BootCase, image: KernelImage, platform: Platform,
+                   offset: int) -> _KernelPlacement:
+    load, run = _place_kernel(image, platform, case.overrides.kernel_load)
+    pm_code = image.protected_mode_code
+    return _KernelPlacement((Blob("kernel", load, len(pm_code), data=pm_code),),
+                            load + offset, load, (run, run + image.init_size))
+
+
+def _place_vmlinux(image: KernelImage, platform: Platform, load: int | None,
+                   entry_of: Callable[[VmlinuxInfo], int | None], what: str
+                   ) -> tuple[_KernelPlacement, VmlinuxInfo]:
+    """The vmlinux's PT_LOADs at p_paddr, or shifted so the first lands at *load*.
+
+    Memory past p_filesz (the bss) is left to the backend's fresh RAM, which is
+    zero on QEMU and on anonymous mappings alike.
+    """
+    from bootfuzz.decompress import read_vmlinux
+
+    info = read_vmlinux(image.vmlinux)
+    entry = entry_of(info)
+    if entry is None:
+        raise ImageError(f"{image.source}: {what}")
+    loads = [seg for seg in info.segments if seg.p_memsz]
+    start = min(seg.p_paddr for seg in loads)
+    shift = 0 if load is None else load - start
+    end = max(seg.p_paddr + seg.p_memsz for seg in loads) + shift
+    if end > platform.low.end:
+        raise LayoutError(
+            f"{platform.memory // (1 << 20)} MiB of RAM is too small: the vmlinux occupies "
+            f"[{start + shift:#x}, {end:#x}), RAM below the MMIO gap ends at {platform.low.end:#x}"
+        )
+    vmlinux = image.vmlinux
+    blobs = tuple(
+        Blob(f"vmlinux{i}", seg.p_paddr + shift, seg.p_filesz,
+             data=vmlinux[seg.p_offset : seg.p_offset + seg.p_filesz])
+        for i, seg in enumerate(loads)
+    )
+    return _KernelPlacement(blobs, entry + shift, start + shift, (start + shift, end)), info
+
+
+def split_e820(e820: tuple[E820Entry, ...]
+               ) -> tuple[tuple[E820Entry, ...], tuple[E820Entry, ...]]:
+    """The entries that fit the zero page, and the rest for a SETUP_E820_EXT node."""
+    return e820[:E820_MAX_ENTRIES_ZEROPAGE], e820[E820_MAX_ENTRIES_ZEROPAGE:]
+
+
+def _plan_zero_page_entry(
     case: BootCase, image: KernelImage, platform: Platform, initrd: InitrdImage | None
 ) -> BootPlan:
-    if not image.has_64bit_entry:
+    """The 64-bit, 32-bit and direct-vmlinux entries: all hand the kernel our zero page."""
+    entry = case.entry
+    if entry is EntryProtocol.BOOT64 and not image.has_64bit_entry:
         raise ImageError(
             f"{image.source}: the 64-bit entry needs XLF_KERNEL_64 in xloadflags "
             f"({int(image.xloadflags):#x})"
         )
     ov = case.overrides
     cmdline, cmdline_blob = _cmdline_blob(case, image)
-    load, run = _place_kernel(image, platform, ov.kernel_load)
-    placed = _initrd_placement(case, image, platform, run + image.init_size, initrd)
+    if entry is EntryProtocol.VMLINUX:
+        kernel, _ = _place_vmlinux(image, platform, ov.kernel_load, lambda i: i.entry,
+                                   "the vmlinux has no entry point")
+    else:
+        kernel = _place_bzimage(case, image, platform,
+                                STARTUP_64_OFFSET if entry is EntryProtocol.BOOT64 else 0)
+    placed = _initrd_placement(case, image, platform, kernel.window[1], initrd)
     e820 = plan_e820(platform) if ov.e820 is None else ov.e820
-    setup_head, setup_blobs = place_setup_data(ov.setup_data)
-    zero_page = build_zero_page(image, e820, cmdline_blob.addr, placed, setup_head, ov.fields)
-    tables = identity_page_tables(PML4_ADDR, _covered_gib(platform))
-    pm_code = image.protected_mode_code
-    gdt = _gdt(case.entry)
+    in_zero_page, extended = split_e820(e820)
+    nodes = ov.setup_data
+    if extended:
+        nodes = (SetupDataNode(SetupType.SETUP_E820_EXT, pack_table(extended)), *nodes)
+    setup_head, setup_blobs = place_setup_data(nodes)
+    zero_page = build_zero_page(image, in_zero_page, cmdline_blob.addr, placed, setup_head,
+                                ov.fields)
+    gdt = _gdt(entry)
     blobs = [
         Blob("gdt", GDT_ADDR, len(gdt), data=gdt),
         cmdline_blob,
         Blob("zero_page", ZERO_PAGE_ADDR, BOOT_PARAMS_SIZE, data=zero_page),
-        Blob("page_tables", PML4_ADDR, len(tables), data=tables),
-        Blob("kernel", load, len(pm_code), data=pm_code),
+        *kernel.blobs,
         *setup_blobs,
     ]
+    if entry is EntryProtocol.BOOT32:
+        cpu = _boot32_cpu(kernel.entry)
+    else:
+        tables = identity_page_tables(PML4_ADDR, _covered_gib(platform))
+        blobs.append(Blob("page_tables", PML4_ADDR, len(tables), data=tables))
+        cpu = _boot64_cpu(kernel.entry)
     if placed is not None and initrd is not None:
         blobs.append(Blob("initrd", placed.addr, placed.size, path=initrd.path))
     _check_blobs(blobs, platform)
@@ -463,15 +582,16 @@ def _plan_boot64(
         platform=platform,
         blobs=tuple(blobs),
         e820=e820,
-        cpu=_boot64_cpu(load),
+        cpu=cpu,
         zero_page=zero_page,
         cmdline=cmdline,
-        kernel_load=load,
-        kernel_run=run,
-        init_size=image.init_size,
+        kernel_load=kernel.load,
+        kernel_run=kernel.window[0],
+        init_size=kernel.window[1] - kernel.window[0],
         initrd=placed,
-        kernel_e820=e820,
+        kernel_e820=in_zero_page,
         image_header=image.header.fields,
+        kernel_e820_ext=e820 if extended else None,
     )
 
 
@@ -518,32 +638,19 @@ def _plan_pvh(
 ) -> BootPlan:
     """PVH: the vmlinux's PT_LOADs at their physical addresses, no decompressor.
 
-    6.1 must sit exactly at p_paddr (6.12 could be relocated; we do not, yet).
-    Memory past p_filesz (the bss) is left to the backend's fresh RAM, which is
-    zero on QEMU and on anonymous mappings alike.
+    6.1 must sit exactly at p_paddr; 6.12's PHYS32_RELOC note lets a loader shift
+    the image (kernel_load), which layout_rules checks against the note.
     """
-    from bootfuzz.decompress import read_vmlinux
-
-    info = read_vmlinux(image.vmlinux)
-    if info.pvh_entry is None:
-        raise ImageError(
-            f"{image.source}: no PVH entry (Xen note XEN_ELFNOTE_PHYS32_ENTRY): "
-            "the kernel was built without CONFIG_PVH"
-        )
     ov = case.overrides
-    if ov.fields or ov.setup_data or ov.kernel_load is not None:
-        raise LayoutError(
-            "the PVH entry has no zero page, setup_data or load address of ours to override"
-        )
+    if ov.fields or ov.setup_data:
+        raise LayoutError("the PVH entry has no zero page or setup_data of ours to override")
     cmdline, cmdline_blob = _cmdline_blob(case, image)
-    loads = [seg for seg in info.segments if seg.p_memsz]
-    start = min(seg.p_paddr for seg in loads)
-    end = max(seg.p_paddr + seg.p_memsz for seg in loads)
-    if end > platform.low.end:
-        raise LayoutError(
-            f"{platform.memory // (1 << 20)} MiB of RAM is too small: the vmlinux occupies "
-            f"[{start:#x}, {end:#x}), RAM below the MMIO gap ends at {platform.low.end:#x}"
-        )
+    kernel, info = _place_vmlinux(
+        image, platform, ov.kernel_load, lambda i: i.pvh_entry,
+        "no PVH entry (Xen note XEN_ELFNOTE_PHYS32_ENTRY): the kernel was built without "
+        "CONFIG_PVH",
+    )
+    start, end = kernel.window
     placed = _initrd_placement(case, image, platform, end, initrd)
     if placed is not None and placed.end > FOUR_GIB:
         raise LayoutError("a PVH module (the initrd) must lie below 4 GiB: its address is 32-bit")
@@ -554,11 +661,8 @@ def _plan_pvh(
         Blob("gdt", GDT_ADDR, len(gdt), data=gdt),
         cmdline_blob,
         Blob("pvh_start_info", PVH_START_INFO_ADDR, PAGE_SIZE, data=start_info),
+        *kernel.blobs,
     ]
-    vmlinux = image.vmlinux
-    for i, seg in enumerate(loads):
-        data = vmlinux[seg.p_offset : seg.p_offset + seg.p_filesz]
-        blobs.append(Blob(f"vmlinux{i}", seg.p_paddr, len(data), data=data))
     if placed is not None and initrd is not None:
         blobs.append(Blob("initrd", placed.addr, placed.size, path=initrd.path))
     _check_blobs(blobs, platform)
@@ -576,7 +680,7 @@ def _plan_pvh(
         platform=platform,
         blobs=tuple(blobs),
         e820=e820,
-        cpu=_pvh_cpu(info.pvh_entry),
+        cpu=_pvh_cpu(kernel.entry),
         zero_page=b"",
         cmdline=cmdline,
         kernel_load=start,
@@ -586,4 +690,5 @@ def _plan_pvh(
         kernel_e820=kernel_e820,
         boot_params_fields=tuple(fields),
         image_header=image.header.fields,
+        pvh_reloc=info.pvh_reloc,
     )

@@ -11,6 +11,7 @@ read better in hex).  Format version 1:
       "backend": "qemu-tcg", "entry": "64", "memory": "0x10000000",
       "initrd": {"size": 1048576, "compression": "gzip", "seed": 0, "format": "cpio"},
       "cmdline": "console=ttyS0 earlyprintk=serial panic=-1",
+      "initrd_placement": "top",
       "overrides": {
         "fields": {"type_of_loader": 0},
         "initrd_addr": "0x1400000", "cmdline_addr": "0x4b000",
@@ -38,7 +39,7 @@ from pathlib import Path
 from typing import Any
 
 from bootfuzz.abi.bootparam import BOOT_PARAMS
-from bootfuzz.case import BootCase, EntryProtocol, Overrides, SetupDataNode
+from bootfuzz.case import BootCase, EntryProtocol, InitrdPlacement, Overrides, SetupDataNode
 from bootfuzz.e820 import E820Entry
 from bootfuzz.errors import ConfigError
 from bootfuzz.initramfs import Compression, InitrdSpec
@@ -47,7 +48,7 @@ from bootfuzz.oracles import StopPoint, Verdict
 FORMAT_KEY = "bootfuzz_reproducer"
 FORMAT_VERSION = 1
 _TOP_KEYS = {FORMAT_KEY, "kernel", "backend", "entry", "memory", "initrd", "cmdline",
-             "overrides", "until", "expect", "description", "evidence"}
+             "initrd_placement", "overrides", "until", "expect", "description", "evidence"}
 _OVERRIDE_KEYS = {"fields", "initrd_addr", "cmdline_addr", "cmdline_raw_hex", "kernel_load",
                   "e820", "setup_data"}
 #: The only initrd format so far: our cpio archive with the agent and payload.
@@ -225,6 +226,9 @@ def parse_reproducer(doc: object, where: str = "<reproducer>") -> Reproducer:
                                      [e.value for e in EntryProtocol])),
         backend=r.as_str(top.get("backend", "qemu-tcg"), "backend"),
         overrides=_overrides(r, r.as_obj(top.get("overrides", {}), "overrides")),
+        initrd_placement=InitrdPlacement(r.as_choice(
+            top.get("initrd_placement", "top"), "initrd_placement",
+            [p.value for p in InitrdPlacement])),
     )
     until = top.get("until")
     expect = None
@@ -283,6 +287,8 @@ def reproducer_json(rep: Reproducer) -> dict[str, Any]:
         },
         "cmdline": case.cmdline,
     }
+    if case.initrd_placement is not InitrdPlacement.TOP:
+        doc["initrd_placement"] = case.initrd_placement.value
     o: dict[str, Any] = {}
     if ov.fields:
         o["fields"] = dict(ov.fields)
