@@ -8,9 +8,13 @@ from bootfuzz.errors import ConfigError
 
 def get_backend(name: str) -> Backend:
     """The backend called *name*; unknown names are input errors."""
+    from bootfuzz.backends.kvm import KvmBackend
     from bootfuzz.backends.qemu_tcg import QemuTcgBackend
 
-    backends: dict[str, type[Backend]] = {QemuTcgBackend.name: QemuTcgBackend}
+    backends: dict[str, type[Backend]] = {
+        QemuTcgBackend.name: QemuTcgBackend,
+        KvmBackend.name: KvmBackend,
+    }
     try:
         return backends[name]()
     except KeyError:
