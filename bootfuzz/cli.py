@@ -89,7 +89,9 @@ def _add_boot(sub: argparse._SubParsersAction[_Parser]) -> None:
                    "PHYS32_RELOC)")
     r = p.add_argument_group("run")
     r.add_argument("--backend", default="qemu-tcg", metavar="NAME",
-                   help="execution backend; default qemu-tcg")
+                   help="execution backend: qemu-tcg (QEMU -accel tcg runs our machine state), "
+                   "kvm (our own VMM on /dev/kvm), auto (kvm where `bootfuzz doctor` measures "
+                   "hardware KVM, else qemu-tcg); default qemu-tcg")
     r.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT, metavar="SECONDS",
                    help=f"give up on the guest after this long; default {DEFAULT_TIMEOUT:.0f}")
     r.add_argument("--silence-timeout", type=float, default=DEFAULT_SILENCE_TIMEOUT,
@@ -137,6 +139,24 @@ def _add_replay(sub: argparse._SubParsersAction[_Parser]) -> None:
     p.add_argument("-v", "--verbose", action="store_true")
 
 
+def _add_doctor(sub: argparse._SubParsersAction[_Parser]) -> None:
+    sub.add_parser(
+        "doctor", help="report which backends can run here and how fast",
+        description="Checks each backend; for kvm it runs a calibration guest and tells "
+        "hardware KVM from an emulating one by the measured guest instructions per second.",
+    )
+
+
+def _doctor(args: argparse.Namespace) -> int:
+    from bootfuzz.doctor import pick_backend, report
+
+    for status in report():
+        state = "usable" if status.usable else "NOT usable"
+        print(f"{status.name:<9} {state}: {status.detail}")
+    print(f"--backend auto picks: {pick_backend()}")
+    return EXIT_PASS
+
+
 def make_parser() -> _Parser:
     parser = _Parser(
         prog="bootfuzz", description="Test harness and fuzzer for the Linux x86 boot protocol.",
@@ -148,6 +168,7 @@ def make_parser() -> _Parser:
     _add_boot(sub)
     _add_replay(sub)
     _add_kernels(sub)
+    _add_doctor(sub)
     return parser
 
 
@@ -251,6 +272,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _boot(args)
         if args.command == "replay":
             return _replay(args)
+        if args.command == "doctor":
+            return _doctor(args)
         return _kernels(args)
     except _ParserError as exc:
         print(exc, file=sys.stderr)

@@ -7,7 +7,11 @@ from bootfuzz.errors import ConfigError
 
 
 def get_backend(name: str) -> Backend:
-    """The backend called *name*; unknown names are input errors."""
+    """The backend called *name* ("auto": kvm on hardware KVM, else qemu-tcg)."""
+    if name == "auto":
+        from bootfuzz.doctor import pick_backend
+
+        name = pick_backend()
     from bootfuzz.backends.kvm import KvmBackend
     from bootfuzz.backends.qemu_tcg import QemuTcgBackend
 
@@ -18,7 +22,7 @@ def get_backend(name: str) -> Backend:
     try:
         return backends[name]()
     except KeyError:
-        known = ", ".join(sorted(backends))
+        known = ", ".join([*sorted(backends), "auto"])
         raise ConfigError(f"unknown backend {name!r} (known: {known})") from None
 
 

@@ -21,3 +21,34 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         for item in items:
             if "qemu" in item.keywords:
                 item.add_marker(skip)
+
+
+@pytest.fixture(params=["qemu-tcg", "kvm"])
+def full_boot_backend(request: pytest.FixtureRequest) -> str:
+    """A backend that can boot a kernel to /init here: kvm only on hardware KVM.
+
+    The emulating KVM of some CI machines runs guests ~1000x slower than hardware;
+    `bootfuzz doctor` measures which one this is, and the skip says what it measured.
+    """
+    name: str = request.param
+    if name == "kvm":
+        from bootfuzz.doctor import kvm_status
+
+        status = kvm_status()
+        if not status.usable:
+            pytest.skip(f"kvm backend unusable here: {status.detail}")
+        if not status.fast:
+            pytest.skip(f"full boots need hardware KVM: {status.detail}")
+    elif shutil.which(QEMU_BINARY) is None:
+        pytest.skip(f"{QEMU_BINARY} is not installed")
+    return name
+
+
+@pytest.fixture
+def any_kvm() -> None:
+    """/dev/kvm usable at all (emulated is fine: tiny guests and early-boot runs)."""
+    from bootfuzz.doctor import kvm_status
+
+    status = kvm_status()
+    if not status.usable:
+        pytest.skip(f"kvm backend unusable here: {status.detail}")

@@ -21,10 +21,10 @@ pytestmark = pytest.mark.qemu
 
 
 def boot(tmp_path: Path, kernel: str, memory: int = 256 * MiB, size: int = 1 * MiB,
-         compression: Compression = Compression.GZIP, cmdline: str = HARNESS_CMDLINE
-         ) -> BootResult:
+         compression: Compression = Compression.GZIP, cmdline: str = HARNESS_CMDLINE,
+         backend: str = "qemu-tcg") -> BootResult:
     case = BootCase(kernel=kernel, memory=memory, cmdline=cmdline,
-                    initrd=InitrdSpec(size, compression, seed=7))
+                    initrd=InitrdSpec(size, compression, seed=7), backend=backend)
     return run_case(case, run_dir=tmp_path)
 
 
@@ -42,9 +42,11 @@ def cloud_boot(tmp_path_factory: pytest.TempPathFactory) -> BootResult:
 
 
 @pytest.mark.parametrize("kernel", PINNED)
-def test_boot_pinned_kernel_256m_all_oracles_pass(tmp_path: Path, kernel: str) -> None:
+def test_boot_pinned_kernel_256m_all_oracles_pass(
+    tmp_path: Path, kernel: str, full_boot_backend: str
+) -> None:
     """Each pinned kernel reaches our /init agent with every oracle passing."""
-    result = boot(tmp_path, kernel)
+    result = boot(tmp_path, kernel, backend=full_boot_backend)
     assert_all_pass(result)
     assert result.observation.linux_version_count == 1
     assert (tmp_path / "console.log").read_text().count("BOOTFUZZ-AGENT ") == 1
@@ -56,9 +58,11 @@ def test_boot_cloud_quoted_cmdline_passes(cloud_boot: BootResult) -> None:
     assert cloud_boot.observation.command_line == cloud_boot.case.cmdline
 
 
-def test_boot_612_cloud_5g_shows_ram_above_4g_as_planned(tmp_path: Path) -> None:
+def test_boot_612_cloud_5g_shows_ram_above_4g_as_planned(
+    tmp_path: Path, full_boot_backend: str
+) -> None:
     """At 5 GiB the kernel prints RAM below the gap and from 4 GiB up, as planned."""
-    result = boot(tmp_path, "debian-6.12-cloud", memory=5 * GiB)
+    result = boot(tmp_path, "debian-6.12-cloud", memory=5 * GiB, backend=full_boot_backend)
     assert_all_pass(result)
     printed = [(ln.start, ln.end, ln.type_text) for ln in result.observation.bios_e820]
     assert (0x100000, 3 * GiB - 1, "usable") in printed
