@@ -127,14 +127,28 @@ def rule_e820_no_ram_in_gap(plan: BootPlan) -> OracleResult | None:
 
 
 def rule_e820_adds_up(plan: BootPlan) -> OracleResult | None:
-    """E820 RAM adds up to the configured memory, less the legacy VGA/BIOS hole."""
+    """Every byte of the machine's RAM is described (as RAM or reserved), but the legacy hole.
+
+    A table may reserve parts of RAM (firmware does), but RAM it forgets, such as a
+    5 GiB guest described only below 4 GiB, is memory the guest never gets.
+    """
     name = "valid-e820-total"
+    table = sanitize(plan.e820) or []
+    hole = (LOW_RAM_END, HIGH_MEMORY_START)
+    missing = 0
+    for r in plan.platform.ram_ranges():
+        size = r.size - max(0, min(r.end, hole[1]) - max(r.start, hole[0]))
+        covered = sum(
+            max(0, min(r.end, e.end) - max(r.start, e.addr))
+            - max(0, min(r.end, e.end, hole[1]) - max(r.start, e.addr, hole[0]))
+            for e in table
+        )
+        missing += size - covered
     machine = sum(r.size for r in plan.platform.ram_ranges())
-    hole = max(0, min(plan.platform.low.end, HIGH_MEMORY_START) - LOW_RAM_END)
-    want = machine - hole
-    got = sum(e.size for e in _ram(plan))
-    return _ok(name, got == want, f"{want:#x} bytes of RAM ({machine:#x} configured, "
-               f"less the {hole:#x}-byte legacy hole)", f"{got:#x} bytes")
+    return _ok(name, missing == 0,
+               f"all {machine:#x} bytes of the machine's RAM described (but the legacy hole "
+               f"{_span(*hole)})", f"{missing:#x} bytes of RAM not described" if missing
+               else "all described")
 
 
 def rule_e820_count(plan: BootPlan) -> OracleResult | None:

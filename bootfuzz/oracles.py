@@ -17,7 +17,7 @@ from bootfuzz.abi.e820 import firmware_memmap_type, kernel_type_words
 from bootfuzz.backends.base import GuestExit
 from bootfuzz.e820 import E820Entry, sanitize
 from bootfuzz.layout import PAGE_SIZE, align_up
-from bootfuzz.observation import Observation, UnpackStart
+from bootfuzz.observation import MapKind, Observation, UnpackStart
 from bootfuzz.plan import BootPlan
 
 
@@ -48,7 +48,8 @@ class Evidence:
     end_detail: str  # how the console session ended, in words
 
 
-Oracle = Callable[[Evidence], OracleResult]
+#: An oracle answers, or returns None where it does not apply to this plan.
+Oracle = Callable[[Evidence], OracleResult | None]
 
 
 def _result(name: str, ok: bool, expected: str, observed: str, detail: str = "") -> OracleResult:
@@ -109,6 +110,21 @@ def check_e820(ev: Evidence) -> OracleResult:
         return _result("e820", False, expected, observed,
                        f"the kernel used the {prefix} fallback map, not ours")
     return _result("e820", observed == expected, expected, observed)
+
+
+def check_e820_extended(ev: Evidence) -> OracleResult | None:
+    """With a SETUP_E820_EXT node, the kernel's "extended:" map is the whole table, sanitized."""
+    full = ev.plan.kernel_e820_ext
+    if full is None:
+        return None
+    want = sanitize(full)
+    expected = (_format_map([(e.addr, e.last, kernel_type_words(e.type)) for e in want])
+                if want is not None else "(sanitizer fails)")
+    lines = ev.observation.e820_tables.get(MapKind.EXTENDED, ())
+    if not lines:
+        return _unknown("e820-extended", expected, "no 'extended:' lines in the log")
+    observed = _format_map([(ln.start, ln.end, ln.type_text) for ln in lines])
+    return _result("e820-extended", observed == expected, expected, observed)
 
 
 def check_cmdline(ev: Evidence) -> OracleResult:
@@ -203,8 +219,12 @@ def check_payload(ev: Evidence) -> OracleResult:
 
 
 def check_firmware_memmap(ev: Evidence) -> OracleResult:
-    """/sys/firmware/memmap (the kernel's firmware table) equals the sanitized E820."""
-    want = expected_kernel_map(ev.plan) or []
+    """/sys/firmware/memmap (the kernel's firmware table) equals the sanitized E820.
+
+    That table includes SETUP_E820_EXT entries (boot-protocol.md 4.3).
+    """
+    full = ev.plan.kernel_e820_ext
+    want = (sanitize(full) if full is not None else expected_kernel_map(ev.plan)) or []
     expected = _format_map([(e.addr, e.last, firmware_memmap_type(e.type)) for e in want])
     agent = ev.observation.agent
     if agent is None:
@@ -305,13 +325,17 @@ class StopPoint(enum.StrEnum):
 #: printed by paging_init, after reserve_initrd's RAMDISK / Move RAMDISK lines.
 #: source: arch/x86/kernel/setup.c (setup_arch order) and mm/mm_init.c.
 STOP_POINTS: dict[StopPoint, tuple[str, frozenset[str]]] = {
-    StopPoint.RAMDISK: (r"Zone ranges:", frozenset({"e820", "cmdline", "initrd-placement"})),
+    StopPoint.RAMDISK: (
+        r"Zone ranges:",
+        frozenset({"e820", "e820-extended", "cmdline", "initrd-placement"}),
+    ),
 }
 
 
 ORACLES: tuple[Oracle, ...] = (
     check_boot,
     check_e820,
+    check_e820_extended,
     check_cmdline,
     check_agent_cmdline,
     check_initrd_placement,
@@ -324,7 +348,7 @@ ORACLES: tuple[Oracle, ...] = (
 
 def judge(ev: Evidence, until: StopPoint | None = None) -> list[OracleResult]:
     """Every oracle's answer; with *until*, the ones not asked are unknown, never pass."""
-    results = [oracle(ev) for oracle in ORACLES]
+    results = [r for oracle in ORACLES if (r := oracle(ev)) is not None]
     if until is None:
         return results
     asked = STOP_POINTS[until][1]

@@ -9,10 +9,11 @@ import pytest
 
 from bootfuzz.backends.base import GuestExit
 from bootfuzz.boot import BootResult, run_case
-from bootfuzz.case import HARNESS_CMDLINE, BootCase, EntryProtocol
+from bootfuzz.case import HARNESS_CMDLINE, BootCase, EntryProtocol, Overrides
 from bootfuzz.e820 import E820Entry
 from bootfuzz.initramfs import Compression, InitrdSpec
 from bootfuzz.layout import FOUR_GIB, GiB, MiB
+from bootfuzz.observation import MapKind
 from bootfuzz.oracles import Evidence, StopPoint, Verdict, judge
 from bootfuzz.plan import PlacedInitrd
 from tests.integration.conftest import PINNED
@@ -141,3 +142,50 @@ def test_boot_until_ramdisk_stops_early_and_answers_only_early_oracles(tmp_path:
                if n not in {"e820", "cmdline", "initrd-placement"})
     assert result.verdict is Verdict.PASS
     assert result.observation.agent is None and result.guest_exit is GuestExit.KILLED
+
+
+def _many_entries(memory: int, holes: int) -> tuple[E820Entry, ...]:
+    """Our table with RAM above 32 MiB cut by *holes* reserved pages: 3 + 2 * holes entries."""
+    from bootfuzz.plan import plan_e820
+    from bootfuzz.platform import qemu_pc
+
+    base = [e for e in plan_e820(qemu_pc(memory)) if e.addr != 0x100000]
+    ram: list[E820Entry] = [E820Entry(0x100000, 0x1F00000, 1)]
+    cursor = 0x2000000
+    for _ in range(holes):
+        ram += [E820Entry(cursor, 0x10000, 1), E820Entry(cursor + 0x10000, 0x1000, 2)]
+        cursor += 0x11000
+    ram.append(E820Entry(cursor, memory - cursor, 1))
+    return (*base[:1], *ram, *base[1:])
+
+
+def test_boot_e820_of_200_entries_through_setup_e820_ext(tmp_path: Path) -> None:
+    """200+ entries: 128 in the zero page, the rest in SETUP_E820_EXT; both maps as modelled."""
+    table = _many_entries(256 * MiB, 100)
+    assert len(table) > 200
+    case = BootCase(kernel="debian-6.1-cloud", memory=256 * MiB, initrd=InitrdSpec(1 * MiB),
+                    overrides=Overrides(e820=table))
+    result = run_case(case, run_dir=tmp_path)
+    assert_all_pass(result)
+    verdicts = {r.name: r.verdict for r in result.oracles}
+    assert verdicts["e820-extended"] is Verdict.PASS and verdicts["firmware-memmap"] is Verdict.PASS
+    assert len(result.observation.e820_tables[MapKind.EXTENDED]) > 200
+
+
+def test_boot_e820_unsorted_overlapping_printed_as_the_sanitizer_model(tmp_path: Path) -> None:
+    """An unsorted table with overlaps: the kernel prints exactly our model's output."""
+    table = (
+        E820Entry(0x100000, 256 * MiB - 0x100000, 1),
+        E820Entry(0xF0000, 0x10000, 2),
+        E820Entry(0x8000000, 0x200000, 2),  # reserved inside RAM: the higher type wins
+        E820Entry(0, 0xA0000, 1),
+        E820Entry(0x8100000, 0x400000, 1),  # RAM overlapping the reserved range
+        E820Entry(0xFFFF0000, 0x10000, 2),
+        E820Entry(0x9000000, 0, 3),  # zero size: vanishes
+    )
+    case = BootCase(kernel="debian-6.1-cloud", memory=256 * MiB, initrd=InitrdSpec(1 * MiB),
+                    overrides=Overrides(e820=table))
+    result = run_case(case, run_dir=tmp_path)
+    assert_all_pass(result)
+    printed = [(ln.start, ln.end, ln.type_text) for ln in result.observation.bios_e820]
+    assert (0x8000000, 0x81FFFFF, "reserved") in printed

@@ -54,3 +54,52 @@ def test_pack_unpack_round_trip() -> None:
     raw = pack_table(table)
     assert len(raw) == 40
     assert unpack_table(raw, 2) == table
+
+
+# The sanitizer model against its definition, by brute force over a small address
+# space: after sanitizing, every address is covered by the numerically highest type
+# of the entries covering it (0: none), entries are sorted and disjoint, and no two
+# adjacent entries share a type unless it is a "nomerge" type.
+
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+SPACE = 64
+TYPES = [1, 2, 3, 4, 5, 12, 128, 0xEFFFFFFF, 0]
+NOMERGE = {12, 0xEFFFFFFF}
+
+small_entries = st.lists(
+    st.builds(E820Entry, st.integers(0, SPACE - 1), st.integers(0, 16), st.sampled_from(TYPES)),
+    min_size=2, max_size=12,
+)
+
+
+def coverage(entries: list[E820Entry]) -> list[int]:
+    cover = [0] * (SPACE + 16)
+    for x in entries:
+        for a in range(x.addr, x.addr + x.size):
+            cover[a] = max(cover[a], x.type)
+    return cover
+
+
+@settings(max_examples=1000, deadline=None)
+@given(small_entries)
+def test_sanitize_matches_its_definition(entries: list[E820Entry]) -> None:
+    out = sanitize(entries)
+    assert out is not None
+    assert coverage(out) == coverage(entries)
+    assert all(x.size > 0 and x.type != 0 for x in out)
+    for a, b in zip(out, out[1:], strict=False):
+        assert a.end <= b.addr  # sorted, disjoint
+        if a.end == b.addr and a.type == b.type:
+            assert a.type in NOMERGE  # merged unless nomerge
+
+
+@settings(max_examples=300, deadline=None)
+@given(small_entries)
+def test_sanitize_is_idempotent_and_order_independent(entries: list[E820Entry]) -> None:
+    out = sanitize(entries)
+    assert out is not None
+    if len(out) >= 2 and not any(x.type in NOMERGE for x in out):
+        assert sanitize(out) == out
+    assert coverage(sanitize(list(reversed(entries))) or []) == coverage(out)

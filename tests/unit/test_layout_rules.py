@@ -103,3 +103,18 @@ def test_rules_setup_data_chain_checked() -> None:
     assert verdicts(good)["valid-setup-data"] is Verdict.PASS
     in_window = plan(overrides=Overrides(setup_data=(SetupDataNode(9, b"\1" * 32, 0x2000000),)))
     assert "valid-boot-data-outside-kernel" in failing(in_window)
+
+
+def test_rules_ram_forgotten_above_4g_is_flagged() -> None:
+    from bootfuzz.plan import plan_e820
+
+    low_only = tuple(e for e in plan_e820(qemu_pc(5 * GiB)) if e.addr < 4 * GiB)
+    p = plan(memory=5 * GiB, overrides=Overrides(e820=low_only))
+    assert failing(p) == {"valid-e820-total"}
+
+
+def test_rules_reserved_holes_inside_ram_are_fine() -> None:
+    from bootfuzz.plan import plan_e820
+
+    table = (*plan_e820(qemu_pc(256 * MiB)), E820Entry(0x2000000, 0x1000, 2))
+    assert failing(plan(overrides=Overrides(e820=table))) == set()
