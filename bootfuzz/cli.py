@@ -169,6 +169,10 @@ def make_parser() -> _Parser:
     _add_replay(sub)
     _add_kernels(sub)
     _add_doctor(sub)
+    from bootfuzz import differential, matrix
+
+    differential.add_parser(sub)
+    matrix.add_parser(sub)
     return parser
 
 
@@ -274,6 +278,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _replay(args)
         if args.command == "doctor":
             return _doctor(args)
+        if args.command == "diff":
+            from bootfuzz import differential
+
+            return differential.run(args)
+        if args.command == "matrix":
+            from bootfuzz import matrix
+
+            return matrix.run(args)
         return _kernels(args)
     except _ParserError as exc:
         print(exc, file=sys.stderr)

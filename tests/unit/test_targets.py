@@ -1,0 +1,197 @@
+"""Targets: command templates, target specs, QEMU argv, promised layouts and rules."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+from bootfuzz.case import EntryProtocol
+from bootfuzz.errors import ConfigError
+from bootfuzz.layout import GiB, MiB
+from bootfuzz.targets import (
+    MICROVM_GAP,
+    OURS_QEMU_TCG,
+    PC_GAP,
+    QEMU_MICROVM,
+    QEMU_PC,
+    CommandTarget,
+    CommandTemplate,
+    InitrdRule,
+    KernelLimit,
+    OursTarget,
+    QemuDirectTarget,
+    QemuMachine,
+    TargetSpecError,
+    TemplateError,
+    load_template,
+    parse_target,
+    placeholder_values,
+)
+
+EXAMPLE = Path(__file__).resolve().parents[2] / "docs" / "examples" / "qemu-pc.toml"
+VALUES = placeholder_values(Path("/k/vmlinuz"), Path("/i/initrd.gz"), "console=ttyS0 a=\"b c\"",
+                            5 * GiB)
+
+
+def test_template_expand_each_placeholder_one_argument() -> None:
+    t = CommandTemplate(("vmm", "{kernel}", "{initrd}", "{cmdline}", "{mem_bytes}",
+                         "m={mem_kib}K", "{mem_mib}M"))
+    assert t.expand(VALUES) == ["vmm", "/k/vmlinuz", "/i/initrd.gz", 'console=ttyS0 a="b c"',
+                                str(5 * GiB), f"m={5 * GiB // 1024}K", "5120M"]
+
+
+def test_template_cmdline_with_spaces_stays_one_argument() -> None:
+    assert CommandTemplate(("-append", "{cmdline}")).expand(VALUES)[1] == 'console=ttyS0 a="b c"'
+
+
+def test_template_unknown_placeholder_clear_error() -> None:
+    with pytest.raises(TemplateError) as e:
+        CommandTemplate(("vmm", "-kernel", "{kernal}"))
+    assert str(e.value) == (
+        "command template: argument 2 '{kernal}': unknown placeholder {kernal} (known: "
+        "{kernel}, {initrd}, {cmdline}, {mem_bytes}, {mem_kib}, {mem_mib})"
+    )
+
+
+def test_template_format_spec_refused() -> None:
+    with pytest.raises(TemplateError, match=r"placeholder \{mem_mib\} takes no format spec"):
+        CommandTemplate(("{mem_mib:x}",))
+
+
+def test_template_unbalanced_brace_refused() -> None:
+    with pytest.raises(TemplateError, match=re.escape("argument 0 'a{'")):
+        CommandTemplate(("a{",))
+
+
+def test_template_doubled_braces_are_literal() -> None:
+    assert CommandTemplate(("{{kernel}}",)).expand(VALUES) == ["{kernel}"]
+
+
+def test_template_empty_refused() -> None:
+    with pytest.raises(TemplateError, match="empty"):
+        CommandTemplate(())
+
+
+def test_template_missing_initrd_value_is_error() -> None:
+    values = placeholder_values(Path("/k"), None, "", 256 * MiB)
+    with pytest.raises(TemplateError, match="no value for initrd"):
+        CommandTemplate(("{initrd}",)).expand(values)
+
+
+def test_load_template_example_is_qemu_argv() -> None:
+    t = load_template(EXAMPLE)
+    argv = t.expand(VALUES)
+    assert argv[0] == "qemu-system-x86_64"
+    assert argv[argv.index("-kernel") + 1] == "/k/vmlinuz"
+    assert argv[argv.index("-m") + 1] == f"{5 * GiB // 1024}K"
+    assert t.promises == "qemu-pc" and t.poweroff_exit_status == 99
+    assert CommandTarget(t).promises is QEMU_PC
+
+
+def test_load_template_json(tmp_path: Path) -> None:
+    p = tmp_path / "vmm.json"
+    p.write_text(json.dumps({"argv": ["vmm", "{kernel}"], "name": "x"}))
+    assert load_template(p) == CommandTemplate(("vmm", "{kernel}"), name="x")
+
+
+def test_load_template_unknown_key_refused(tmp_path: Path) -> None:
+    p = tmp_path / "vmm.toml"
+    p.write_text('argv = ["vmm"]\nshell = "sh -c"\n')
+    with pytest.raises(TemplateError, match="unknown keys shell"):
+        load_template(p)
+
+
+def test_load_template_argv_string_refused(tmp_path: Path) -> None:
+    p = tmp_path / "vmm.toml"
+    p.write_text('argv = "qemu -kernel {kernel}"\n')
+    with pytest.raises(TemplateError, match="needs a list 'argv'"):
+        load_template(p)
+
+
+@pytest.mark.parametrize(("spec", "name"), [
+    ("ours", "ours:qemu-tcg"), ("ours:qemu-tcg", "ours:qemu-tcg"),
+    ("qemu-direct:pc", "qemu-direct:pc:tcg"), ("qemu-direct:microvm:kvm",
+                                               "qemu-direct:microvm:kvm"),
+])
+def test_parse_target_known_specs(spec: str, name: str) -> None:
+    assert parse_target(spec).name == name
+
+
+@pytest.mark.parametrize("spec", ["qemu", "qemu-direct:q35", "qemu-direct:pc:hvf",
+                                  "qemu-direct:pc:tcg:x", "command"])
+def test_parse_target_bad_spec_config_error(spec: str) -> None:
+    with pytest.raises(TargetSpecError):
+        parse_target(spec)
+
+
+def test_parse_target_unknown_backend_config_error() -> None:
+    with pytest.raises(ConfigError, match="unknown backend"):
+        parse_target("ours:bochs")
+
+
+def test_qemu_direct_microvm_argv_has_devices() -> None:
+    argv = QemuDirectTarget(QemuMachine.MICROVM).argv(Path("/k"), Path("/i"), "c", 256 * MiB)
+    machine = argv[argv.index("-machine") + 1]
+    assert machine == "microvm,accel=tcg,pit=on,pic=on,isa-serial=on,rtc=on,acpi=off"
+    assert argv[argv.index("-device") + 1] == "isa-debug-exit,iobase=0xf4,iosize=0x04"
+    assert argv[-6:] == ["-kernel", "/k", "-initrd", "/i", "-append", "c"]
+
+
+def test_qemu_direct_no_initrd_argv_has_no_initrd() -> None:
+    argv = QemuDirectTarget().argv(Path("/k"), None, "c", 256 * MiB)
+    assert "-initrd" not in argv
+
+
+@pytest.mark.parametrize(("memory", "low"), [(3583 * MiB, 3583 * MiB), (3584 * MiB, 3 * GiB)])
+def test_pc_gap_split_boundary_pair(memory: int, low: int) -> None:
+    assert PC_GAP.low_end(memory) == low
+
+
+@pytest.mark.parametrize(("memory", "low"), [(3 * GiB - 4096, 3 * GiB - 4096),
+                                             (3 * GiB, 3 * GiB), (5 * GiB, 3 * GiB)])
+def test_microvm_gap_is_min_memory_3g(memory: int, low: int) -> None:
+    assert MICROVM_GAP.low_end(memory) == low
+
+
+def test_promises_withheld_pc_256m() -> None:
+    assert QEMU_PC.withheld_ranges(256 * MiB) == (
+        ("EBDA + legacy VGA/ROM hole", 0x9FC00, 0x100000),
+        ("ACPI/SeaBIOS tables at the top of low RAM", 0x0FFE0000, 0x10000000),
+    )
+    assert OURS_QEMU_TCG.exact and not QEMU_PC.exact
+
+
+# Measured on QEMU 7.2 pc: a 1 MiB initrd at 0xfee0000, 1 MiB + 1 at 0xfedf000 (256M),
+# 0xbfee0000 at 5G; qboot at 5G puts a 1055736-byte one at 0x7fefe000.
+@pytest.mark.parametrize(("promises", "memory", "size", "addr"), [
+    (QEMU_PC, 256 * MiB, 1 << 20, 0x0FEE0000),
+    (QEMU_PC, 256 * MiB, (1 << 20) + 1, 0x0FEDF000),
+    (QEMU_PC, 5 * GiB, 1 << 20, 0xBFEE0000),
+    (QEMU_MICROVM, 5 * GiB, 1055736, 0x7FEFE000),
+    (QEMU_MICROVM, 256 * MiB, 1055736, 0x0FEFE000),
+])
+def test_initrd_rule_matches_measured(promises: object, memory: int, size: int,
+                                      addr: int) -> None:
+    assert isinstance(promises, type(QEMU_PC))
+    rule = promises.initrd_rule(EntryProtocol.BOOT64)
+    assert rule is not None and promises.gap is not None
+    assert rule.address(promises.gap.low_end(memory), 0x7FFFFFFF, True, size) == addr
+
+
+def test_initrd_rule_inclusive_limit_pair() -> None:
+    exclusive = InitrdRule("x", kernel_limit=KernelLimit.NONE)
+    inclusive = InitrdRule("x", kernel_limit=KernelLimit.NONE, inclusive_limit=True)
+    assert exclusive.address(0x10000000, 0, False, 0x1000) == 0x0FFFF000
+    assert inclusive.address(0x10000000, 0, False, 0x1000) == 0x0FFFE000
+
+
+def test_ours_target_supports_everything_command_not_pvh() -> None:
+    from bootfuzz.case import BootCase
+    from bootfuzz.initramfs import InitrdSpec
+
+    pvh = BootCase(kernel="k", memory=256 * MiB, initrd=InitrdSpec(1), entry=EntryProtocol.PVH)
+    assert OursTarget().unsupported(pvh) is None
+    assert "entry pvh" in (CommandTarget(load_template(EXAMPLE)).unsupported(pvh) or "")
