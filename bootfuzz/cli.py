@@ -68,6 +68,9 @@ def _add_boot(sub: argparse._SubParsersAction[_Parser]) -> None:
                    help="initramfs compression: " + ", ".join(c.value for c in Compression))
     g.add_argument("--initrd-seed", type=int, default=0, metavar="N",
                    help="seed of the payload content; default 0")
+    g.add_argument("--initrd-split", action="store_true",
+                   help="two concatenated archives: /init uncompressed, then the payload "
+                   "compressed (as distributions ship early microcode + main initramfs)")
     g.add_argument("--cmdline", default="", metavar="TEXT",
                    help=f"arguments appended to the harness's {HARNESS_CMDLINE!r}")
     g.add_argument("--raw-cmdline", default=None, metavar="TEXT",
@@ -187,7 +190,7 @@ def _boot(args: argparse.Namespace) -> int:
         memory=args.mem,
         cmdline=cmdline,
         initrd=InitrdSpec(args.initrd_size, Compression(args.initrd_compression),
-                          args.initrd_seed),
+                          args.initrd_seed, split=args.initrd_split),
         entry=EntryProtocol(args.entry),
         backend=args.backend,
         overrides=Overrides(kernel_load=args.kernel_load),

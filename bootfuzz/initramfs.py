@@ -29,6 +29,7 @@ import contextlib
 import enum
 import hashlib
 import importlib.util
+import io
 import json
 import lzma
 import os
@@ -686,6 +687,10 @@ class InitrdSpec:
     size: int  # exact size of /payload in bytes (0: an empty payload file)
     compression: Compression = Compression.GZIP
     seed: int = 0  # 0 <= seed < 2**64
+    #: Two concatenated archives, as distributions ship them (an uncompressed early
+    #: cpio, then the compressed main one): /init and /dev in the first, the payload
+    #: in the second, compressed.  The kernel must unpack both.
+    split: bool = False
 
     def __post_init__(self) -> None:
         _check_size(self.size)
@@ -740,14 +745,42 @@ def _hashing(chunks: Iterable[bytes], digest: Any) -> Iterator[bytes]:
         yield chunk
 
 
-def write_initrd_archive(sink: BinarySink, spec: InitrdSpec, agent: bytes) -> str:
-    """Stream the uncompressed archive into *sink*; return the payload's SHA-256 (hex)."""
-    writer = NewcWriter(sink)
+def _write_skeleton(writer: NewcWriter, agent: bytes) -> None:
     writer.add_directory("dev")
     writer.add_char_device("dev/console", *CONSOLE_RDEV, perm=0o600)
     writer.add_directory("proc")
     writer.add_directory("sys")
     writer.add_file(INIT_NAME, len(agent), (agent,), perm=0o755)
+
+
+def early_archive(agent: bytes) -> bytes:
+    """The first, uncompressed archive of a split initrd: /dev, /proc, /sys and /init."""
+    buf = io.BytesIO()
+    writer = NewcWriter(buf)
+    _write_skeleton(writer, agent)
+    writer.finish()
+    return buf.getvalue()
+
+
+def payload_archive_size(spec: InitrdSpec) -> int:
+    return newc_archive_size(((PAYLOAD_NAME, spec.size), (PAYLOAD_SHA256_NAME, 64)))
+
+
+def write_payload_archive(sink: BinarySink, spec: InitrdSpec) -> str:
+    """The second archive of a split initrd; returns the payload's SHA-256 (hex)."""
+    writer = NewcWriter(sink)
+    digest = hashlib.sha256()
+    writer.add_file(PAYLOAD_NAME, spec.size, _hashing(payload_bytes(spec.seed, spec.size), digest))
+    hexdigest = digest.hexdigest()
+    writer.add_file(PAYLOAD_SHA256_NAME, len(hexdigest), (hexdigest.encode("ascii"),))
+    writer.finish()
+    return hexdigest
+
+
+def write_initrd_archive(sink: BinarySink, spec: InitrdSpec, agent: bytes) -> str:
+    """Stream the uncompressed archive into *sink*; return the payload's SHA-256 (hex)."""
+    writer = NewcWriter(sink)
+    _write_skeleton(writer, agent)
     digest = hashlib.sha256()
     writer.add_file(PAYLOAD_NAME, spec.size, _hashing(payload_bytes(spec.seed, spec.size), digest))
     hexdigest = digest.hexdigest()
@@ -783,8 +816,13 @@ def _atomic_output(out: Path) -> Iterator[Any]:
 
 def _build(spec: InitrdSpec, agent: bytes, out: Path) -> BuiltInitrd:
     with _atomic_output(out) as fh:
-        sink = CompressingSink(fh, spec.compression, archive_size(spec, agent))
-        payload_sha256 = write_initrd_archive(sink, spec, agent)
+        if spec.split:
+            fh.write(early_archive(agent))  # 512-aligned: the next archive starts on its own
+            sink = CompressingSink(fh, spec.compression, payload_archive_size(spec))
+            payload_sha256 = write_payload_archive(sink, spec)
+        else:
+            sink = CompressingSink(fh, spec.compression, archive_size(spec, agent))
+            payload_sha256 = write_initrd_archive(sink, spec, agent)
         sink.close()
     return BuiltInitrd(path=out, size=out.stat().st_size, payload_sha256=payload_sha256, spec=spec)
 
@@ -804,7 +842,7 @@ def cache_name(spec: InitrdSpec, agent_sha256: str) -> str:
     """The cache file name: readable, and unique per (format, spec, agent)."""
     return (
         f"v{FORMAT_VERSION}-{spec.compression.value}-{spec.size}-{spec.seed:016x}-"
-        f"{agent_sha256[:16]}.cpio{spec.compression.suffix}"
+        f"{agent_sha256[:16]}{'-split' if spec.split else ''}.cpio{spec.compression.suffix}"
     )
 
 
@@ -814,6 +852,7 @@ def _metadata(spec: InitrdSpec, agent_sha256: str) -> dict[str, object]:
         "size": spec.size,
         "compression": spec.compression.value,
         "seed": spec.seed,
+        "split": spec.split,
         "agent_sha256": agent_sha256,
     }
 

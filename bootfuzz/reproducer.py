@@ -51,8 +51,9 @@ _TOP_KEYS = {FORMAT_KEY, "kernel", "backend", "entry", "memory", "initrd", "cmdl
              "initrd_placement", "overrides", "until", "expect", "description", "evidence"}
 _OVERRIDE_KEYS = {"fields", "initrd_addr", "cmdline_addr", "cmdline_raw_hex", "kernel_load",
                   "e820", "setup_data"}
-#: The only initrd format so far: our cpio archive with the agent and payload.
-INITRD_FORMATS = ("cpio",)
+#: Our cpio archive with the agent and payload, whole or split in two (uncompressed
+#: early archive with /init, then the compressed payload archive).
+INITRD_FORMATS = ("cpio", "cpio-split")
 
 
 class ReproducerError(ConfigError):
@@ -210,12 +211,13 @@ def parse_reproducer(doc: object, where: str = "<reproducer>") -> Reproducer:
     if top.get("initrd") is not None:
         i = r.as_obj(top["initrd"], "initrd")
         r.keys(i, {"size", "compression", "seed", "format"}, "initrd")
-        r.as_choice(i.get("format", "cpio"), "initrd.format", list(INITRD_FORMATS))
+        fmt = r.as_choice(i.get("format", "cpio"), "initrd.format", list(INITRD_FORMATS))
         initrd = InitrdSpec(
             r.as_int(i.get("size"), "initrd.size", 0, 1 << 32),
             Compression(r.as_choice(i.get("compression", "gzip"), "initrd.compression",
                                  [c.value for c in Compression])),
             r.as_int(i.get("seed", 0), "initrd.seed"),
+            split=fmt == "cpio-split",
         )
     case = BootCase(
         kernel=name,
@@ -283,7 +285,8 @@ def reproducer_json(rep: Reproducer) -> dict[str, Any]:
         "memory": _hexint(case.memory),
         "initrd": None if case.initrd is None else {
             "size": case.initrd.size, "compression": case.initrd.compression.value,
-            "seed": case.initrd.seed, "format": "cpio",
+            "seed": case.initrd.seed,
+            "format": "cpio-split" if case.initrd.split else "cpio",
         },
         "cmdline": case.cmdline,
     }

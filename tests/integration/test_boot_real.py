@@ -11,7 +11,7 @@ from bootfuzz.backends.base import GuestExit
 from bootfuzz.boot import BootResult, run_case
 from bootfuzz.case import HARNESS_CMDLINE, BootCase, EntryProtocol, Overrides
 from bootfuzz.e820 import E820Entry
-from bootfuzz.initramfs import Compression, InitrdSpec
+from bootfuzz.initramfs import SUPPORTED, Compression, InitrdSpec
 from bootfuzz.layout import FOUR_GIB, GiB, MiB
 from bootfuzz.observation import MapKind
 from bootfuzz.oracles import Evidence, StopPoint, Verdict, judge
@@ -189,3 +189,16 @@ def test_boot_e820_unsorted_overlapping_printed_as_the_sanitizer_model(tmp_path:
     assert_all_pass(result)
     printed = [(ln.start, ln.end, ln.type_text) for ln in result.observation.bios_e820]
     assert (0x8000000, 0x81FFFFF, "reserved") in printed
+
+
+@pytest.mark.parametrize(
+    ("compression", "split"),
+    [(c, False) for c in sorted(SUPPORTED)] + [(Compression.ZSTD, True), (Compression.NONE, True)],
+    ids=lambda v: v.value if isinstance(v, Compression) else ("split" if v else "single"),
+)
+def test_boot_every_initrd_format_unpacks(tmp_path: Path, compression: Compression,
+                                          split: bool) -> None:
+    """Every compression the kernel decodes, whole or as two concatenated archives."""
+    case = BootCase(kernel="debian-6.1-cloud", memory=256 * MiB,
+                    initrd=InitrdSpec(2 * MiB, compression, seed=11, split=split))
+    assert_all_pass(run_case(case, run_dir=tmp_path))
