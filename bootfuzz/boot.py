@@ -16,6 +16,7 @@ from pathlib import Path
 
 from bootfuzz.backends import get_backend
 from bootfuzz.backends.base import Backend, GuestExit
+from bootfuzz.capabilities import config_unpack_message, find_config
 from bootfuzz.case import BootCase
 from bootfuzz.console import SessionEnd, Transcript, run_console
 from bootfuzz.errors import BackendError
@@ -24,7 +25,7 @@ from bootfuzz.image import KernelImage, load_kernel_image
 from bootfuzz.initramfs import cached_initrd
 from bootfuzz.kernels import resolve_kernel
 from bootfuzz.layout_rules import check_layout
-from bootfuzz.observation import Observation, parse_transcript
+from bootfuzz.observation import Observation, UnpackStart, parse_transcript
 from bootfuzz.oracles import (
     STOP_POINTS,
     Evidence,
@@ -54,6 +55,8 @@ class PreparedBoot:
     backend: Backend
     harness: HarnessArtifacts
     plan: BootPlan
+    #: From the kernel's build configuration, when known (pinned kernels always).
+    unpack_message: UnpackStart | None = None
 
 
 @dataclass(frozen=True)
@@ -76,14 +79,17 @@ def prepare(case: BootCase) -> PreparedBoot:
     case is reported as such even on a machine that lacks the backend.
     """
     backend = get_backend(case.backend)
-    image = load_kernel_image(resolve_kernel(case.kernel))
+    kernel_path = resolve_kernel(case.kernel)
+    image = load_kernel_image(kernel_path)
     platform = backend.platform(case.memory)
     encode_cmdline(case.cmdline, image)
     backend.check_available()
     harness = build_harness()
     initrd = cached_initrd(case.initrd, harness.agent) if case.initrd is not None else None
     plan = plan_boot(case, image, platform, initrd)
-    return PreparedBoot(case, image, backend, harness, plan)
+    config = find_config(case.kernel, kernel_path)
+    unpack = None if config is None else config_unpack_message(config)
+    return PreparedBoot(case, image, backend, harness, plan, unpack)
 
 
 def default_runs_dir() -> Path:
@@ -143,7 +149,8 @@ def execute(
             f"last output: {' | '.join(tail) or '(none)'}; log: {run_dir / 'console.log'}"
         )
     results = check_layout(prepared.plan) + judge(
-        Evidence(prepared.plan, observation, guest_exit, transcript.end_detail), until
+        Evidence(prepared.plan, observation, guest_exit, transcript.end_detail,
+                 prepared.unpack_message), until
     )
     return BootResult(
         case=prepared.case,

@@ -119,6 +119,8 @@ def _add_kernels(sub: argparse._SubParsersAction[_Parser]) -> None:
     ks.add_parser("list", help="show the pinned kernels and whether they are cached")
     f = ks.add_parser("fetch", help="download, verify and cache pinned kernels")
     f.add_argument("names", nargs="*", metavar="NAME", help="default: all")
+    sh = ks.add_parser("show", help="what a kernel supports, read from its image and config")
+    sh.add_argument("name", metavar="NAME|PATH")
     rp = ks.add_parser("repin", help="pin a kernel to its package's current version")
     rp.add_argument("name", metavar="NAME")
     rp.add_argument("--package", default=None, metavar="PACKAGE",
@@ -264,6 +266,25 @@ def _kernels(args: argparse.Namespace) -> int:
             got = kernels.fetch(name)
             how = "downloaded" if got.downloaded else "cached"
             print(f"{name}: {got.vmlinuz} ({how}, sha256 verified)")
+        return EXIT_PASS
+    if args.kernels_cmd == "show":
+        from bootfuzz.capabilities import find_config, read_capabilities
+        from bootfuzz.image import load_kernel_image
+
+        path = kernels.resolve_kernel(args.name)
+        caps = read_capabilities(load_kernel_image(path), find_config(args.name, path))
+        rd = ("unknown (no config)" if caps.initrd_compressions is None
+              else ", ".join(sorted(c.value for c in caps.initrd_compressions)))
+        for label, value in (
+            ("kernel", caps.version), ("file", path),
+            ("entries", ", ".join(sorted(e.value for e in caps.entries))),
+            ("pvh relocation", caps.pvh_relocatable), ("relocatable", caps.relocatable),
+            ("initrd above 4G", caps.initrd_above_4g), ("5-level paging", caps.five_level),
+            ("cmdline_size", caps.cmdline_size), ("initrd compressions", rd),
+            ("BLK_DEV_RAM", caps.blk_dev_ram or "unknown"),
+            ("unpack message", caps.unpack_message.value if caps.unpack_message else "unknown"),
+        ):
+            print(f"{label:<20} {value}")
         return EXIT_PASS
     pinned = kernels.repin(args.name, package=args.package)
     print(f"{pinned.name}: pinned to {pinned.package}={pinned.version} "
