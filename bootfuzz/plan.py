@@ -213,7 +213,7 @@ def decompressor_run_address(image: KernelImage, load: int) -> int:
     return max(align_up(load, image.kernel_alignment or 1), image.pref_address)
 
 
-def _place_kernel(
+def place_kernel(
     image: KernelImage, platform: Platform, load_override: int | None = None
 ) -> tuple[int, int]:
     """Load and run address of the protected-mode code.
@@ -369,7 +369,7 @@ def _gdt(entry: EntryProtocol) -> bytes:
     return b"".join(w.to_bytes(8, "little") for w in words)
 
 
-def _check_blobs(blobs: list[Blob], platform: Platform) -> None:
+def check_blobs(blobs: list[Blob], platform: Platform) -> None:
     ordered = sorted(blobs, key=lambda b: b.addr)
     for a, b in itertools.pairwise(ordered):
         if a.end > b.addr:
@@ -466,7 +466,7 @@ def _cmdline_blob(case: BootCase, image: KernelImage) -> tuple[bytes, Blob]:
     return case.cmdline.encode(), Blob("cmdline", addr, len(raw), data=raw)
 
 
-def _initrd_placement(
+def initrd_placement(
     case: BootCase, image: KernelImage, platform: Platform, window_end: int,
     initrd: InitrdImage | None,
 ) -> PlacedInitrd | None:
@@ -489,7 +489,7 @@ class _KernelPlacement:
 
 def _place_bzimage(case: BootCase, image: KernelImage, platform: Platform,
                    offset: int) -> _KernelPlacement:
-    load, run = _place_kernel(image, platform, case.overrides.kernel_load)
+    load, run = place_kernel(image, platform, case.overrides.kernel_load)
     pm_code = image.protected_mode_code
     return _KernelPlacement((Blob("kernel", load, len(pm_code), data=pm_code),),
                             load + offset, load, (run, run + image.init_size))
@@ -551,7 +551,7 @@ def _plan_zero_page_entry(
     else:
         kernel = _place_bzimage(case, image, platform,
                                 STARTUP_64_OFFSET if entry is EntryProtocol.BOOT64 else 0)
-    placed = _initrd_placement(case, image, platform, kernel.window[1], initrd)
+    placed = initrd_placement(case, image, platform, kernel.window[1], initrd)
     e820 = plan_e820(platform) if ov.e820 is None else ov.e820
     in_zero_page, extended = split_e820(e820)
     nodes = ov.setup_data
@@ -576,7 +576,7 @@ def _plan_zero_page_entry(
         cpu = _boot64_cpu(kernel.entry)
     if placed is not None and initrd is not None:
         blobs.append(Blob("initrd", placed.addr, placed.size, path=initrd.path))
-    _check_blobs(blobs, platform)
+    check_blobs(blobs, platform)
     return BootPlan(
         case=case,
         platform=platform,
@@ -651,7 +651,7 @@ def _plan_pvh(
         "CONFIG_PVH",
     )
     start, end = kernel.window
-    placed = _initrd_placement(case, image, platform, end, initrd)
+    placed = initrd_placement(case, image, platform, end, initrd)
     if placed is not None and placed.end > FOUR_GIB:
         raise LayoutError("a PVH module (the initrd) must lie below 4 GiB: its address is 32-bit")
     e820 = plan_e820(platform) if ov.e820 is None else ov.e820
@@ -665,7 +665,7 @@ def _plan_pvh(
     ]
     if placed is not None and initrd is not None:
         blobs.append(Blob("initrd", placed.addr, placed.size, path=initrd.path))
-    _check_blobs(blobs, platform)
+    check_blobs(blobs, platform)
     kernel_e820 = pvh_kernel_e820(e820)
     fields: list[tuple[str, int | bytes]] = [
         ("e820_entries", len(kernel_e820)),

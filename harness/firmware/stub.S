@@ -5,8 +5,10 @@
  * 0xFFFFFFF0 there) and again at 0xF0000.  The stub replaces SeaBIOS: it
  * reads the hand-off block our loader wrote (bootfuzz/abi/handoff.py) and
  * puts the CPU into exactly the state the plan asks for, then jumps to the
- * kernel (or whatever the plan's rip is).  No BIOS services, no tables:
- * the loader wrote everything else the kernel reads.
+ * kernel (or whatever the plan's rip is).  For the 32- and 64-bit modes there
+ * are no BIOS services and no tables: the loader wrote everything else the
+ * kernel reads.  The REAL_16 mode (the 16-bit boot protocol) stays in real
+ * mode and installs the small BIOS in bios16.S first.
  *
  * Linked to run at FW_BASE (0xF0000).  GNU as does not run cpp, so every
  * constant comes from handoff.inc, which bootfuzz/harness.py generates from
@@ -45,6 +47,8 @@ start16:
 
 	cmpl	$HANDOFF_MAGIC, HANDOFF_ADDR + HO_MAGIC
 	jne	bad_magic
+	cmpl	$HANDOFF_MODE_REAL_16, HANDOFF_ADDR + HO_MODE
+	je	enter_real16
 
 	/* gdt_limit (16 bits) and gdt_base (32 bits) are the 6-byte lgdt operand. */
 	lgdtl	HANDOFF_ADDR + HO_GDT_LIMIT
@@ -60,24 +64,43 @@ start16:
 
 /* The block is not ours to trust: say so on COM1 and stop. */
 bad_magic:
-	movw	%cs, %ax
-	movw	%ax, %ds
 	movw	$(msg_bad_magic - fw_image), %si
-1:	lodsb
-	testb	%al, %al
-	jz	halt16
-	movb	%al, %bl
-	movw	$(COM1_BASE + UART_LSR), %dx
-2:	inb	%dx, %al
-	testb	$UART_LSR_THRE, %al
-	jz	2b
-	movb	%bl, %al
-	movw	$COM1_BASE, %dx
-	outb	%al, %dx
-	jmp	1b
+	call	puts16
 halt16:
 	hlt
 	jmp	halt16
+
+/* Writes the NUL-terminated string at CS:SI to COM1; preserves all but SI, flags. */
+puts16:
+	pushw	%ax
+	pushw	%dx
+1:	movb	%cs:(%si), %al
+	incw	%si
+	testb	%al, %al
+	jz	3f
+	call	putc16
+	jmp	1b
+3:	popw	%dx
+	popw	%ax
+	ret
+
+/* Writes AL to COM1, polling THRE first; preserves all registers but flags. */
+putc16:
+	pushw	%ax
+	pushw	%dx
+	movb	%al, %ah
+	movw	$(COM1_BASE + UART_LSR), %dx
+1:	inb	%dx, %al
+	testb	$UART_LSR_THRE, %al
+	jz	1b
+	movb	%ah, %al
+	movw	$COM1_BASE, %dx
+	outb	%al, %dx
+	popw	%dx
+	popw	%ax
+	ret
+
+	.include "bios16.S"
 
 /* ---- 32-bit protected mode, flat segments from the plan's GDT ---- */
 	.code32
@@ -175,6 +198,8 @@ msg_bad_mode:
 	FW_MSG_BAD_MODE
 msg_entering:
 	FW_MSG_ENTERING
+msg_unserved:
+	FW_MSG_UNSERVED
 
 /* ---- reset vector: linear 0xFFFFFFF0 = image offset 0xFFF0 ---- */
 	.org	RESET_VECTOR_OFFSET

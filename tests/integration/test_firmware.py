@@ -286,7 +286,7 @@ def test_firmware_bad_magic_reports_and_halts(harness: HarnessArtifacts, tmp_pat
 def test_firmware_unknown_mode_reports_and_halts(harness: HarnessArtifacts, tmp_path: Path) -> None:
     status, out = run_qemu(
         harness.firmware,
-        {layout.GDT_ADDR: gdt(GDT_CODE32), layout.HANDOFF_ADDR: handoff(3)},
+        {layout.GDT_ADDR: gdt(GDT_CODE32), layout.HANDOFF_ADDR: handoff(max(HandoffMode) + 1)},
         tmp_path,
         timeout=3,
     )

@@ -56,7 +56,7 @@ def test_manifest_round_trips_through_json() -> None:
 
 def test_manifest_unknown_mode_is_refused() -> None:
     raw = json.loads(manifest().to_json())
-    raw["cpu"]["mode"] = "REAL_16"
+    raw["cpu"]["mode"] = "NO_SUCH_MODE"
     with pytest.raises(ManifestError, match="malformed manifest: KeyError"):
         Manifest.from_json(json.dumps(raw))
 
