@@ -9,7 +9,7 @@ import pytest
 
 from bootfuzz.backends.base import GuestExit
 from bootfuzz.boot import BootResult, run_case
-from bootfuzz.case import HARNESS_CMDLINE, BootCase, EntryProtocol, Overrides
+from bootfuzz.case import HARNESS_CMDLINE, BootCase, EntryProtocol, InitrdPlacement, Overrides
 from bootfuzz.e820 import E820Entry
 from bootfuzz.initramfs import SUPPORTED, Compression, InitrdSpec
 from bootfuzz.layout import FOUR_GIB, GiB, MiB
@@ -202,3 +202,14 @@ def test_boot_every_initrd_format_unpacks(tmp_path: Path, compression: Compressi
     case = BootCase(kernel="debian-6.1-cloud", memory=256 * MiB,
                     initrd=InitrdSpec(2 * MiB, compression, seed=11, split=split))
     assert_all_pass(run_case(case, run_dir=tmp_path))
+
+
+def test_boot_mem_and_memmap_user_map_as_modelled(tmp_path: Path) -> None:
+    """mem= and memmap= on the command line: the kernel's "user:" map is our model's."""
+    case = BootCase(kernel="debian-6.12-cloud", memory=256 * MiB, initrd=InitrdSpec(1 * MiB),
+                    cmdline=HARNESS_CMDLINE + " mem=200M memmap=1M$0x8000000,2M#0x9000000",
+                    initrd_placement=InitrdPlacement.LOW)
+    result = run_case(case, run_dir=tmp_path)
+    assert_all_pass(result)
+    assert {r.name: r.verdict for r in result.oracles}["e820-user"] is Verdict.PASS
+    assert result.observation.e820_tables[MapKind.USER]
