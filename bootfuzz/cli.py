@@ -86,6 +86,8 @@ def _add_boot(sub: argparse._SubParsersAction[_Parser]) -> None:
                    choices=[p.value for p in InitrdPlacement],
                    help="top: highest page below initrd_addr_max (QEMU, GRUB); low: right "
                    "above the kernel; high: above 4 GiB through ext_ramdisk_image")
+    g.add_argument("--cmdline-addr", type=lambda t: int(t, 0), default=None, metavar="ADDR",
+                   help="put the command line at ADDR (above 4 GiB: through ext_cmd_line_ptr)")
     g.add_argument("--kernel-load", type=lambda t: int(t, 0), default=None, metavar="ADDR",
                    help="load the kernel at ADDR instead of pref_address (the decompressor "
                    "picks its run address by the protocol's rule; PVH needs 6.12's "
@@ -195,7 +197,7 @@ def _boot(args: argparse.Namespace) -> int:
                           args.initrd_seed, split=args.initrd_split),
         entry=EntryProtocol(args.entry),
         backend=args.backend,
-        overrides=Overrides(kernel_load=args.kernel_load),
+        overrides=Overrides(kernel_load=args.kernel_load, cmdline_addr=args.cmdline_addr),
         initrd_placement=InitrdPlacement(args.initrd_placement),
     )
     prepared = prepare(case)

@@ -231,6 +231,24 @@ def rule_setup_data_chain(plan: BootPlan) -> OracleResult | None:
                "; ".join(bad) or f"{len(seen)} nodes")
 
 
+def rule_above_4g(plan: BootPlan) -> OracleResult | None:
+    """Only a 64-bit entry into an XLF_CAN_BE_LOADED_ABOVE_4G kernel may get data above 4 GiB.
+
+    source: boot.rst, xloadflags bit 1; the 32-bit, 16-bit and PVH paths take 32-bit
+    pointers (boot-protocol.md 3.2, 3.6).
+    """
+    name = "valid-below-4g"
+    high = [b for b in plan.blobs if b.end > FOUR_GIB]
+    if not high:
+        return None
+    allowed = (plan.case.entry in (EntryProtocol.BOOT64, EntryProtocol.VMLINUX)
+               and bool(plan.image_header.get("xloadflags", 0)
+                        & XLoadFlags.XLF_CAN_BE_LOADED_ABOVE_4G))
+    what = ", ".join(f"{b.name} {_span(b.addr, b.end)}" for b in high)
+    return _ok(name, allowed, "data above 4 GiB only for a 64-bit entry into a kernel with "
+               "XLF_CAN_BE_LOADED_ABOVE_4G", f"{what} (entry {plan.case.entry.value})")
+
+
 RULES: tuple[Rule, ...] = (
     rule_initrd_in_ram,
     rule_initrd_outside_kernel,
@@ -243,6 +261,7 @@ RULES: tuple[Rule, ...] = (
     rule_zero_page,
     rule_boot_data_outside_kernel,
     rule_setup_data_chain,
+    rule_above_4g,
 )
 
 

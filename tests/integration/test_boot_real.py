@@ -213,3 +213,15 @@ def test_boot_mem_and_memmap_user_map_as_modelled(tmp_path: Path) -> None:
     assert_all_pass(result)
     assert {r.name: r.verdict for r in result.oracles}["e820-user"] is Verdict.PASS
     assert result.observation.e820_tables[MapKind.USER]
+
+
+def test_boot_cmdline_and_initrd_above_4g(tmp_path: Path) -> None:
+    """ext_cmd_line_ptr and ext_ramdisk_image: both above 4 GiB, read where planned."""
+    case = BootCase(kernel="debian-6.12-cloud", memory=6 * GiB, initrd=InitrdSpec(1 * MiB),
+                    overrides=Overrides(cmdline_addr=0x180000000),
+                    initrd_placement=InitrdPlacement.HIGH)
+    result = run_case(case, run_dir=tmp_path)
+    assert_all_pass(result)
+    assert result.plan.initrd is not None and result.plan.initrd.addr >= FOUR_GIB
+    assert result.observation.ramdisk is not None
+    assert result.observation.ramdisk.start == result.plan.initrd.addr

@@ -118,3 +118,17 @@ def test_rules_reserved_holes_inside_ram_are_fine() -> None:
 
     table = (*plan_e820(qemu_pc(256 * MiB)), E820Entry(0x2000000, 0x1000, 2))
     assert failing(plan(overrides=Overrides(e820=table))) == set()
+
+
+def test_rules_data_above_4g_needs_a_64bit_entry() -> None:
+
+
+    from bootfuzz.case import EntryProtocol
+
+    high = Overrides(cmdline_addr=0x140000000)
+    ok = plan(memory=6 * GiB, overrides=high)
+    assert verdicts(ok)["valid-below-4g"] is Verdict.PASS
+    case = BootCase(kernel="fake", memory=6 * GiB, cmdline="x", overrides=high,
+                    entry=EntryProtocol.BOOT32)
+    p32 = plan_boot(case, IMAGE, qemu_pc(6 * GiB), FakeInitrd(MiB))
+    assert "valid-below-4g" in failing(p32)
