@@ -96,6 +96,15 @@ class MemmapEntry:
 
 
 @dataclass(frozen=True)
+class AgentSetupData:
+    """One /sys/kernel/boot_params/setup_data/<n> directory, as the kernel shows it."""
+
+    type: int  # the "type" file (for an indirect node, the setup_indirect's type)
+    data: bytes  # the "data" file: the payload, or an indirect node's target
+    truncated: bool = False  # the agent stopped reading "data" at its cap
+
+
+@dataclass(frozen=True)
 class AgentReport:
     version: int
     cmdline: bytes  # /proc/cmdline, exactly
@@ -103,6 +112,8 @@ class AgentReport:
     memmap: tuple[MemmapEntry, ...]
     boot_params: bytes  # /sys/kernel/boot_params/data (4096 bytes unless errors say why)
     errors: tuple[str, ...]  # what the agent itself could not read
+    #: The kernel's setup_data nodes in chain order (an agent without the key: none).
+    setup_data: tuple[AgentSetupData, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -297,6 +308,23 @@ def _address(value: object) -> int:
     return int(value, 16)
 
 
+def _setup_data(entries: list[object]) -> tuple[AgentSetupData, ...]:
+    nodes = []
+    for i, entry in enumerate(entries):
+        where = f"setup_data[{i}] "
+        if not isinstance(entry, dict):
+            raise _Corrupt(f"{where}is not an object")
+        kind = _get(entry, "type", str, where)
+        if not re.fullmatch(r"0x[0-9a-fA-F]{1,8}", kind):
+            raise _Corrupt(f"{where}type {kind!r} is not a 0x-prefixed 32-bit hex number")
+        truncated = entry.get("truncated", False)
+        if not isinstance(truncated, bool):
+            raise _Corrupt(f"{where}'truncated' is not of type bool")
+        data = _hex(_get(entry, "data", str, where), f"{where}data")
+        nodes.append(AgentSetupData(int(kind, 16), data, truncated))
+    return tuple(nodes)
+
+
 def _agent_report(doc: object) -> AgentReport:
     version = _get(doc, "v", int)
     if version != AGENT_FORMAT_VERSION:
@@ -332,4 +360,7 @@ def _agent_report(doc: object) -> AgentReport:
         # Any length: the agent itself reports a short read in "errors".
         boot_params=_hex(_get(doc, "boot_params", str), "boot_params"),
         errors=tuple(errors),
+        # Added to format 1 later: an older agent's report simply has no nodes.
+        setup_data=_setup_data(_get(doc, "setup_data", list))
+        if isinstance(doc, dict) and "setup_data" in doc else (),
     )

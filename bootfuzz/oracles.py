@@ -9,16 +9,19 @@ report can be read without the code.
 from __future__ import annotations
 
 import enum
+import hashlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from bootfuzz.abi.bootparam import BOOT_PARAMS, BOOT_PARAMS_SIZE, LoadFlags, XLoadFlags
-from bootfuzz.abi.e820 import firmware_memmap_type, kernel_type_words
+from bootfuzz.abi.e820 import E820Type, firmware_memmap_type, kernel_type_words
+from bootfuzz.abi.setup_data import SETUP_DATA_HEADER, SETUP_INDIRECT_PAYLOAD, SetupType
 from bootfuzz.backends.base import GuestExit
 from bootfuzz.e820 import E820Entry, sanitize
 from bootfuzz.layout import PAGE_SIZE, align_up
-from bootfuzz.observation import MapKind, Observation, UnpackStart
+from bootfuzz.observation import AgentSetupData, MapKind, Observation, UnpackStart
 from bootfuzz.plan import BootPlan
+from bootfuzz.user_memmap import UserMap, apply_user_options
 
 
 class Verdict(enum.StrEnum):
@@ -127,6 +130,152 @@ def check_e820_extended(ev: Evidence) -> OracleResult | None:
         return _unknown("e820-extended", expected, "no 'extended:' lines in the log")
     observed = _format_map([(ln.start, ln.end, ln.type_text) for ln in lines])
     return _result("e820-extended", observed == expected, expected, observed)
+
+
+def _setup_data_head(plan: BootPlan) -> int | None:
+    """hdr.setup_data as the kernel reads it: from our zero page, or the predicted fields."""
+    if plan.zero_page:
+        return int(BOOT_PARAMS["setup_data"].decode(plan.zero_page))
+    head = dict(plan.boot_params_fields).get("setup_data")
+    return head if isinstance(head, int) else None
+
+
+def expected_setup_data(plan: BootPlan) -> tuple[AgentSetupData, ...] | str:
+    """What /sys/kernel/boot_params/setup_data/<n> shows, or why it cannot be modelled.
+
+    Memory is what our setup_data blobs hold.  setup_arch's parse_setup_data
+    zeroes each SETUP_RNG_SEED payload and its ``len`` in place (so sysfs shows
+    type 0x9 and no data); other nodes stay as written.  ksysfs.c (6.1 = 6.12)
+    shows a SETUP_INDIRECT node as its setup_indirect's type with the target
+    [addr, addr + len) as data, or, when that type is bare SETUP_INDIRECT (a
+    nested indirect), as the node's own payload.  source: arch/x86/kernel/setup.c,
+    arch/x86/kernel/ksysfs.c; boot-protocol.md 2.3.
+    """
+    memory = [(b.addr, bytearray(b.data)) for b in plan.blobs
+              if b.name.startswith("setup_data") and b.data is not None]
+
+    def at(addr: int, size: int) -> tuple[bytearray, int] | None:
+        for base, buf in memory:
+            if base <= addr and addr + size <= base + len(buf):
+                return buf, addr - base
+        return None
+
+    head = _setup_data_head(plan)
+    if head is None:
+        return "the plan does not say what hdr.setup_data holds"
+    chain: list[tuple[int, bytearray, int]] = []  # each node's address, blob bytes, offset
+    addr = head
+    while addr:
+        node = at(addr, SETUP_DATA_HEADER.size)
+        if node is None:
+            return f"the chain reaches {addr:#x}, which is not a node we wrote"
+        if any(addr == a for a, _, _ in chain):
+            return f"the chain loops at {addr:#x}"
+        size = int(SETUP_DATA_HEADER["len"].decode(*node))
+        if at(addr + SETUP_DATA_HEADER.size, size) is None:
+            return f"the node at {addr:#x} claims {size} bytes, more than we wrote"
+        chain.append((addr, *node))
+        addr = int(SETUP_DATA_HEADER["next"].decode(*node))
+    for _, buf, off in chain:
+        if SETUP_DATA_HEADER["type"].decode(buf, off) == SetupType.SETUP_RNG_SEED:
+            size = int(SETUP_DATA_HEADER["len"].decode(buf, off))
+            start = off + SETUP_DATA_HEADER.size
+            buf[start : start + size] = bytes(size)
+            SETUP_DATA_HEADER.pack_into(buf, {"len": 0}, base=off)
+    shown = []
+    for addr, buf, off in chain:
+        kind = int(SETUP_DATA_HEADER["type"].decode(buf, off))
+        start = off + SETUP_DATA_HEADER.size
+        data = bytes(buf[start : start + int(SETUP_DATA_HEADER["len"].decode(buf, off))])
+        if kind == SetupType.SETUP_INDIRECT:
+            payload = at(addr + SETUP_DATA_HEADER.size, SETUP_INDIRECT_PAYLOAD.size)
+            if payload is None:
+                return f"the indirect node at {addr:#x} has no whole setup_indirect"
+            indirect = SETUP_INDIRECT_PAYLOAD.parse(*payload)
+            kind = int(indirect["type"])
+            if kind != SetupType.SETUP_INDIRECT:
+                target, size = int(indirect["addr"]), int(indirect["len"])
+                where = at(target, size)
+                if where is None:
+                    return f"the indirect target [{target:#x}, +{size:#x}) is not memory we wrote"
+                data = bytes(where[0][where[1] : where[1] + size])
+        shown.append(AgentSetupData(kind, data))
+    return tuple(shown)
+
+
+def _format_setup_data(nodes: Sequence[AgentSetupData]) -> str:
+    def show(n: AgentSetupData) -> str:
+        size = f"{len(n.data)}{'+' if n.truncated else ''} bytes"
+        if len(n.data) > 64:
+            return f"{size} {n.data[:16].hex()}... sha256 {hashlib.sha256(n.data).hexdigest()[:16]}"
+        return f"{size} {n.data.hex()}" if n.data else size
+
+    return "\n".join(f"{i}: type {n.type:#x}, {show(n)}" for i, n in enumerate(nodes)) or "(none)"
+
+
+def check_setup_data(ev: Evidence) -> OracleResult | None:
+    """/sys/kernel/boot_params/setup_data shows our nodes, in chain order, as the kernel
+    left them."""
+    if not any(b.name.startswith("setup_data") for b in ev.plan.blobs):
+        return None
+    want = expected_setup_data(ev.plan)
+    if isinstance(want, str):
+        return _unknown("setup-data", "(not modelled)", want)
+    expected = _format_setup_data(want)
+    agent = ev.observation.agent
+    if agent is None:
+        return _unknown("setup-data", expected, "no agent report")
+    got = agent.setup_data
+    ok = len(got) == len(want) and all(
+        w.type == g.type and (w.data.startswith(g.data) and len(w.data) > len(g.data)
+                              if g.truncated else w.data == g.data)
+        for w, g in zip(want, got, strict=False)
+    )
+    errors = "; ".join(e for e in agent.errors if "setup_data" in e)
+    return _result("setup-data", ok, expected, _format_setup_data(got), errors)
+
+
+def expected_user_map(plan: BootPlan) -> UserMap:
+    """The "user:" map for the plan's command line, over the table the kernel holds then:
+    its sanitized map (with SETUP_E820_EXT entries) and setup_data marked RESERVED_KERN."""
+    base = sanitize(plan.kernel_e820_ext or plan.kernel_e820 or plan.e820) or []
+    nodes = [b for b in plan.blobs if b.name.startswith("setup_data")]
+    for node in nodes:
+        base = [*base]
+        kept = [e for e in base if not (e.type == E820Type.RAM and e.addr < node.end
+                                        and node.addr < e.end)]
+        for e in base:
+            if e.type == E820Type.RAM and e.addr < node.end and node.addr < e.end:
+                if e.addr < node.addr:
+                    kept.append(E820Entry(e.addr, node.addr - e.addr, e.type))
+                lo, hi = max(e.addr, node.addr), min(e.end, node.end)
+                kept.append(E820Entry(lo, hi - lo, E820Type.RESERVED_KERN))
+                if e.end > node.end:
+                    kept.append(E820Entry(node.end, e.end - node.end, e.type))
+        base = sanitize(kept) or kept
+    return apply_user_options(plan.cmdline.decode(errors="replace"), tuple(base))
+
+
+def check_e820_user(ev: Evidence) -> OracleResult | None:
+    """With mem= or memmap= on the command line, the "user:" map is our model's."""
+    user = expected_user_map(ev.plan)
+    if not user.options:
+        return None
+    if user.invalid:
+        expected = "panic: Invalid user supplied memory map"
+        ok = any("Invalid user supplied memory map" in p for p in ev.observation.panics)
+        return _result("e820-user", ok, expected, "; ".join(ev.observation.panics) or "no panic")
+    if user.table is None:
+        expected = "no user-defined map (the options change nothing)"
+    else:
+        expected = _format_map([(e.addr, e.last, kernel_type_words(e.type)) for e in user.table])
+    lines = ev.observation.e820_tables.get(MapKind.USER, ())
+    if not lines and user.table is not None:
+        return _unknown("e820-user", expected, "no 'user:' lines in the log")
+    observed = (_format_map([(ln.start, ln.end, ln.type_text) for ln in lines])
+                if lines else "no user-defined map (the options change nothing)")
+    return _result("e820-user", observed == expected, expected, observed,
+                   "options: " + " ".join(user.options))
 
 
 def check_cmdline(ev: Evidence) -> OracleResult:
@@ -324,13 +473,14 @@ class StopPoint(enum.StrEnum):
 
 
 #: For each stop point: a console line that proves every oracle listed can answer
-#: (printed after the last line they read), and those oracles.  "Zone ranges:" is
-#: printed by paging_init, after reserve_initrd's RAMDISK / Move RAMDISK lines.
+#: (printed after the last line they read), and those oracles.  After reserve_initrd
+#: prints RAMDISK (and any Move RAMDISK), setup_arch goes on to the ACPI table init,
+#: NUMA setup and paging_init's "Zone ranges:"; the first of them ends the run.
 #: source: arch/x86/kernel/setup.c (setup_arch order) and mm/mm_init.c.
 STOP_POINTS: dict[StopPoint, tuple[str, frozenset[str]]] = {
     StopPoint.RAMDISK: (
-        r"Zone ranges:",
-        frozenset({"e820", "e820-extended", "cmdline", "initrd-placement"}),
+        r"ACPI: Early table checksum|ACPI BIOS Error|No NUMA configuration|Zone ranges:",
+        frozenset({"e820", "e820-extended", "e820-user", "cmdline", "initrd-placement"}),
     ),
 }
 
@@ -339,6 +489,8 @@ ORACLES: tuple[Oracle, ...] = (
     check_boot,
     check_e820,
     check_e820_extended,
+    check_setup_data,
+    check_e820_user,
     check_cmdline,
     check_agent_cmdline,
     check_initrd_placement,

@@ -38,3 +38,16 @@ SETUP_DATA_HEADER = Struct(
 
 #: Nodes are walked by physical pointer; we keep them 8-byte aligned.
 SETUP_DATA_ALIGN = 8
+
+#: The payload of a SETUP_INDIRECT node: ``type`` is SETUP_INDIRECT | SETUP_xxx, and
+#: [addr, addr + len) holds the data.  source: uapi/asm/setup_data.h, struct setup_indirect.
+SETUP_INDIRECT_PAYLOAD = Struct(
+    "setup_indirect",
+    24,
+    (
+        Field("type", 0, 4),
+        Field("reserved", 4, 4),
+        Field("len", 8, 8),
+        Field("addr", 16, 8),
+    ),
+)

@@ -3,8 +3,9 @@
  *
  * It reports, in ONE line on the console, what the booted kernel actually
  * received -- command line, initramfs payload digest, firmware memory map,
- * boot_params -- so the host's oracles can compare it with what the loader
- * planned, and then it powers the guest off through a port the backend traps.
+ * boot_params, setup_data nodes -- so the host's oracles can compare it with
+ * what the loader planned, and then it powers the guest off through a port the
+ * backend traps.
  *
  * No libc: the initramfs holds nothing else, and a static freestanding binary
  * behaves the same under every kernel we boot.  Raw syscalls, static buffers,
@@ -552,6 +553,70 @@ static void report_boot_params(void)
 	put(&line, "\"");
 }
 
+/*
+ * /sys/kernel/boot_params/setup_data/<n>/{type,data} for n = 0, 1, ... until
+ * one is missing (arch/x86/kernel/ksysfs.c numbers the nodes in chain order).
+ * The directory exists only when hdr.setup_data is set: absent, the list is
+ * empty and nothing is wrong.  type is printed "0x%x\n"; data is binary and
+ * goes out as hex, at most SETUP_DATA_CAP bytes, with "truncated" beyond that.
+ */
+#define SETUP_DATA_CAP (64 * 1024)
+#define SETUP_DATA_MAX_NODES 4096
+
+static void report_setup_data(void)
+{
+	static uint8_t data[SETUP_DATA_CAP];
+	const char *dir = "/sys/kernel/boot_params/setup_data";
+	char path[128];
+	long fd = open_at(dir, O_RDONLY | O_DIRECTORY);
+	uint64_t i;
+
+	put(&line, "\"setup_data\":[");
+	if (fd < 0) {
+		if (fd != -ENOENT)
+			error_errno("open", dir, fd);
+		put(&line, "]");
+		return;
+	}
+	SC(SYS_close, fd, 0, 0);
+	for (i = 0; i < SETUP_DATA_MAX_NODES; i++) {
+		struct buf p = { path, 0, sizeof(path) - 1, 0 };
+		size_t node_len;
+		int more;
+		long n;
+
+		put(&p, dir);
+		put(&p, "/");
+		put_u64(&p, i);
+		path[p.len] = 0;
+		fd = open_at(path, O_RDONLY | O_DIRECTORY);
+		if (fd < 0) {
+			if (fd != -ENOENT)
+				error_errno("open", path, fd);
+			break;
+		}
+		SC(SYS_close, fd, 0, 0);
+		node_len = p.len;
+		put(&line, i ? ",{\"type\":" : "{\"type\":");
+		put(&p, "/type");
+		path[p.len] = 0;
+		put_sysfs_string(path);
+		p.len = node_len;
+		put(&p, "/data");
+		path[p.len] = 0;
+		n = read_small(path, data, sizeof(data), &more);
+		if (n < 0) {
+			error_errno("read", path, n);
+			n = 0;
+			more = 0;
+		}
+		put(&line, ",\"data\":\"");
+		put_hex(&line, data, (size_t)n);
+		put(&line, more ? "\",\"truncated\":true}" : "\"}");
+	}
+	put(&line, "]");
+}
+
 static void report(void)
 {
 	put(&line, AGENT_LINE_PREFIX " {\"v\":");
@@ -564,6 +629,8 @@ static void report(void)
 	report_memmap();
 	put(&line, ",");
 	report_boot_params();
+	put(&line, ",");
+	report_setup_data();
 	if (errs.overflow) {
 		errs.overflow = 0;
 		errs.len = 0;

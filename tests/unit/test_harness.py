@@ -35,6 +35,9 @@ pytestmark = pytest.mark.skipif(
 
 BOOT_PARAMS_PATH = "sys/kernel/boot_params/data"
 MEMMAP_DIR = "sys/firmware/memmap"
+SETUP_DATA_DIR = "sys/kernel/boot_params/setup_data"
+#: The agent's cap on one node's "data" (init.c SETUP_DATA_CAP).
+SETUP_DATA_CAP = 64 * 1024
 
 
 @pytest.fixture(scope="module")
@@ -259,14 +262,24 @@ def make_root(
     expected: bytes | None = None,
     memmap: list[tuple[bytes, bytes, bytes]] | None = None,
     boot_params: bytes | None = bytes(range(256)) * 16,
+    setup_data: list[tuple[bytes | None, bytes | None]] | None = None,
 ) -> Path:
-    """A fake guest root: the files the agent reads, None meaning absent."""
+    """A fake guest root: the files the agent reads, None meaning absent.
+
+    *setup_data* holds (type, data) per node directory; None: no setup_data
+    directory at all, as when the kernel got no nodes.
+    """
     files: dict[str, bytes | None] = {
         "proc/cmdline": cmdline,
         "payload": payload,
         "payload.sha256": expected,
         BOOT_PARAMS_PATH: boot_params,
     }
+    if setup_data is not None:
+        (root / SETUP_DATA_DIR).mkdir(parents=True)
+        for i, (kind, data) in enumerate(setup_data):
+            (root / SETUP_DATA_DIR / str(i)).mkdir()
+            files |= {f"{SETUP_DATA_DIR}/{i}/type": kind, f"{SETUP_DATA_DIR}/{i}/data": data}
     if memmap is None:
         memmap = [(b"0x0\n", b"0x9fbff\n", b"System RAM\n")]
     for i, (start, end, kind) in enumerate(memmap):
@@ -291,7 +304,9 @@ def run_agent(built: HarnessArtifacts, root: Path) -> dict[str, Any]:
     prefix = f"{AGENT_LINE_PREFIX} ".encode()
     assert out.startswith(prefix)
     report: dict[str, Any] = json.loads(out[len(prefix) :])
-    assert list(report) == ["v", "cmdline", "payload", "memmap", "boot_params", "errors"]
+    assert list(report) == [
+        "v", "cmdline", "payload", "memmap", "boot_params", "setup_data", "errors"
+    ]
     assert report["v"] == AGENT_FORMAT_VERSION
     return report
 
@@ -313,6 +328,7 @@ def test_agent_good_root_reports_everything_without_errors(
     }
     assert report["memmap"] == [["0x0", "0x9fbff", "System RAM"]]
     assert report["boot_params"] == (bytes(range(256)) * 16).hex()
+    assert report["setup_data"] == []  # no setup_data directory: no nodes, no error
 
 
 PATTERN_MIB = bytes(i * 7 % 251 for i in range(1 << 20))
@@ -507,3 +523,78 @@ def test_agent_selftest_without_root_is_usage_error(built: HarnessArtifacts) -> 
     proc = subprocess.run([built.agent_selftest], capture_output=True, timeout=10)
     assert proc.returncode == 2
     assert proc.stderr == b"usage: agent-selftest ROOT\n"
+
+
+# ---- setup_data nodes ----
+
+
+def test_agent_setup_data_nodes_in_index_order_type_stripped_data_hex(
+    built: HarnessArtifacts, tmp_path: Path
+) -> None:
+    nodes: list[tuple[bytes | None, bytes | None]] = [
+        (b"0x9\n", b""),  # an RNG seed after the kernel zeroed it
+        (b"0x80000006\n", bytes(range(12))),
+        (b"0x0\n", b"\x00\xff"),
+    ]
+    report = report_for(built, tmp_path, setup_data=nodes)
+    assert report["setup_data"] == [
+        {"type": "0x9", "data": ""},
+        {"type": "0x80000006", "data": bytes(range(12)).hex()},
+        {"type": "0x0", "data": "00ff"},
+    ]
+    assert report["errors"] == []
+
+
+def test_agent_setup_data_empty_directory_is_no_nodes(
+    built: HarnessArtifacts, tmp_path: Path
+) -> None:
+    report = report_for(built, tmp_path, setup_data=[])
+    assert report["setup_data"] == []
+    assert report["errors"] == []
+
+
+def test_agent_setup_data_stops_at_first_missing_index(
+    built: HarnessArtifacts, tmp_path: Path
+) -> None:
+    root = make_root(tmp_path / "root", setup_data=[(b"0x1\n", b"ab"), (b"0x2\n", b"cd")])
+    later = root / SETUP_DATA_DIR / "3"  # index 2 is missing, so 3 is never read
+    later.mkdir()
+    (later / "type").write_bytes(b"0x3\n")
+    (later / "data").write_bytes(b"ef")
+    report = run_agent(built, root)
+    assert report["setup_data"] == [
+        {"type": "0x1", "data": "6162"},
+        {"type": "0x2", "data": "6364"},
+    ]
+
+
+@pytest.mark.parametrize(
+    ("size", "truncated"), [(SETUP_DATA_CAP, False), (SETUP_DATA_CAP + 1, True)],
+    ids=["64KiB", "64KiB+1"],
+)
+def test_agent_setup_data_cap_boundary(
+    size: int, truncated: bool, built: HarnessArtifacts, tmp_path: Path
+) -> None:
+    data = bytes(i * 13 % 256 for i in range(size))
+    report = report_for(built, tmp_path, setup_data=[(b"0x1\n", data)])
+    node = report["setup_data"][0]
+    assert bytes.fromhex(node["data"]) == data[:SETUP_DATA_CAP]
+    assert node.get("truncated", False) is truncated
+    assert ("truncated" in node) is truncated  # the key appears only when set
+    assert report["errors"] == []
+
+
+def test_agent_setup_data_missing_data_is_empty_with_error(
+    built: HarnessArtifacts, tmp_path: Path
+) -> None:
+    report = report_for(built, tmp_path, setup_data=[(b"0x9\n", None)])
+    assert report["setup_data"] == [{"type": "0x9", "data": ""}]
+    assert report["errors"] == ["read /sys/kernel/boot_params/setup_data/0/data: errno 2"]
+
+
+def test_agent_setup_data_missing_type_is_empty_with_error(
+    built: HarnessArtifacts, tmp_path: Path
+) -> None:
+    report = report_for(built, tmp_path, setup_data=[(None, b"x")])
+    assert report["setup_data"] == [{"type": "", "data": "78"}]
+    assert report["errors"] == ["read /sys/kernel/boot_params/setup_data/0/type: errno 2"]

@@ -12,6 +12,7 @@ import pytest
 from bootfuzz.abi.e820 import BOOT_E820_ENTRY, E820Type
 from bootfuzz.observation import (
     AGENT_PREFIX,
+    AgentSetupData,
     E820Line,
     MapKind,
     MemmapEntry,
@@ -141,6 +142,7 @@ def test_parse_good_boot_agent_report_fields() -> None:
         "type": E820Type.RAM,
     }
     assert agent.errors == ()
+    assert agent.setup_data == ()  # recorded before the agent reported setup_data
 
 
 # ---- initrd variants ---------------------------------------------------------------------
@@ -415,6 +417,72 @@ def test_parse_agent_short_boot_params_is_kept_for_the_oracle() -> None:
     agent = observe_agent(doc).agent
     assert agent is not None
     assert agent.boot_params == bytes(4095)
+
+
+def test_parse_agent_setup_data_nodes_in_order() -> None:
+    nodes = [
+        {"type": "0x9", "data": ""},
+        {"type": "0x80000006", "data": "00ff", "truncated": False},
+        {"type": "0xFFFFFFFF", "data": "ab" * 3, "truncated": True},
+    ]
+    agent = observe_agent({**good_agent_doc(), "setup_data": nodes}).agent
+    assert agent is not None
+    assert agent.setup_data == (
+        AgentSetupData(9, b""),
+        AgentSetupData(0x80000006, b"\x00\xff"),
+        AgentSetupData(0xFFFFFFFF, b"\xab" * 3, truncated=True),
+    )
+
+
+def test_parse_agent_setup_data_empty_list_is_no_nodes() -> None:
+    agent = observe_agent({**good_agent_doc(), "setup_data": []}).agent
+    assert agent is not None and agent.setup_data == ()
+
+
+@pytest.mark.parametrize(
+    ("setup_data", "error"),
+    [
+        ({}, "agent report: 'setup_data' is not of type list"),
+        (None, "agent report: 'setup_data' is not of type list"),
+        (["0x9"], "agent report: setup_data[0] is not an object"),
+        ([{"data": ""}], "agent report: setup_data[0] 'type' is missing"),
+        ([{"type": 9, "data": ""}], "agent report: setup_data[0] 'type' is not of type str"),
+        (
+            [{"type": "9", "data": ""}],
+            "agent report: setup_data[0] type '9' is not a 0x-prefixed 32-bit hex number",
+        ),
+        (
+            [{"type": "", "data": ""}],  # the agent could not read the type file
+            "agent report: setup_data[0] type '' is not a 0x-prefixed 32-bit hex number",
+        ),
+        (
+            [{"type": "0x123456789", "data": ""}],  # 9 digits: wider than the u32 field
+            "agent report: setup_data[0] type '0x123456789' is not a 0x-prefixed 32-bit "
+            "hex number",
+        ),
+        ([{"type": "0x9"}], "agent report: setup_data[0] 'data' is missing"),
+        ([{"type": "0x9", "data": "abc"}], "agent report: setup_data[0] data is not a hex string"),
+        (
+            [{"type": "0x9", "data": "", "truncated": 1}],
+            "agent report: setup_data[0] 'truncated' is not of type bool",
+        ),
+        (
+            [{"type": "0x9", "data": ""}, {"type": "0x1", "data": None}],
+            "agent report: setup_data[1] 'data' is not of type str",
+        ),
+    ],
+)
+def test_parse_agent_bad_setup_data_is_an_agent_error(setup_data: object, error: str) -> None:
+    obs = observe_agent({**good_agent_doc(), "setup_data": setup_data})
+    assert obs.agent is None
+    assert obs.agent_error == error
+
+
+def test_parse_agent_setup_data_type_of_8_digits_boundary() -> None:
+    agent = observe_agent(
+        {**good_agent_doc(), "setup_data": [{"type": "0x12345678", "data": ""}]}
+    ).agent
+    assert agent is not None and agent.setup_data == (AgentSetupData(0x12345678, b""),)
 
 
 # ---- real captures through our firmware and agent ----------------------------------------
