@@ -1,0 +1,314 @@
+"""The campaign without QEMU: seeded generation, shards, signatures, the minimizer with
+a fake boot, the state file, and the report writers."""
+
+from __future__ import annotations
+
+import dataclasses
+import xml.etree.ElementTree as ET
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from bootfuzz.backends.base import GuestExit
+from bootfuzz.campaign import (
+    CampaignError,
+    CampaignState,
+    CampaignSummary,
+    Finding,
+    junit_xml,
+    load_state,
+    parse_duration,
+    parse_shard,
+    save_state,
+    shard_indices,
+    summary_json,
+    summary_markdown,
+)
+from bootfuzz.case import HARNESS_CMDLINE, BootCase, Overrides
+from bootfuzz.errors import LayoutError
+from bootfuzz.generate import (
+    DEBIAN_CLOUD_LIMITS,
+    GeneratorConfig,
+    generate_case,
+    min_memory,
+    split_cmdline,
+)
+from bootfuzz.initramfs import Compression, InitrdSpec
+from bootfuzz.layout import GiB, MiB
+from bootfuzz.minimize import Signature, evidence, minimize, normalize, signature
+from bootfuzz.observation import Observation, parse_transcript
+from bootfuzz.oracles import OracleResult, Verdict
+
+CONFIG = GeneratorConfig(kernels=(("debian-6.1-cloud", DEBIAN_CLOUD_LIMITS),), seed=7)
+
+
+# -- generation --------------------------------------------------------------------------
+
+
+def test_generator_same_seed_same_cases() -> None:
+    assert [generate_case(CONFIG, i) for i in range(50)] == [
+        generate_case(dataclasses.replace(CONFIG), i) for i in range(50)]
+
+
+def test_generator_other_seed_other_cases() -> None:
+    other = dataclasses.replace(CONFIG, seed=8)
+    assert [generate_case(CONFIG, i) for i in range(20)] != [
+        generate_case(other, i) for i in range(20)]
+
+
+def test_generator_cases_are_loader_valid() -> None:
+    for i in range(300):
+        case = generate_case(CONFIG, i)
+        assert case.memory >= min_memory(DEBIAN_CLOUD_LIMITS, case.initrd)
+        assert case.memory % 4096 == 0 and case.overrides.empty
+        assert len(case.cmdline.encode()) <= 2047 and case.cmdline.startswith(HARNESS_CMDLINE)
+
+
+def test_generator_max_cmdline_bounds_length() -> None:
+    short = dataclasses.replace(CONFIG, max_cmdline=200)
+    assert max(len(generate_case(short, i).cmdline) for i in range(300)) <= 200
+
+
+def test_shard_partition_disjoint_and_complete() -> None:
+    n = 4
+    shards = [set(k for k, _ in zip(shard_indices((i, n)), range(25), strict=False))
+              for i in range(n)]
+    assert set.union(*shards) == set(range(100))
+    assert sum(len(s) for s in shards) == 100  # disjoint
+
+
+def test_shard_indices_resume_from_start() -> None:
+    assert list(zip(shard_indices((1, 3), start=7), range(3), strict=False)) == [
+        (7, 0), (10, 1), (13, 2)]
+
+
+@pytest.mark.parametrize(("text", "seconds"), [("90", 90), ("90s", 90), ("30m", 1800),
+                                                ("2h", 7200), ("1h30m", 5400)])
+def test_parse_duration_forms(text: str, seconds: float) -> None:
+    assert parse_duration(text) == seconds
+
+
+@pytest.mark.parametrize("text", ["", "0", "3x", "m"])
+def test_parse_duration_bad_is_refused(text: str) -> None:
+    with pytest.raises(CampaignError, match="--time"):
+        parse_duration(text)
+
+
+@pytest.mark.parametrize("text", ["4/4", "1", "a/b", "1/0"])
+def test_parse_shard_bad_is_refused(text: str) -> None:
+    with pytest.raises(CampaignError, match="--shard"):
+        parse_shard(text)
+
+
+# -- signatures --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class FakeTranscript:
+    text: str
+
+
+@dataclass(frozen=True)
+class FakeResult:
+    verdict: Verdict
+    oracles: tuple[OracleResult, ...]
+    observation: Observation
+    guest_exit: GuestExit
+    transcript: FakeTranscript = field(default_factory=lambda: FakeTranscript(""))
+
+
+def fail_result(names: tuple[str, ...], log: str, exit_: GuestExit = GuestExit.RESET
+                ) -> FakeResult:
+    oracles = (*(OracleResult(n, Verdict.FAIL, "e", "o") for n in names),
+               OracleResult("e820", Verdict.PASS, "e", "o"))
+    return FakeResult(Verdict.FAIL, oracles, parse_transcript(log), exit_, FakeTranscript(log))
+
+
+_VFS = "Kernel panic - not syncing: VFS: Unable to mount root fs on unknown-block"
+PANIC_A = f"[    1.0] {_VFS}(0,0)\n"
+PANIC_B = f"[    2.5] {_VFS}(8,1)\n"
+
+
+def test_signature_same_panic_other_numbers_dedups() -> None:
+    a = signature(fail_result(("boot",), PANIC_A))
+    b = signature(fail_result(("boot",), PANIC_B))
+    assert a == b and a is not None
+    assert a.key == "boot|panic: VFS: Unable to mount root fs on unknown-block(N,N)"
+
+
+def test_signature_other_failing_oracles_differ() -> None:
+    assert signature(fail_result(("boot",), PANIC_A)) != signature(
+        fail_result(("boot", "initrd-unpacked"), PANIC_A))
+
+
+def test_signature_hang_and_mismatch_kinds() -> None:
+    hang = signature(fail_result(("boot",), "", GuestExit.KILLED))
+    mismatch = signature(fail_result(("cmdline",), "", GuestExit.POWER_OFF))
+    assert hang is not None and hang.kind == "exit: killed"
+    assert mismatch is not None and mismatch.kind == "mismatch"
+
+
+def test_signature_pass_is_none() -> None:
+    ok = FakeResult(Verdict.PASS, (), parse_transcript(""), GuestExit.POWER_OFF)
+    assert signature(ok) is None
+
+
+def test_signature_key_round_trips_and_slug_is_file_safe() -> None:
+    sig = Signature(("boot", "e820"), "panic: x|y/z")
+    assert Signature.parse(sig.key) == sig
+    assert all(c.isalnum() or c == "-" for c in sig.slug)
+
+
+def test_normalize_blanks_addresses_and_numbers() -> None:
+    assert normalize("at 0xffff8880 pid 123 ffffffffa0001234") == "at 0x? pid N 0x?"
+
+
+def test_evidence_picks_panic_and_oracle_lines() -> None:
+    log = "[0.1] Command line: console=ttyS0\n[0.2] noise\n" + PANIC_A
+    result = fail_result(("boot", "cmdline"), log)
+    sig = signature(result)
+    assert sig is not None
+    shown = evidence(result, sig)
+    assert "Command line: console=ttyS0" in shown and "Kernel panic" in shown
+    assert "noise" not in shown
+
+
+# -- minimizer ---------------------------------------------------------------------------
+
+
+BAD_TOKEN = "bootfuzz.bad=1"
+
+
+class FakeBoot:
+    """Fails with one signature when memory > 1 GiB, BAD_TOKEN is on the command line
+    and the type_of_loader override is present; the loader refuses memory < 64 MiB."""
+
+    def __init__(self) -> None:
+        self.calls: list[BootCase] = []
+
+    def __call__(self, case: BootCase) -> FakeResult:
+        self.calls.append(case)
+        if case.memory < 64 * MiB:
+            raise LayoutError("too small")
+        fields = dict(case.overrides.fields)
+        if case.memory > 1 * GiB and BAD_TOKEN in split_cmdline(case.cmdline) and (
+            "type_of_loader" in fields
+        ):
+            return fail_result(("boot",), PANIC_A)
+        if case.memory > 1 * GiB:
+            return fail_result(("boot", "e820"), PANIC_B + "other")
+        return FakeResult(Verdict.PASS, (), parse_transcript(""), GuestExit.POWER_OFF)
+
+
+FAILING = BootCase(
+    kernel="k", memory=6 * GiB,
+    cmdline=f'{HARNESS_CMDLINE} foo.a=1 {BAD_TOKEN} foo.q="x y" foo.b=2 -- z',
+    initrd=InitrdSpec(4 * MiB, Compression.XZ, 99),
+    overrides=Overrides(fields=(("vid_mode", 1), ("type_of_loader", 0)), initrd_addr=0x100000,
+                        kernel_load=0x2000000),
+)
+TARGET = Signature(("boot",), "panic: VFS: Unable to mount root fs on unknown-block(N,N)")
+
+
+def test_minimize_keeps_only_what_the_failure_needs() -> None:
+    boot = FakeBoot()
+    assert signature(boot(FAILING)) == TARGET
+    done = minimize(FAILING, TARGET, boot, max_boots=100, memory_floor=32 * MiB)
+    c = done.case
+    assert c.overrides == Overrides(fields=(("type_of_loader", 0),))
+    assert c.cmdline == f"{HARNESS_CMDLINE} {BAD_TOKEN}"
+    assert c.initrd == InitrdSpec(0, Compression.GZIP, 0)
+    assert 1 * GiB < c.memory <= 1 * GiB + 4 * MiB + 4096  # bisected to the resolution
+    assert signature(boot(c)) == TARGET and done.complete
+
+
+def test_minimize_respects_boot_budget() -> None:
+    boot = FakeBoot()
+    done = minimize(FAILING, TARGET, boot, max_boots=5)
+    assert done.boots <= 5 and not done.complete
+    assert len(boot.calls) - done.rejected <= 5
+
+
+def test_minimize_past_deadline_boots_nothing() -> None:
+    done = minimize(FAILING, TARGET, FakeBoot(), deadline=0.0)
+    assert done.boots == 0 and done.case == FAILING and not done.complete
+
+
+def test_minimize_other_signature_is_not_accepted() -> None:
+    """Dropping type_of_loader still fails, but differently: that step is refused."""
+    done = minimize(FAILING, TARGET, FakeBoot(), max_boots=100)
+    assert ("type_of_loader", 0) in done.case.overrides.fields
+
+
+def test_minimize_refused_candidates_cost_no_boot() -> None:
+    boot = FakeBoot()
+    done = minimize(FAILING, TARGET, boot, max_boots=100, memory_floor=4 * MiB)
+    assert done.rejected >= 1  # the floor itself is refused by the loader
+    assert done.boots == len(boot.calls) - done.rejected
+
+
+# -- state -------------------------------------------------------------------------------
+
+
+def test_state_round_trips_and_advances(tmp_path: Path) -> None:
+    state = CampaignState(seed=3, shard=(1, 4), generator="abc", next_index=1)
+    for k in (5, 9, 1):  # out of order, as parallel workers finish
+        state.mark_done(k)
+    assert state.next_index == 13 and state.done_beyond == set()
+    state.mark_done(21)
+    state.findings["boot|x"] = Finding("boot|x", "f.json", 5, steps=("a",))
+    state.counts["fail"] = 2
+    path = tmp_path / "state.json"
+    save_state(state, path)
+    again = load_state(path)
+    assert again == state
+    assert list(zip(shard_indices(again.shard, again.next_index), range(2), strict=False)) == [
+        (13, 0), (17, 1)]
+
+
+def test_state_corrupt_file_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "state.json"
+    path.write_text('{"version": 1}')
+    with pytest.raises(CampaignError, match="not a campaign state file"):
+        load_state(path)
+
+
+def test_state_resume_skips_done_cases(tmp_path: Path) -> None:
+    """Resuming starts at next_index and skips cases already finished beyond it."""
+    state = CampaignState(seed=0, shard=(0, 1), generator="g", next_index=0)
+    for k in (0, 1, 3):
+        state.mark_done(k)
+    todo = [k for k, _ in zip(shard_indices(state.shard, state.next_index), range(4),
+                              strict=False) if k not in state.done_beyond]
+    assert state.next_index == 2 and todo == [2, 4, 5]
+
+
+# -- reports -----------------------------------------------------------------------------
+
+SUMMARY = CampaignSummary(
+    kernels=("debian-6.1-cloud",), seed=1, shard=(0, 1), elapsed=120.0,
+    counts={"pass": 5, "fail": 2, "rejected": 0, "infra": 0},
+    findings=(Finding("boot|panic: <x> & \"y\"", "corpus/crashes/a.json", 3, count=2,
+                      minimized=True),),
+)
+
+
+def test_report_junit_parses_with_one_failure_per_signature() -> None:
+    root = ET.fromstring(junit_xml(SUMMARY).split("?>", 1)[1])
+    assert root.tag == "testsuite" and root.get("failures") == "1" and root.get("tests") == "2"
+    failing = [tc for tc in root.iter("testcase") if tc.find("failure") is not None]
+    assert [tc.get("name") for tc in failing] == ['boot|panic: <x> & "y"']
+
+
+def test_report_json_and_markdown_carry_counts() -> None:
+    doc = summary_json(SUMMARY)
+    assert doc["cases"] == 7 and doc["cases_per_second"] == round(7 / 120, 3)
+    assert doc["findings"][0]["file"] == "corpus/crashes/a.json"
+    md = summary_markdown(SUMMARY)
+    assert "7 cases in 120 s" in md and "boot\\|panic" in md
+
+
+def test_report_markdown_no_failures() -> None:
+    md = summary_markdown(dataclasses.replace(SUMMARY, findings=()))
+    assert "No failures." in md
