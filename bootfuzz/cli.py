@@ -176,10 +176,12 @@ def make_parser() -> _Parser:
     _add_replay(sub)
     _add_kernels(sub)
     _add_doctor(sub)
-    from bootfuzz import differential, matrix
+    from bootfuzz import campaign, differential, matrix, minimize
 
     differential.add_parser(sub)
     matrix.add_parser(sub)
+    campaign.add_parser(sub)
+    minimize.add_parser(sub)
     return parser
 
 
@@ -312,6 +314,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             from bootfuzz import matrix
 
             return matrix.run(args)
+        if args.command in ("fuzz", "minimize"):
+            return int(args.func(args))
         return _kernels(args)
     except _ParserError as exc:
         print(exc, file=sys.stderr)

@@ -76,9 +76,19 @@ def check_memory_size(memory: int) -> None:
         raise LayoutError(f"memory size {memory:#x} exceeds the supported 1 TiB")
 
 
+#: QEMU rounds -m up to this; a size between would give the guest another machine
+#: than the one planned.  source: softmmu/vl.c, set_memory_options, QEMU_ALIGN_UP.
+QEMU_RAM_ALIGN = 8 * 1024
+
+
 def qemu_pc(memory: int) -> Platform:
     """The RAM of ``qemu-system-x86_64 -M pc -m <memory>``."""
     check_memory_size(memory)
+    if memory % QEMU_RAM_ALIGN:
+        raise LayoutError(
+            f"memory size {memory:#x} is not a multiple of 8 KiB: QEMU rounds -m up, so the "
+            "guest would get another machine than the one planned"
+        )
     if memory < PC_SPLIT_THRESHOLD:
         return Platform("qemu-pc", memory, RamRange(0, memory), None)
     low = PC_LOWMEM_WHEN_SPLIT

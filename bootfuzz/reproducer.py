@@ -266,6 +266,8 @@ def load_reproducer(path: Path) -> Reproducer:
     except json.JSONDecodeError as exc:
         raise ReproducerError(f"{path}: not valid JSON: {exc.msg} at line {exc.lineno} "
                               f"column {exc.colno}") from None
+    except RecursionError:
+        raise ReproducerError(f"{path}: not valid JSON: nested too deeply") from None
     return parse_reproducer(doc, str(path))
 
 

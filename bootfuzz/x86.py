@@ -8,6 +8,7 @@ descriptors) and 4.5 (4-level paging).
 from __future__ import annotations
 
 import enum
+import functools
 
 from bootfuzz.layout import PAGE_SIZE, GiB, MiB
 
@@ -60,6 +61,7 @@ _ENTRIES = 512
 HUGE_PAGE = 2 * MiB
 
 
+@functools.lru_cache(maxsize=16)
 def identity_page_tables(base: int, covered_gib: int) -> bytes:
     """PML4, PDPT and *covered_gib* page directories mapping [0, covered_gib GiB) 1:1.
 

@@ -61,6 +61,8 @@ def test_pack_unpack_round_trip() -> None:
 # of the entries covering it (0: none), entries are sorted and disjoint, and no two
 # adjacent entries share a type unless it is a "nomerge" type.
 
+import itertools
+
 from hypothesis import given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
@@ -89,7 +91,7 @@ def test_sanitize_matches_its_definition(entries: list[E820Entry]) -> None:
     assert out is not None
     assert coverage(out) == coverage(entries)
     assert all(x.size > 0 and x.type != 0 for x in out)
-    for a, b in zip(out, out[1:], strict=False):
+    for a, b in itertools.pairwise(out):
         assert a.end <= b.addr  # sorted, disjoint
         if a.end == b.addr and a.type == b.type:
             assert a.type in NOMERGE  # merged unless nomerge
