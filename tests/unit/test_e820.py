@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 from bootfuzz.e820 import E820Entry, pack_table, sanitize, unpack_table
 
 RAM, RES, ACPI = 1, 2, 3
@@ -60,8 +62,6 @@ def test_pack_unpack_round_trip() -> None:
 # space: after sanitizing, every address is covered by the numerically highest type
 # of the entries covering it (0: none), entries are sorted and disjoint, and no two
 # adjacent entries share a type unless it is a "nomerge" type.
-
-import itertools
 
 from hypothesis import given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
