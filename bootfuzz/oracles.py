@@ -285,14 +285,14 @@ PRINTK_TEXT_MAX = 991
 _COMMAND_LINE_PREFIX = "Command line: "
 
 
-def check_cmdline(ev: Evidence) -> OracleResult:
-    """The kernel's "Command line:" is the string we wrote, byte for byte.
+def judge_cmdline(obs: Observation, cmdline: bytes) -> OracleResult:
+    """The kernel's "Command line:" is *cmdline*, byte for byte.
 
     A line longer than one printk record shows truncated; then its shown part must
     be exactly our prefix, and agent-cmdline checks the whole string.
     """
-    expected = ev.plan.cmdline.decode(errors="replace")
-    seen = ev.observation.command_line
+    expected = cmdline.decode(errors="replace")
+    seen = obs.command_line
     if seen is None:
         return _unknown("cmdline", expected, "no 'Command line:' line in the log")
     limit = PRINTK_TEXT_MAX - len(_COMMAND_LINE_PREFIX)
@@ -303,14 +303,23 @@ def check_cmdline(ev: Evidence) -> OracleResult:
     return _result("cmdline", seen == expected, expected, seen)
 
 
+def check_cmdline(ev: Evidence) -> OracleResult:
+    """The kernel's "Command line:" is the string we wrote."""
+    return judge_cmdline(ev.observation, ev.plan.cmdline)
+
+
+def judge_agent_cmdline(obs: Observation, cmdline: bytes) -> OracleResult:
+    """/proc/cmdline inside the guest is *cmdline*."""
+    expected = cmdline.decode(errors="replace")
+    if obs.agent is None:
+        return _unknown("agent-cmdline", expected, "no agent report")
+    return _result("agent-cmdline", obs.agent.cmdline == cmdline, expected,
+                   obs.agent.cmdline.decode(errors="replace"))
+
+
 def check_agent_cmdline(ev: Evidence) -> OracleResult:
     """/proc/cmdline inside the guest is the string we wrote."""
-    expected = ev.plan.cmdline.decode(errors="replace")
-    agent = ev.observation.agent
-    if agent is None:
-        return _unknown("agent-cmdline", expected, "no agent report")
-    seen = agent.cmdline.decode(errors="replace")
-    return _result("agent-cmdline", agent.cmdline == ev.plan.cmdline, expected, seen)
+    return judge_agent_cmdline(ev.observation, ev.plan.cmdline)
 
 
 def check_initrd_placement(ev: Evidence) -> OracleResult:
@@ -336,15 +345,14 @@ def check_initrd_placement(ev: Evidence) -> OracleResult:
     return _result("initrd-placement", ok, expected, observed)
 
 
-def check_initrd_unpacked(ev: Evidence) -> OracleResult:
-    """The kernel unpacked the initramfs without error and freed exactly its pages."""
-    placed = ev.plan.initrd
-    obs = ev.observation
-    if placed is None:
+def judge_unpack(obs: Observation, initrd_size: int | None,
+                 allowed: Sequence[UnpackStart] = tuple(UnpackStart)) -> OracleResult:
+    """The initramfs was unpacked (by one of the *allowed* spellings) without error and
+    exactly its pages were freed; with no initrd, nothing was unpacked."""
+    if initrd_size is None:
         return _result("initrd-unpacked", obs.unpack_start is None, "no initramfs unpacked",
                        str(obs.unpack_start))
-    kib = align_up(placed.size, PAGE_SIZE) // 1024
-    allowed = (ev.unpack_message,) if ev.unpack_message else tuple(UnpackStart)
+    kib = align_up(initrd_size, PAGE_SIZE) // 1024
     spellings = " or ".join(repr(u.value) for u in allowed)
     expected = f"{spellings}, no failure, 'Freeing initrd memory: {kib}K'"
     if obs.unpack_start is None and obs.initrd_freed_kib is None:
@@ -369,14 +377,17 @@ def check_initrd_unpacked(ev: Evidence) -> OracleResult:
     return _result("initrd-unpacked", ok, expected, ", ".join(parts))
 
 
-def check_payload(ev: Evidence) -> OracleResult:
-    """The agent read /payload back with the digest and size the host generated."""
+def check_initrd_unpacked(ev: Evidence) -> OracleResult:
+    """The kernel unpacked the initramfs without error and freed exactly its pages."""
     placed = ev.plan.initrd
-    spec = ev.plan.case.initrd
-    if placed is None or spec is None:
-        return _unknown("payload-digest", "(no initrd)", "no initrd was planned")
-    expected = f"{spec.size} bytes, sha256 {placed.payload_sha256}"
-    agent = ev.observation.agent
+    allowed = (ev.unpack_message,) if ev.unpack_message else tuple(UnpackStart)
+    return judge_unpack(ev.observation, None if placed is None else placed.size, allowed)
+
+
+def judge_payload(obs: Observation, size: int, sha256: str) -> OracleResult:
+    """The agent read /payload back with *size* bytes and digest *sha256*."""
+    expected = f"{size} bytes, sha256 {sha256}"
+    agent = obs.agent
     if agent is None:
         return _unknown("payload-digest", expected, "no agent report")
     if agent.payload is None:
@@ -384,6 +395,15 @@ def check_payload(ev: Evidence) -> OracleResult:
                        "; ".join(agent.errors))
     observed = f"{agent.payload.size} bytes, sha256 {agent.payload.sha256.hex()}"
     return _result("payload-digest", observed == expected, expected, observed)
+
+
+def check_payload(ev: Evidence) -> OracleResult:
+    """The agent read /payload back with the digest and size the host generated."""
+    placed = ev.plan.initrd
+    spec = ev.plan.case.initrd
+    if placed is None or spec is None:
+        return _unknown("payload-digest", "(no initrd)", "no initrd was planned")
+    return judge_payload(ev.observation, spec.size, placed.payload_sha256)
 
 
 def check_firmware_memmap(ev: Evidence) -> OracleResult:

@@ -381,56 +381,21 @@ def check_blobs(blobs: list[Blob], platform: Platform) -> None:
             raise LayoutError(f"{blob.name} [{blob.addr:#x}, {blob.end:#x}) is not inside RAM")
 
 
-def _boot32_cpu(load: int) -> CpuState:
-    """boot.rst "32-bit boot protocol": flat segments, paging off, ESI = zero page."""
+def _entry_cpu(mode: HandoffMode, rip: int, *, rsi: int = 0, rbx: int = 0) -> CpuState:
+    """Flat __BOOT_CS/__BOOT_DS segments from our GDT, IF=0, and paging as *mode* needs:
+    long mode on our identity map for LONG_64, paging off otherwise (boot.rst
+    "32-bit/64-bit boot protocol"; pvh.pandoc for PVH)."""
+    long_mode = mode is HandoffMode.LONG_64
     return CpuState(
-        mode=HandoffMode.PROTECTED_32,
-        rip=load,
-        rsi=ZERO_PAGE_ADDR,
-        rbx=0,
+        mode=mode,
+        rip=rip,
+        rsi=rsi,
+        rbx=rbx,
         rsp=BOOT_STACK_TOP,
-        cr0=Cr0.PE | Cr0.ET,
-        cr3=0,
-        cr4=0,
-        efer=0,
-        gdt_base=GDT_ADDR,
-        gdt_limit=GDT_ENTRIES * 8 - 1,
-        code_selector=BOOT_CS,
-        data_selector=BOOT_DS,
-    )
-
-
-def _boot64_cpu(entry: int) -> CpuState:
-    """boot.rst "64-bit boot protocol": long mode, identity map, RSI = zero page."""
-    return CpuState(
-        mode=HandoffMode.LONG_64,
-        rip=entry,
-        rsi=ZERO_PAGE_ADDR,
-        rbx=0,
-        rsp=BOOT_STACK_TOP,
-        cr0=Cr0.PE | Cr0.ET | Cr0.PG,
-        cr3=PML4_ADDR,
-        cr4=Cr4.PAE,
-        efer=Efer.LME | Efer.LMA,
-        gdt_base=GDT_ADDR,
-        gdt_limit=GDT_ENTRIES * 8 - 1,
-        code_selector=BOOT_CS,
-        data_selector=BOOT_DS,
-    )
-
-
-def _pvh_cpu(entry: int) -> CpuState:
-    """pvh.pandoc: 32-bit protected mode, paging off, EBX = hvm_start_info, flat segments."""
-    return CpuState(
-        mode=HandoffMode.PROTECTED_32,
-        rip=entry,
-        rsi=0,
-        rbx=PVH_START_INFO_ADDR,
-        rsp=BOOT_STACK_TOP,
-        cr0=Cr0.PE | Cr0.ET,
-        cr3=0,
-        cr4=0,
-        efer=0,
+        cr0=Cr0.PE | Cr0.ET | (Cr0.PG if long_mode else 0),
+        cr3=PML4_ADDR if long_mode else 0,
+        cr4=Cr4.PAE if long_mode else 0,
+        efer=Efer.LME | Efer.LMA if long_mode else 0,
         gdt_base=GDT_ADDR,
         gdt_limit=GDT_ENTRIES * 8 - 1,
         code_selector=BOOT_CS,
@@ -569,11 +534,11 @@ def _plan_zero_page_entry(
         *setup_blobs,
     ]
     if entry is EntryProtocol.BOOT32:
-        cpu = _boot32_cpu(kernel.entry)
+        cpu = _entry_cpu(HandoffMode.PROTECTED_32, kernel.entry, rsi=ZERO_PAGE_ADDR)
     else:
         tables = identity_page_tables(PML4_ADDR, _covered_gib(platform))
         blobs.append(Blob("page_tables", PML4_ADDR, len(tables), data=tables))
-        cpu = _boot64_cpu(kernel.entry)
+        cpu = _entry_cpu(HandoffMode.LONG_64, kernel.entry, rsi=ZERO_PAGE_ADDR)
     if placed is not None and initrd is not None:
         blobs.append(Blob("initrd", placed.addr, placed.size, path=initrd.path))
     check_blobs(blobs, platform)
@@ -680,7 +645,7 @@ def _plan_pvh(
         platform=platform,
         blobs=tuple(blobs),
         e820=e820,
-        cpu=_pvh_cpu(kernel.entry),
+        cpu=_entry_cpu(HandoffMode.PROTECTED_32, kernel.entry, rbx=PVH_START_INFO_ADDR),
         zero_page=b"",
         cmdline=cmdline,
         kernel_load=start,

@@ -21,8 +21,15 @@ from dataclasses import dataclass
 from bootfuzz.abi.e820 import firmware_memmap_type
 from bootfuzz.backends.base import GuestExit
 from bootfuzz.layout import FOUR_GIB, PAGE_SIZE, align_up
-from bootfuzz.observation import E820Line, Observation, UnpackStart
-from bootfuzz.oracles import OracleResult, Verdict
+from bootfuzz.observation import E820Line, Observation
+from bootfuzz.oracles import (
+    OracleResult,
+    Verdict,
+    judge_agent_cmdline,
+    judge_cmdline,
+    judge_payload,
+    judge_unpack,
+)
 from bootfuzz.targets import Expectation, TargetPromises
 
 #: What a kernel with no initrd (and so no /init) must end in.  source:
@@ -186,58 +193,23 @@ def check_ramdisk_rule(ev: ValidityEvidence) -> OracleResult:
 
 
 def check_cmdline(ev: ValidityEvidence) -> OracleResult:
-    expected = ev.expect.cmdline.decode(errors="replace")
-    seen = ev.observation.command_line
-    if seen is None:
-        return _unknown("cmdline", expected, "no 'Command line:' line in the log")
-    return _result("cmdline", seen == expected, expected, seen)
+    return judge_cmdline(ev.observation, ev.expect.cmdline)
 
 
 def check_agent_cmdline(ev: ValidityEvidence) -> OracleResult:
-    expected = ev.expect.cmdline.decode(errors="replace")
-    agent = ev.observation.agent
-    if agent is None:
-        return _unknown("agent-cmdline", expected, "no agent report")
-    return _result("agent-cmdline", agent.cmdline == ev.expect.cmdline, expected,
-                   agent.cmdline.decode(errors="replace"))
+    return judge_agent_cmdline(ev.observation, ev.expect.cmdline)
 
 
 def check_unpacked(ev: ValidityEvidence) -> OracleResult:
     """The initramfs was unpacked without error and exactly its pages were freed."""
-    exp, obs = ev.expect, ev.observation
-    if exp.initrd_size is None:
-        return _result("initrd-unpacked", obs.unpack_start is None, "no initramfs unpacked",
-                       str(obs.unpack_start))
-    kib = align_up(exp.initrd_size, PAGE_SIZE) // 1024
-    spellings = " or ".join(repr(u.value) for u in UnpackStart)
-    expected = f"{spellings}, no failure, 'Freeing initrd memory: {kib}K'"
-    if obs.unpack_start is None and obs.initrd_freed_kib is None:
-        if obs.agent is not None:
-            return _result("initrd-unpacked", False, expected, "no unpack message")
-        return _unknown("initrd-unpacked", expected, "the log ends before the unpack")
-    parts = [repr(obs.unpack_start.value) if obs.unpack_start else "no unpack message"]
-    if obs.unpack_failure:
-        parts.append(f"Initramfs unpacking failed: {obs.unpack_failure}")
-    if obs.not_initramfs:
-        parts.append(f"not initramfs: {obs.not_initramfs}")
-    parts.append(f"Freeing initrd memory: {obs.initrd_freed_kib}K"
-                 if obs.initrd_freed_kib is not None else "no 'Freeing initrd memory'")
-    ok = (obs.unpack_start is not None and obs.unpack_failure is None
-          and obs.not_initramfs is None and obs.initrd_freed_kib == kib)
-    return _result("initrd-unpacked", ok, expected, ", ".join(parts))
+    return judge_unpack(ev.observation, ev.expect.initrd_size)
 
 
 def check_payload(ev: ValidityEvidence) -> OracleResult:
     exp = ev.expect
-    expected = f"{exp.payload_size} bytes, sha256 {exp.payload_sha256}"
-    agent = ev.observation.agent
-    if agent is None:
-        return _unknown("payload-digest", expected, "no agent report")
-    if agent.payload is None:
-        return _result("payload-digest", False, expected, "the agent could not read /payload",
-                       "; ".join(agent.errors))
-    observed = f"{agent.payload.size} bytes, sha256 {agent.payload.sha256.hex()}"
-    return _result("payload-digest", observed == expected, expected, observed)
+    if exp.payload_size is None or exp.payload_sha256 is None:
+        return _unknown("payload-digest", "(no initrd)", "no initrd in the case")
+    return judge_payload(ev.observation, exp.payload_size, exp.payload_sha256)
 
 
 def _map_text(entries: Sequence[tuple[int, int, str]]) -> str:
