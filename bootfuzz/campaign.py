@@ -24,7 +24,6 @@ import os
 import re
 import shutil
 import sys
-import tempfile
 import time
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator
@@ -35,6 +34,7 @@ from typing import Any
 
 from bootfuzz.case import BootCase
 from bootfuzz.errors import ConfigError, HarnessBug, InfrastructureError
+from bootfuzz.fileio import atomic_write_text
 from bootfuzz.generate import DEFAULT_MAX_MEMORY, GeneratorConfig, KernelLimits, generate_case
 from bootfuzz.layout import MiB
 from bootfuzz.minimize import DEFAULT_MAX_BOOTS, Signature, evidence, minimize, signature
@@ -164,19 +164,6 @@ class CampaignState:
         while self.next_index in self.done_beyond:
             self.done_beyond.discard(self.next_index)
             self.next_index += n
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    """Replace *path* in one step: a kill mid-write leaves the old file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def save_state(state: CampaignState, path: Path) -> None:

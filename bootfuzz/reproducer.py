@@ -31,8 +31,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -42,6 +40,7 @@ from bootfuzz.abi.bootparam import BOOT_PARAMS
 from bootfuzz.case import BootCase, EntryProtocol, InitrdPlacement, Overrides, SetupDataNode
 from bootfuzz.e820 import E820Entry
 from bootfuzz.errors import ConfigError
+from bootfuzz.fileio import atomic_write_text
 from bootfuzz.initramfs import Compression, InitrdSpec
 from bootfuzz.oracles import StopPoint, Verdict
 
@@ -323,16 +322,7 @@ def reproducer_json(rep: Reproducer) -> dict[str, Any]:
 
 def write_reproducer(rep: Reproducer, path: Path) -> None:
     """Write atomically: a crash mid-write never leaves half a reproducer."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    text = json.dumps(reproducer_json(rep), indent=2) + "\n"
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write_text(path, json.dumps(reproducer_json(rep), indent=2) + "\n")
 
 
 def check_kernel_sha256(rep: Reproducer, kernel_path: Path) -> None:
