@@ -1,4 +1,5 @@
-"""nox sessions: ``nox -s tests``, ``nox -s lint``, ``nox -s boot-matrix [-- ARGS]``.
+"""nox sessions: ``nox -s tests``, ``nox -s lint``, ``nox -s boot-matrix [-- ARGS]``,
+``nox -s fuzz [-- ARGS]`` (the nightly campaign).
 
 Each session installs the project into its own venv (``.[dev]``); ``reuse_venv``
 keeps those venvs between runs so a machine without network can rerun them.
@@ -7,6 +8,8 @@ keeps those venvs between runs so a machine without network can rerun them.
 """
 
 from __future__ import annotations
+
+import os
 
 import nox
 
@@ -36,3 +39,29 @@ def boot_matrix(session: nox.Session) -> None:
     """Kernels x entries x memory x initrds x targets; reports in matrix-out/."""
     session.install("-e", ".[dev]")
     session.run("bootfuzz", "matrix", *session.posargs)
+
+
+@nox.session(python=PYTHON, reuse_venv=True)
+def fuzz(session: nox.Session) -> None:
+    """The nightly campaign: every pinned kernel, 30 minutes, all cores, the nightly
+    Hypothesis profile for the property tests, then every atheris target briefly.
+
+    Arguments after -- go to `bootfuzz fuzz` (e.g. -- --time 2h --shard 1/4).
+    """
+    session.install("-e", ".[dev]")
+    out = session.env.get("BOOTFUZZ_FUZZ_OUT", "fuzz-out")
+    session.run(
+        "bootfuzz", "fuzz",
+        "--kernel", "debian-6.1-amd64", "--kernel", "debian-6.1-cloud",
+        "--kernel", "debian-6.12-cloud",
+        "--time", "30m", "--jobs", str(os.cpu_count() or 1), "--out", out,
+        *session.posargs,
+        success_codes=[0, 1],  # 1: findings, written as reproducers under --out
+    )
+    session.run("pytest", "-q", "tests/unit/test_planner_properties.py",
+                "tests/unit/test_strategies.py", env={"HYPOTHESIS_PROFILE": "nightly"})
+    for target in ("image", "cpio", "kernel_log", "reproducer", "planner"):
+        os.makedirs(f"{out}/atheris-{target}", exist_ok=True)
+        session.run("python", "-m", f"tests.fuzz.fuzz_{target}", f"{out}/atheris-{target}",
+                    f"corpus/atheris/{target}", "-atheris_runs=200000",
+                    "-artifact_prefix=" + f"{out}/atheris-{target}-")
