@@ -249,6 +249,48 @@ def rule_above_4g(plan: BootPlan) -> OracleResult | None:
                "XLF_CAN_BE_LOADED_ABOVE_4G", f"{what} (entry {plan.case.entry.value})")
 
 
+#: kernel proper's __startup_64 hangs unless its physical load address is 2 MiB
+#: aligned.  source: arch/x86/kernel/head64.c; boot-protocol.md 3.4.
+VMLINUX_LOAD_ALIGN = 2 << 20
+
+
+def rule_kernel_load(plan: BootPlan) -> OracleResult | None:
+    """The kernel sits where its own rules allow (boot.rst "relocatable_kernel",
+    min_alignment, pref_address; PVH's PHYS32_RELOC note), inside E820 RAM."""
+    name = "valid-kernel-load"
+    entry, load, hdr = plan.case.entry, plan.kernel_load, plan.image_header
+    problems = []
+    if entry in (EntryProtocol.BOOT64, EntryProtocol.BOOT32):
+        if not hdr.get("relocatable_kernel", 0):
+            if load != plan.kernel_default_load:
+                problems.append(f"not relocatable: must load at pref_address "
+                                f"{plan.kernel_default_load:#x}")
+        else:
+            align = 1 << hdr.get("min_alignment", 0) if hdr.get("min_alignment") else (
+                hdr.get("kernel_alignment", 1) or 1)
+            if load % align:
+                problems.append(f"not aligned to 1 << min_alignment ({align:#x})")
+    elif entry is EntryProtocol.VMLINUX:
+        if load % VMLINUX_LOAD_ALIGN:
+            problems.append(f"not {VMLINUX_LOAD_ALIGN:#x}-aligned (__startup_64 hangs)")
+    elif entry is EntryProtocol.PVH and load != plan.kernel_default_load:
+        reloc = plan.pvh_reloc
+        if reloc is None:
+            problems.append("moved from p_paddr, but the kernel has no PHYS32_RELOC note")
+        else:
+            shift = load - plan.kernel_default_load
+            if shift % reloc.align:
+                problems.append(f"moved by {shift:#x}, not a multiple of the note's "
+                                f"alignment {reloc.align:#x}")
+            if not reloc.min_addr <= load <= reloc.max_addr:
+                problems.append(f"outside the note's [{reloc.min_addr:#x}, {reloc.max_addr:#x}]")
+    run, end = plan.kernel_window
+    if not any(e.addr <= run and end <= e.end for e in _ram(plan)):
+        problems.append(f"its window {_span(run, end)} is not inside one E820 RAM range")
+    return _ok(name, not problems, f"a load address the kernel's rules allow, window in RAM "
+               f"(entry {entry.value})", f"{load:#x}: " + ("; ".join(problems) or "as expected"))
+
+
 RULES: tuple[Rule, ...] = (
     rule_initrd_in_ram,
     rule_initrd_outside_kernel,
@@ -262,6 +304,7 @@ RULES: tuple[Rule, ...] = (
     rule_boot_data_outside_kernel,
     rule_setup_data_chain,
     rule_above_4g,
+    rule_kernel_load,
 )
 
 

@@ -154,6 +154,9 @@ class BootPlan:
     kernel_e820_ext: tuple[E820Entry, ...] | None = None
     #: PVH relocation limits from the vmlinux's PHYS32_RELOC note (6.12), if any.
     pvh_reloc: PvhReloc | None = None
+    #: Where the kernel loads when nobody moves it: pref_address for a bzImage, the
+    #: first PT_LOAD's p_paddr for a vmlinux.  kernel_load differs only by an override.
+    kernel_default_load: int = 0
 
     @property
     def kernel_window(self) -> tuple[int, int]:
@@ -450,6 +453,7 @@ class _KernelPlacement:
     entry: int
     load: int
     window: tuple[int, int]
+    default_load: int
 
 
 def _place_bzimage(case: BootCase, image: KernelImage, platform: Platform,
@@ -457,7 +461,8 @@ def _place_bzimage(case: BootCase, image: KernelImage, platform: Platform,
     load, run = place_kernel(image, platform, case.overrides.kernel_load)
     pm_code = image.protected_mode_code
     return _KernelPlacement((Blob("kernel", load, len(pm_code), data=pm_code),),
-                            load + offset, load, (run, run + image.init_size))
+                            load + offset, load, (run, run + image.init_size),
+                            image.pref_address)
 
 
 def _place_vmlinux(image: KernelImage, platform: Platform, load: int | None,
@@ -489,7 +494,8 @@ def _place_vmlinux(image: KernelImage, platform: Platform, load: int | None,
              data=vmlinux[seg.p_offset : seg.p_offset + seg.p_filesz])
         for i, seg in enumerate(loads)
     )
-    return _KernelPlacement(blobs, entry + shift, start + shift, (start + shift, end)), info
+    return _KernelPlacement(blobs, entry + shift, start + shift, (start + shift, end),
+                            start), info
 
 
 def split_e820(e820: tuple[E820Entry, ...]
@@ -557,6 +563,7 @@ def _plan_zero_page_entry(
         kernel_e820=in_zero_page,
         image_header=image.header.fields,
         kernel_e820_ext=e820 if extended else None,
+        kernel_default_load=kernel.default_load,
     )
 
 
@@ -656,4 +663,5 @@ def _plan_pvh(
         boot_params_fields=tuple(fields),
         image_header=image.header.fields,
         pvh_reloc=info.pvh_reloc,
+        kernel_default_load=kernel.default_load,
     )

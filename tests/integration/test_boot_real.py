@@ -227,3 +227,20 @@ def test_boot_cmdline_and_initrd_above_4g(tmp_path: Path) -> None:
     assert result.plan.initrd is not None and result.plan.initrd.addr >= FOUR_GIB
     assert result.observation.ramdisk is not None
     assert result.observation.ramdisk.start == result.plan.initrd.addr
+
+
+@pytest.mark.parametrize(
+    ("kernel", "entry", "load"),
+    [("debian-6.1-cloud", EntryProtocol.BOOT64, 0x200000),  # Xen HVM direct-boot style
+     ("debian-6.1-cloud", EntryProtocol.BOOT32, 0x400000),
+     ("debian-6.12-cloud", EntryProtocol.PVH, 0x3000000)],  # PHYS32_RELOC: 6.12 only
+    ids=["64-at-2M", "32-at-4M", "pvh-612-at-48M"],
+)
+def test_boot_relocated_kernel(tmp_path: Path, kernel: str, entry: EntryProtocol,
+                               load: int) -> None:
+    """Load addresses other than the default, by the kernel's own relocation rules."""
+    case = BootCase(kernel=kernel, memory=256 * MiB, initrd=InitrdSpec(1 * MiB), entry=entry,
+                    overrides=Overrides(kernel_load=load))
+    result = run_case(case, run_dir=tmp_path)
+    assert_all_pass(result)
+    assert result.plan.kernel_load == load

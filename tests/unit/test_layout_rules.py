@@ -116,7 +116,7 @@ def test_rules_ram_forgotten_above_4g_is_flagged() -> None:
 def test_rules_reserved_holes_inside_ram_are_fine() -> None:
     from bootfuzz.plan import plan_e820
 
-    table = (*plan_e820(qemu_pc(256 * MiB)), E820Entry(0x2000000, 0x1000, 2))
+    table = (*plan_e820(qemu_pc(256 * MiB)), E820Entry(0x8000000, 0x1000, 2))
     assert failing(plan(overrides=Overrides(e820=table))) == set()
 
 
@@ -132,3 +132,15 @@ def test_rules_data_above_4g_needs_a_64bit_entry() -> None:
                     entry=EntryProtocol.BOOT32)
     p32 = plan_boot(case, IMAGE, qemu_pc(6 * GiB), FakeInitrd(MiB))
     assert "valid-below-4g" in failing(p32)
+
+
+def test_rules_kernel_load_alignment_and_pref_address() -> None:
+    ok = plan(overrides=Overrides(kernel_load=0x200000))  # 2 MiB = 1 << min_alignment
+    assert "valid-kernel-load" not in failing(ok)
+    assert ok.kernel_window[0] == 0x1000000  # the decompressor runs at pref_address
+    bad = plan(overrides=Overrides(kernel_load=0x300000 + 0x1000))
+    assert "valid-kernel-load" in failing(bad)
+    fixed = parse_kernel_image(fake_bzimage(init_size=0x3378000, relocatable_kernel=0))
+    case = BootCase(kernel="fake", memory=256 * MiB, overrides=Overrides(kernel_load=0x2000000))
+    p = plan_boot(case, fixed, qemu_pc(256 * MiB), FakeInitrd(MiB))
+    assert "valid-kernel-load" in failing(p)
