@@ -28,14 +28,17 @@ import bz2
 import contextlib
 import enum
 import hashlib
-import importlib.util
 import io
 import json
 import lzma
 import os
+import queue
 import re
+import shutil
 import stat
+import subprocess
 import tempfile
+import threading
 import zlib
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, fields
@@ -452,9 +455,8 @@ KERNEL_MAGIC: Mapping[Compression, bytes] = {
     Compression.ZSTD: b"\x28\xb5",
 }
 
-#: The kernel's unlzo wants the lzop container, which no installed package writes
-#: (python-lzo gives raw LZO1X blocks and is not installed either).
-SUPPORTED: frozenset[Compression] = frozenset(c for c in Compression if c is not Compression.LZO)
+#: Every format the kernel decodes (lzo through the lzop command: see LZOP).
+SUPPORTED: frozenset[Compression] = frozenset(Compression)
 
 # Levels: our initrds are mostly random bytes, so compression is there for the
 # format (to exercise the kernel's decompressor), not for the ratio.  Always the
@@ -532,14 +534,57 @@ class _Lz4LegacyEncoder:
         return self._magic + out
 
 
+#: The kernel's unlzo reads the lzop file format (header, then blocks with one
+#: adler32 of the data each), which no well-kept Python package writes (python-lzo
+#: gives raw blocks only, and has no wheels): the lzop command writes it, as the
+#: kernel's own build does (scripts/Makefile.lib, cmd_lzo).  Level 1: fastest.
+LZOP = "lzop"
+LZOP_ARGV = (LZOP, "-1", "-c", "-")
+
+
 def _lzo_unsupported() -> InitramfsError:
-    installed = importlib.util.find_spec("lzo") is not None
     return InitramfsError(
-        "lzo compression needs an lzop-format writer: the python-lzo package "
-        + ("gives only raw blocks" if installed else "is not installed")
-        + "; choose one of: "
+        f"lzo compression needs the {LZOP} command (Debian package lzop; ./bootstrap "
+        "installs it); choose one of: "
         + ", ".join(c.value for c in Compression if c in SUPPORTED)
     )
+
+
+class _LzopEncoder:
+    """Streams through an lzop process; a reader thread drains its output so the
+    pipes never fill up, and compress() hands back what has arrived."""
+
+    def __init__(self) -> None:
+        if shutil.which(LZOP) is None:
+            raise _lzo_unsupported()
+        self._proc = subprocess.Popen(LZOP_ARGV, stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+        self._chunks: queue.SimpleQueue[bytes] = queue.SimpleQueue()
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self._proc.stdout is not None
+        for chunk in iter(lambda: self._proc.stdout.read(1 << 16), b""):  # type: ignore[union-attr]
+            self._chunks.put(chunk)
+
+    def _drain(self) -> bytes:
+        out = bytearray()
+        while not self._chunks.empty():
+            out += self._chunks.get()
+        return bytes(out)
+
+    def compress(self, data: bytes, /) -> bytes:
+        assert self._proc.stdin is not None
+        self._proc.stdin.write(data)
+        return self._drain()
+
+    def flush(self) -> bytes:
+        assert self._proc.stdin is not None
+        self._proc.stdin.close()
+        self._reader.join()
+        if self._proc.wait() != 0:
+            raise InitramfsError(f"{LZOP} failed with exit status {self._proc.returncode}")
+        return self._drain()
 
 
 def _encoder(compression: Compression, total: int) -> _Encoder:
@@ -566,7 +611,7 @@ def _encoder(compression: Compression, total: int) -> _Encoder:
         )
         cobj: _Encoder = zstandard.ZstdCompressor(compression_params=params).compressobj(size=total)
         return cobj
-    raise _lzo_unsupported()
+    return _LzopEncoder()
 
 
 class CompressingSink:
@@ -640,7 +685,12 @@ def decompress(data: bytes, compression: Compression) -> bytes:
             return out
     except (zlib.error, OSError, EOFError, ValueError, lzma.LZMAError, zstandard.ZstdError) as exc:
         raise InitramfsError(f"{compression.value} data does not decompress: {exc}") from None
-    raise _lzo_unsupported()
+    if shutil.which(LZOP) is None:
+        raise _lzo_unsupported()
+    done = subprocess.run([LZOP, "-d", "-c", "-"], input=data, capture_output=True, check=False)
+    if done.returncode != 0:
+        raise InitramfsError(f"lzo data does not decompress: {done.stderr.decode().strip()}")
+    return done.stdout
 
 
 # --------------------------------------------------------------------------------------
@@ -697,7 +747,7 @@ class InitrdSpec:
         _check_seed(self.seed)
         if not isinstance(self.compression, Compression):
             object.__setattr__(self, "compression", Compression.parse(str(self.compression)))
-        if self.compression not in SUPPORTED:
+        if self.compression is Compression.LZO and shutil.which(LZOP) is None:
             raise _lzo_unsupported()
 
 
