@@ -278,13 +278,14 @@ def check_e820_user(ev: Evidence) -> OracleResult | None:
                    "options: " + " ".join(user.options))
 
 
-#: printk keeps about 1 KiB of one record's text: LOG_LINE_MAX (1024 - PREFIX_MAX)
-#: less the NUL, and what reaches the console depends on the console path (measured
-#: on Debian 6.1: "Command line: " plus 975 bytes with earlyprintk, 977 without).  A
-#: shown line of this length range that is a prefix of ours was cut by printk.
-#: source: kernel/printk/printk.c (vprintk_store, LOG_LINE_MAX).
+#: printk keeps about 1 KiB of one record's text (1024 less a prefix reserve that
+#: differs between versions), and what reaches the console depends on the console
+#: path.  Measured "Command line: " plus: 975 bytes (6.1, earlyprintk), 977 (6.1),
+#: 1007 (6.12).  A shown line in this length range that is a prefix of ours was cut
+#: by printk.  source: kernel/printk/printk.c (vprintk_store, LOG_LINE_MAX /
+#: PRINTKRB_RECORD_MAX).
 PRINTK_TEXT_MIN = 960
-PRINTK_TEXT_MAX = 991
+PRINTK_TEXT_MAX = 1023
 _COMMAND_LINE_PREFIX = "Command line: "
 
 
