@@ -71,6 +71,9 @@ def _add_boot(sub: argparse._SubParsersAction[_Parser]) -> None:
     g.add_argument("--initrd-split", action="store_true",
                    help="two concatenated archives: /init uncompressed, then the payload "
                    "compressed (as distributions ship early microcode + main initramfs)")
+    g.add_argument("--initrd-raw", action="store_true",
+                   help="no cpio archive: the payload alone (the kernel rejects it, so no "
+                   "/init runs and the boot must end in the no-root panic)")
     g.add_argument("--cmdline", default="", metavar="TEXT",
                    help=f"arguments appended to the harness's {HARNESS_CMDLINE!r}")
     g.add_argument("--raw-cmdline", default=None, metavar="TEXT",
@@ -196,7 +199,7 @@ def _boot(args: argparse.Namespace) -> int:
         memory=args.mem,
         cmdline=cmdline,
         initrd=InitrdSpec(args.initrd_size, Compression(args.initrd_compression),
-                          args.initrd_seed, split=args.initrd_split),
+                          args.initrd_seed, split=args.initrd_split, raw=args.initrd_raw),
         entry=EntryProtocol(args.entry),
         backend=args.backend,
         overrides=Overrides(kernel_load=args.kernel_load, cmdline_addr=args.cmdline_addr),

@@ -741,6 +741,10 @@ class InitrdSpec:
     #: cpio, then the compressed main one): /init and /dev in the first, the payload
     #: in the second, compressed.  The kernel must unpack both.
     split: bool = False
+    #: Not a cpio archive at all: the payload alone, compressed.  The kernel's unpacker
+    #: rejects it (the "looks like an initrd" path), so there is no /init and the
+    #: boot must end in the no-root panic.
+    raw: bool = False
 
     def __post_init__(self) -> None:
         _check_size(self.size)
@@ -749,6 +753,8 @@ class InitrdSpec:
             object.__setattr__(self, "compression", Compression.parse(str(self.compression)))
         if self.compression is Compression.LZO and shutil.which(LZOP) is None:
             raise _lzo_unsupported()
+        if self.split and self.raw:
+            raise InitramfsError("an initrd is either split cpio archives or raw, not both")
 
 
 @dataclass(frozen=True)
@@ -866,7 +872,14 @@ def _atomic_output(out: Path) -> Iterator[Any]:
 
 def _build(spec: InitrdSpec, agent: bytes, out: Path) -> BuiltInitrd:
     with _atomic_output(out) as fh:
-        if spec.split:
+        if spec.raw:
+            sink = CompressingSink(fh, spec.compression, spec.size)
+            digest = hashlib.sha256()
+            for chunk in payload_bytes(spec.seed, spec.size):
+                digest.update(chunk)
+                sink.write(chunk)
+            payload_sha256 = digest.hexdigest()
+        elif spec.split:
             fh.write(early_archive(agent))  # 512-aligned: the next archive starts on its own
             sink = CompressingSink(fh, spec.compression, payload_archive_size(spec))
             payload_sha256 = write_payload_archive(sink, spec)
@@ -892,7 +905,8 @@ def cache_name(spec: InitrdSpec, agent_sha256: str) -> str:
     """The cache file name: readable, and unique per (format, spec, agent)."""
     return (
         f"v{FORMAT_VERSION}-{spec.compression.value}-{spec.size}-{spec.seed:016x}-"
-        f"{agent_sha256[:16]}{'-split' if spec.split else ''}.cpio{spec.compression.suffix}"
+        f"{agent_sha256[:16]}{'-split' if spec.split else ''}"
+        f"{'.raw' if spec.raw else '.cpio'}{spec.compression.suffix}"
     )
 
 
@@ -903,6 +917,7 @@ def _metadata(spec: InitrdSpec, agent_sha256: str) -> dict[str, object]:
         "compression": spec.compression.value,
         "seed": spec.seed,
         "split": spec.split,
+        "raw": spec.raw,
         "agent_sha256": agent_sha256,
     }
 

@@ -164,6 +164,9 @@ _NOT_INITRAMFS = re.compile(r"rootfs image is not initramfs \((.*)\); looks like
 _FREEING_INITRD = re.compile(r"Freeing initrd memory: (\d{1,20})K")
 _LINUX_VERSION = re.compile(r"Linux version .*")
 _PANIC = re.compile(r"Kernel panic - not syncing: (.*)")
+#: The panic a kernel with no usable /init in its initramfs ends in (no root= either).
+#: source: init/do_mounts.c, mount_block_root(): "VFS: Unable to mount root fs on %s".
+NO_ROOT_PANIC = "VFS: Unable to mount root fs"
 #: The first line of a kernel oops report.  source: arch/x86/kernel/dumpstack.c
 #: (__die_header), traps.c, lib/bug.c, arch/x86/mm/fault.c.
 OOPS_REGEX = r"(?:kernel BUG at |BUG: |Oops: |general protection fault|invalid opcode: )"

@@ -19,7 +19,13 @@ from bootfuzz.abi.setup_data import SETUP_DATA_HEADER, SETUP_INDIRECT_PAYLOAD, S
 from bootfuzz.backends.base import GuestExit
 from bootfuzz.e820 import E820Entry, sanitize
 from bootfuzz.layout import PAGE_SIZE, align_up
-from bootfuzz.observation import AgentSetupData, MapKind, Observation, UnpackStart
+from bootfuzz.observation import (
+    NO_ROOT_PANIC,
+    AgentSetupData,
+    MapKind,
+    Observation,
+    UnpackStart,
+)
 from bootfuzz.plan import BootPlan
 from bootfuzz.user_memmap import UserMap, apply_user_options
 
@@ -74,9 +80,21 @@ def _format_map(entries: Sequence[tuple[int, int, str]]) -> str:
     return "\n".join(f"[mem {s:#018x}-{e:#018x}] {t}" for s, e, t in entries)
 
 
+def agent_expected(plan: BootPlan) -> bool:
+    """Whether our /init agent can run: an initrd that is our cpio archive."""
+    spec = plan.case.initrd
+    return plan.initrd is not None and spec is not None and not spec.raw
+
+
 def check_boot(ev: Evidence) -> OracleResult:
-    """The guest reached our /init agent and powered off by itself."""
+    """The guest reached our /init agent and powered off by itself; without an agent
+    (no initrd, or one that is no cpio archive) it must end in the no-root panic."""
     obs = ev.observation
+    if not agent_expected(ev.plan):
+        expected = f"kernel panic '{NO_ROOT_PANIC} ...' (no /init, no root)"
+        ok = any(p.startswith(NO_ROOT_PANIC) for p in obs.panics)
+        seen = "; ".join(obs.panics) or f"no panic (guest exit {ev.guest_exit.value})"
+        return _result("boot", ok, expected, seen)
     expected = "agent report, then power-off"
     if obs.agent is not None and ev.guest_exit is GuestExit.POWER_OFF:
         return _result("boot", True, expected, "agent report, then power-off")
@@ -218,6 +236,8 @@ def check_setup_data(ev: Evidence) -> OracleResult | None:
     left them."""
     if not any(b.name.startswith("setup_data") for b in ev.plan.blobs):
         return None
+    if not agent_expected(ev.plan):
+        return None  # no agent can run: nothing of its to judge
     want = expected_setup_data(ev.plan)
     if isinstance(want, str):
         return _unknown("setup-data", "(not modelled)", want)
@@ -321,8 +341,10 @@ def judge_agent_cmdline(obs: Observation, cmdline: bytes) -> OracleResult:
                    obs.agent.cmdline.decode(errors="replace"))
 
 
-def check_agent_cmdline(ev: Evidence) -> OracleResult:
+def check_agent_cmdline(ev: Evidence) -> OracleResult | None:
     """/proc/cmdline inside the guest is the string we wrote."""
+    if not agent_expected(ev.plan):
+        return None  # no agent can run: nothing of its to judge
     return judge_agent_cmdline(ev.observation, ev.plan.cmdline)
 
 
@@ -381,8 +403,27 @@ def judge_unpack(obs: Observation, initrd_size: int | None,
     return _result("initrd-unpacked", ok, expected, ", ".join(parts))
 
 
+def judge_rejected_image(obs: Observation, initrd_size: int) -> OracleResult:
+    """A non-cpio initrd: the kernel tried to unpack it, said why it could not, and
+    freed exactly its pages (boot-protocol.md 4.2: the "looks like an initrd" path)."""
+    kib = align_up(initrd_size, PAGE_SIZE) // 1024
+    expected = (f"an unpack attempt, then 'Initramfs unpacking failed: ...' or 'rootfs image "
+                f"is not initramfs (...)', and 'Freeing initrd memory: {kib}K'")
+    if obs.unpack_start is None and obs.initrd_freed_kib is None:
+        return _unknown("initrd-unpacked", expected, "the log ends before the unpack")
+    why = obs.unpack_failure or obs.not_initramfs
+    observed = (f"{obs.unpack_start.value if obs.unpack_start else 'no unpack message'}, "
+                f"{'rejected: ' + why if why else 'not rejected'}, "
+                f"Freeing initrd memory: {obs.initrd_freed_kib}K")
+    ok = obs.unpack_start is not None and why is not None and obs.initrd_freed_kib == kib
+    return _result("initrd-unpacked", ok, expected, observed)
+
+
 def check_initrd_unpacked(ev: Evidence) -> OracleResult:
     """The kernel unpacked the initramfs without error and freed exactly its pages."""
+    spec = ev.plan.case.initrd
+    if ev.plan.initrd is not None and spec is not None and spec.raw:
+        return judge_rejected_image(ev.observation, ev.plan.initrd.size)
     placed = ev.plan.initrd
     allowed = (ev.unpack_message,) if ev.unpack_message else tuple(UnpackStart)
     return judge_unpack(ev.observation, None if placed is None else placed.size, allowed)
@@ -401,8 +442,10 @@ def judge_payload(obs: Observation, size: int, sha256: str) -> OracleResult:
     return _result("payload-digest", observed == expected, expected, observed)
 
 
-def check_payload(ev: Evidence) -> OracleResult:
+def check_payload(ev: Evidence) -> OracleResult | None:
     """The agent read /payload back with the digest and size the host generated."""
+    if not agent_expected(ev.plan):
+        return None  # no agent can run: nothing of its to judge
     placed = ev.plan.initrd
     spec = ev.plan.case.initrd
     if placed is None or spec is None:
@@ -410,11 +453,13 @@ def check_payload(ev: Evidence) -> OracleResult:
     return judge_payload(ev.observation, spec.size, placed.payload_sha256)
 
 
-def check_firmware_memmap(ev: Evidence) -> OracleResult:
+def check_firmware_memmap(ev: Evidence) -> OracleResult | None:
     """/sys/firmware/memmap (the kernel's firmware table) equals the sanitized E820.
 
     That table includes SETUP_E820_EXT entries (boot-protocol.md 4.3).
     """
+    if not agent_expected(ev.plan):
+        return None  # no agent can run: nothing of its to judge
     full = ev.plan.kernel_e820_ext
     want = (sanitize(full) if full is not None else expected_kernel_map(ev.plan)) or []
     expected = _format_map([(e.addr, e.last, firmware_memmap_type(e.type)) for e in want])
@@ -478,12 +523,14 @@ def boot_params_field_differences(
     return diffs
 
 
-def check_boot_params(ev: Evidence) -> OracleResult:
+def check_boot_params(ev: Evidence) -> OracleResult | None:
     """The zero page the kernel kept equals the one we wrote, but for what it writes itself.
 
     Where the kernel builds its own boot_params (PVH), the fields its entry code
     fills from ours are compared instead.
     """
+    if not agent_expected(ev.plan):
+        return None  # no agent can run: nothing of its to judge
     plan = ev.plan
     if plan.zero_page:
         expected = "boot_params as written (kernel-written fields excepted: "

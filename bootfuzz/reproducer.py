@@ -51,8 +51,9 @@ _TOP_KEYS = {FORMAT_KEY, "kernel", "backend", "entry", "memory", "initrd", "cmdl
 _OVERRIDE_KEYS = {"fields", "initrd_addr", "cmdline_addr", "cmdline_raw_hex", "kernel_load",
                   "e820", "setup_data"}
 #: Our cpio archive with the agent and payload, whole or split in two (uncompressed
-#: early archive with /init, then the compressed payload archive).
-INITRD_FORMATS = ("cpio", "cpio-split")
+#: early archive with /init, then the compressed payload archive), or "raw": the
+#: payload alone, no archive (the kernel rejects it: no /init, the no-root panic).
+INITRD_FORMATS = ("cpio", "cpio-split", "raw")
 
 
 class ReproducerError(ConfigError):
@@ -217,6 +218,7 @@ def parse_reproducer(doc: object, where: str = "<reproducer>") -> Reproducer:
                                  [c.value for c in Compression])),
             r.as_int(i.get("seed", 0), "initrd.seed"),
             split=fmt == "cpio-split",
+            raw=fmt == "raw",
         )
     case = BootCase(
         kernel=name,
@@ -287,7 +289,8 @@ def reproducer_json(rep: Reproducer) -> dict[str, Any]:
         "initrd": None if case.initrd is None else {
             "size": case.initrd.size, "compression": case.initrd.compression.value,
             "seed": case.initrd.seed,
-            "format": "cpio-split" if case.initrd.split else "cpio",
+            "format": ("raw" if case.initrd.raw else
+                       "cpio-split" if case.initrd.split else "cpio"),
         },
         "cmdline": case.cmdline,
     }

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from bootfuzz.abi.e820 import firmware_memmap_type
 from bootfuzz.backends.base import GuestExit
 from bootfuzz.layout import FOUR_GIB, PAGE_SIZE, align_up
-from bootfuzz.observation import E820Line, Observation
+from bootfuzz.observation import NO_ROOT_PANIC, E820Line, Observation
 from bootfuzz.oracles import (
     OracleResult,
     Verdict,
@@ -34,7 +34,6 @@ from bootfuzz.targets import Expectation, TargetPromises
 
 #: What a kernel with no initrd (and so no /init) must end in.  source:
 #: init/do_mounts.c mount_block_root(), "VFS: Unable to mount root fs on %s".
-NO_ROOT_PANIC = "VFS: Unable to mount root fs"
 USABLE = "usable"
 
 

@@ -244,3 +244,21 @@ def test_boot_relocated_kernel(tmp_path: Path, kernel: str, entry: EntryProtocol
     result = run_case(case, run_dir=tmp_path)
     assert_all_pass(result)
     assert result.plan.kernel_load == load
+
+
+@pytest.mark.parametrize("compression", [Compression.NONE, Compression.GZIP],
+                         ids=lambda c: c.value)
+def test_boot_non_cpio_initrd_is_rejected_then_no_root_panic(
+    tmp_path: Path, compression: Compression
+) -> None:
+    """An initrd that is no cpio archive: the kernel says why it rejects it, frees it,
+    finds no /init and ends in the no-root panic; placement is still judged."""
+    case = BootCase(kernel="debian-6.1-cloud", memory=256 * MiB,
+                    initrd=InitrdSpec(1 * MiB, compression, raw=True))
+    result = run_case(case, run_dir=tmp_path)
+    assert_all_pass(result)
+    names = {r.name for r in result.oracles}
+    assert "payload-digest" not in names and "agent-cmdline" not in names
+    obs = result.observation
+    assert obs.unpack_failure or obs.not_initramfs
+    assert any("VFS: Unable to mount root fs" in p for p in obs.panics)

@@ -37,3 +37,22 @@ def test_split_and_single_cache_separately(tmp_path: Path) -> None:
     from bootfuzz.initramfs import cache_name
 
     assert cache_name(InitrdSpec(1, split=True), "0" * 64) != cache_name(InitrdSpec(1), "0" * 64)
+
+
+def test_raw_initrd_is_the_payload_alone(tmp_path: Path) -> None:
+    agent = tmp_path / "init"
+    agent.write_bytes(b"\x7fELF-fake-agent")
+    built = build_initrd(InitrdSpec(7000, Compression.GZIP, seed=5, raw=True), agent,
+                         tmp_path / "initrd")
+    payload = decompress(built.path.read_bytes(), Compression.GZIP)
+    assert payload == b"".join(payload_bytes(5, 7000))
+    assert hashlib.sha256(payload).hexdigest() == built.payload_sha256
+
+
+def test_raw_and_split_together_are_refused() -> None:
+    import pytest
+
+    from bootfuzz.initramfs import InitramfsError
+
+    with pytest.raises(InitramfsError, match="either split cpio archives or raw"):
+        InitrdSpec(1, split=True, raw=True)

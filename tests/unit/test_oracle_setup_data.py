@@ -13,6 +13,7 @@ from bootfuzz.backends.base import GuestExit
 from bootfuzz.case import BootCase, Overrides, SetupDataNode
 from bootfuzz.e820 import E820Entry
 from bootfuzz.image import parse_kernel_image
+from bootfuzz.initramfs import InitrdSpec
 from bootfuzz.layout import SETUP_DATA_AREA, MiB
 from bootfuzz.observation import AgentReport, AgentSetupData, parse_transcript
 from bootfuzz.oracles import (
@@ -42,7 +43,7 @@ def indirect(target: int, size: int = len(TARGET), kind: int = INDIRECT_TYPE) ->
 
 def plan(*nodes: SetupDataNode, overrides: Overrides | None = None) -> BootPlan:
     ov = overrides or Overrides(setup_data=nodes)
-    case = BootCase(kernel="fake", memory=256 * MiB, overrides=ov)
+    case = BootCase(kernel="fake", memory=256 * MiB, overrides=ov, initrd=InitrdSpec(1 * MiB))
     return plan_boot(case, IMAGE, qemu_pc(256 * MiB), FakeInitrd(1 * MiB))
 
 

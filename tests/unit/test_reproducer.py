@@ -63,6 +63,14 @@ def test_reproducer_corpus_files_load() -> None:
         assert rep.expect is not None and rep.kernel_sha256
 
 
+def test_reproducer_initrd_formats_round_trip() -> None:
+    import dataclasses
+
+    for spec in (InitrdSpec(1, split=True), InitrdSpec(1, raw=True), InitrdSpec(1)):
+        rep = dataclasses.replace(FULL, case=dataclasses.replace(FULL.case, initrd=spec))
+        assert parse_reproducer(json.loads(json.dumps(reproducer_json(rep)))) == rep
+
+
 def test_reproducer_minimal_document_defaults() -> None:
     rep = parse_reproducer({"bootfuzz_reproducer": 1, "kernel": {"name": "k"},
                             "memory": "0x10000000", "cmdline": ""})
