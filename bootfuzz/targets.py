@@ -197,10 +197,14 @@ OURS_QEMU_TCG = TargetPromises(
     description="our loader on QEMU-TCG pc (bootfuzz.plan, bootfuzz.platform.qemu_pc)",
     gap=PC_GAP,
     withheld=(LEGACY_HOLE,),
-    initrd_rules=((EntryProtocol.BOOT64, _OURS_RULE), (EntryProtocol.PVH, _OURS_RULE)),
+    # The default placement (InitrdPlacement.TOP) is the same for every entry path.
+    initrd_rules=tuple((e, _OURS_RULE) for e in EntryProtocol),
     exact=True,
     entries=((EntryProtocol.BOOT64, "64-bit entry, zero page in RSI"),
-             (EntryProtocol.PVH, "PVH entry of the vmlinux, hvm_start_info in EBX")),
+             (EntryProtocol.BOOT32, "32-bit entry, zero page in ESI"),
+             (EntryProtocol.REAL16, "16-bit entry through the kernel's setup code and our BIOS"),
+             (EntryProtocol.PVH, "PVH entry of the vmlinux, hvm_start_info in EBX"),
+             (EntryProtocol.VMLINUX, "the vmlinux's own 64-bit entry, zero page in RSI")),
 )
 
 _QEMU_ENTRIES = (
