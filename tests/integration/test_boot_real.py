@@ -147,13 +147,14 @@ def test_boot_until_ramdisk_stops_early_and_answers_only_early_oracles(tmp_path:
 
 
 def _many_entries(memory: int, holes: int) -> tuple[E820Entry, ...]:
-    """Our table with RAM above 32 MiB cut by *holes* reserved pages: 3 + 2 * holes entries."""
+    """Our table with RAM above 128 MiB (clear of the decompressor's window) cut by *holes*
+    reserved pages: 3 + 2 * holes entries."""
     from bootfuzz.plan import plan_e820
     from bootfuzz.platform import qemu_pc
 
     base = [e for e in plan_e820(qemu_pc(memory)) if e.addr != 0x100000]
-    ram: list[E820Entry] = [E820Entry(0x100000, 0x1F00000, 1)]
-    cursor = 0x2000000
+    ram: list[E820Entry] = [E820Entry(0x100000, 0x8000000 - 0x100000, 1)]
+    cursor = 0x8000000
     for _ in range(holes):
         ram += [E820Entry(cursor, 0x10000, 1), E820Entry(cursor + 0x10000, 0x1000, 2)]
         cursor += 0x11000
