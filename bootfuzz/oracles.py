@@ -86,18 +86,20 @@ def agent_expected(plan: BootPlan) -> bool:
     return plan.initrd is not None and spec is not None and not spec.raw
 
 
-def check_boot(ev: Evidence) -> OracleResult:
-    """The guest reached our /init agent and powered off by itself; without an agent
-    (no initrd, or one that is no cpio archive) it must end in the no-root panic."""
-    obs = ev.observation
-    if not agent_expected(ev.plan):
+def judge_boot(obs: Observation, guest_exit: GuestExit, end_detail: str, *,
+               agent: bool, firmware_marker: bool) -> OracleResult:
+    """With an *agent*: it reported and the guest powered off.  Without (no initrd, or
+    one that is no cpio archive): the kernel ends in the no-root panic.
+    *firmware_marker*: our firmware (or VMM) announces its jump, so a silent start
+    can be told from a kernel that died before printing."""
+    if not agent:
         expected = f"kernel panic '{NO_ROOT_PANIC} ...' (no /init, no root)"
         ok = any(p.startswith(NO_ROOT_PANIC) for p in obs.panics)
-        seen = "; ".join(obs.panics) or f"no panic (guest exit {ev.guest_exit.value})"
+        seen = "; ".join(obs.panics) or f"no panic (guest exit {guest_exit.value})"
         return _result("boot", ok, expected, seen)
     expected = "agent report, then power-off"
-    if obs.agent is not None and ev.guest_exit is GuestExit.POWER_OFF:
-        return _result("boot", True, expected, "agent report, then power-off")
+    if obs.agent is not None and guest_exit is GuestExit.POWER_OFF:
+        return _result("boot", True, expected, expected)
     what = []
     if obs.oopses:
         what.append(f"kernel oops: {obs.oopses[0]}")
@@ -109,12 +111,19 @@ def check_boot(ev: Evidence) -> OracleResult:
         what.append(f"corrupt agent report: {obs.agent_error}")
     elif obs.agent is None:
         what.append("no agent report")
-    if not obs.firmware_entered:
+    if firmware_marker and not obs.firmware_entered:
         what.append("the firmware never entered the kernel")
     elif obs.linux_version_count == 0:
-        what.append("no kernel output after the firmware's jump")
-    what.append(f"guest exit: {ev.guest_exit.value} ({ev.end_detail})")
+        what.append("no kernel output")
+    what.append(f"guest exit: {guest_exit.value} ({end_detail})")
     return _result("boot", False, expected, "; ".join(what))
+
+
+def check_boot(ev: Evidence) -> OracleResult:
+    """The guest reached our /init agent and powered off by itself (or, with no agent to
+    run, ended in the no-root panic)."""
+    return judge_boot(ev.observation, ev.guest_exit, ev.end_detail,
+                      agent=agent_expected(ev.plan), firmware_marker=True)
 
 
 def check_e820(ev: Evidence) -> OracleResult:

@@ -21,11 +21,12 @@ from dataclasses import dataclass
 from bootfuzz.abi.e820 import firmware_memmap_type
 from bootfuzz.backends.base import GuestExit
 from bootfuzz.layout import FOUR_GIB, PAGE_SIZE, align_up
-from bootfuzz.observation import NO_ROOT_PANIC, E820Line, Observation
+from bootfuzz.observation import E820Line, Observation
 from bootfuzz.oracles import (
     OracleResult,
     Verdict,
     judge_agent_cmdline,
+    judge_boot,
     judge_cmdline,
     judge_payload,
     judge_unpack,
@@ -67,28 +68,8 @@ def usable_lines(obs: Observation) -> list[E820Line]:
 
 def check_boot(ev: ValidityEvidence) -> OracleResult:
     """With an initrd: our agent reported and powered off.  Without: the no-root panic."""
-    obs = ev.observation
-    if ev.expect.initrd_size is None:
-        expected = f"kernel panic '{NO_ROOT_PANIC} ...' (no initrd, so no root)"
-        ok = any(p.startswith(NO_ROOT_PANIC) for p in obs.panics)
-        seen = "; ".join(obs.panics) or f"no panic (guest exit {ev.guest_exit.value})"
-        return _result("boot", ok, expected, seen)
-    expected = "agent report, then power-off"
-    if obs.agent is not None and ev.guest_exit is GuestExit.POWER_OFF:
-        return _result("boot", True, expected, expected)
-    what = []
-    if obs.panics:
-        what.append(f"kernel panic: {obs.panics[0]}")
-    if obs.linux_version_count > 1:
-        what.append("the guest rebooted (a second 'Linux version' line)")
-    if obs.agent_error:
-        what.append(f"corrupt agent report: {obs.agent_error}")
-    elif obs.agent is None:
-        what.append("no agent report")
-    if obs.linux_version_count == 0:
-        what.append("no kernel output")
-    what.append(f"guest exit: {ev.guest_exit.value} ({ev.end_detail})")
-    return _result("boot", False, expected, "; ".join(what))
+    return judge_boot(ev.observation, ev.guest_exit, ev.end_detail,
+                      agent=ev.expect.initrd_size is not None, firmware_marker=False)
 
 
 def check_gap(ev: ValidityEvidence) -> OracleResult:
