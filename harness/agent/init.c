@@ -486,6 +486,27 @@ static void put_sysfs_string(const char *path)
 }
 
 /* /sys/firmware/memmap/<i>/{start,end,type} for i = 0, 1, ... until one is missing. */
+/* Set *p to "<dir>/<i>" (NUL-terminated in its buffer) and tell whether that
+ * directory exists; a missing one ends a numbered sysfs listing, any other error
+ * is reported. */
+static int numbered_dir_exists(struct buf *p, const char *dir, unsigned long i)
+{
+	long fd;
+
+	put(p, dir);
+	put(p, "/");
+	put_u64(p, i);
+	p->data[p->len] = 0;
+	fd = open_at(p->data, O_RDONLY | O_DIRECTORY);
+	if (fd < 0) {
+		if (fd != -ENOENT)
+			error_errno("open", p->data, fd);
+		return 0;
+	}
+	SC(SYS_close, fd, 0, 0);
+	return 1;
+}
+
 static void report_memmap(void)
 {
 	const char *dir = "/sys/firmware/memmap";
@@ -506,17 +527,8 @@ static void report_memmap(void)
 		struct buf p = { path, 0, sizeof(path) - 1, 0 };
 		size_t entry_len;
 
-		put(&p, dir);
-		put(&p, "/");
-		put_u64(&p, i);
-		path[p.len] = 0;
-		fd = open_at(path, O_RDONLY | O_DIRECTORY);
-		if (fd < 0) {
-			if (fd != -ENOENT)
-				error_errno("open", path, fd);
+		if (!numbered_dir_exists(&p, dir, i))
 			break;
-		}
-		SC(SYS_close, fd, 0, 0);
 		entry_len = p.len;
 		put(&line, i ? ",[" : "[");
 		for (a = 0; a < 3; a++) {
@@ -585,17 +597,8 @@ static void report_setup_data(void)
 		int more;
 		long n;
 
-		put(&p, dir);
-		put(&p, "/");
-		put_u64(&p, i);
-		path[p.len] = 0;
-		fd = open_at(path, O_RDONLY | O_DIRECTORY);
-		if (fd < 0) {
-			if (fd != -ENOENT)
-				error_errno("open", path, fd);
+		if (!numbered_dir_exists(&p, dir, i))
 			break;
-		}
-		SC(SYS_close, fd, 0, 0);
 		node_len = p.len;
 		put(&line, i ? ",{\"type\":" : "{\"type\":");
 		put(&p, "/type");
