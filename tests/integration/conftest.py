@@ -36,9 +36,9 @@ def full_boot_backend(request: pytest.FixtureRequest) -> str:
 
         status = kvm_status()
         if not status.usable:
-            pytest.skip(f"kvm backend unusable here: {status.detail}")
+            pytest.skip(reason=f"kvm backend not usable here: {status.detail}")
         if not status.fast:
-            pytest.skip(f"full boots need hardware KVM: {status.detail}")
+            pytest.skip(reason=f"a full boot needs hardware KVM: {status.detail}")
     elif shutil.which(QEMU_BINARY) is None:
         pytest.skip(f"{QEMU_BINARY} is not installed")
     return name
@@ -51,4 +51,4 @@ def any_kvm() -> None:
 
     status = kvm_status()
     if not status.usable:
-        pytest.skip(f"kvm backend unusable here: {status.detail}")
+        pytest.skip(reason=f"kvm backend not usable here: {status.detail}")

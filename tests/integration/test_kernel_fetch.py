@@ -30,8 +30,8 @@ def test_fetch_debian_6_1_cloud_through_apt_sha_verifies(tmp_path: Path) -> None
     policy = parse_apt_policy(run_command(["apt-cache", "policy", pinned.package]).stdout)
     if policy.candidate is None:
         pytest.skip(
-            f"apt has no candidate for {pinned.package}: the package lists are empty or "
-            "stale (run apt-get update)"
+            reason=f"apt has no candidate for {pinned.package}: the package lists are "
+            "empty or stale (run apt-get update)"
         )
     got = fetch(NAME, cache_dir=tmp_path / "cache")
     assert got.downloaded

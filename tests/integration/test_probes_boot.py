@@ -73,5 +73,5 @@ def _kvm_unusable() -> str | None:
 def test_probe_kvm_all_oracles_pass(entry: EntryProtocol, memory: int, tmp_path: Path) -> None:
     why = _kvm_unusable()
     if why is not None:
-        pytest.skip(why)
+        pytest.skip(reason=why)
     assert_all_pass(run_probe(entry, "kvm", memory, tmp_path))
