@@ -29,10 +29,9 @@ def test_fetch_debian_6_1_cloud_through_apt_sha_verifies(tmp_path: Path) -> None
     pinned = load_manifest()[NAME]
     policy = parse_apt_policy(run_command(["apt-cache", "policy", pinned.package]).stdout)
     if policy.candidate is None:
-        pytest.skip(
-            reason=f"apt has no candidate for {pinned.package}: the package lists are "
-            "empty or stale (run apt-get update)"
-        )
+        why = (f"apt has no candidate for {pinned.package}: the package lists are empty "
+               "or stale (run apt-get update)")
+        pytest.skip(reason=why)
     got = fetch(NAME, cache_dir=tmp_path / "cache")
     assert got.downloaded
     assert sha256(got.vmlinuz) == pinned.vmlinuz_sha256
