@@ -21,13 +21,13 @@ import tempfile
 import time
 from pathlib import Path
 
-from bootfuzz.boot import prepare
 from bootfuzz.case import HARNESS_CMDLINE, BootCase
-from bootfuzz.console import run_console
-from bootfuzz.harness import AGENT_EXIT_PORT, QEMU_AGENT_EXIT_STATUS
-from bootfuzz.initramfs import Compression, InitrdSpec
-from bootfuzz.kernels import resolve_kernel
-from bootfuzz.plan import plan_boot
+from bootfuzz.guest.harness import AGENT_EXIT_PORT, QEMU_AGENT_EXIT_STATUS
+from bootfuzz.guest.initramfs import Compression, InitrdSpec
+from bootfuzz.kernel.pinned import resolve_kernel
+from bootfuzz.loader.plan import plan_boot
+from bootfuzz.run.boot import prepare
+from bootfuzz.run.console import run_console
 from bootfuzz.units import parse_size
 
 
@@ -73,7 +73,7 @@ def main() -> int:
 
     def ours(i: int) -> float:
         start = time.monotonic()
-        from bootfuzz.initramfs import cached_initrd
+        from bootfuzz.guest.initramfs import cached_initrd
 
         plan = plan_boot(case, prepared.image, prepared.plan.platform,
                          cached_initrd(case.initrd, prepared.harness.agent)

@@ -21,17 +21,17 @@ import tempfile
 import time
 from pathlib import Path
 
-from bootfuzz import layout
-from bootfuzz.harness import (
+from bootfuzz.guest.harness import (
     AGENT_EXIT_PORT,
     AGENT_EXIT_VALUE,
     COM1_BASE,
     FIRMWARE_ENTERING_MESSAGE,
     QEMU_AGENT_EXIT_STATUS,
 )
-from bootfuzz.kvm.calibrate import _cpu
-from bootfuzz.kvm.vmm import Manifest, ManifestBlob
-from bootfuzz.x86 import FLAT_CODE32, FLAT_DATA
+from bootfuzz.loader import layout
+from bootfuzz.loader.x86 import FLAT_CODE32, FLAT_DATA
+from bootfuzz.run.kvm.calibrate import _cpu
+from bootfuzz.run.kvm.vmm import Manifest, ManifestBlob
 
 CODE_ADDR = layout.HIGH_MEMORY_START
 DATA_ADDR = 2 * layout.MiB
@@ -64,7 +64,7 @@ def run(tmp: Path, code: bytes, n: int) -> float:
     cpu = _cpu()
     manifest = tmp / "manifest.json"
     manifest.write_text(Manifest(MEMORY, ((0, MEMORY),), tuple(blobs), cpu).to_json())
-    proc = subprocess.Popen([sys.executable, "-m", "bootfuzz.kvm", "run", str(manifest)],
+    proc = subprocess.Popen([sys.executable, "-m", "bootfuzz.run.kvm", "run", str(manifest)],
                             stdout=subprocess.PIPE, stdin=subprocess.DEVNULL)
     assert proc.stdout is not None
     fd = proc.stdout.fileno()

@@ -19,10 +19,10 @@ import tempfile
 import time
 from pathlib import Path
 
-from bootfuzz.boot import prepare
 from bootfuzz.case import HARNESS_CMDLINE, BootCase, EntryProtocol
-from bootfuzz.console import run_console
-from bootfuzz.initramfs import InitrdSpec
+from bootfuzz.guest.initramfs import InitrdSpec
+from bootfuzz.run.boot import prepare
+from bootfuzz.run.console import run_console
 from bootfuzz.units import parse_size
 
 RAMDISK = r"RAMDISK: \[mem "

@@ -1,6 +1,6 @@
 """A boot case: everything a user varies, and nothing derived from it.
 
-The loader turns a case into a BootPlan (bootfuzz.plan); everything else about a
+The loader turns a case into a BootPlan (bootfuzz.loader.plan); everything else about a
 boot (addresses, tables, registers) follows from the case and the kernel image.
 """
 
@@ -9,8 +9,8 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 
-from bootfuzz.e820 import E820Entry
-from bootfuzz.initramfs import InitrdSpec
+from bootfuzz.abi.e820 import E820Entry
+from bootfuzz.guest.initramfs import InitrdSpec
 
 #: What every harness boot needs on the command line: the console our session
 #: reads; the polled early console, so setup_arch's lines (Command line, BIOS-e820,
@@ -54,7 +54,7 @@ class Overrides:
 
     Every field left at its default means "the loader decides, by the protocol".
     With overrides the loader writes what it is told, even where the protocol says
-    otherwise: the validity oracles (bootfuzz.layout_rules) then say what is wrong.
+    otherwise: the validity oracles (bootfuzz.judge.layout_rules) then say what is wrong.
     """
 
     #: boot_params / setup_header fields written last, by their declared names.

@@ -21,10 +21,10 @@ from typing import Protocol
 
 import pytest
 
-from bootfuzz.boot import DEFAULT_TIMEOUT, BootResult, run_case
 from bootfuzz.case import HARNESS_CMDLINE, BootCase, EntryProtocol
-from bootfuzz.initramfs import Compression, InitrdSpec
-from bootfuzz.oracles import Verdict
+from bootfuzz.guest.initramfs import Compression, InitrdSpec
+from bootfuzz.judge.oracles import Verdict
+from bootfuzz.run.boot import DEFAULT_TIMEOUT, BootResult, run_case
 from bootfuzz.units import parse_size
 
 DEFAULT_BACKEND = "qemu-tcg"

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import enum
 import re
+from collections.abc import Sequence
+from dataclasses import dataclass
 
 from bootfuzz.abi.bootparam import E820_ENTRY_SIZE, E820_MAX_ENTRIES_ZEROPAGE
 from bootfuzz.abi.structs import Field, Struct
@@ -113,3 +115,54 @@ __all__ = [
     "kernel_type_from_words",
     "kernel_type_words",
 ]
+
+#: The kernel table's capacity on Debian configs (NODES_SHIFT=10 -> 128 + 3*1024).
+#: source: boot-protocol.md 4.3, E820_MAX_ENTRIES
+KERNEL_E820_MAX_ENTRIES = 3200
+#: Fewer entries than this and the kernel ignores the table (BIOS-88 fallback).
+E820_MIN_ENTRIES = 2
+
+
+@dataclass(frozen=True, order=True)
+class E820Entry:
+    """One ``struct boot_e820_entry``: [addr, addr + size) of a type."""
+
+    addr: int
+    size: int
+    type: int
+
+    @property
+    def end(self) -> int:
+        """First byte past the entry."""
+        return self.addr + self.size
+
+    @property
+    def last(self) -> int:
+        """Last byte of the entry, as the kernel prints it."""
+        return self.addr + self.size - 1
+
+    def pack(self) -> bytes:
+        return (
+            self.addr.to_bytes(8, "little")
+            + self.size.to_bytes(8, "little")
+            + self.type.to_bytes(4, "little")
+        )
+
+    @classmethod
+    def unpack(cls, raw: bytes) -> E820Entry:
+        return cls(
+            int.from_bytes(raw[0:8], "little"),
+            int.from_bytes(raw[8:16], "little"),
+            int.from_bytes(raw[16:20], "little"),
+        )
+
+
+def pack_table(entries: Sequence[E820Entry]) -> bytes:
+    return b"".join(e.pack() for e in entries)
+
+
+def unpack_table(raw: bytes, count: int) -> list[E820Entry]:
+    return [
+        E820Entry.unpack(raw[i * E820_ENTRY_SIZE : (i + 1) * E820_ENTRY_SIZE])
+        for i in range(count)
+    ]

@@ -6,16 +6,16 @@ for, then jumps.  For the 16-bit boot protocol it stays in real mode and is a
 BIOS as well: it serves the INT 10h/13h/15h/16h/1Ah calls of the kernel's setup
 code from a second block the loader writes (BIOS_DATA, with the E820 table).
 The assembler sees these offsets through a generated include file
-(bootfuzz.harness writes it from this declaration), so they exist once.
+(bootfuzz.guest.harness writes it from this declaration), so they exist once.
 """
 
 from __future__ import annotations
 
 import enum
 
-from bootfuzz import layout
 from bootfuzz.abi.bootparam import E820_ENTRY_SIZE
 from bootfuzz.abi.structs import Field, Struct
+from bootfuzz.loader import layout
 
 HANDOFF_MAGIC = 0x4F484642  # "BFHO"
 

@@ -1,4 +1,4 @@
-"""atheris target: the bzImage parser (bootfuzz.image.parse_kernel_image).
+"""atheris target: the bzImage parser (bootfuzz.kernel.image.parse_kernel_image).
 
 Run: python -m tests.fuzz.fuzz_image /tmp/new-corpus corpus/atheris/image -atheris_runs=100000
 Any exception but a BootfuzzError (ImageError) is a crash.
@@ -10,7 +10,7 @@ from tests.fuzz._common import instrumented, main
 
 with instrumented(__name__ == "__main__"):
     from bootfuzz.errors import BootfuzzError
-    from bootfuzz.image import parse_kernel_image
+    from bootfuzz.kernel.image import parse_kernel_image
 
 TARGET = "image"
 

@@ -1,4 +1,4 @@
-"""atheris target: the console transcript parser (bootfuzz.observation.parse_transcript).
+"""atheris target: the console transcript parser (bootfuzz.judge.observation.parse_transcript).
 
 Run: python -m tests.fuzz.fuzz_kernel_log /tmp/new-corpus corpus/atheris/kernel_log \
     -atheris_runs=100000
@@ -12,7 +12,7 @@ from tests.fuzz._common import instrumented, main
 
 with instrumented(__name__ == "__main__"):
     from bootfuzz.errors import BootfuzzError
-    from bootfuzz.observation import parse_transcript
+    from bootfuzz.judge.observation import parse_transcript
 
 TARGET = "kernel_log"
 

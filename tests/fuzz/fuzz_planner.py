@@ -1,4 +1,4 @@
-"""atheris target: the pure planner (bootfuzz.plan.plan_boot) on a fake bzImage.
+"""atheris target: the pure planner (bootfuzz.loader.plan.plan_boot) on a fake bzImage.
 
 Run: python -m tests.fuzz.fuzz_planner /tmp/new-corpus corpus/atheris/planner \
     -atheris_runs=100000
@@ -20,17 +20,17 @@ from typing import Any
 from tests.fuzz._common import atheris, instrumented, main
 
 with instrumented(__name__ == "__main__"):
-    from bootfuzz import plan as plan_module
-    from bootfuzz import x86
     from bootfuzz.abi.bootparam import BOOT_PARAMS
+    from bootfuzz.abi.e820 import E820Entry
     from bootfuzz.case import BootCase, EntryProtocol, Overrides, SetupDataNode
-    from bootfuzz.e820 import E820Entry
     from bootfuzz.errors import ConfigError
-    from bootfuzz.generate import MEMORY_EDGES, field_max
-    from bootfuzz.image import parse_kernel_image
-    from bootfuzz.layout_rules import check_layout
-    from bootfuzz.oracles import Verdict
-    from bootfuzz.platform import qemu_pc
+    from bootfuzz.fuzz.generate import MEMORY_EDGES, field_max
+    from bootfuzz.judge.layout_rules import check_layout
+    from bootfuzz.judge.oracles import Verdict
+    from bootfuzz.kernel.image import parse_kernel_image
+    from bootfuzz.loader import plan as plan_module
+    from bootfuzz.loader import x86
+    from bootfuzz.loader.platform import qemu_pc
     from tests.fakes import fake_bzimage
 
 TARGET = "planner"

@@ -1,4 +1,4 @@
-"""atheris target: reproducer files (bootfuzz.reproducer), from JSON and from a path.
+"""atheris target: reproducer files (bootfuzz.fuzz.reproducer), from JSON and from a path.
 
 Run: python -m tests.fuzz.fuzz_reproducer /tmp/new-corpus corpus/atheris/reproducer \
     -atheris_runs=100000
@@ -19,7 +19,7 @@ from tests.fuzz._common import instrumented, main
 
 with instrumented(__name__ == "__main__"):
     from bootfuzz.errors import BootfuzzError
-    from bootfuzz.reproducer import load_reproducer, parse_reproducer, reproducer_json
+    from bootfuzz.fuzz.reproducer import load_reproducer, parse_reproducer, reproducer_json
 
 TARGET = "reproducer"
 _SCRATCH = Path(tempfile.mkdtemp(prefix="bootfuzz-fuzz-reproducer-"))

@@ -6,7 +6,7 @@ import shutil
 
 import pytest
 
-from bootfuzz.backends.qemu_tcg import QEMU_BINARY
+from bootfuzz.run.backends.qemu_tcg import QEMU_BINARY
 
 #: The pinned kernels every real-boot test runs against.
 PINNED = ("debian-6.1-amd64", "debian-6.1-cloud", "debian-6.12-cloud")
@@ -32,7 +32,7 @@ def full_boot_backend(request: pytest.FixtureRequest) -> str:
     """
     name: str = request.param
     if name == "kvm":
-        from bootfuzz.doctor import kvm_status
+        from bootfuzz.run.doctor import kvm_status
 
         status = kvm_status()
         if not status.usable:
@@ -47,7 +47,7 @@ def full_boot_backend(request: pytest.FixtureRequest) -> str:
 @pytest.fixture
 def any_kvm() -> None:
     """/dev/kvm usable at all (emulated is fine: tiny guests and early-boot runs)."""
-    from bootfuzz.doctor import kvm_status
+    from bootfuzz.run.doctor import kvm_status
 
     status = kvm_status()
     if not status.usable:

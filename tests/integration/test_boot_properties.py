@@ -9,13 +9,13 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis.strategies import SearchStrategy
 
-from bootfuzz.boot import run_case
 from bootfuzz.case import BootCase
-from bootfuzz.image import load_kernel_image
-from bootfuzz.kernels import resolve_kernel
-from bootfuzz.layout import GiB, MiB
-from bootfuzz.oracles import Verdict
-from bootfuzz.strategies import boot_cases, cmdlines, initrd_specs, memory_sizes
+from bootfuzz.fuzz.strategies import boot_cases, cmdlines, initrd_specs, memory_sizes
+from bootfuzz.judge.oracles import Verdict
+from bootfuzz.kernel.image import load_kernel_image
+from bootfuzz.kernel.pinned import resolve_kernel
+from bootfuzz.loader.layout import GiB, MiB
+from bootfuzz.run.boot import run_case
 
 pytestmark = [pytest.mark.qemu, pytest.mark.slow]
 

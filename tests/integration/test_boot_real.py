@@ -7,15 +7,15 @@ from pathlib import Path
 
 import pytest
 
-from bootfuzz.backends.base import GuestExit
-from bootfuzz.boot import BootResult, run_case
+from bootfuzz.abi.e820 import E820Entry
 from bootfuzz.case import HARNESS_CMDLINE, BootCase, EntryProtocol, InitrdPlacement, Overrides
-from bootfuzz.e820 import E820Entry
-from bootfuzz.initramfs import SUPPORTED, Compression, InitrdSpec
-from bootfuzz.layout import FOUR_GIB, GiB, MiB
-from bootfuzz.observation import MapKind
-from bootfuzz.oracles import Evidence, StopPoint, Verdict, judge
-from bootfuzz.plan import PlacedInitrd
+from bootfuzz.guest.initramfs import SUPPORTED, Compression, InitrdSpec
+from bootfuzz.judge.observation import MapKind
+from bootfuzz.judge.oracles import Evidence, StopPoint, Verdict, judge
+from bootfuzz.loader.layout import FOUR_GIB, GiB, MiB
+from bootfuzz.loader.plan import PlacedInitrd
+from bootfuzz.run.backends.base import GuestExit
+from bootfuzz.run.boot import BootResult, run_case
 from tests.integration.conftest import PINNED
 
 pytestmark = pytest.mark.qemu
@@ -149,8 +149,8 @@ def test_boot_until_ramdisk_stops_early_and_answers_only_early_oracles(tmp_path:
 def _many_entries(memory: int, holes: int) -> tuple[E820Entry, ...]:
     """Our table with RAM above 128 MiB (clear of the decompressor's window) cut by *holes*
     reserved pages: 3 + 2 * holes entries."""
-    from bootfuzz.plan import plan_e820
-    from bootfuzz.platform import qemu_pc
+    from bootfuzz.loader.plan import plan_e820
+    from bootfuzz.loader.platform import qemu_pc
 
     base = [e for e in plan_e820(qemu_pc(memory)) if e.addr != 0x100000]
     ram: list[E820Entry] = [E820Entry(0x100000, 0x8000000 - 0x100000, 1)]

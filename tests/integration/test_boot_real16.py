@@ -10,15 +10,15 @@ from pathlib import Path
 
 import pytest
 
-from bootfuzz.abi.e820 import E820Type
-from bootfuzz.boot import BootResult, run_case
+from bootfuzz.abi.e820 import E820Entry, E820Type
 from bootfuzz.case import BootCase, EntryProtocol, Overrides
-from bootfuzz.e820 import E820Entry, sanitize
-from bootfuzz.initramfs import InitrdSpec
-from bootfuzz.layout import LOW_RAM_END, GiB, KiB, MiB
-from bootfuzz.oracles import Verdict
-from bootfuzz.plan import plan_e820
-from bootfuzz.platform import qemu_pc
+from bootfuzz.guest.initramfs import InitrdSpec
+from bootfuzz.judge.e820_model import sanitize
+from bootfuzz.judge.oracles import Verdict
+from bootfuzz.loader.layout import LOW_RAM_END, GiB, KiB, MiB
+from bootfuzz.loader.plan import plan_e820
+from bootfuzz.loader.platform import qemu_pc
+from bootfuzz.run.boot import BootResult, run_case
 from tests.integration.conftest import PINNED
 
 pytestmark = pytest.mark.qemu

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from bootfuzz.campaign import CampaignOptions, run_campaign
-from bootfuzz.layout import GiB, MiB
+from bootfuzz.fuzz.campaign import CampaignOptions, run_campaign
+from bootfuzz.loader.layout import GiB, MiB
 from tests.integration.test_boot_properties import PRINTK_SAFE_CMDLINE
 
 pytestmark = [pytest.mark.qemu, pytest.mark.slow]

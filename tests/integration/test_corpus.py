@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 
 from bootfuzz.case import Overrides
-from bootfuzz.oracles import Verdict
-from bootfuzz.replay import replay
-from bootfuzz.reproducer import load_reproducer
+from bootfuzz.fuzz.replay import replay
+from bootfuzz.fuzz.reproducer import load_reproducer
+from bootfuzz.judge.oracles import Verdict
 
 pytestmark = pytest.mark.qemu
 CORPUS = Path(__file__).resolve().parents[2] / "corpus" / "regressions"

@@ -1,4 +1,4 @@
-"""bootfuzz.decompress on real things: the pinned Debian kernels, and payloads made by
+"""bootfuzz.kernel.payload on real things: the pinned Debian kernels, and payloads made by
 the same compressor command lines Kbuild runs (scripts/Makefile.lib)."""
 
 from __future__ import annotations
@@ -11,17 +11,17 @@ from pathlib import Path
 
 import pytest
 
-from bootfuzz.decompress import (
+from bootfuzz.errors import ImageError
+from bootfuzz.kernel.payload import (
     PayloadCompression,
     PvhReloc,
     decompress_payload,
     detect_compression,
     read_vmlinux,
 )
-from bootfuzz.errors import ImageError
 
 # The slice of a bzImage that holds the payload, found by hand so this test does not
-# depend on bootfuzz.image.  source: Documentation/arch/x86/boot.rst
+# depend on bootfuzz.kernel.image.  source: Documentation/arch/x86/boot.rst
 SETUP_SECTS_OFFSET = 0x1F1  # u8; 0 means 4
 SETUP_SECTS_DEFAULT = 4
 SECTOR_SIZE = 512
@@ -38,7 +38,7 @@ def payload_of(image: bytes) -> bytes:
 
 @dataclass(frozen=True)
 class Kernel:
-    name: str  # in kernels/ manifest (bootfuzz.kernels)
+    name: str  # in kernels/ manifest (bootfuzz.kernel.pinned)
     release: str
     compression: PayloadCompression
     entry: int
@@ -81,9 +81,9 @@ KERNELS = [
 
 def vmlinuz(name: str) -> Path:
     try:
-        from bootfuzz.kernels import fetch
+        from bootfuzz.kernel.pinned import fetch
     except ImportError as exc:
-        pytest.skip(f"bootfuzz.kernels is not available: {exc}")
+        pytest.skip(f"bootfuzz.kernel.pinned is not available: {exc}")
     try:
         path: Path = fetch(name).vmlinuz
     except Exception as exc:  # any failure to get the kernel means "not here", not a bug

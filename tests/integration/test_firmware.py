@@ -14,9 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from bootfuzz import layout
 from bootfuzz.abi.handoff import HANDOFF, HANDOFF_MAGIC, HandoffMode
-from bootfuzz.harness import (
+from bootfuzz.guest.harness import (
     AGENT_EXIT_PORT,
     AGENT_EXIT_VALUE,
     FIRMWARE_BAD_MAGIC_MESSAGE,
@@ -26,6 +25,7 @@ from bootfuzz.harness import (
     HarnessArtifacts,
     build_harness,
 )
+from bootfuzz.loader import layout
 
 QEMU = shutil.which("qemu-system-x86_64")
 pytestmark = [

@@ -13,11 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from bootfuzz import layout
+from bootfuzz.abi.e820 import E820Entry
 from bootfuzz.abi.handoff import BIOS_DATA_ADDR
-from bootfuzz.backends.qemu_tcg import handoff_block
-from bootfuzz.e820 import E820Entry
-from bootfuzz.harness import (
+from bootfuzz.guest.harness import (
     AGENT_EXIT_PORT,
     AGENT_EXIT_VALUE,
     FIRMWARE_ENTERING_MESSAGE,
@@ -25,10 +23,18 @@ from bootfuzz.harness import (
     HarnessArtifacts,
     build_harness,
 )
-from bootfuzz.layout import GiB
-from bootfuzz.plan import plan_e820
-from bootfuzz.plan16 import HEAP_END, REAL_MODE_BASE, _real16_cpu, bios_memory, build_bios_data
-from bootfuzz.platform import qemu_pc
+from bootfuzz.loader import layout
+from bootfuzz.loader.layout import GiB
+from bootfuzz.loader.plan import plan_e820
+from bootfuzz.loader.platform import qemu_pc
+from bootfuzz.loader.real16 import (
+    HEAP_END,
+    REAL_MODE_BASE,
+    _real16_cpu,
+    bios_memory,
+    build_bios_data,
+)
+from bootfuzz.run.backends.qemu_tcg import handoff_block
 from tests.integration.test_firmware import QEMU, run_qemu
 
 pytestmark = [

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from bootfuzz.initramfs import (
+from bootfuzz.guest.initramfs import (
     LZ4_LEGACY_CHUNK,
     Compression,
     InitrdSpec,

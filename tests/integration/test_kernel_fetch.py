@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from bootfuzz.decompress import detect_compression
-from bootfuzz.image import load_kernel_image
-from bootfuzz.kernels import fetch, list_kernels, load_manifest, parse_apt_policy, run_command
+from bootfuzz.kernel.image import load_kernel_image
+from bootfuzz.kernel.payload import detect_compression
+from bootfuzz.kernel.pinned import fetch, list_kernels, load_manifest, parse_apt_policy, run_command
 
 pytestmark = pytest.mark.slow
 
@@ -45,7 +45,7 @@ def test_manifest_compression_matches_cached_payload(name: str) -> None:
     """The manifest's compression field names the payload format of the cached kernel."""
     status = next(s for s in list_kernels() if s.pinned.name == name)
     if not status.cached:
-        pytest.skip(f"{name} is not in the default cache (python -m bootfuzz.kernels fetch)")
+        pytest.skip(f"{name} is not in the default cache (python -m bootfuzz.kernel.pinned fetch)")
     assert sha256(status.vmlinuz) == status.pinned.vmlinuz_sha256
     image = load_kernel_image(status.vmlinuz)
     assert detect_compression(image.payload).value == status.pinned.compression

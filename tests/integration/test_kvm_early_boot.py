@@ -12,11 +12,11 @@ from pathlib import Path
 import pytest
 
 from bootfuzz.abi.e820 import E820Type
-from bootfuzz.boot import run_case
 from bootfuzz.case import BootCase, EntryProtocol
-from bootfuzz.initramfs import InitrdSpec
-from bootfuzz.layout import FOUR_GIB, GiB, MiB
-from bootfuzz.oracles import StopPoint, Verdict
+from bootfuzz.guest.initramfs import InitrdSpec
+from bootfuzz.judge.oracles import StopPoint, Verdict
+from bootfuzz.loader.layout import FOUR_GIB, GiB, MiB
+from bootfuzz.run.boot import run_case
 
 pytestmark = [pytest.mark.kvm, pytest.mark.usefixtures("any_kvm")]
 EARLY = {"e820", "cmdline", "initrd-placement"}

@@ -3,7 +3,7 @@
 Each payload checks the registers and segments the boot protocol promises,
 prints OK or BAD<n> on COM1 and leaves through the agent's exit port, as the
 firmware tests do under QEMU (tests/integration/test_firmware.py).  The VMM
-runs as its own process (``python -m bootfuzz.kvm run``), as the backend runs it.
+runs as its own process (``python -m bootfuzz.run.kvm run``), as the backend runs it.
 """
 
 from __future__ import annotations
@@ -17,19 +17,27 @@ from pathlib import Path
 
 import pytest
 
-from bootfuzz import layout
 from bootfuzz.abi.handoff import HandoffMode
-from bootfuzz.harness import AGENT_EXIT_PORT, AGENT_EXIT_VALUE, FIRMWARE_ENTERING_MESSAGE
-from bootfuzz.kvm.vm import KvmError, open_kvm
-from bootfuzz.kvm.vmm import (
+from bootfuzz.guest.harness import AGENT_EXIT_PORT, AGENT_EXIT_VALUE, FIRMWARE_ENTERING_MESSAGE
+from bootfuzz.loader import layout
+from bootfuzz.loader.plan import CpuState
+from bootfuzz.loader.x86 import (
+    FLAT_CODE32,
+    FLAT_CODE64,
+    FLAT_DATA,
+    Cr0,
+    Cr4,
+    Efer,
+    identity_page_tables,
+)
+from bootfuzz.run.kvm.vm import KvmError, open_kvm
+from bootfuzz.run.kvm.vmm import (
     EXIT_HALTED,
     EXIT_RESET,
     EXIT_TIMEOUT,
     Manifest,
     ManifestBlob,
 )
-from bootfuzz.plan import CpuState
-from bootfuzz.x86 import FLAT_CODE32, FLAT_CODE64, FLAT_DATA, Cr0, Cr4, Efer, identity_page_tables
 
 
 def _kvm_unusable() -> str | None:
@@ -210,7 +218,7 @@ def write_manifest(tmp: Path, mode: HandoffMode, payload: bytes,
 
 def run_vmm(manifest: Path, *extra: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "bootfuzz.kvm", "run", str(manifest), *extra],
+        [sys.executable, "-m", "bootfuzz.run.kvm", "run", str(manifest), *extra],
         capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL,
         cwd=Path(__file__).resolve().parents[2],
     )

@@ -11,13 +11,13 @@ from pathlib import Path
 
 import pytest
 
-from bootfuzz.backends import get_backend
-from bootfuzz.backends.base import GuestExit
 from bootfuzz.case import EntryProtocol
 from bootfuzz.errors import BootfuzzError
-from bootfuzz.layout import GiB, MiB
-from bootfuzz.oracles import Verdict
-from bootfuzz.probes import PROBE_ENTRIES, ProbeReport, ProbeResult, run_probe
+from bootfuzz.guest.probes import PROBE_ENTRIES, ProbeReport, ProbeResult, run_probe
+from bootfuzz.judge.oracles import Verdict
+from bootfuzz.loader.layout import GiB, MiB
+from bootfuzz.run.backends import get_backend
+from bootfuzz.run.backends.base import GuestExit
 
 MEMORIES = [pytest.param(256 * MiB, id="256M"), pytest.param(5 * GiB, id="5G")]
 ENTRIES = [pytest.param(e, id=e.value) for e in PROBE_ENTRIES]

@@ -9,13 +9,13 @@ from pathlib import Path
 import pytest
 
 from bootfuzz.abi.setup_data import SETUP_DATA_HEADER, SETUP_INDIRECT_PAYLOAD, SetupType
-from bootfuzz.boot import BootResult, run_case
 from bootfuzz.case import BootCase, Overrides, SetupDataNode
-from bootfuzz.initramfs import InitrdSpec
-from bootfuzz.layout import MiB
-from bootfuzz.observation import AgentSetupData
-from bootfuzz.oracles import Evidence, Verdict, check_setup_data
-from bootfuzz.plan import place_setup_data
+from bootfuzz.guest.initramfs import InitrdSpec
+from bootfuzz.judge.observation import AgentSetupData
+from bootfuzz.judge.oracles import Evidence, Verdict, check_setup_data
+from bootfuzz.loader.layout import MiB
+from bootfuzz.loader.plan import place_setup_data
+from bootfuzz.run.boot import BootResult, run_case
 from tests.integration.test_boot_real import _many_entries, assert_all_pass
 
 pytestmark = pytest.mark.qemu

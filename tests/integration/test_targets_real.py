@@ -7,10 +7,10 @@ from pathlib import Path
 import pytest
 
 from bootfuzz.case import HARNESS_CMDLINE, BootCase
-from bootfuzz.differential import compare
-from bootfuzz.initramfs import InitrdSpec
-from bootfuzz.oracles import Verdict
-from bootfuzz.targets import (
+from bootfuzz.guest.initramfs import InitrdSpec
+from bootfuzz.judge.oracles import Verdict
+from bootfuzz.peers.differential import compare
+from bootfuzz.peers.targets import (
     CommandTarget,
     OursTarget,
     QemuDirectTarget,

@@ -92,7 +92,7 @@ def build_deb(
 
 
 def fake_bzimage(*, magic: bytes = b"\x02\x21\x4c\x18", filler: int = 0) -> bytes:
-    """A header-only "bzImage" that bootfuzz.image accepts, its payload starting with
+    """A header-only "bzImage" that bootfuzz.kernel.image accepts, its payload starting with
     ``magic`` (default: the lz4 legacy frame).  ``filler`` changes the last byte so
     two images can differ in sha256 only.
     """

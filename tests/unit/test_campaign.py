@@ -10,8 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from bootfuzz.backends.base import GuestExit
-from bootfuzz.campaign import (
+from bootfuzz.case import HARNESS_CMDLINE, BootCase, Overrides
+from bootfuzz.errors import LayoutError
+from bootfuzz.fuzz.campaign import (
     CampaignError,
     CampaignState,
     CampaignSummary,
@@ -25,20 +26,19 @@ from bootfuzz.campaign import (
     summary_json,
     summary_markdown,
 )
-from bootfuzz.case import HARNESS_CMDLINE, BootCase, Overrides
-from bootfuzz.errors import LayoutError
-from bootfuzz.generate import (
+from bootfuzz.fuzz.generate import (
     DEBIAN_CLOUD_LIMITS,
     GeneratorConfig,
     generate_case,
     min_memory,
     split_cmdline,
 )
-from bootfuzz.initramfs import Compression, InitrdSpec
-from bootfuzz.layout import GiB, MiB
-from bootfuzz.minimize import Signature, evidence, minimize, normalize, signature
-from bootfuzz.observation import Observation, parse_transcript
-from bootfuzz.oracles import OracleResult, Verdict
+from bootfuzz.fuzz.minimize import Signature, evidence, minimize, normalize, signature
+from bootfuzz.guest.initramfs import Compression, InitrdSpec
+from bootfuzz.judge.observation import Observation, parse_transcript
+from bootfuzz.judge.oracles import OracleResult, Verdict
+from bootfuzz.loader.layout import GiB, MiB
+from bootfuzz.run.backends.base import GuestExit
 
 CONFIG = GeneratorConfig(kernels=(("debian-6.1-cloud", DEBIAN_CLOUD_LIMITS),), seed=7)
 

@@ -1,7 +1,7 @@
 from __future__ import annotations
 
-from bootfuzz.capabilities import config_unpack_message, parse_config
-from bootfuzz.observation import UnpackStart
+from bootfuzz.judge.observation import UnpackStart
+from bootfuzz.kernel.capabilities import config_unpack_message, parse_config
 
 CONFIG = """\
 #

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from bootfuzz.cli import EXIT_USAGE, main
+from bootfuzz.cli.main import EXIT_USAGE, main
 from tests.fakes import fake_bzimage
 
 

@@ -13,10 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from bootfuzz import console
-from bootfuzz.console import CONSOLE_PATTERNS, PatternKind, SessionEnd, run_console
 from bootfuzz.errors import BackendError, HarnessBug
-from bootfuzz.observation import parse_transcript
+from bootfuzz.judge.observation import parse_transcript
+from bootfuzz.run import console
+from bootfuzz.run.console import CONSOLE_PATTERNS, PatternKind, SessionEnd, run_console
 
 LOGS = Path(__file__).resolve().parent.parent / "data" / "logs"
 BANNER = "[    0.000000] Linux version 6.1.0-56-cloud-amd64 (debian-kernel@lists.debian.org)"

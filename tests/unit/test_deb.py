@@ -1,4 +1,4 @@
-"""bootfuzz.deb on small .debs built in code (tests/unit/fake_deb.py)."""
+"""bootfuzz.kernel.deb on small .debs built in code (tests/unit/fake_deb.py)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 from fake_deb import ar_archive, build_deb, compress_tar, tar_bytes
 
-from bootfuzz.deb import (
+from bootfuzz.errors import ConfigError
+from bootfuzz.kernel.deb import (
     AR_HEADER,
     AR_MAGIC,
     DebError,
@@ -19,7 +20,6 @@ from bootfuzz.deb import (
     list_ar_members,
     list_members,
 )
-from bootfuzz.errors import ConfigError
 
 VMLINUZ = "boot/vmlinuz-9.9.9-fake"
 CONFIG = "boot/config-9.9.9-fake"

@@ -1,4 +1,4 @@
-"""bootfuzz.decompress on payloads built here: a small fake vmlinux, compressed in-process
+"""bootfuzz.kernel.payload on payloads built here: a small fake vmlinux, compressed in-process
 the way Kbuild does it (scripts/Makefile.lib), followed by the size_append trailer."""
 
 from __future__ import annotations
@@ -15,7 +15,8 @@ import lz4.block
 import pytest
 import zstandard
 
-from bootfuzz.decompress import (
+from bootfuzz.errors import ImageError
+from bootfuzz.kernel.payload import (
     LZ4_LEGACY_CHUNK_SIZE,
     LZ4_LEGACY_MAGIC,
     XEN_ELFNOTE_PHYS32_ENTRY,
@@ -27,7 +28,6 @@ from bootfuzz.decompress import (
     detect_compression,
     read_vmlinux,
 )
-from bootfuzz.errors import ImageError
 
 # --- a fake vmlinux --------------------------------------------------------------
 

@@ -8,14 +8,14 @@ from pathlib import Path
 
 import pytest
 
-from bootfuzz import differential
-from bootfuzz.backends.base import GuestExit
 from bootfuzz.case import HARNESS_CMDLINE, BootCase
-from bootfuzz.console import SessionEnd, Transcript
 from bootfuzz.errors import ConfigError
-from bootfuzz.observation import parse_transcript
-from bootfuzz.oracles import Verdict
-from bootfuzz.targets import OURS_QEMU_TCG, QEMU_PC, Expectation, TargetPromises, TargetRun
+from bootfuzz.judge.observation import parse_transcript
+from bootfuzz.judge.oracles import Verdict
+from bootfuzz.peers import differential
+from bootfuzz.peers.targets import OURS_QEMU_TCG, QEMU_PC, Expectation, TargetPromises, TargetRun
+from bootfuzz.run.backends.base import GuestExit
+from bootfuzz.run.console import SessionEnd, Transcript
 
 DATA = Path(__file__).resolve().parent.parent / "data"
 CASE = BootCase(kernel="debian-6.1-cloud", memory=256 << 20)

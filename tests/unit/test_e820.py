@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import itertools
 
-from bootfuzz.e820 import E820Entry, pack_table, sanitize, unpack_table
+from bootfuzz.abi.e820 import E820Entry, pack_table, unpack_table
+from bootfuzz.judge.e820_model import sanitize
 
 RAM, RES, ACPI = 1, 2, 3
 

@@ -1,4 +1,4 @@
-"""bootfuzz.harness: the build and its cache, the firmware image's shape, the
+"""bootfuzz.guest.harness: the build and its cache, the firmware image's shape, the
 generated include, and the agent's report (run on the host through its self-test
 build, which reads a fake root instead of /)."""
 
@@ -15,10 +15,10 @@ from typing import Any
 import pytest
 from elftools.elf.elffile import ELFFile
 
-from bootfuzz import harness, layout
 from bootfuzz.abi.handoff import HANDOFF, HANDOFF_MAGIC, HandoffMode
 from bootfuzz.errors import HarnessBuildError
-from bootfuzz.harness import (
+from bootfuzz.guest import harness
+from bootfuzz.guest.harness import (
     AGENT_FORMAT_VERSION,
     AGENT_LINE_PREFIX,
     FIRMWARE_ENTERING_MESSAGE,
@@ -27,6 +27,7 @@ from bootfuzz.harness import (
     build_harness,
     handoff_include,
 )
+from bootfuzz.loader import layout
 
 pytestmark = pytest.mark.skipif(
     any(shutil.which(t) is None for t in ("gcc", "as", "ld")),

@@ -6,7 +6,7 @@ import pytest
 
 from bootfuzz.abi.bootparam import SETUP_HEADER, SETUP_HEADER_SIZE, XLoadFlags
 from bootfuzz.errors import ImageError
-from bootfuzz.image import SetupHeader, parse_kernel_image
+from bootfuzz.kernel.image import SetupHeader, parse_kernel_image
 from tests.fakes import DEBIAN_LIKE, fake_bzimage
 
 

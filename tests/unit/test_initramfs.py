@@ -21,9 +21,9 @@ import zstandard
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from bootfuzz import initramfs
 from bootfuzz.errors import ConfigError, HarnessBug, InfrastructureError, InitramfsError
-from bootfuzz.initramfs import (
+from bootfuzz.guest import initramfs
+from bootfuzz.guest.initramfs import (
     KERNEL_MAGIC,
     LZ4_LEGACY_CHUNK,
     LZ4_LEGACY_MAGIC,
@@ -454,7 +454,7 @@ def test_compression_unknown_name_is_refused() -> None:
 def test_compression_lzo_without_lzop_says_what_is_missing(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr("bootfuzz.initramfs.LZOP", "no-such-lzop")
+    monkeypatch.setattr("bootfuzz.guest.initramfs.LZOP", "no-such-lzop")
     with pytest.raises(InitramfsError) as info:
         compress(b"x", Compression.LZO)
     assert str(info.value) == (

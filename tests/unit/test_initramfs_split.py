@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
-from bootfuzz.initramfs import (
+from bootfuzz.guest.initramfs import (
     Compression,
     InitrdSpec,
     build_initrd,
@@ -34,7 +34,7 @@ def test_split_initrd_is_two_archives(tmp_path: Path) -> None:
 
 
 def test_split_and_single_cache_separately(tmp_path: Path) -> None:
-    from bootfuzz.initramfs import cache_name
+    from bootfuzz.guest.initramfs import cache_name
 
     assert cache_name(InitrdSpec(1, split=True), "0" * 64) != cache_name(InitrdSpec(1), "0" * 64)
 
@@ -52,7 +52,7 @@ def test_raw_initrd_is_the_payload_alone(tmp_path: Path) -> None:
 def test_raw_and_split_together_are_refused() -> None:
     import pytest
 
-    from bootfuzz.initramfs import InitramfsError
+    from bootfuzz.guest.initramfs import InitramfsError
 
     with pytest.raises(InitramfsError, match="either split cpio archives or raw"):
         InitrdSpec(1, split=True, raw=True)

@@ -1,4 +1,4 @@
-"""bootfuzz.kernels with a fake apt (no network, no root): manifest, cache, fetch, repin."""
+"""bootfuzz.kernel.pinned with a fake apt (no network, no root): manifest, cache, fetch, repin."""
 
 from __future__ import annotations
 
@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 from fake_deb import build_deb, fake_bzimage
 
-from bootfuzz import kernels
 from bootfuzz.errors import KernelError, KernelFetchError
-from bootfuzz.kernels import (
+from bootfuzz.kernel import pinned as kernels
+from bootfuzz.kernel.pinned import (
     DEFAULT_MANIFEST,
     CommandResult,
     PinnedKernel,

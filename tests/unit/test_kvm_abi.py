@@ -6,7 +6,7 @@ import ctypes
 
 import pytest
 
-from bootfuzz.kvm import abi
+from bootfuzz.run.kvm import abi
 
 
 @pytest.mark.parametrize(

@@ -4,18 +4,18 @@ from __future__ import annotations
 
 import pytest
 
-from bootfuzz import layout
 from bootfuzz.abi.handoff import HandoffMode
 from bootfuzz.errors import HarnessBug
-from bootfuzz.kvm import abi
-from bootfuzz.kvm.cpu import (
+from bootfuzz.loader import layout
+from bootfuzz.loader.plan import CpuState
+from bootfuzz.loader.x86 import FLAT_CODE32, FLAT_CODE64, FLAT_DATA, Cr0, Cr4, Efer, gdt_entry
+from bootfuzz.run.kvm import abi
+from bootfuzz.run.kvm.cpu import (
     Segment,
     decode_descriptor,
     make_regs,
     make_sregs,
 )
-from bootfuzz.plan import CpuState
-from bootfuzz.x86 import FLAT_CODE32, FLAT_CODE64, FLAT_DATA, Cr0, Cr4, Efer, gdt_entry
 
 GDT32 = b"".join(w.to_bytes(8, "little") for w in (0, FLAT_CODE32, FLAT_CODE32, FLAT_DATA))
 GDT64 = b"".join(w.to_bytes(8, "little") for w in (0, FLAT_CODE32, FLAT_CODE64, FLAT_DATA))

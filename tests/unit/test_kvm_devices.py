@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from bootfuzz.harness import AGENT_EXIT_PORT, AGENT_EXIT_VALUE, QEMU_AGENT_EXIT_STATUS
-from bootfuzz.kvm.devices import (
+from bootfuzz.guest.harness import AGENT_EXIT_PORT, AGENT_EXIT_VALUE, QEMU_AGENT_EXIT_STATUS
+from bootfuzz.run.kvm.devices import (
     I8042,
     AgentPowerOff,
     ConsoleBuffer,
@@ -259,8 +259,8 @@ def test_cmos_update_in_progress_never_set() -> None:
 
 
 def test_pio_rep_outsb_all_items_in_one_exit() -> None:
-    from bootfuzz.kvm import abi
-    from bootfuzz.kvm.vmm import handle_pio
+    from bootfuzz.run.kvm import abi
+    from bootfuzz.run.kvm.vmm import handle_pio
 
     sink = Sink()
     devs = pc_devices(ConsoleBuffer(sink, clock=lambda: 0.0), Irqs())
@@ -270,8 +270,8 @@ def test_pio_rep_outsb_all_items_in_one_exit() -> None:
 
 
 def test_pio_rep_insw_fills_every_item() -> None:
-    from bootfuzz.kvm import abi
-    from bootfuzz.kvm.vmm import handle_pio
+    from bootfuzz.run.kvm import abi
+    from bootfuzz.run.kvm.vmm import handle_pio
 
     devs = pc_devices(ConsoleBuffer(Sink()), Irqs())
     buf = bytearray(6)

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import itertools
 
-from bootfuzz import layout
+from bootfuzz.loader import layout
 
 
 def test_fixed_regions_do_not_overlap_and_stay_in_low_ram() -> None:

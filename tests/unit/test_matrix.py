@@ -8,9 +8,16 @@ import xml.etree.ElementTree as ET
 
 import pytest
 
-from bootfuzz import matrix
 from bootfuzz.errors import ConfigError
-from bootfuzz.matrix import Cell, CellResult, Dimensions, Outcome, covering_cells, full_product
+from bootfuzz.peers import matrix
+from bootfuzz.peers.matrix import (
+    Cell,
+    CellResult,
+    Dimensions,
+    Outcome,
+    covering_cells,
+    full_product,
+)
 
 KERNELS = ("debian-6.1-amd64", "debian-6.1-cloud", "debian-6.12-cloud")
 DIMS = Dimensions(KERNELS)

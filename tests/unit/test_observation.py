@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from bootfuzz.abi.e820 import BOOT_E820_ENTRY, E820Type
-from bootfuzz.observation import (
+from bootfuzz.judge.observation import (
     AGENT_PREFIX,
     AgentSetupData,
     E820Line,

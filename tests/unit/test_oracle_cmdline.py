@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from bootfuzz.observation import parse_transcript
-from bootfuzz.oracles import Verdict, judge_cmdline
+from bootfuzz.judge.observation import parse_transcript
+from bootfuzz.judge.oracles import Verdict, judge_cmdline
 
 LONG = ("console=ttyS0 " + "x" * 1500).encode()
 

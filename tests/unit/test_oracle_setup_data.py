@@ -8,15 +8,12 @@ import hashlib
 
 import pytest
 
+from bootfuzz.abi.e820 import E820Entry
 from bootfuzz.abi.setup_data import SETUP_DATA_HEADER, SETUP_INDIRECT_PAYLOAD, SetupType
-from bootfuzz.backends.base import GuestExit
 from bootfuzz.case import BootCase, Overrides, SetupDataNode
-from bootfuzz.e820 import E820Entry
-from bootfuzz.image import parse_kernel_image
-from bootfuzz.initramfs import InitrdSpec
-from bootfuzz.layout import SETUP_DATA_AREA, MiB
-from bootfuzz.observation import AgentReport, AgentSetupData, parse_transcript
-from bootfuzz.oracles import (
+from bootfuzz.guest.initramfs import InitrdSpec
+from bootfuzz.judge.observation import AgentReport, AgentSetupData, parse_transcript
+from bootfuzz.judge.oracles import (
     ORACLES,
     Evidence,
     OracleResult,
@@ -25,8 +22,11 @@ from bootfuzz.oracles import (
     check_setup_data,
     expected_setup_data,
 )
-from bootfuzz.plan import Blob, BootPlan, place_setup_data, plan_boot
-from bootfuzz.platform import qemu_pc
+from bootfuzz.kernel.image import parse_kernel_image
+from bootfuzz.loader.layout import SETUP_DATA_AREA, MiB
+from bootfuzz.loader.plan import Blob, BootPlan, place_setup_data, plan_boot
+from bootfuzz.loader.platform import qemu_pc
+from bootfuzz.run.backends.base import GuestExit
 from tests.fakes import fake_bzimage
 from tests.unit.test_plan import FakeInitrd
 

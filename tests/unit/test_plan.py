@@ -11,14 +11,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from bootfuzz.abi.bootparam import BOOT_PARAMS, SETUP_HEADER_FIELDS, LoadFlags
-from bootfuzz.abi.e820 import E820Type
+from bootfuzz.abi.e820 import E820Type, unpack_table
 from bootfuzz.case import BootCase
-from bootfuzz.e820 import unpack_table
 from bootfuzz.errors import CmdlineError, LayoutError
-from bootfuzz.image import parse_kernel_image
-from bootfuzz.layout import FOUR_GIB, PAGE_SIZE, GiB, MiB
-from bootfuzz.plan import BootPlan, plan_boot
-from bootfuzz.platform import qemu_pc
+from bootfuzz.kernel.image import parse_kernel_image
+from bootfuzz.loader.layout import FOUR_GIB, PAGE_SIZE, GiB, MiB
+from bootfuzz.loader.plan import BootPlan, plan_boot
+from bootfuzz.loader.platform import qemu_pc
 from tests.fakes import fake_bzimage
 
 IMAGE = parse_kernel_image(fake_bzimage())
@@ -170,8 +169,8 @@ def test_plan_invariants_hold_for_every_accepted_case(memory: int, initrd_size: 
 
 def test_pvh_start_info_layout_and_memmap() -> None:
     from bootfuzz.abi.pvh import HVM_MEMMAP_TABLE_ENTRY, HVM_MODLIST_ENTRY, HVM_START_INFO
-    from bootfuzz.layout import PVH_MEMMAP_ADDR, PVH_MODLIST_ADDR, PVH_START_INFO_ADDR
-    from bootfuzz.plan import PlacedInitrd, build_start_info, plan_e820
+    from bootfuzz.loader.layout import PVH_MEMMAP_ADDR, PVH_MODLIST_ADDR, PVH_START_INFO_ADDR
+    from bootfuzz.loader.plan import PlacedInitrd, build_start_info, plan_e820
 
     e820 = plan_e820(qemu_pc(5 * GiB))
     page = build_start_info(0x4B000, e820, PlacedInitrd(0x7F000000, 0x123456, "0" * 64))
@@ -189,8 +188,8 @@ def test_pvh_start_info_layout_and_memmap() -> None:
 
 
 def test_pvh_kernel_e820_appends_the_isa_hole_below_127_entries() -> None:
-    from bootfuzz.e820 import E820Entry
-    from bootfuzz.plan import pvh_kernel_e820
+    from bootfuzz.abi.e820 import E820Entry
+    from bootfuzz.loader.plan import pvh_kernel_e820
 
     table = tuple(E820Entry(i * 0x1000, 0x1000, 1) for i in range(126))
     assert pvh_kernel_e820(table)[-1] == E820Entry(0xA0000, 0x60000, 2)

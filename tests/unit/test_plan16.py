@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from bootfuzz.abi.bootparam import BOOT_PARAMS, SETUP_HEADER, LoadFlags
-from bootfuzz.abi.e820 import E820Type
+from bootfuzz.abi.e820 import E820Entry, E820Type, unpack_table
 from bootfuzz.abi.handoff import (
     BIOS_DATA,
     BIOS_DATA_ADDR,
@@ -18,13 +18,13 @@ from bootfuzz.abi.handoff import (
     HandoffMode,
 )
 from bootfuzz.case import BootCase, EntryProtocol, Overrides
-from bootfuzz.e820 import E820Entry, unpack_table
 from bootfuzz.errors import LayoutError
-from bootfuzz.harness import handoff_include
-from bootfuzz.image import parse_kernel_image
-from bootfuzz.layout import FOUR_GIB, LOW_RAM_END, GiB, KiB, MiB
-from bootfuzz.plan import BootPlan, plan_e820
-from bootfuzz.plan16 import (
+from bootfuzz.guest.harness import handoff_include
+from bootfuzz.kernel.image import parse_kernel_image
+from bootfuzz.loader.layout import FOUR_GIB, LOW_RAM_END, GiB, KiB, MiB
+from bootfuzz.loader.plan import BootPlan, plan_e820
+from bootfuzz.loader.platform import qemu_pc
+from bootfuzz.loader.real16 import (
     HEAP_END,
     REAL_MODE_BASE,
     BiosMemory,
@@ -33,7 +33,6 @@ from bootfuzz.plan16 import (
     expected_alt_mem_k,
     plan_boot16,
 )
-from bootfuzz.platform import qemu_pc
 from tests.fakes import fake_bzimage
 
 IMAGE = parse_kernel_image(fake_bzimage())

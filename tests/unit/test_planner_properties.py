@@ -1,4 +1,4 @@
-"""Properties of the pure planner over generated cases (bootfuzz.strategies), on a fake
+"""Properties of the pure planner over generated cases (bootfuzz.fuzz.strategies), on a fake
 bzImage with Debian 6.1 cloud's numbers: thousands of cases in seconds."""
 
 from __future__ import annotations
@@ -11,19 +11,19 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from bootfuzz import plan as plan_module
-from bootfuzz import x86
 from bootfuzz.abi.bootparam import BOOT_PARAMS, E820_MAX_ENTRIES_ZEROPAGE, E820_TABLE_OFFSET
+from bootfuzz.abi.e820 import E820Entry, unpack_table
 from bootfuzz.case import BootCase, Overrides
-from bootfuzz.e820 import E820Entry, unpack_table
 from bootfuzz.errors import ConfigError
-from bootfuzz.generate import initrd_size_bound
-from bootfuzz.image import parse_kernel_image
-from bootfuzz.layout_rules import check_layout
-from bootfuzz.oracles import Verdict
-from bootfuzz.plan import BootPlan, plan_boot
-from bootfuzz.platform import qemu_pc
-from bootfuzz.strategies import boot_cases, e820_tables, kernel_limits, setup_header_values
+from bootfuzz.fuzz.generate import initrd_size_bound
+from bootfuzz.fuzz.strategies import boot_cases, e820_tables, kernel_limits, setup_header_values
+from bootfuzz.judge.layout_rules import check_layout
+from bootfuzz.judge.oracles import Verdict
+from bootfuzz.kernel.image import parse_kernel_image
+from bootfuzz.loader import plan as plan_module
+from bootfuzz.loader import x86
+from bootfuzz.loader.plan import BootPlan, plan_boot
+from bootfuzz.loader.platform import qemu_pc
 from tests.fakes import fake_bzimage
 from tests.unit.test_plan import FakeInitrd
 

@@ -1,4 +1,4 @@
-"""bootfuzz.probes: the probe images (our loader takes them), the generated include,
+"""bootfuzz.guest.probes: the probe images (our loader takes them), the generated include,
 the report parser and the checker, on synthetic reports built from real plans."""
 
 from __future__ import annotations
@@ -14,19 +14,13 @@ from typing import Any
 import pytest
 from elftools.elf.elffile import ELFFile
 
-from bootfuzz import harness, probes
 from bootfuzz.abi.bootparam import BOOT_PARAMS, BOOT_PARAMS_SIZE, E820_TABLE_OFFSET, SETUP_HEADER
+from bootfuzz.abi.e820 import E820Entry
 from bootfuzz.abi.pvh import HVM_MODLIST_ENTRY, HVM_START_INFO
 from bootfuzz.case import BootCase, EntryProtocol
-from bootfuzz.decompress import PayloadCompression, detect_compression, read_vmlinux
-from bootfuzz.e820 import E820Entry
 from bootfuzz.errors import ConfigError, HarnessBuildError
-from bootfuzz.image import KernelImage, load_kernel_image
-from bootfuzz.layout import PAGE_SIZE, GiB, MiB
-from bootfuzz.oracles import OracleResult, Verdict
-from bootfuzz.plan import BootPlan, plan_boot
-from bootfuzz.platform import qemu_pc
-from bootfuzz.probes import (
+from bootfuzz.guest import harness, probes
+from bootfuzz.guest.probes import (
     PROBE_CMDLINE_BYTES,
     PROBE_ENTRIES,
     PROBE_LINE_PREFIX,
@@ -42,6 +36,12 @@ from bootfuzz.probes import (
     parse_probe_report,
     probes_include,
 )
+from bootfuzz.judge.oracles import OracleResult, Verdict
+from bootfuzz.kernel.image import KernelImage, load_kernel_image
+from bootfuzz.kernel.payload import PayloadCompression, detect_compression, read_vmlinux
+from bootfuzz.loader.layout import PAGE_SIZE, GiB, MiB
+from bootfuzz.loader.plan import BootPlan, plan_boot
+from bootfuzz.loader.platform import qemu_pc
 
 pytestmark = pytest.mark.skipif(
     any(shutil.which(t) is None for t in ("gcc", "as", "ld")),

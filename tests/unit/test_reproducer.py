@@ -7,11 +7,9 @@ from pathlib import Path
 
 import pytest
 
+from bootfuzz.abi.e820 import E820Entry
 from bootfuzz.case import BootCase, EntryProtocol, Overrides, SetupDataNode
-from bootfuzz.e820 import E820Entry
-from bootfuzz.initramfs import Compression, InitrdSpec
-from bootfuzz.oracles import StopPoint, Verdict
-from bootfuzz.reproducer import (
+from bootfuzz.fuzz.reproducer import (
     Expectation,
     Reproducer,
     ReproducerError,
@@ -20,6 +18,8 @@ from bootfuzz.reproducer import (
     reproducer_json,
     write_reproducer,
 )
+from bootfuzz.guest.initramfs import Compression, InitrdSpec
+from bootfuzz.judge.oracles import StopPoint, Verdict
 
 CORPUS = Path(__file__).resolve().parents[2] / "corpus" / "regressions"
 

@@ -10,9 +10,9 @@ from hypothesis import Phase, find, given, settings
 from hypothesis.errors import InvalidArgument
 
 from bootfuzz.abi.bootparam import BOOT_PARAMS
+from bootfuzz.abi.e820 import E820Entry
 from bootfuzz.case import HARNESS_CMDLINE, BootCase
-from bootfuzz.e820 import E820Entry
-from bootfuzz.generate import (
+from bootfuzz.fuzz.generate import (
     COMPRESSIONS,
     DEBIAN_CLOUD_LIMITS,
     MEMORY_GRANULE,
@@ -20,10 +20,7 @@ from bootfuzz.generate import (
     min_memory,
     split_cmdline,
 )
-from bootfuzz.initramfs import SUPPORTED, InitrdSpec
-from bootfuzz.layout import FOUR_GIB, PAGE_SIZE, GiB, MiB
-from bootfuzz.platform import PC_SPLIT_THRESHOLD
-from bootfuzz.strategies import (
+from bootfuzz.fuzz.strategies import (
     boot_cases,
     cmdline_tokens,
     cmdlines,
@@ -33,6 +30,9 @@ from bootfuzz.strategies import (
     overrides,
     setup_header_values,
 )
+from bootfuzz.guest.initramfs import SUPPORTED, InitrdSpec
+from bootfuzz.loader.layout import FOUR_GIB, PAGE_SIZE, GiB, MiB
+from bootfuzz.loader.platform import PC_SPLIT_THRESHOLD
 
 #: Reachability: the first example that shows an edge is enough (no shrinking).
 FIND = settings(max_examples=5000, database=None, phases=(Phase.generate,))

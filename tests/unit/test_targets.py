@@ -10,8 +10,8 @@ import pytest
 
 from bootfuzz.case import EntryProtocol
 from bootfuzz.errors import ConfigError
-from bootfuzz.layout import GiB, MiB
-from bootfuzz.targets import (
+from bootfuzz.loader.layout import GiB, MiB
+from bootfuzz.peers.targets import (
     MICROVM_GAP,
     OURS_QEMU_TCG,
     PC_GAP,
@@ -190,7 +190,7 @@ def test_initrd_rule_inclusive_limit_pair() -> None:
 
 def test_ours_target_supports_everything_command_not_pvh() -> None:
     from bootfuzz.case import BootCase
-    from bootfuzz.initramfs import InitrdSpec
+    from bootfuzz.guest.initramfs import InitrdSpec
 
     pvh = BootCase(kernel="k", memory=256 * MiB, initrd=InitrdSpec(1), entry=EntryProtocol.PVH)
     assert OursTarget().unsupported(pvh) is None

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from bootfuzz.e820 import E820Entry
-from bootfuzz.user_memmap import apply_user_options, memparse
+from bootfuzz.abi.e820 import E820Entry
+from bootfuzz.judge.user_memmap import apply_user_options, memparse
 
 M = 1 << 20
 BASE = (E820Entry(0, 0xA0000, 1), E820Entry(0xF0000, 0x10000, 2),

@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from bootfuzz.backends.base import GuestExit
 from bootfuzz.case import HARNESS_CMDLINE
-from bootfuzz.observation import parse_transcript
-from bootfuzz.oracles import OracleResult, Verdict
-from bootfuzz.targets import (
+from bootfuzz.judge.observation import parse_transcript
+from bootfuzz.judge.oracles import OracleResult, Verdict
+from bootfuzz.judge.validity import ValidityEvidence, judge_validity
+from bootfuzz.peers.targets import (
     KNOWN_PROMISES,
     OURS_QEMU_TCG,
     QEMU_MICROVM,
@@ -20,7 +20,7 @@ from bootfuzz.targets import (
     Expectation,
     TargetPromises,
 )
-from bootfuzz.validity import ValidityEvidence, judge_validity
+from bootfuzz.run.backends.base import GuestExit
 
 DATA = Path(__file__).resolve().parent.parent / "data"
 #: As console.Transcript.text has it: the pty's "\r\r\n" line ends become "\n".

@@ -1,0 +1,47 @@
+"""Replaying a reproducer: the same case, the same overrides, judged again."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from bootfuzz.fuzz.reproducer import Reproducer, check_kernel_sha256
+from bootfuzz.judge.oracles import Verdict
+from bootfuzz.kernel.pinned import resolve_kernel
+from bootfuzz.run.boot import DEFAULT_TIMEOUT, BootResult, execute, new_run_dir, prepare
+
+
+@dataclass(frozen=True)
+class ReplayOutcome:
+    result: BootResult
+    #: None when the reproducer states no expectation.
+    expectation_met: bool | None
+    mismatch: str = ""
+
+    @property
+    def failing(self) -> tuple[str, ...]:
+        return tuple(r.name for r in self.result.oracles if r.verdict is Verdict.FAIL)
+
+
+def compare_expectation(rep: Reproducer, result: BootResult) -> tuple[bool | None, str]:
+    """Whether *result* shows what *rep* expects: its verdict and exactly its failing oracles."""
+    if rep.expect is None:
+        return None, ""
+    failing = sorted(r.name for r in result.oracles if r.verdict is Verdict.FAIL)
+    problems = []
+    if result.verdict is not rep.expect.verdict:
+        problems.append(f"verdict {result.verdict.value}, expected {rep.expect.verdict.value}")
+    if rep.expect.failing and failing != sorted(rep.expect.failing):
+        problems.append(f"failing oracles {failing}, expected {sorted(rep.expect.failing)}")
+    return not problems, "; ".join(problems)
+
+
+def replay(rep: Reproducer, run_dir: Path | None = None, timeout: float = DEFAULT_TIMEOUT
+           ) -> ReplayOutcome:
+    """Boot *rep*'s case once (on its own kernel: the sha256 is checked) and judge it."""
+    check_kernel_sha256(rep, resolve_kernel(rep.case.kernel))
+    prepared = prepare(rep.case)
+    result = execute(prepared, run_dir or new_run_dir(rep.case), until=rep.until,
+                     timeout=timeout)
+    met, mismatch = compare_expectation(rep, result)
+    return ReplayOutcome(result, met, mismatch)

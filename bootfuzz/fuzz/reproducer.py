@@ -1,0 +1,340 @@
+"""Reproducer files: one boot case, every loader decision it overrides, and what it showed.
+
+A reproducer is JSON (so a person can read and edit it), versioned, and checked
+field by field on load: a corrupt or hand-broken file gets one message naming
+the field.  Integers may be written as numbers or as "0x..." strings (addresses
+read better in hex).  Format version 1:
+
+    {
+      "bootfuzz_reproducer": 1,
+      "kernel": {"name": "debian-6.1-cloud", "sha256": "<sha256 of the bzImage>"},
+      "backend": "qemu-tcg", "entry": "64", "memory": "0x10000000",
+      "initrd": {"size": 1048576, "compression": "gzip", "seed": 0, "format": "cpio"},
+      "cmdline": "console=ttyS0 earlyprintk=serial panic=-1",
+      "initrd_placement": "top",
+      "overrides": {
+        "fields": {"type_of_loader": 0},
+        "initrd_addr": "0x1400000", "cmdline_addr": "0x4b000",
+        "cmdline_raw_hex": "636f6e...", "kernel_load": "0x1000000",
+        "e820": [{"addr": "0x0", "size": "0xa0000", "type": 1}],
+        "setup_data": [{"type": 9, "payload_hex": "00ff", "addr": null}]
+      },
+      "until": null,
+      "expect": {"verdict": "fail", "failing": ["valid-initrd-outside-kernel"]},
+      "description": "...", "evidence": "console lines that showed it"
+    }
+
+Only "bootfuzz_reproducer", "kernel", "memory" and "cmdline" are required.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from bootfuzz.abi.bootparam import BOOT_PARAMS
+from bootfuzz.abi.e820 import E820Entry
+from bootfuzz.case import BootCase, EntryProtocol, InitrdPlacement, Overrides, SetupDataNode
+from bootfuzz.errors import ConfigError
+from bootfuzz.fileio import atomic_write_text
+from bootfuzz.guest.initramfs import Compression, InitrdSpec
+from bootfuzz.judge.oracles import StopPoint, Verdict
+
+FORMAT_KEY = "bootfuzz_reproducer"
+FORMAT_VERSION = 1
+_TOP_KEYS = {FORMAT_KEY, "kernel", "backend", "entry", "memory", "initrd", "cmdline",
+             "initrd_placement", "overrides", "until", "expect", "description", "evidence"}
+_OVERRIDE_KEYS = {"fields", "initrd_addr", "cmdline_addr", "cmdline_raw_hex", "kernel_load",
+                  "e820", "setup_data"}
+#: Our cpio archive with the agent and payload, whole or split in two (uncompressed
+#: early archive with /init, then the compressed payload archive), or "raw": the
+#: payload alone, no archive (the kernel rejects it: no /init, the no-root panic).
+INITRD_FORMATS = ("cpio", "cpio-split", "raw")
+
+
+class ReproducerError(ConfigError):
+    """A reproducer file that is not valid; the message names the field."""
+
+    component = "reproducer"
+
+
+@dataclass(frozen=True)
+class Expectation:
+    """What a regression reproducer must keep showing when replayed."""
+
+    verdict: Verdict
+    failing: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Reproducer:
+    case: BootCase
+    kernel_sha256: str | None = None
+    until: StopPoint | None = None
+    expect: Expectation | None = None
+    description: str = ""
+    evidence: str = ""
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+
+class _Reader:
+    """Typed access to a JSON document, with the path of each value for errors."""
+
+    def __init__(self, where: str) -> None:
+        self.where = where
+
+    def fail(self, path: str, message: str) -> ReproducerError:
+        return ReproducerError(f"{self.where}: {path}: {message}")
+
+    def as_obj(self, value: object, path: str) -> dict[str, Any]:
+        if not isinstance(value, dict):
+            raise self.fail(path, f"expected an object, got {type(value).__name__}")
+        return value
+
+    def keys(self, doc: dict[str, Any], allowed: set[str], path: str) -> None:
+        unknown = sorted(set(doc) - allowed)
+        if unknown:
+            known = ", ".join(sorted(allowed))
+            raise self.fail(path, f"unknown key {unknown[0]!r} (known: {known})")
+
+    def as_int(self, value: object, path: str, lo: int = 0, hi: int = (1 << 64) - 1) -> int:
+        if isinstance(value, bool):
+            raise self.fail(path, "expected an integer, got a boolean")
+        if isinstance(value, str):
+            try:
+                value = int(value, 0)
+            except ValueError:
+                raise self.fail(path, f"{value!r} is not an integer") from None
+        if not isinstance(value, int):
+            raise self.fail(path, f"expected an integer, got {type(value).__name__}")
+        if not lo <= value <= hi:
+            raise self.fail(path, f"{value:#x} is out of range [{lo:#x}, {hi:#x}]")
+        return value
+
+    def as_str(self, value: object, path: str) -> str:
+        if not isinstance(value, str):
+            raise self.fail(path, f"expected a string, got {type(value).__name__}")
+        return value
+
+    def as_hex(self, value: object, path: str) -> bytes:
+        text = self.as_str(value, path)
+        try:
+            return bytes.fromhex(text)
+        except ValueError:
+            raise self.fail(path, "not a string of hex digits") from None
+
+    def as_list(self, value: object, path: str) -> list[Any]:
+        if not isinstance(value, list):
+            raise self.fail(path, f"expected a list, got {type(value).__name__}")
+        return value
+
+    def as_choice(self, value: object, path: str, choices: list[str]) -> str:
+        text = self.as_str(value, path)
+        if text not in choices:
+            raise self.fail(path, f"{text!r} is not one of {', '.join(choices)}")
+        return text
+
+
+def _overrides(r: _Reader, doc: dict[str, Any]) -> Overrides:
+    r.keys(doc, _OVERRIDE_KEYS, "overrides")
+    fields = []
+    for name, value in r.as_obj(doc.get("fields", {}), "overrides.fields").items():
+        try:
+            f = BOOT_PARAMS[name]
+        except KeyError:
+            raise r.fail(f"overrides.fields.{name}", "not a boot_params field") from None
+        if f.raw:
+            raise r.fail(f"overrides.fields.{name}", "byte-array fields cannot be overridden")
+        top = (1 << (8 * f.size)) - 1
+        fields.append((name, r.as_int(value, f"overrides.fields.{name}", 0, top)))
+    e820 = None
+    if "e820" in doc:
+        e820 = []
+        for i, entry in enumerate(r.as_list(doc["e820"], "overrides.e820")):
+            path = f"overrides.e820[{i}]"
+            e = r.as_obj(entry, path)
+            r.keys(e, {"addr", "size", "type"}, path)
+            e820.append(E820Entry(r.as_int(e.get("addr"), f"{path}.addr"),
+                                  r.as_int(e.get("size"), f"{path}.size"),
+                                  r.as_int(e.get("type"), f"{path}.type", 0, 0xFFFFFFFF)))
+    nodes = []
+    for i, node in enumerate(r.as_list(doc.get("setup_data", []), "overrides.setup_data")):
+        path = f"overrides.setup_data[{i}]"
+        n = r.as_obj(node, path)
+        r.keys(n, {"type", "payload_hex", "addr"}, path)
+        addr = n.get("addr")
+        nodes.append(SetupDataNode(
+            r.as_int(n.get("type"), f"{path}.type", 0, 0xFFFFFFFF),
+            r.as_hex(n.get("payload_hex", ""), f"{path}.payload_hex"),
+            None if addr is None else r.as_int(addr, f"{path}.addr"),
+        ))
+
+    def opt(key: str) -> int | None:
+        return None if doc.get(key) is None else r.as_int(doc[key], f"overrides.{key}")
+
+    raw = doc.get("cmdline_raw_hex")
+    return Overrides(
+        fields=tuple(fields),
+        initrd_addr=opt("initrd_addr"),
+        cmdline_addr=opt("cmdline_addr"),
+        cmdline_raw=None if raw is None else r.as_hex(raw, "overrides.cmdline_raw_hex"),
+        e820=None if e820 is None else tuple(e820),
+        kernel_load=opt("kernel_load"),
+        setup_data=tuple(nodes),
+    )
+
+
+def parse_reproducer(doc: object, where: str = "<reproducer>") -> Reproducer:
+    """Check and convert a decoded JSON document."""
+    r = _Reader(where)
+    top = r.as_obj(doc, "(top level)")
+    if top.get(FORMAT_KEY) != FORMAT_VERSION:
+        raise r.fail(FORMAT_KEY, f"this is not a bootfuzz reproducer of format {FORMAT_VERSION} "
+                     f"(found {top.get(FORMAT_KEY)!r})")
+    r.keys(top, _TOP_KEYS, "(top level)")
+    for key in ("kernel", "memory", "cmdline"):
+        if key not in top:
+            raise r.fail(key, "missing")
+    kernel = r.as_obj(top["kernel"], "kernel")
+    r.keys(kernel, {"name", "sha256"}, "kernel")
+    name = r.as_str(kernel.get("name"), "kernel.name")
+    sha = kernel.get("sha256")
+    if sha is not None:
+        sha = r.as_str(sha, "kernel.sha256").lower()
+        if len(sha) != 64 or any(c not in "0123456789abcdef" for c in sha):
+            raise r.fail("kernel.sha256", "not a sha256 (64 hex digits)")
+    initrd = None
+    if top.get("initrd") is not None:
+        i = r.as_obj(top["initrd"], "initrd")
+        r.keys(i, {"size", "compression", "seed", "format"}, "initrd")
+        fmt = r.as_choice(i.get("format", "cpio"), "initrd.format", list(INITRD_FORMATS))
+        initrd = InitrdSpec(
+            r.as_int(i.get("size"), "initrd.size", 0, 1 << 32),
+            Compression(r.as_choice(i.get("compression", "gzip"), "initrd.compression",
+                                 [c.value for c in Compression])),
+            r.as_int(i.get("seed", 0), "initrd.seed"),
+            split=fmt == "cpio-split",
+            raw=fmt == "raw",
+        )
+    case = BootCase(
+        kernel=name,
+        memory=r.as_int(top["memory"], "memory", 1, 1 << 50),
+        cmdline=r.as_str(top["cmdline"], "cmdline"),
+        initrd=initrd,
+        entry=EntryProtocol(r.as_choice(top.get("entry", "64"), "entry",
+                                     [e.value for e in EntryProtocol])),
+        backend=r.as_str(top.get("backend", "qemu-tcg"), "backend"),
+        overrides=_overrides(r, r.as_obj(top.get("overrides", {}), "overrides")),
+        initrd_placement=InitrdPlacement(r.as_choice(
+            top.get("initrd_placement", "top"), "initrd_placement",
+            [p.value for p in InitrdPlacement])),
+    )
+    until = top.get("until")
+    expect = None
+    if top.get("expect") is not None:
+        e = r.as_obj(top["expect"], "expect")
+        r.keys(e, {"verdict", "failing"}, "expect")
+        expect = Expectation(
+            Verdict(r.as_choice(e.get("verdict"), "expect.verdict", [v.value for v in Verdict])),
+            tuple(r.as_str(x, "expect.failing[]") for x in r.as_list(e.get("failing", []),
+                                                               "expect.failing")),
+        )
+    return Reproducer(
+        case=case,
+        kernel_sha256=sha,
+        until=None if until is None else StopPoint(
+            r.as_choice(until, "until", [p.value for p in StopPoint])),
+        expect=expect,
+        description=r.as_str(top.get("description", ""), "description"),
+        evidence=r.as_str(top.get("evidence", ""), "evidence"),
+    )
+
+
+def load_reproducer(path: Path) -> Reproducer:
+    """Read and check a reproducer file."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ReproducerError(f"{path}: cannot read: {exc.strerror}") from None
+    except UnicodeDecodeError:
+        raise ReproducerError(f"{path}: not UTF-8 text") from None
+    try:
+        doc = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ReproducerError(f"{path}: not valid JSON: {exc.msg} at line {exc.lineno} "
+                              f"column {exc.colno}") from None
+    except RecursionError:
+        raise ReproducerError(f"{path}: not valid JSON: nested too deeply") from None
+    return parse_reproducer(doc, str(path))
+
+
+def _hexint(value: int) -> str:
+    return f"{value:#x}"
+
+
+def reproducer_json(rep: Reproducer) -> dict[str, Any]:
+    """The document for *rep*; parse_reproducer(reproducer_json(r)) == r."""
+    case, ov = rep.case, rep.case.overrides
+    doc: dict[str, Any] = {
+        FORMAT_KEY: FORMAT_VERSION,
+        "kernel": {"name": case.kernel, **({"sha256": rep.kernel_sha256}
+                                            if rep.kernel_sha256 else {})},
+        "backend": case.backend,
+        "entry": case.entry.value,
+        "memory": _hexint(case.memory),
+        "initrd": None if case.initrd is None else {
+            "size": case.initrd.size, "compression": case.initrd.compression.value,
+            "seed": case.initrd.seed,
+            "format": ("raw" if case.initrd.raw else
+                       "cpio-split" if case.initrd.split else "cpio"),
+        },
+        "cmdline": case.cmdline,
+    }
+    if case.initrd_placement is not InitrdPlacement.TOP:
+        doc["initrd_placement"] = case.initrd_placement.value
+    o: dict[str, Any] = {}
+    if ov.fields:
+        o["fields"] = dict(ov.fields)
+    for key in ("initrd_addr", "cmdline_addr", "kernel_load"):
+        if getattr(ov, key) is not None:
+            o[key] = _hexint(getattr(ov, key))
+    if ov.cmdline_raw is not None:
+        o["cmdline_raw_hex"] = ov.cmdline_raw.hex()
+    if ov.e820 is not None:
+        o["e820"] = [{"addr": _hexint(e.addr), "size": _hexint(e.size), "type": e.type}
+                     for e in ov.e820]
+    if ov.setup_data:
+        o["setup_data"] = [{"type": n.type, "payload_hex": n.payload.hex(), "addr":
+                            None if n.addr is None else _hexint(n.addr)} for n in ov.setup_data]
+    if o:
+        doc["overrides"] = o
+    if rep.until is not None:
+        doc["until"] = rep.until.value
+    if rep.expect is not None:
+        doc["expect"] = {"verdict": rep.expect.verdict.value, "failing": list(rep.expect.failing)}
+    if rep.description:
+        doc["description"] = rep.description
+    if rep.evidence:
+        doc["evidence"] = rep.evidence
+    return doc
+
+
+def write_reproducer(rep: Reproducer, path: Path) -> None:
+    """Write atomically: a crash mid-write never leaves half a reproducer."""
+    atomic_write_text(path, json.dumps(reproducer_json(rep), indent=2) + "\n")
+
+
+def check_kernel_sha256(rep: Reproducer, kernel_path: Path) -> None:
+    """Refuse to replay on another kernel than the one the reproducer was recorded with."""
+    if rep.kernel_sha256 is None:
+        return
+    got = hashlib.sha256(kernel_path.read_bytes()).hexdigest()
+    if got != rep.kernel_sha256:
+        raise ReproducerError(
+            f"kernel {rep.case.kernel!r} is {got[:16]}..., the reproducer was recorded with "
+            f"{rep.kernel_sha256[:16]}...: replaying on another kernel would prove nothing"
+        )

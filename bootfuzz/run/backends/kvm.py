@@ -1,0 +1,110 @@
+"""Our own minimal KVM VMM as an executor of BootPlans (bootfuzz/kvm/).
+
+The VMM is a separate process (``python -m bootfuzz.run.kvm run MANIFEST``) so the
+console session treats it exactly like QEMU: serial on stdout, an exit status
+at the end.  There is no firmware: the VMM writes the plan's CPU state into
+the vCPU directly (bootfuzz/kvm/cpu.py), and prints the firmware stub's
+"entering kernel" line at that moment so transcripts read the same.
+
+The platform is QEMU ``pc``'s RAM split (bootfuzz/platform.py), not a layout
+of our own: the plan, its E820 table and so every oracle's expectation are
+then identical on both backends, and a difference in what the kernel reports
+is a difference in execution, not in the machine.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import ClassVar
+
+from bootfuzz.errors import BackendError
+from bootfuzz.guest.harness import QEMU_AGENT_EXIT_STATUS, HarnessArtifacts
+from bootfuzz.loader.plan import Blob, BootPlan
+from bootfuzz.loader.platform import Platform, qemu_pc
+from bootfuzz.run.backends.base import GuestExit
+from bootfuzz.run.kvm import abi
+from bootfuzz.run.kvm.vm import Kvm
+from bootfuzz.run.kvm.vmm import (
+    EXIT_HALTED,
+    EXIT_INFRASTRUCTURE,
+    EXIT_INTERNAL_ERROR,
+    EXIT_RESET,
+    EXIT_TIMEOUT,
+    EXIT_USAGE,
+    Manifest,
+    ManifestBlob,
+)
+
+MANIFEST_NAME = "kvm-manifest.json"
+
+
+class KvmBackend:
+    name: ClassVar[str] = "kvm"
+
+    def check_available(self) -> None:
+        """/dev/kvm opens read-write and speaks API version 12 (raises BackendError)."""
+        kvm = Kvm()  # KvmError (a BackendError) names what is missing
+        try:
+            version = kvm.api_version()
+        finally:
+            kvm.close()
+        if version != abi.KVM_API_VERSION:
+            raise BackendError(
+                f"/dev/kvm reports API version {version}; the VMM needs {abi.KVM_API_VERSION}"
+            )
+
+    def platform(self, memory: int) -> Platform:
+        return qemu_pc(memory)
+
+    @staticmethod
+    def _blob_file(blob: Blob, run_dir: Path) -> Path:
+        if blob.path is not None:
+            return blob.path.resolve()
+        if blob.data is None:
+            raise BackendError(f"blob {blob.name} has neither data nor a path")
+        path = run_dir / f"{blob.name}.bin"
+        path.write_bytes(blob.data)
+        return path.resolve()
+
+    def manifest(self, plan: BootPlan, run_dir: Path) -> Manifest:
+        blobs = tuple(
+            ManifestBlob(b.name, b.addr, b.size, str(self._blob_file(b, run_dir)))
+            for b in plan.blobs
+        )
+        ram = tuple((r.start, r.size) for r in plan.platform.ram_ranges())
+        return Manifest(plan.platform.memory, ram, blobs, plan.cpu)
+
+    def prepare(self, plan: BootPlan, harness: HarnessArtifacts, run_dir: Path) -> list[str]:
+        """Blob files and the manifest in *run_dir*; the harness's firmware is not used."""
+        self.check_available()
+        run_dir.mkdir(parents=True, exist_ok=True)
+        manifest = self.manifest(plan, run_dir)
+        path = (run_dir / MANIFEST_NAME).resolve()
+        try:
+            path.write_text(manifest.to_json())
+        except OSError as e:
+            raise BackendError(f"cannot write {path}: {e.strerror}") from None
+        return [sys.executable, "-m", "bootfuzz.run.kvm", "run", os.fspath(path)]
+
+    def classify_exit(self, exit_status: int | None, signal: int | None) -> GuestExit:
+        """The VMM's statuses (bootfuzz/kvm/vmm.py) as GuestExits.
+
+        A guest halted with interrupts off is reported KILLED: on QEMU the same
+        guest sits until the session's silence timeout kills it, and the VMM's
+        own --timeout is the same verdict reached sooner.
+        """
+        if signal is not None:
+            return GuestExit.KILLED
+        if exit_status == QEMU_AGENT_EXIT_STATUS:
+            return GuestExit.POWER_OFF
+        if exit_status == EXIT_RESET:
+            return GuestExit.RESET
+        if exit_status in (EXIT_HALTED, EXIT_TIMEOUT):
+            return GuestExit.KILLED
+        if exit_status in (EXIT_INTERNAL_ERROR, EXIT_INFRASTRUCTURE, EXIT_USAGE):
+            return GuestExit.BACKEND_ERROR
+        if exit_status is None:
+            return GuestExit.UNKNOWN
+        return GuestExit.BACKEND_ERROR

@@ -1,0 +1,179 @@
+"""One boot, end to end: case -> plan -> backend -> transcript -> observation -> verdict.
+
+This is the only module that strings the side effects together (kernel fetch,
+harness build, initrd build, the backend process); everything it calls on either
+side is pure.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from bootfuzz.case import BootCase
+from bootfuzz.errors import BackendError
+from bootfuzz.guest.harness import HarnessArtifacts, build_harness
+from bootfuzz.guest.initramfs import cached_initrd
+from bootfuzz.judge.layout_rules import check_layout
+from bootfuzz.judge.observation import Observation, UnpackStart, parse_transcript
+from bootfuzz.judge.oracles import (
+    STOP_POINTS,
+    Evidence,
+    OracleResult,
+    StopPoint,
+    Verdict,
+    judge,
+    overall,
+)
+from bootfuzz.kernel.capabilities import config_unpack_message, find_config
+from bootfuzz.kernel.image import KernelImage, load_kernel_image
+from bootfuzz.kernel.pinned import resolve_kernel
+from bootfuzz.loader.plan import BootPlan, encode_cmdline, plan_boot
+from bootfuzz.run.backends import get_backend
+from bootfuzz.run.backends.base import Backend, GuestExit
+from bootfuzz.run.console import SessionEnd, Transcript, run_console
+
+#: Generous for TCG: the xz kernel decompresses for ~3 s and a 64 MiB xz initrd
+#: unpacks for several more; a healthy boot on this machine takes 2-15 s.
+DEFAULT_TIMEOUT = 300.0
+#: The longest quiet stretch of a healthy boot is the initramfs unpack.
+DEFAULT_SILENCE_TIMEOUT = 90.0
+#: Session ends at which the session itself killed the backend.
+_SESSION_KILLED = frozenset({SessionEnd.EARLY_STOP, SessionEnd.SILENCE, SessionEnd.TIMEOUT})
+#: Blob files the backend needs only while it runs (the console log stays).
+_BULKY_SUFFIX = ".bin"
+
+
+@dataclass(frozen=True)
+class PreparedBoot:
+    case: BootCase
+    image: KernelImage
+    backend: Backend
+    harness: HarnessArtifacts
+    plan: BootPlan
+    #: From the kernel's build configuration, when known (pinned kernels always).
+    unpack_message: UnpackStart | None = None
+
+
+@dataclass(frozen=True)
+class BootResult:
+    case: BootCase
+    plan: BootPlan
+    transcript: Transcript
+    observation: Observation
+    guest_exit: GuestExit
+    oracles: tuple[OracleResult, ...]
+    verdict: Verdict
+    run_dir: Path
+    duration: float
+
+
+def prepare(case: BootCase) -> PreparedBoot:
+    """Everything up to the plan.
+
+    The user's input is checked first (kernel, memory, command line), so a bad
+    case is reported as such even on a machine that lacks the backend.
+    """
+    backend = get_backend(case.backend)
+    kernel_path = resolve_kernel(case.kernel)
+    image = load_kernel_image(kernel_path)
+    platform = backend.platform(case.memory)
+    encode_cmdline(case.cmdline, image)
+    backend.check_available()
+    harness = build_harness()
+    initrd = cached_initrd(case.initrd, harness.agent) if case.initrd is not None else None
+    plan = plan_boot(case, image, platform, initrd)
+    config = find_config(case.kernel, kernel_path)
+    unpack = None if config is None else config_unpack_message(config)
+    return PreparedBoot(case, image, backend, harness, plan, unpack)
+
+
+def default_runs_dir() -> Path:
+    env = os.environ.get("BOOTFUZZ_RUNS")
+    return Path(env) if env else Path(tempfile.gettempdir()) / "bootfuzz-runs"
+
+
+def new_run_dir(case: BootCase, parent: Path | None = None) -> Path:
+    parent = parent or default_runs_dir()
+    parent.mkdir(parents=True, exist_ok=True)
+    stem = Path(case.kernel).name.replace(os.sep, "_")
+    return Path(tempfile.mkdtemp(prefix=f"{time.strftime('%Y%m%d-%H%M%S')}-{stem}-",
+                                 dir=parent))
+
+
+def execute(
+    prepared: PreparedBoot,
+    run_dir: Path,
+    *,
+    timeout: float = DEFAULT_TIMEOUT,
+    silence_timeout: float = DEFAULT_SILENCE_TIMEOUT,
+    keep_blobs: bool = False,
+    until: StopPoint | None = None,
+) -> BootResult:
+    """Run a prepared boot and judge it.  The console log is kept in *run_dir*.
+
+    With *until*, the guest is stopped as soon as the oracles of that stop point
+    can answer; the others are reported unknown.
+    """
+    started = time.monotonic()
+    argv = prepared.backend.prepare(prepared.plan, prepared.harness, run_dir)
+    (run_dir / "command.json").write_text(json.dumps(argv, indent=1) + "\n")
+    try:
+        transcript = run_console(
+            argv, timeout=timeout, silence_timeout=silence_timeout,
+            log_path=run_dir / "console.log",
+            stop_patterns=[STOP_POINTS[until][0]] if until else [],
+        )
+    finally:
+        if not keep_blobs:
+            for path in run_dir.glob(f"*{_BULKY_SUFFIX}"):
+                path.unlink(missing_ok=True)
+    guest_exit = prepared.backend.classify_exit(transcript.exit_status, transcript.signal)
+    if transcript.killed or transcript.end in _SESSION_KILLED or (
+        transcript.end is not SessionEnd.EXITED and guest_exit is GuestExit.UNKNOWN
+    ):
+        # The session stopped the backend; how a killed process exits says nothing
+        # about the guest (QEMU exits 0 on SIGTERM).
+        guest_exit = GuestExit.KILLED
+    observation = parse_transcript(transcript.text)
+    if not observation.firmware_entered and guest_exit in (
+        GuestExit.BACKEND_ERROR, GuestExit.KILLED, GuestExit.UNKNOWN
+    ):
+        tail = transcript.text.strip().splitlines()[-5:]
+        raise BackendError(
+            f"{prepared.backend.name} never started the guest ({transcript.end_detail}); "
+            f"last output: {' | '.join(tail) or '(none)'}; log: {run_dir / 'console.log'}"
+        )
+    results = check_layout(prepared.plan) + judge(
+        Evidence(prepared.plan, observation, guest_exit, transcript.end_detail,
+                 prepared.unpack_message), until
+    )
+    return BootResult(
+        case=prepared.case,
+        plan=prepared.plan,
+        transcript=transcript,
+        observation=observation,
+        guest_exit=guest_exit,
+        oracles=tuple(results),
+        verdict=overall(results),
+        run_dir=run_dir,
+        duration=time.monotonic() - started,
+    )
+
+
+def run_case(
+    case: BootCase,
+    run_dir: Path | None = None,
+    *,
+    timeout: float = DEFAULT_TIMEOUT,
+    silence_timeout: float = DEFAULT_SILENCE_TIMEOUT,
+    until: StopPoint | None = None,
+) -> BootResult:
+    """Prepare and execute *case*."""
+    prepared = prepare(case)
+    return execute(prepared, run_dir or new_run_dir(case), timeout=timeout,
+                   silence_timeout=silence_timeout, until=until)

@@ -1,0 +1,363 @@
+"""Run a backend process, read the guest's serial console, and decide when the boot is over.
+
+Backend-agnostic: the caller passes an argv (QEMU today, our own VMM later) and
+gets back a :class:`Transcript`: every byte the guest printed plus *why* the
+session ended.  A panicking or hanging guest is a normal outcome here, not an
+exception; only failing to start the program raises (:class:`BackendError`).
+
+Lines are matched against one table of :class:`ConsolePattern` (LAVA's
+KERNEL_MESSAGES idea), specific patterns first.  The console is read with
+``read_nonblocking`` rather than ``expect()`` because an ``expect()`` timeout
+spans the whole call and so cannot tell "the guest went silent" from "no
+pattern yet"; reading ourselves also makes every pattern see whole lines.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import enum
+import os
+import re
+import signal
+import time
+from collections import Counter
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO
+
+import pexpect
+
+from bootfuzz.errors import BackendError, HarnessBug
+from bootfuzz.judge.observation import AGENT_PREFIX, FIRMWARE_ENTERED, FIRMWARE_ERRORS, OOPS_REGEX
+
+
+class SessionEnd(enum.Enum):
+    """Why the console session ended."""
+
+    AGENT_REPORT = "agent-report"  # our agent printed its report: the boot worked
+    KERNEL_PANIC = "kernel-panic"
+    KERNEL_OOPS = "kernel-oops"  # BUG/Oops/GPF: the boot is broken even if no panic follows
+    REBOOT = "reboot"  # the guest reset and started booting again
+    FIRMWARE_ERROR = "firmware-error"  # our firmware stub refused to enter the kernel
+    EARLY_STOP = "early-stop"  # a caller's stop pattern matched
+    SILENCE = "silence"  # no output for silence_timeout seconds
+    TIMEOUT = "timeout"  # the overall deadline passed
+    EXITED = "exited"  # the backend process ended by itself
+
+
+class PatternKind(enum.Enum):
+    AGENT_REPORT = "agent-report"
+    KERNEL_PANIC = "kernel-panic"
+    KERNEL_OOPS = "kernel-oops"
+    FIRMWARE_ERROR = "firmware-error"
+    LINUX_VERSION = "linux-version"
+    FIRMWARE_ENTERED = "firmware-entered"
+    EARLY_STOP = "early-stop"
+
+
+@dataclass(frozen=True)
+class ConsolePattern:
+    """One console line the session reacts to.
+
+    After a hit that ends the session, reading goes on until a line matches
+    ``tail_end``, the process exits, or ``tail_time`` seconds pass, so the whole
+    panic text or the guest's own power-off is captured.
+    """
+
+    kind: PatternKind
+    regex: re.Pattern[str]  # searched in each complete line, "\r" stripped
+    ends: SessionEnd | None  # None: only noted, the session goes on
+    meaning: str
+    nth: int = 1  # ends the session at this occurrence
+    tail_end: re.Pattern[str] | None = None
+    tail_time: float = 0.0
+
+
+#: A kernel message starts a line or follows its printk timestamp.
+_KMSG = r"(?:^|\] )"
+
+CONSOLE_PATTERNS: tuple[ConsolePattern, ...] = (
+    ConsolePattern(
+        PatternKind.AGENT_REPORT,
+        re.compile("^" + re.escape(AGENT_PREFIX)),
+        SessionEnd.AGENT_REPORT,
+        "the guest agent reported; it powers the guest off next",
+        tail_time=5.0,
+    ),
+    ConsolePattern(
+        PatternKind.KERNEL_PANIC,
+        re.compile(_KMSG + r"Kernel panic - not syncing"),
+        SessionEnd.KERNEL_PANIC,
+        "the kernel panicked",
+        tail_end=re.compile(r"---\[ end Kernel panic"),
+        tail_time=5.0,
+    ),
+    ConsolePattern(
+        PatternKind.KERNEL_OOPS,
+        re.compile(_KMSG + OOPS_REGEX),
+        SessionEnd.KERNEL_OOPS,
+        "the kernel oopsed (BUG, Oops, general protection fault, invalid opcode)",
+        # An oops in early boot usually ends in "Attempted to kill the idle task":
+        # wait for that panic's end, or give up on more output after a while.
+        tail_end=re.compile(r"---\[ end Kernel panic"),
+        tail_time=10.0,
+    ),
+    ConsolePattern(
+        PatternKind.FIRMWARE_ERROR,
+        re.compile("^(?:" + "|".join(map(re.escape, FIRMWARE_ERRORS)) + ")"),
+        SessionEnd.FIRMWARE_ERROR,
+        "our firmware stub refused the hand-off block and halted",
+    ),
+    ConsolePattern(
+        PatternKind.LINUX_VERSION,
+        re.compile(_KMSG + r"Linux version "),
+        SessionEnd.REBOOT,
+        "a second kernel banner: the guest reset and booted again",
+        nth=2,
+    ),
+    ConsolePattern(
+        PatternKind.FIRMWARE_ENTERED,
+        re.compile("^" + re.escape(FIRMWARE_ENTERED)),
+        None,
+        "our firmware stub jumped to the kernel",
+    ),
+)
+
+_KILL_GRACE = 2.0  # seconds between SIGTERM and SIGKILL
+#: The pty reports end-of-file a moment before the exiting process becomes a zombie.
+_EXIT_AFTER_EOF = 1.0
+_READ_SIZE = 65536
+_DETAIL_MAX = 200
+#: The guest's serial driver sends "\r\n" and the pty's ONLCR adds another "\r".
+_CRLF = re.compile(r"\r+\n")
+
+
+@dataclass(frozen=True)
+class Transcript:
+    text: str  # decoded with replacement, line ends ("\r\n", "\r\r\n") -> "\n"
+    raw: bytes  # exactly what the process wrote
+    end: SessionEnd
+    exit_status: int | None
+    signal: int | None  # the signal that ended the process, ours included
+    duration: float  # seconds from start until the process was gone
+    first_output_after: float | None
+    firmware_entered: bool
+    end_detail: str
+    #: The process was still running when the session ended and we signalled it
+    #: (QEMU exits 0 on SIGTERM, so exit_status alone cannot tell).
+    killed: bool
+
+
+class _ReadEnd(enum.Enum):
+    QUIET = "quiet"
+    CLOSED = "closed"
+
+
+class _Session:
+    """The state of one running console: buffers, clocks, pattern counts."""
+
+    def __init__(
+        self,
+        child: pexpect.spawn,
+        patterns: Sequence[ConsolePattern],
+        log: BinaryIO | None,
+        start: float,
+        deadline: float,
+        silence_timeout: float,
+    ) -> None:
+        self.child = child
+        self.patterns = patterns
+        self.log = log
+        self.start = start
+        self.deadline = deadline
+        self.silence_timeout = silence_timeout
+        self.raw = bytearray()
+        self.scanned = 0  # raw[:scanned] has been split into lines
+        self.last_output = start
+        self.first_output: float | None = None
+        self.seen: Counter[PatternKind] = Counter()
+        self.closed = False  # the process closed its side of the pty
+
+    def run(self) -> tuple[SessionEnd, str | None]:
+        """Read until a pattern, a timer or the process ends the session."""
+        while True:
+            for line in self._new_lines():
+                hit = self._classify(line)
+                if hit is not None and hit.ends is not None:
+                    self._read_tail(hit)
+                    return hit.ends, line.strip()[:_DETAIL_MAX]
+            now = time.monotonic()
+            quiet_until = self.last_output + self.silence_timeout
+            if now >= self.deadline:
+                return SessionEnd.TIMEOUT, "no end of boot before the deadline"
+            if now >= quiet_until:
+                return SessionEnd.SILENCE, f"no output for {self.silence_timeout:g} s"
+            if self._read(min(self.deadline, quiet_until) - now) is _ReadEnd.CLOSED:
+                return SessionEnd.EXITED, None
+
+    def _classify(self, line: str) -> ConsolePattern | None:
+        """Count every pattern the line matches; return the first one that ends the session."""
+        for pattern in self.patterns:
+            if pattern.regex.search(line):
+                self.seen[pattern.kind] += 1
+                if pattern.ends is not None and self.seen[pattern.kind] >= pattern.nth:
+                    return pattern
+        return None
+
+    def _read_tail(self, pattern: ConsolePattern) -> None:
+        until = min(self.deadline, time.monotonic() + pattern.tail_time)
+        while True:
+            if pattern.tail_end is not None and any(
+                pattern.tail_end.search(line) for line in self._new_lines()
+            ):
+                return
+            left = until - time.monotonic()
+            if left <= 0 or self._read(left) is _ReadEnd.CLOSED:
+                return
+
+    def _read(self, timeout: float) -> bytes | _ReadEnd:
+        """The one place pexpect's TIMEOUT and EOF are translated."""
+        try:
+            chunk: bytes = self.child.read_nonblocking(_READ_SIZE, timeout=max(timeout, 0.0))
+        except pexpect.TIMEOUT:
+            return _ReadEnd.QUIET
+        except pexpect.EOF:
+            self.closed = True
+            return _ReadEnd.CLOSED
+        now = time.monotonic()
+        if self.first_output is None:
+            self.first_output = now
+        self.last_output = now
+        self.raw += chunk
+        if self.log is not None:
+            try:
+                self.log.write(chunk)
+            except OSError as e:
+                raise BackendError(f"cannot write console log {self.log.name}: {e}") from None
+        return chunk
+
+    def _new_lines(self) -> Iterator[str]:
+        while (newline := self.raw.find(b"\n", self.scanned)) >= 0:
+            line = self.raw[self.scanned : newline]
+            self.scanned = newline + 1
+            yield line.decode("utf-8", "replace").rstrip("\r")
+
+
+def run_console(
+    argv: Sequence[str],
+    *,
+    timeout: float,
+    silence_timeout: float,
+    env: Mapping[str, str] | None = None,
+    cwd: Path | None = None,
+    log_path: Path | None = None,
+    stop_patterns: Sequence[str] = (),
+    patterns: Sequence[ConsolePattern] = CONSOLE_PATTERNS,
+) -> Transcript:
+    """Run *argv* (never through a shell) and read its console until the boot is over.
+
+    ``log_path`` receives the raw output as it arrives, so a run that crashes
+    bootfuzz still leaves its console log.  ``stop_patterns`` (regexes searched
+    in each line) end the session early as EARLY_STOP.  Whatever happens, the
+    process group is gone when this returns or raises.
+    """
+    if not argv:
+        raise HarnessBug("run_console: empty argv")
+    if timeout <= 0 or silence_timeout <= 0:
+        raise HarnessBug(f"run_console: timeouts must be positive ({timeout}, {silence_timeout})")
+    try:
+        stops = [
+            ConsolePattern(PatternKind.EARLY_STOP, re.compile(p), SessionEnd.EARLY_STOP, "stop")
+            for p in stop_patterns
+        ]
+    except re.error as e:
+        raise HarnessBug(f"run_console: bad stop pattern: {e}") from None
+    try:
+        log = None if log_path is None else log_path.open("wb", buffering=0)  # no lag, no loss
+    except OSError as e:
+        raise BackendError(f"cannot write console log {log_path}: {e.strerror}") from None
+    try:
+        start = time.monotonic()
+        child = _spawn(argv, env, cwd)
+        session = _Session(child, (*patterns, *stops), log, start, start + timeout, silence_timeout)
+        try:
+            end, detail = session.run()
+        finally:
+            killed = _stop(child, session.closed)
+        finished = time.monotonic()
+    finally:
+        if log is not None:
+            log.close()
+    exit_status, sig = child.exitstatus, child.signalstatus
+    if detail is None:
+        detail = f"exit status {exit_status}" if sig is None else f"killed by signal {sig}"
+    raw = bytes(session.raw)
+    return Transcript(
+        text=_CRLF.sub("\n", raw.decode("utf-8", "replace")),
+        raw=raw,
+        end=end,
+        exit_status=exit_status,
+        signal=sig,
+        duration=finished - start,
+        first_output_after=None if session.first_output is None else session.first_output - start,
+        firmware_entered=session.seen[PatternKind.FIRMWARE_ENTERED] > 0,
+        end_detail=detail,
+        killed=killed,
+    )
+
+
+def _spawn(argv: Sequence[str], env: Mapping[str, str] | None, cwd: Path | None) -> pexpect.spawn:
+    try:
+        child = pexpect.spawn(
+            argv[0],
+            list(argv[1:]),
+            env=None if env is None else dict(env),
+            cwd=None if cwd is None else str(cwd),
+            encoding=None,  # bytes: the transcript keeps them exactly
+        )
+    except (pexpect.ExceptionPexpect, OSError) as e:
+        raise BackendError(f"cannot start {argv[0]}: {e}") from None
+    child.ptyproc.delayafterclose = 0  # we reap before closing; no need to wait
+    return child
+
+
+def _stop(child: pexpect.spawn, closed: bool) -> bool:
+    """End the child's whole process group (it is a session leader) and reap it.
+
+    Returns whether the leader was still running.  The final SIGKILL sweeps
+    leftovers of the group; after our SIGTERM it goes out while the leader is
+    still an unreaped zombie, so its pid (the group id) cannot have been reused.
+    """
+    killed = False
+    try:
+        if closed:
+            _wait_exited(child.pid, _EXIT_AFTER_EOF)
+        if not child.terminated and not _exited(child.pid):
+            killed = True
+            _signal_group(child.pid, signal.SIGTERM)
+            _wait_exited(child.pid, _KILL_GRACE)
+        _signal_group(child.pid, signal.SIGKILL)  # stragglers, e.g. a child that forked
+        child.wait()
+    finally:
+        child.close()
+    return killed
+
+
+def _signal_group(pgid: int, sig: signal.Signals) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):  # the group is gone
+        os.killpg(pgid, sig)
+
+
+def _exited(pid: int) -> bool:
+    """Whether our child *pid* has exited, without reaping it."""
+    try:
+        return os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is not None
+    except ChildProcessError:
+        return True
+
+
+def _wait_exited(pid: int, grace: float) -> None:
+    until = time.monotonic() + grace
+    while not _exited(pid) and time.monotonic() < until:
+        time.sleep(0.01)
