@@ -1,1 +1,6 @@
-"""fuzz stage."""
+"""Stage 7, fuzzing: generating cases, running campaigns, keeping what failed.
+
+Takes kernels and a generator configuration (or Hypothesis strategies); gives
+``BootCase`` streams, campaign state and summaries, failure signatures (triage),
+minimized cases, and reproducer files (format, load, replay) under ``corpus/``.
+"""

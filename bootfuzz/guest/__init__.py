@@ -1,1 +1,7 @@
-"""guest stage."""
+"""Stage 3, the guest side: what runs inside the guest and what we put in its initrd.
+
+Takes an ``InitrdSpec`` and the harness sources under ``harness/``; gives built,
+cached artifacts: our agent (``/init``), our firmware stub and probe images, initrd
+archives (cpio newc, compressed), and the protocol constants both sides share
+(console markers, exit ports, the firmware hand-off block's fields).
+"""

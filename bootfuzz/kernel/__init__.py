@@ -1,1 +1,7 @@
-"""kernel stage."""
+"""Stage 1, the kernel: what a kernel image is and what it can do.
+
+Takes a file (a bzImage, a vmlinux ELF, a Debian ``.deb``) or the name of a pinned
+kernel; gives a parsed ``KernelImage`` (setup header, payload, vmlinux notes), the
+kernel's ``KernelCapabilities`` (entry paths, initrd compressions, messages it prints),
+and pinned kernels fetched, verified by sha256 and cached.  Knows nothing of guests.
+"""

@@ -1,1 +1,7 @@
-"""loader stage."""
+"""Stage 2, the loader: our boot loader, as a pure function of a case and a kernel.
+
+Takes a ``BootCase`` and a ``KernelImage`` (and an initrd image's size and path); gives
+a ``BootPlan``: the platform's memory, every blob placed in guest memory (kernel, zero
+page or ``hvm_start_info``, command line, initrd, setup_data, page tables) and the
+entry ``CpuState``.  One module per entry path, chosen by a dispatch table.  No I/O.
+"""

@@ -1,1 +1,7 @@
-"""run stage."""
+"""Stage 5, running: the side effects of one boot, strung together in ``run.boot``.
+
+Takes a ``BootPlan`` and built guest artifacts; gives a ``Transcript`` from a backend
+(``qemu-tcg``, or ``kvm``: our own VMM over /dev/kvm in ``run.kvm``) driven through a
+pexpect console session, the guest's exit classified once, and (``run.boot``) a
+``BootResult``: case -> plan -> backend -> transcript -> observation -> verdict.
+"""
