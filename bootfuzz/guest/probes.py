@@ -69,8 +69,8 @@ from bootfuzz.kernel.payload import XEN_ELFNOTE_PHYS32_ENTRY, XEN_NOTE_NAME
 from bootfuzz.loader.layout import PAGE_SIZE, MiB, align_up
 from bootfuzz.loader.plan import BootPlan
 from bootfuzz.loader.x86 import MSR_EFER, Cr0
-from bootfuzz.run.backends.base import GuestExit
-from bootfuzz.run.console import SessionEnd, Transcript, run_console
+from bootfuzz.run.console import run_console
+from bootfuzz.transcript import GuestExit, SessionEnd, Transcript
 
 # --- the report's shape -----------------------------------------------------------
 

@@ -27,7 +27,7 @@ from bootfuzz.judge.observation import (
 from bootfuzz.judge.user_memmap import UserMap, apply_user_options
 from bootfuzz.loader.layout import PAGE_SIZE, align_up
 from bootfuzz.loader.plan import BootPlan
-from bootfuzz.run.backends.base import GuestExit
+from bootfuzz.transcript import GuestExit
 
 
 class Verdict(enum.StrEnum):

@@ -31,7 +31,7 @@ from bootfuzz.judge.oracles import (
 )
 from bootfuzz.loader.layout import FOUR_GIB, PAGE_SIZE, align_up
 from bootfuzz.peers.targets import Expectation, TargetPromises
-from bootfuzz.run.backends.base import GuestExit
+from bootfuzz.transcript import GuestExit
 
 #: What a kernel with no initrd (and so no /init) must end in.  source:
 #: init/do_mounts.c mount_block_root(), "VFS: Unable to mount root fs on %s".

@@ -43,8 +43,8 @@ from bootfuzz.loader.layout import (
     align_down,
 )
 from bootfuzz.loader.platform import PC_LOWMEM_WHEN_SPLIT, PC_SPLIT_THRESHOLD, Platform, RamRange
-from bootfuzz.run.backends.base import GuestExit
-from bootfuzz.run.console import SessionEnd, Transcript, run_console
+from bootfuzz.run.console import run_console
+from bootfuzz.transcript import GuestExit, SessionEnd, Transcript
 
 #: Session ends at which the session itself killed the VMM.
 _SESSION_KILLED = frozenset({SessionEnd.EARLY_STOP, SessionEnd.SILENCE, SessionEnd.TIMEOUT})

@@ -34,8 +34,9 @@ from bootfuzz.kernel.image import KernelImage, load_kernel_image
 from bootfuzz.kernel.pinned import resolve_kernel
 from bootfuzz.loader.plan import BootPlan, encode_cmdline, plan_boot
 from bootfuzz.run.backends import get_backend
-from bootfuzz.run.backends.base import Backend, GuestExit
-from bootfuzz.run.console import SessionEnd, Transcript, run_console
+from bootfuzz.run.backends.base import Backend
+from bootfuzz.run.console import run_console
+from bootfuzz.transcript import GuestExit, SessionEnd, Transcript
 
 #: Generous for TCG: the xz kernel decompresses for ~3 s and a 64 MiB xz initrd
 #: unpacks for several more; a healthy boot on this machine takes 2-15 s.

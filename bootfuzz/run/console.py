@@ -30,20 +30,7 @@ import pexpect
 
 from bootfuzz.errors import BackendError, HarnessBug
 from bootfuzz.judge.observation import AGENT_PREFIX, FIRMWARE_ENTERED, FIRMWARE_ERRORS, OOPS_REGEX
-
-
-class SessionEnd(enum.Enum):
-    """Why the console session ended."""
-
-    AGENT_REPORT = "agent-report"  # our agent printed its report: the boot worked
-    KERNEL_PANIC = "kernel-panic"
-    KERNEL_OOPS = "kernel-oops"  # BUG/Oops/GPF: the boot is broken even if no panic follows
-    REBOOT = "reboot"  # the guest reset and started booting again
-    FIRMWARE_ERROR = "firmware-error"  # our firmware stub refused to enter the kernel
-    EARLY_STOP = "early-stop"  # a caller's stop pattern matched
-    SILENCE = "silence"  # no output for silence_timeout seconds
-    TIMEOUT = "timeout"  # the overall deadline passed
-    EXITED = "exited"  # the backend process ended by itself
+from bootfuzz.transcript import SessionEnd, Transcript
 
 
 class PatternKind(enum.Enum):
@@ -131,22 +118,6 @@ _READ_SIZE = 65536
 _DETAIL_MAX = 200
 #: The guest's serial driver sends "\r\n" and the pty's ONLCR adds another "\r".
 _CRLF = re.compile(r"\r+\n")
-
-
-@dataclass(frozen=True)
-class Transcript:
-    text: str  # decoded with replacement, line ends ("\r\n", "\r\r\n") -> "\n"
-    raw: bytes  # exactly what the process wrote
-    end: SessionEnd
-    exit_status: int | None
-    signal: int | None  # the signal that ended the process, ours included
-    duration: float  # seconds from start until the process was gone
-    first_output_after: float | None
-    firmware_entered: bool
-    end_detail: str
-    #: The process was still running when the session ended and we signalled it
-    #: (QEMU exits 0 on SIGTERM, so exit_status alone cannot tell).
-    killed: bool
 
 
 class _ReadEnd(enum.Enum):

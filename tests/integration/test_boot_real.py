@@ -14,8 +14,8 @@ from bootfuzz.judge.observation import MapKind
 from bootfuzz.judge.oracles import Evidence, StopPoint, Verdict, judge
 from bootfuzz.loader.layout import FOUR_GIB, GiB, MiB
 from bootfuzz.loader.plan import PlacedInitrd
-from bootfuzz.run.backends.base import GuestExit
 from bootfuzz.run.boot import BootResult, run_case
+from bootfuzz.transcript import GuestExit
 from tests.integration.conftest import PINNED
 
 pytestmark = pytest.mark.qemu

@@ -17,7 +17,7 @@ from bootfuzz.guest.probes import PROBE_ENTRIES, ProbeReport, ProbeResult, run_p
 from bootfuzz.judge.oracles import Verdict
 from bootfuzz.loader.layout import GiB, MiB
 from bootfuzz.run.backends import get_backend
-from bootfuzz.run.backends.base import GuestExit
+from bootfuzz.transcript import GuestExit
 
 MEMORIES = [pytest.param(256 * MiB, id="256M"), pytest.param(5 * GiB, id="5G")]
 ENTRIES = [pytest.param(e, id=e.value) for e in PROBE_ENTRIES]

@@ -16,7 +16,8 @@ import pytest
 from bootfuzz.errors import BackendError, HarnessBug
 from bootfuzz.judge.observation import parse_transcript
 from bootfuzz.run import console
-from bootfuzz.run.console import CONSOLE_PATTERNS, PatternKind, SessionEnd, run_console
+from bootfuzz.run.console import CONSOLE_PATTERNS, PatternKind, run_console
+from bootfuzz.transcript import SessionEnd, Transcript
 
 LOGS = Path(__file__).resolve().parent.parent / "data" / "logs"
 BANNER = "[    0.000000] Linux version 6.1.0-56-cloud-amd64 (debian-kernel@lists.debian.org)"
@@ -36,7 +37,7 @@ def cat(name: str) -> list[str]:
     return ["cat", str(LOGS / name)]
 
 
-def run(argv: list[str], **kwargs: object) -> console.Transcript:
+def run(argv: list[str], **kwargs: object) -> Transcript:
     options: dict[str, object] = {"timeout": 20.0, "silence_timeout": 10.0} | kwargs
     return run_console(argv, **options)  # type: ignore[arg-type]
 

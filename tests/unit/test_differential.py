@@ -14,8 +14,7 @@ from bootfuzz.judge.observation import parse_transcript
 from bootfuzz.judge.oracles import Verdict
 from bootfuzz.peers import differential
 from bootfuzz.peers.targets import OURS_QEMU_TCG, QEMU_PC, Expectation, TargetPromises, TargetRun
-from bootfuzz.run.backends.base import GuestExit
-from bootfuzz.run.console import SessionEnd, Transcript
+from bootfuzz.transcript import GuestExit, SessionEnd, Transcript
 
 DATA = Path(__file__).resolve().parent.parent / "data"
 CASE = BootCase(kernel="debian-6.1-cloud", memory=256 << 20)

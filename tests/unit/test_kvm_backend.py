@@ -11,9 +11,9 @@ from bootfuzz.abi.handoff import HandoffMode
 from bootfuzz.loader.plan import CpuState
 from bootfuzz.loader.platform import qemu_pc
 from bootfuzz.run.backends import get_backend
-from bootfuzz.run.backends.base import GuestExit
 from bootfuzz.run.backends.kvm import KvmBackend
 from bootfuzz.run.kvm.vmm import Manifest, ManifestBlob, ManifestError
+from bootfuzz.transcript import GuestExit
 
 CPU = CpuState(mode=HandoffMode.PROTECTED_32, rip=0x1000000, rsi=0, rbx=0x6000, rsp=0x8FF0,
                cr0=0x11, cr3=0, cr4=0, efer=0, gdt_base=0x500, gdt_limit=31,

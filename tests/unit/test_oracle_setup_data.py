@@ -26,9 +26,8 @@ from bootfuzz.kernel.image import parse_kernel_image
 from bootfuzz.loader.layout import SETUP_DATA_AREA, MiB
 from bootfuzz.loader.plan import Blob, BootPlan, place_setup_data, plan_boot
 from bootfuzz.loader.platform import qemu_pc
-from bootfuzz.run.backends.base import GuestExit
-from tests.fakes import fake_bzimage
-from tests.unit.test_plan import FakeInitrd
+from bootfuzz.transcript import GuestExit
+from tests.fakes import FakeInitrd, fake_bzimage
 
 IMAGE = parse_kernel_image(fake_bzimage(init_size=0x3378000))
 SEED = bytes(range(1, 33))

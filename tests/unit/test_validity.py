@@ -20,7 +20,7 @@ from bootfuzz.peers.targets import (
     Expectation,
     TargetPromises,
 )
-from bootfuzz.run.backends.base import GuestExit
+from bootfuzz.transcript import GuestExit
 
 DATA = Path(__file__).resolve().parent.parent / "data"
 #: As console.Transcript.text has it: the pty's "\r\r\n" line ends become "\n".

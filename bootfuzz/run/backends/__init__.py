@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from bootfuzz.errors import ConfigError
-from bootfuzz.run.backends.base import Backend, GuestExit
+from bootfuzz.run.backends.base import Backend
 
 
 def get_backend(name: str) -> Backend:
@@ -26,4 +26,4 @@ def get_backend(name: str) -> Backend:
         raise ConfigError(f"unknown backend {name!r} (known: {known})") from None
 
 
-__all__ = ["Backend", "GuestExit", "get_backend"]
+__all__ = ["Backend", "get_backend"]

@@ -3,23 +3,13 @@ to read that command's exit."""
 
 from __future__ import annotations
 
-import enum
 from pathlib import Path
 from typing import ClassVar, Protocol
 
 from bootfuzz.guest.harness import HarnessArtifacts
 from bootfuzz.loader.plan import BootPlan
 from bootfuzz.loader.platform import Platform
-
-
-class GuestExit(enum.StrEnum):
-    """How the guest ended, as the backend saw it."""
-
-    POWER_OFF = "power-off"  # our agent asked the machine to stop
-    RESET = "reset"  # triple fault, or a reboot (panic=-1) under -no-reboot
-    BACKEND_ERROR = "backend-error"  # the backend process failed on its own
-    KILLED = "killed"  # the session ended it (timeout, silence, early stop)
-    UNKNOWN = "unknown"
+from bootfuzz.transcript import GuestExit
 
 
 class Backend(Protocol):

@@ -23,7 +23,6 @@ from bootfuzz.errors import BackendError
 from bootfuzz.guest.harness import QEMU_AGENT_EXIT_STATUS, HarnessArtifacts
 from bootfuzz.loader.plan import Blob, BootPlan
 from bootfuzz.loader.platform import Platform, qemu_pc
-from bootfuzz.run.backends.base import GuestExit
 from bootfuzz.run.kvm import abi
 from bootfuzz.run.kvm.vm import Kvm
 from bootfuzz.run.kvm.vmm import (
@@ -36,6 +35,7 @@ from bootfuzz.run.kvm.vmm import (
     Manifest,
     ManifestBlob,
 )
+from bootfuzz.transcript import GuestExit
 
 MANIFEST_NAME = "kvm-manifest.json"
 

@@ -21,7 +21,7 @@ from bootfuzz.loader.layout import FIRMWARE_CODE32_SELECTOR, HANDOFF_ADDR
 from bootfuzz.loader.plan import Blob, BootPlan, CpuState
 from bootfuzz.loader.platform import Platform, qemu_pc
 from bootfuzz.loader.x86 import Efer
-from bootfuzz.run.backends.base import GuestExit
+from bootfuzz.transcript import GuestExit
 
 QEMU_BINARY = "qemu-system-x86_64"
 #: QEMU exits 0 when the guest resets under -no-reboot (triple fault, panic=-1).
