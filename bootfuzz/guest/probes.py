@@ -47,7 +47,8 @@ from bootfuzz.abi.bootparam import (
 from bootfuzz.abi.e820 import E820Entry, pack_table, unpack_table
 from bootfuzz.abi.pvh import HVM_MEMMAP_TABLE_ENTRY, HVM_MODLIST_ENTRY, HVM_START_INFO
 from bootfuzz.abi.structs import Struct
-from bootfuzz.case import BootCase, EntryProtocol
+from bootfuzz.case import BootCase, EntryProtocol, InitrdSpec
+from bootfuzz.compression import Compression
 from bootfuzz.errors import BootfuzzError, ConfigError, HarnessBug, InfrastructureError
 from bootfuzz.guest.harness import (
     AGENT_EXIT_PORT,
@@ -63,9 +64,8 @@ from bootfuzz.guest.harness import (
     default_cache_dir,
     run_build_step,
 )
-from bootfuzz.guest.initramfs import Compression, InitrdSpec
-from bootfuzz.judge.oracles import OracleResult, Verdict
-from bootfuzz.kernel.payload import XEN_ELFNOTE_PHYS32_ENTRY, XEN_NOTE_NAME
+from bootfuzz.judge.verdict import OracleResult, Verdict
+from bootfuzz.kernel.vmlinux import XEN_ELFNOTE_PHYS32_ENTRY, XEN_NOTE_NAME
 from bootfuzz.loader.layout import PAGE_SIZE, MiB, align_up
 from bootfuzz.loader.plan import BootPlan
 from bootfuzz.loader.x86 import MSR_EFER, Cr0
@@ -335,7 +335,7 @@ def _probe_sources() -> list[Path]:
 
 def _build_probes_into(out: Path, tools: Mapping[str, Path], include: str, ldscript: str) -> None:
     from bootfuzz.kernel.image import parse_kernel_image
-    from bootfuzz.kernel.payload import read_vmlinux
+    from bootfuzz.kernel.vmlinux import read_vmlinux
 
     (out / INCLUDE_NAME).write_text(include)
     (out / PVH_LDSCRIPT_NAME).write_text(ldscript)
@@ -740,7 +740,7 @@ def run_probe(
 ) -> ProbeResult:
     """Plan a probe boot with our loader, run it on *backend*, check the report."""
     from bootfuzz.guest.harness import build_harness
-    from bootfuzz.guest.initramfs import cached_initrd
+    from bootfuzz.guest.initrd import cached_initrd
     from bootfuzz.kernel.image import load_kernel_image
     from bootfuzz.loader.plan import plan_boot
     from bootfuzz.run.backends import get_backend

@@ -23,7 +23,7 @@ from bootfuzz.abi.e820 import E820_MIN_ENTRIES, E820Entry, E820Type
 from bootfuzz.abi.setup_data import SETUP_DATA_HEADER
 from bootfuzz.case import EntryProtocol
 from bootfuzz.judge.e820_model import sanitize
-from bootfuzz.judge.oracles import OracleResult, Verdict
+from bootfuzz.judge.verdict import OracleResult, judged
 from bootfuzz.loader.layout import FOUR_GIB, HIGH_MEMORY_START, LOW_RAM_END, PAGE_SIZE
 from bootfuzz.loader.plan import BootPlan
 
@@ -31,8 +31,6 @@ from bootfuzz.loader.plan import BootPlan
 Rule = Callable[[BootPlan], OracleResult | None]
 
 
-def _ok(name: str, ok: bool, expected: str, observed: str) -> OracleResult:
-    return OracleResult(name, Verdict.PASS if ok else Verdict.FAIL, expected, observed)
 
 
 def _span(a: int, b: int) -> str:
@@ -66,7 +64,7 @@ def rule_initrd_in_ram(plan: BootPlan) -> OracleResult | None:
     observed = (
         "inside E820 RAM" if in_e820 else "not inside any one E820 RAM range"
     ) + (", inside the machine's RAM" if in_machine else ", outside the machine's RAM")
-    return _ok(name, in_e820 and in_machine, expected, observed)
+    return judged(name, in_e820 and in_machine, expected, observed)
 
 
 def rule_initrd_outside_kernel(plan: BootPlan) -> OracleResult | None:
@@ -80,7 +78,7 @@ def rule_initrd_outside_kernel(plan: BootPlan) -> OracleResult | None:
     expected = f"initrd {_span(i.addr, i.end)} outside the kernel's {what} {_span(run, end)}"
     hit = _overlaps(i.addr, i.end, run, end)
     observed = f"overlaps it by {min(i.end, end) - max(i.addr, run):#x} bytes" if hit else "outside"
-    return _ok(name, not hit, expected, observed)
+    return judged(name, not hit, expected, observed)
 
 
 def rule_initrd_below_max(plan: BootPlan) -> OracleResult | None:
@@ -90,16 +88,17 @@ def rule_initrd_below_max(plan: BootPlan) -> OracleResult | None:
         return None  # not applicable: no initrd
     i = plan.initrd
     if plan.case.entry is EntryProtocol.PVH:
-        return _ok(name, i.end <= FOUR_GIB, "PVH module below 4 GiB (32-bit address)",
-                   f"ends at {i.end:#x}")
+        return judged(name, i.end <= FOUR_GIB, "PVH module below 4 GiB (32-bit address)",
+                      f"ends at {i.end:#x}")
     limit = plan.image_header.get("initrd_addr_max", 0x37FFFFFF)
     above_ok = bool(plan.image_header.get("xloadflags", 0)
                     & XLoadFlags.XLF_CAN_BE_LOADED_ABOVE_4G)
     if above_ok:
-        return _ok(name, True, f"last byte <= {limit:#x}, or anywhere (XLF_CAN_BE_LOADED_ABOVE_4G)",
-                   f"last byte {i.end - 1:#x}")
-    return _ok(name, i.end - 1 <= limit, f"last byte <= initrd_addr_max {limit:#x}",
-               f"last byte {i.end - 1:#x}")
+        return judged(name, True,
+                      f"last byte <= {limit:#x}, or anywhere (XLF_CAN_BE_LOADED_ABOVE_4G)",
+                      f"last byte {i.end - 1:#x}")
+    return judged(name, i.end - 1 <= limit, f"last byte <= initrd_addr_max {limit:#x}",
+                  f"last byte {i.end - 1:#x}")
 
 
 def rule_initrd_aligned(plan: BootPlan) -> OracleResult | None:
@@ -107,8 +106,8 @@ def rule_initrd_aligned(plan: BootPlan) -> OracleResult | None:
     name = "valid-initrd-aligned"
     if plan.initrd is None:
         return None  # not applicable: no initrd
-    return _ok(name, plan.initrd.addr % PAGE_SIZE == 0, "initrd start aligned to 4 KiB",
-               f"{plan.initrd.addr:#x}")
+    return judged(name, plan.initrd.addr % PAGE_SIZE == 0, "initrd start aligned to 4 KiB",
+                  f"{plan.initrd.addr:#x}")
 
 
 def rule_e820_no_ram_in_gap(plan: BootPlan) -> OracleResult | None:
@@ -122,8 +121,8 @@ def rule_e820_no_ram_in_gap(plan: BootPlan) -> OracleResult | None:
             bad.append(f"{_span(e.addr, e.end)} overlaps the MMIO gap {_span(gap0, gap1)}")
         elif not any(r.start <= e.addr and e.end <= r.end for r in ranges):
             bad.append(f"{_span(e.addr, e.end)} is beyond the machine's RAM")
-    return _ok(name, not bad, f"E820 RAM only inside the machine's RAM, none in "
-               f"the MMIO gap {_span(gap0, gap1)}", "; ".join(bad) or "as expected")
+    return judged(name, not bad, f"E820 RAM only inside the machine's RAM, none in "
+                  f"the MMIO gap {_span(gap0, gap1)}", "; ".join(bad) or "as expected")
 
 
 def rule_e820_adds_up(plan: BootPlan) -> OracleResult | None:
@@ -145,10 +144,10 @@ def rule_e820_adds_up(plan: BootPlan) -> OracleResult | None:
         )
         missing += size - covered
     machine = sum(r.size for r in plan.platform.ram_ranges())
-    return _ok(name, missing == 0,
-               f"all {machine:#x} bytes of the machine's RAM described (but the legacy hole "
-               f"{_span(*hole)})", f"{missing:#x} bytes of RAM not described" if missing
-               else "all described")
+    return judged(name, missing == 0,
+                  f"all {machine:#x} bytes of the machine's RAM described (but the legacy hole "
+                  f"{_span(*hole)})", f"{missing:#x} bytes of RAM not described" if missing
+                  else "all described")
 
 
 def rule_e820_count(plan: BootPlan) -> OracleResult | None:
@@ -156,10 +155,10 @@ def rule_e820_count(plan: BootPlan) -> OracleResult | None:
     name = "valid-e820-entries"
     if not plan.zero_page:
         n = len(plan.e820)
-        return _ok(name, n >= 1, "a non-empty PVH memory map", f"{n} entries")
+        return judged(name, n >= 1, "a non-empty PVH memory map", f"{n} entries")
     n = _field(plan, "e820_entries")
-    return _ok(name, E820_MIN_ENTRIES <= n <= E820_MAX_ENTRIES_ZEROPAGE,
-               f"{E820_MIN_ENTRIES} <= e820_entries <= {E820_MAX_ENTRIES_ZEROPAGE}", str(n))
+    return judged(name, E820_MIN_ENTRIES <= n <= E820_MAX_ENTRIES_ZEROPAGE,
+                  f"{E820_MIN_ENTRIES} <= e820_entries <= {E820_MAX_ENTRIES_ZEROPAGE}", str(n))
 
 
 def rule_cmdline_terminated(plan: BootPlan) -> OracleResult | None:
@@ -170,8 +169,8 @@ def rule_cmdline_terminated(plan: BootPlan) -> OracleResult | None:
     nul = data.find(b"\0")
     expected = f"a NUL within the first {limit + 1} bytes"
     if nul < 0:
-        return _ok(name, False, expected, f"no NUL in the {len(data)} bytes written")
-    return _ok(name, nul <= limit, expected, f"NUL at offset {nul}")
+        return judged(name, False, expected, f"no NUL in the {len(data)} bytes written")
+    return judged(name, nul <= limit, expected, f"NUL at offset {nul}")
 
 
 def rule_zero_page(plan: BootPlan) -> OracleResult | None:
@@ -186,8 +185,8 @@ def rule_zero_page(plan: BootPlan) -> OracleResult | None:
         bad.append("type_of_loader is 0: the kernel ignores the initrd")
     if _field(plan, "loadflags") & LoadFlags.KASLR_FLAG:
         bad.append("KASLR_FLAG set: kernel-internal, a loader must clear it")
-    return _ok(name, not bad, "sentinel 0, type_of_loader != 0, KASLR_FLAG clear",
-               "; ".join(bad) or "as expected")
+    return judged(name, not bad, "sentinel 0, type_of_loader != 0, KASLR_FLAG clear",
+                  "; ".join(bad) or "as expected")
 
 
 def rule_boot_data_outside_kernel(plan: BootPlan) -> OracleResult | None:
@@ -200,8 +199,8 @@ def rule_boot_data_outside_kernel(plan: BootPlan) -> OracleResult | None:
         if (b.name in ("zero_page", "cmdline", "pvh_start_info") or b.name.startswith("setup_data"))
         and _overlaps(b.addr, b.end, run, end)
     ]
-    return _ok(name, not bad, f"nothing the kernel reads inside {_span(run, end)}",
-               "; ".join(bad) or "as expected")
+    return judged(name, not bad, f"nothing the kernel reads inside {_span(run, end)}",
+                  "; ".join(bad) or "as expected")
 
 
 def rule_setup_data_chain(plan: BootPlan) -> OracleResult | None:
@@ -227,8 +226,8 @@ def rule_setup_data_chain(plan: BootPlan) -> OracleResult | None:
         if not any(e.addr <= blob.addr and blob.end <= e.end for e in _ram(plan)):
             bad.append(f"node {_span(blob.addr, blob.end)} not in E820 RAM")
         addr = int(SETUP_DATA_HEADER.parse(blob.data)["next"])
-    return _ok(name, not bad, "every node in RAM, the chain ends with next = 0",
-               "; ".join(bad) or f"{len(seen)} nodes")
+    return judged(name, not bad, "every node in RAM, the chain ends with next = 0",
+                  "; ".join(bad) or f"{len(seen)} nodes")
 
 
 def rule_above_4g(plan: BootPlan) -> OracleResult | None:
@@ -245,8 +244,8 @@ def rule_above_4g(plan: BootPlan) -> OracleResult | None:
                and bool(plan.image_header.get("xloadflags", 0)
                         & XLoadFlags.XLF_CAN_BE_LOADED_ABOVE_4G))
     what = ", ".join(f"{b.name} {_span(b.addr, b.end)}" for b in high)
-    return _ok(name, allowed, "data above 4 GiB only for a 64-bit entry into a kernel with "
-               "XLF_CAN_BE_LOADED_ABOVE_4G", f"{what} (entry {plan.case.entry.value})")
+    return judged(name, allowed, "data above 4 GiB only for a 64-bit entry into a kernel with "
+                  "XLF_CAN_BE_LOADED_ABOVE_4G", f"{what} (entry {plan.case.entry.value})")
 
 
 #: kernel proper's __startup_64 hangs unless its physical load address is 2 MiB
@@ -287,8 +286,8 @@ def rule_kernel_load(plan: BootPlan) -> OracleResult | None:
     run, end = plan.kernel_window
     if not any(e.addr <= run and end <= e.end for e in _ram(plan)):
         problems.append(f"its window {_span(run, end)} is not inside one E820 RAM range")
-    return _ok(name, not problems, f"a load address the kernel's rules allow, window in RAM "
-               f"(entry {entry.value})", f"{load:#x}: " + ("; ".join(problems) or "as expected"))
+    return judged(name, not problems, f"a load address the kernel's rules allow, window in RAM "
+                  f"(entry {entry.value})", f"{load:#x}: " + ("; ".join(problems) or "as expected"))
 
 
 RULES: tuple[Rule, ...] = (

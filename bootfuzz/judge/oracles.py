@@ -25,26 +25,10 @@ from bootfuzz.judge.observation import (
     UnpackStart,
 )
 from bootfuzz.judge.user_memmap import UserMap, apply_user_options
+from bootfuzz.judge.verdict import OracleResult, Verdict, judged, unknown
 from bootfuzz.loader.layout import PAGE_SIZE, align_up
 from bootfuzz.loader.plan import BootPlan
 from bootfuzz.transcript import GuestExit
-
-
-class Verdict(enum.StrEnum):
-    PASS = "pass"
-    FAIL = "fail"
-    UNKNOWN = "unknown"
-
-
-@dataclass(frozen=True)
-class OracleResult:
-    name: str
-    verdict: Verdict
-    expected: str
-    observed: str
-    detail: str = ""
-    #: False for an oracle a run stopped before (--until): reported, never counted.
-    asked: bool = True
 
 
 @dataclass(frozen=True)
@@ -61,14 +45,6 @@ class Evidence:
 
 #: An oracle answers, or returns None where it does not apply to this plan.
 Oracle = Callable[[Evidence], OracleResult | None]
-
-
-def _result(name: str, ok: bool, expected: str, observed: str, detail: str = "") -> OracleResult:
-    return OracleResult(name, Verdict.PASS if ok else Verdict.FAIL, expected, observed, detail)
-
-
-def _unknown(name: str, expected: str, why: str) -> OracleResult:
-    return OracleResult(name, Verdict.UNKNOWN, expected, "(not observed)", why)
 
 
 def expected_kernel_map(plan: BootPlan) -> list[E820Entry] | None:
@@ -96,10 +72,10 @@ def judge_boot(obs: Observation, guest_exit: GuestExit, end_detail: str, *,
         expected = f"kernel panic '{NO_ROOT_PANIC} ...' (no /init, no root)"
         ok = any(p.startswith(NO_ROOT_PANIC) for p in obs.panics)
         seen = "; ".join(obs.panics) or f"no panic (guest exit {guest_exit.value})"
-        return _result("boot", ok, expected, seen)
+        return judged("boot", ok, expected, seen)
     expected = "agent report, then power-off"
     if obs.agent is not None and guest_exit is GuestExit.POWER_OFF:
-        return _result("boot", True, expected, expected)
+        return judged("boot", True, expected, expected)
     what = []
     if obs.oopses:
         what.append(f"kernel oops: {obs.oopses[0]}")
@@ -116,7 +92,7 @@ def judge_boot(obs: Observation, guest_exit: GuestExit, end_detail: str, *,
     elif obs.linux_version_count == 0:
         what.append("no kernel output")
     what.append(f"guest exit: {guest_exit.value} ({end_detail})")
-    return _result("boot", False, expected, "; ".join(what))
+    return judged("boot", False, expected, "; ".join(what))
 
 
 def check_boot(ev: Evidence) -> OracleResult:
@@ -135,13 +111,13 @@ def check_e820(ev: Evidence) -> OracleResult:
     )
     lines = ev.observation.bios_e820
     if not lines:
-        return _unknown("e820", expected, "no BIOS-e820 lines in the log")
+        return unknown("e820", expected, "no BIOS-e820 lines in the log")
     prefix = ev.observation.bios_map_prefix
     observed = _format_map([(ln.start, ln.end, ln.type_text) for ln in lines])
     if prefix != "BIOS-e820":
-        return _result("e820", False, expected, observed,
-                       f"the kernel used the {prefix} fallback map, not ours")
-    return _result("e820", observed == expected, expected, observed)
+        return judged("e820", False, expected, observed,
+                      f"the kernel used the {prefix} fallback map, not ours")
+    return judged("e820", observed == expected, expected, observed)
 
 
 def check_e820_extended(ev: Evidence) -> OracleResult | None:
@@ -154,9 +130,9 @@ def check_e820_extended(ev: Evidence) -> OracleResult | None:
                 if want is not None else "(sanitizer fails)")
     lines = ev.observation.e820_tables.get(MapKind.EXTENDED, ())
     if not lines:
-        return _unknown("e820-extended", expected, "no 'extended:' lines in the log")
+        return unknown("e820-extended", expected, "no 'extended:' lines in the log")
     observed = _format_map([(ln.start, ln.end, ln.type_text) for ln in lines])
-    return _result("e820-extended", observed == expected, expected, observed)
+    return judged("e820-extended", observed == expected, expected, observed)
 
 
 def _setup_data_head(plan: BootPlan) -> int | None:
@@ -249,11 +225,11 @@ def check_setup_data(ev: Evidence) -> OracleResult | None:
         return None  # no agent can run: nothing of its to judge
     want = expected_setup_data(ev.plan)
     if isinstance(want, str):
-        return _unknown("setup-data", "(not modelled)", want)
+        return unknown("setup-data", "(not modelled)", want)
     expected = _format_setup_data(want)
     agent = ev.observation.agent
     if agent is None:
-        return _unknown("setup-data", expected, "no agent report")
+        return unknown("setup-data", expected, "no agent report")
     got = agent.setup_data
     ok = len(got) == len(want) and all(
         w.type == g.type and (w.data.startswith(g.data) and len(w.data) > len(g.data)
@@ -261,7 +237,7 @@ def check_setup_data(ev: Evidence) -> OracleResult | None:
         for w, g in zip(want, got, strict=False)
     )
     errors = "; ".join(e for e in agent.errors if "setup_data" in e)
-    return _result("setup-data", ok, expected, _format_setup_data(got), errors)
+    return judged("setup-data", ok, expected, _format_setup_data(got), errors)
 
 
 def expected_user_map(plan: BootPlan) -> UserMap:
@@ -293,18 +269,18 @@ def check_e820_user(ev: Evidence) -> OracleResult | None:
     if user.invalid:
         expected = "panic: Invalid user supplied memory map"
         ok = any("Invalid user supplied memory map" in p for p in ev.observation.panics)
-        return _result("e820-user", ok, expected, "; ".join(ev.observation.panics) or "no panic")
+        return judged("e820-user", ok, expected, "; ".join(ev.observation.panics) or "no panic")
     if user.table is None:
         expected = "no user-defined map (the options change nothing)"
     else:
         expected = _format_map([(e.addr, e.last, kernel_type_words(e.type)) for e in user.table])
     lines = ev.observation.e820_tables.get(MapKind.USER, ())
     if not lines and user.table is not None:
-        return _unknown("e820-user", expected, "no 'user:' lines in the log")
+        return unknown("e820-user", expected, "no 'user:' lines in the log")
     observed = (_format_map([(ln.start, ln.end, ln.type_text) for ln in lines])
                 if lines else "no user-defined map (the options change nothing)")
-    return _result("e820-user", observed == expected, expected, observed,
-                   "options: " + " ".join(user.options))
+    return judged("e820-user", observed == expected, expected, observed,
+                  "options: " + " ".join(user.options))
 
 
 #: printk keeps about 1 KiB of one record's text (1024 less a prefix reserve that
@@ -327,13 +303,13 @@ def judge_cmdline(obs: Observation, cmdline: bytes) -> OracleResult:
     expected = cmdline.decode(errors="replace")
     seen = obs.command_line
     if seen is None:
-        return _unknown("cmdline", expected, "no 'Command line:' line in the log")
+        return unknown("cmdline", expected, "no 'Command line:' line in the log")
     shown = len(_COMMAND_LINE_PREFIX) + len(seen)
     if len(seen) < len(expected) and PRINTK_TEXT_MIN <= shown <= PRINTK_TEXT_MAX:
-        return _result("cmdline", expected.startswith(seen), expected, seen,
-                       f"printk shows the first {len(seen)} bytes of a longer line; "
-                       "agent-cmdline checks the whole")
-    return _result("cmdline", seen == expected, expected, seen)
+        return judged("cmdline", expected.startswith(seen), expected, seen,
+                      f"printk shows the first {len(seen)} bytes of a longer line; "
+                      "agent-cmdline checks the whole")
+    return judged("cmdline", seen == expected, expected, seen)
 
 
 def check_cmdline(ev: Evidence) -> OracleResult:
@@ -345,9 +321,9 @@ def judge_agent_cmdline(obs: Observation, cmdline: bytes) -> OracleResult:
     """/proc/cmdline inside the guest is *cmdline*."""
     expected = cmdline.decode(errors="replace")
     if obs.agent is None:
-        return _unknown("agent-cmdline", expected, "no agent report")
-    return _result("agent-cmdline", obs.agent.cmdline == cmdline, expected,
-                   obs.agent.cmdline.decode(errors="replace"))
+        return unknown("agent-cmdline", expected, "no agent report")
+    return judged("agent-cmdline", obs.agent.cmdline == cmdline, expected,
+                  obs.agent.cmdline.decode(errors="replace"))
 
 
 def check_agent_cmdline(ev: Evidence) -> OracleResult | None:
@@ -363,21 +339,21 @@ def check_initrd_placement(ev: Evidence) -> OracleResult:
     obs = ev.observation
     if placed is None:
         ok = obs.ramdisk is None
-        return _result("initrd-placement", ok, "no RAMDISK line (no initrd)",
-                       "no RAMDISK line" if ok else f"RAMDISK {obs.ramdisk}")
+        return judged("initrd-placement", ok, "no RAMDISK line (no initrd)",
+                      "no RAMDISK line" if ok else f"RAMDISK {obs.ramdisk}")
     last = align_up(placed.end, PAGE_SIZE) - 1
     expected = f"RAMDISK: [mem {placed.addr:#010x}-{last:#010x}], not moved"
     if obs.ramdisk is None:
         if obs.bios_e820 and (obs.init_process or obs.agent):
-            return _result("initrd-placement", False, expected, "no RAMDISK line",
-                           "the kernel ignored the initrd")
-        return _unknown("initrd-placement", expected, "the log ends before the RAMDISK line")
+            return judged("initrd-placement", False, expected, "no RAMDISK line",
+                          "the kernel ignored the initrd")
+        return unknown("initrd-placement", expected, "the log ends before the RAMDISK line")
     observed = f"RAMDISK: [mem {obs.ramdisk.start:#010x}-{obs.ramdisk.end:#010x}]"
     if obs.ramdisk_move is not None:
         m = obs.ramdisk_move
         observed += f", moved to [mem {m.dest.start:#010x}-{m.dest.end:#010x}]"
     ok = (obs.ramdisk.start, obs.ramdisk.end) == (placed.addr, last) and obs.ramdisk_move is None
-    return _result("initrd-placement", ok, expected, observed)
+    return judged("initrd-placement", ok, expected, observed)
 
 
 def judge_unpack(obs: Observation, initrd_size: int | None,
@@ -385,15 +361,15 @@ def judge_unpack(obs: Observation, initrd_size: int | None,
     """The initramfs was unpacked (by one of the *allowed* spellings) without error and
     exactly its pages were freed; with no initrd, nothing was unpacked."""
     if initrd_size is None:
-        return _result("initrd-unpacked", obs.unpack_start is None, "no initramfs unpacked",
-                       str(obs.unpack_start))
+        return judged("initrd-unpacked", obs.unpack_start is None, "no initramfs unpacked",
+                      str(obs.unpack_start))
     kib = align_up(initrd_size, PAGE_SIZE) // 1024
     spellings = " or ".join(repr(u.value) for u in allowed)
     expected = f"{spellings}, no failure, 'Freeing initrd memory: {kib}K'"
     if obs.unpack_start is None and obs.initrd_freed_kib is None:
         if obs.agent is not None:
-            return _result("initrd-unpacked", False, expected, "no unpack message")
-        return _unknown("initrd-unpacked", expected, "the log ends before the unpack")
+            return judged("initrd-unpacked", False, expected, "no unpack message")
+        return unknown("initrd-unpacked", expected, "the log ends before the unpack")
     parts = [repr(obs.unpack_start.value) if obs.unpack_start else "no unpack message"]
     if obs.unpack_failure:
         parts.append(f"Initramfs unpacking failed: {obs.unpack_failure}")
@@ -409,7 +385,7 @@ def judge_unpack(obs: Observation, initrd_size: int | None,
         and obs.not_initramfs is None
         and obs.initrd_freed_kib == kib
     )
-    return _result("initrd-unpacked", ok, expected, ", ".join(parts))
+    return judged("initrd-unpacked", ok, expected, ", ".join(parts))
 
 
 def judge_rejected_image(obs: Observation, initrd_size: int) -> OracleResult:
@@ -419,13 +395,13 @@ def judge_rejected_image(obs: Observation, initrd_size: int) -> OracleResult:
     expected = (f"an unpack attempt, then 'Initramfs unpacking failed: ...' or 'rootfs image "
                 f"is not initramfs (...)', and 'Freeing initrd memory: {kib}K'")
     if obs.unpack_start is None and obs.initrd_freed_kib is None:
-        return _unknown("initrd-unpacked", expected, "the log ends before the unpack")
+        return unknown("initrd-unpacked", expected, "the log ends before the unpack")
     why = obs.unpack_failure or obs.not_initramfs
     observed = (f"{obs.unpack_start.value if obs.unpack_start else 'no unpack message'}, "
                 f"{'rejected: ' + why if why else 'not rejected'}, "
                 f"Freeing initrd memory: {obs.initrd_freed_kib}K")
     ok = obs.unpack_start is not None and why is not None and obs.initrd_freed_kib == kib
-    return _result("initrd-unpacked", ok, expected, observed)
+    return judged("initrd-unpacked", ok, expected, observed)
 
 
 def check_initrd_unpacked(ev: Evidence) -> OracleResult:
@@ -443,12 +419,12 @@ def judge_payload(obs: Observation, size: int, sha256: str) -> OracleResult:
     expected = f"{size} bytes, sha256 {sha256}"
     agent = obs.agent
     if agent is None:
-        return _unknown("payload-digest", expected, "no agent report")
+        return unknown("payload-digest", expected, "no agent report")
     if agent.payload is None:
-        return _result("payload-digest", False, expected, "the agent could not read /payload",
-                       "; ".join(agent.errors))
+        return judged("payload-digest", False, expected, "the agent could not read /payload",
+                      "; ".join(agent.errors))
     observed = f"{agent.payload.size} bytes, sha256 {agent.payload.sha256.hex()}"
-    return _result("payload-digest", observed == expected, expected, observed)
+    return judged("payload-digest", observed == expected, expected, observed)
 
 
 def check_payload(ev: Evidence) -> OracleResult | None:
@@ -458,7 +434,7 @@ def check_payload(ev: Evidence) -> OracleResult | None:
     placed = ev.plan.initrd
     spec = ev.plan.case.initrd
     if placed is None or spec is None:
-        return _unknown("payload-digest", "(no initrd)", "no initrd was planned")
+        return unknown("payload-digest", "(no initrd)", "no initrd was planned")
     return judge_payload(ev.observation, spec.size, placed.payload_sha256)
 
 
@@ -474,10 +450,10 @@ def check_firmware_memmap(ev: Evidence) -> OracleResult | None:
     expected = _format_map([(e.addr, e.last, firmware_memmap_type(e.type)) for e in want])
     agent = ev.observation.agent
     if agent is None:
-        return _unknown("firmware-memmap", expected, "no agent report")
+        return unknown("firmware-memmap", expected, "no agent report")
     got = sorted((m.start, m.end, m.type) for m in agent.memmap)
     observed = _format_map(got)
-    return _result("firmware-memmap", observed == expected, expected, observed)
+    return judged("firmware-memmap", observed == expected, expected, observed)
 
 
 #: Fields the kernel itself writes into boot_params before /sys/kernel/boot_params
@@ -550,16 +526,16 @@ def check_boot_params(ev: Evidence) -> OracleResult | None:
         )
     agent = ev.observation.agent
     if agent is None:
-        return _unknown("boot-params", expected, "no agent report")
+        return unknown("boot-params", expected, "no agent report")
     if len(agent.boot_params) != BOOT_PARAMS_SIZE:
-        return _result("boot-params", False, expected,
-                       f"{len(agent.boot_params)} bytes from /sys/kernel/boot_params/data")
+        return judged("boot-params", False, expected,
+                      f"{len(agent.boot_params)} bytes from /sys/kernel/boot_params/data")
     if plan.zero_page:
         diffs = boot_params_differences(plan.zero_page, agent.boot_params)
     else:
         diffs = boot_params_field_differences(plan.boot_params_fields, agent.boot_params)
-    return _result("boot-params", not diffs, expected,
-                   "; ".join(diffs) if diffs else "as expected")
+    return judged("boot-params", not diffs, expected,
+                  "; ".join(diffs) if diffs else "as expected")
 
 
 class StopPoint(enum.StrEnum):
@@ -610,14 +586,3 @@ def judge(ev: Evidence, until: StopPoint | None = None) -> list[OracleResult]:
         )
         for r in results
     ]
-
-
-def overall(results: Sequence[OracleResult]) -> Verdict:
-    """Fail if any oracle failed; pass only if every oracle asked for passed."""
-    results = [r for r in results if r.asked]
-    verdicts = {r.verdict for r in results}
-    if Verdict.FAIL in verdicts:
-        return Verdict.FAIL
-    if Verdict.UNKNOWN in verdicts or not results:
-        return Verdict.UNKNOWN
-    return Verdict.PASS

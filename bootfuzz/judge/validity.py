@@ -21,14 +21,13 @@ from dataclasses import dataclass
 from bootfuzz.abi.e820 import firmware_memmap_type
 from bootfuzz.judge.observation import E820Line, Observation
 from bootfuzz.judge.oracles import (
-    OracleResult,
-    Verdict,
     judge_agent_cmdline,
     judge_boot,
     judge_cmdline,
     judge_payload,
     judge_unpack,
 )
+from bootfuzz.judge.verdict import OracleResult, judged, unknown
 from bootfuzz.loader.layout import FOUR_GIB, PAGE_SIZE, align_up
 from bootfuzz.peers.targets import Expectation, TargetPromises
 from bootfuzz.transcript import GuestExit
@@ -50,14 +49,6 @@ class ValidityEvidence:
 ValidityOracle = Callable[[ValidityEvidence], OracleResult]
 
 
-def _result(name: str, ok: bool, expected: str, observed: str, detail: str = "") -> OracleResult:
-    return OracleResult(name, Verdict.PASS if ok else Verdict.FAIL, expected, observed, detail)
-
-
-def _unknown(name: str, expected: str, why: str) -> OracleResult:
-    return OracleResult(name, Verdict.UNKNOWN, expected, "(not observed)", why)
-
-
 def _fmt(start: int, end: int) -> str:
     return f"[mem {start:#012x}-{end:#012x}]"
 
@@ -76,15 +67,15 @@ def check_gap(ev: ValidityEvidence) -> OracleResult:
     """No printed RAM inside the 32-bit MMIO gap the target promised."""
     gap = ev.promises.gap
     if gap is None:
-        return _unknown("e820-gap", "(no gap promised)", "the target promised no MMIO gap")
+        return unknown("e820-gap", "(no gap promised)", "the target promised no MMIO gap")
     start, end = gap.gap(ev.expect.memory)
     expected = f"no usable RAM in the MMIO gap {_fmt(start, end - 1)}"
     lines = ev.observation.bios_e820
     if not lines:
-        return _unknown("e820-gap", expected, "no BIOS-e820 lines in the log")
+        return unknown("e820-gap", expected, "no BIOS-e820 lines in the log")
     bad = [ln for ln in usable_lines(ev.observation) if ln.start < end and ln.end >= start]
     observed = "; ".join(f"usable {_fmt(ln.start, ln.end)}" for ln in bad) or "none"
-    return _result("e820-gap", not bad, expected, observed)
+    return judged("e820-gap", not bad, expected, observed)
 
 
 def check_ram_total(ev: ValidityEvidence) -> OracleResult:
@@ -92,20 +83,20 @@ def check_ram_total(ev: ValidityEvidence) -> OracleResult:
     promised = ev.promises.ram_promised(ev.expect.memory)
     withheld = ev.promises.withheld_ranges(ev.expect.memory)
     if promised is None or withheld is None:
-        return _unknown("ram-total", "(nothing promised)",
-                        "the target promised no memory layout or withheld areas")
+        return unknown("ram-total", "(nothing promised)",
+                       "the target promised no memory layout or withheld areas")
     kept = sum(abs(e - s) for _, s, e in withheld)
     names = ", ".join(f"{n} {abs(e - s):#x}" for n, s, e in withheld)
     want = promised - kept
     expected = f"{want:#x} bytes usable ({promised:#x} less {names})"
     lines = usable_lines(ev.observation)
     if not ev.observation.bios_e820:
-        return _unknown("ram-total", expected, "no BIOS-e820 lines in the log")
+        return unknown("ram-total", expected, "no BIOS-e820 lines in the log")
     got = sum(ln.end + 1 - ln.start for ln in lines)
     observed = f"{got:#x} bytes usable in {len(lines)} lines"
     diff = got - want
     detail = "" if not diff else f"{abs(diff):#x} bytes {'more' if diff > 0 else 'less'}"
-    return _result("ram-total", diff == 0, expected, observed, detail)
+    return judged("ram-total", diff == 0, expected, observed, detail)
 
 
 def _inside_usable(obs: Observation, start: int, last: int) -> bool:
@@ -117,8 +108,8 @@ def check_ramdisk(ev: ValidityEvidence) -> OracleResult:
     exp, obs = ev.expect, ev.observation
     if exp.initrd_size is None:
         ok = obs.ramdisk is None
-        return _result("ramdisk", ok, "no RAMDISK line (no initrd)",
-                       "no RAMDISK line" if ok else f"RAMDISK {obs.ramdisk}")
+        return judged("ramdisk", ok, "no RAMDISK line (no initrd)",
+                      "no RAMDISK line" if ok else f"RAMDISK {obs.ramdisk}")
     span = align_up(exp.initrd_size, PAGE_SIZE)
     limit = "below 4 GiB (XLF_CAN_BE_LOADED_ABOVE_4G)" if exp.initrd_high_ok else (
         f"ending at or below initrd_addr_max {exp.initrd_addr_max:#x}")
@@ -126,9 +117,9 @@ def check_ramdisk(ev: ValidityEvidence) -> OracleResult:
                 "not moved")
     if obs.ramdisk is None:
         if obs.bios_e820 and (obs.init_process or obs.agent):
-            return _result("ramdisk", False, expected, "no RAMDISK line",
-                           "the kernel ignored the initrd")
-        return _unknown("ramdisk", expected, "the log ends before the RAMDISK line")
+            return judged("ramdisk", False, expected, "no RAMDISK line",
+                          "the kernel ignored the initrd")
+        return unknown("ramdisk", expected, "the log ends before the RAMDISK line")
     rd = obs.ramdisk
     observed = f"RAMDISK: {_fmt(rd.start, rd.end)}"
     problems = []
@@ -149,7 +140,7 @@ def check_ramdisk(ev: ValidityEvidence) -> OracleResult:
         problems.append(f"moved to {_fmt(m.dest.start, m.dest.end)}")
     if obs.ramdisk_no_room_size is not None:
         problems.append("the kernel found no place for it")
-    return _result("ramdisk", not problems, expected, observed, "; ".join(problems))
+    return judged("ramdisk", not problems, expected, observed, "; ".join(problems))
 
 
 def check_ramdisk_rule(ev: ValidityEvidence) -> OracleResult:
@@ -157,19 +148,19 @@ def check_ramdisk_rule(ev: ValidityEvidence) -> OracleResult:
     exp, obs = ev.expect, ev.observation
     rule, gap = ev.promises.initrd_rule(ev.expect.entry), ev.promises.gap
     if exp.initrd_size is None:
-        return _result("ramdisk-rule", obs.ramdisk is None, "no initrd", str(obs.ramdisk))
+        return judged("ramdisk-rule", obs.ramdisk is None, "no initrd", str(obs.ramdisk))
     if rule is None or gap is None:
-        return _unknown("ramdisk-rule", "(no placement rule promised)",
-                        "the target states no initrd placement rule")
+        return unknown("ramdisk-rule", "(no placement rule promised)",
+                       "the target states no initrd placement rule")
     addr = rule.address(gap.low_end(exp.memory), exp.initrd_addr_max, exp.initrd_high_ok,
                         exp.initrd_size)
     last = align_up(addr + exp.initrd_size, PAGE_SIZE) - 1
     expected = f"RAMDISK: {_fmt(addr, last)} ({rule.description})"
     if obs.ramdisk is None:
-        return _unknown("ramdisk-rule", expected, "no RAMDISK line")
+        return unknown("ramdisk-rule", expected, "no RAMDISK line")
     observed = f"RAMDISK: {_fmt(obs.ramdisk.start, obs.ramdisk.end)}"
-    return _result("ramdisk-rule", (obs.ramdisk.start, obs.ramdisk.end) == (addr, last),
-                   expected, observed)
+    return judged("ramdisk-rule", (obs.ramdisk.start, obs.ramdisk.end) == (addr, last),
+                  expected, observed)
 
 
 def check_cmdline(ev: ValidityEvidence) -> OracleResult:
@@ -188,7 +179,7 @@ def check_unpacked(ev: ValidityEvidence) -> OracleResult:
 def check_payload(ev: ValidityEvidence) -> OracleResult:
     exp = ev.expect
     if exp.payload_size is None or exp.payload_sha256 is None:
-        return _unknown("payload-digest", "(no initrd)", "no initrd in the case")
+        return unknown("payload-digest", "(no initrd)", "no initrd in the case")
     return judge_payload(ev.observation, exp.payload_size, exp.payload_sha256)
 
 
@@ -205,12 +196,12 @@ def check_memmap(ev: ValidityEvidence) -> OracleResult:
     expected = _map_text(printed)
     agent = ev.observation.agent
     if agent is None:
-        return _unknown("firmware-memmap", expected, "no agent report")
+        return unknown("firmware-memmap", expected, "no agent report")
     if not printed:
-        return _unknown("firmware-memmap", "(no BIOS-e820 print)", "no BIOS-e820 lines")
+        return unknown("firmware-memmap", "(no BIOS-e820 print)", "no BIOS-e820 lines")
     got = sorted((m.start, m.end, m.type) for m in agent.memmap)
     observed = _map_text(got)
-    return _result("firmware-memmap", observed == expected, expected, observed)
+    return judged("firmware-memmap", observed == expected, expected, observed)
 
 
 #: Oracles that need our agent; without an initrd there is none, so they do not apply.

@@ -30,9 +30,9 @@ from bootfuzz.abi.bootparam import XLoadFlags
 from bootfuzz.case import BootCase, EntryProtocol
 from bootfuzz.errors import BackendError, ConfigError
 from bootfuzz.guest.harness import AGENT_EXIT_PORT, QEMU_AGENT_EXIT_STATUS
-from bootfuzz.guest.initramfs import BuiltInitrd
+from bootfuzz.guest.initrd import BuiltInitrd
 from bootfuzz.judge.observation import Observation, parse_transcript
-from bootfuzz.judge.oracles import OracleResult, Verdict, overall
+from bootfuzz.judge.verdict import OracleResult, Verdict, overall
 from bootfuzz.kernel.image import KernelImage
 from bootfuzz.loader.layout import (
     FOUR_GIB,
@@ -304,7 +304,7 @@ class Materials:
 def materials(case: BootCase) -> Materials:
     """Fetch the kernel and build the initrd for *case* (cached)."""
     from bootfuzz.guest.harness import build_harness
-    from bootfuzz.guest.initramfs import cached_initrd
+    from bootfuzz.guest.initrd import cached_initrd
     from bootfuzz.kernel.image import load_kernel_image
     from bootfuzz.kernel.pinned import resolve_kernel
 
@@ -449,7 +449,7 @@ class OursTarget:
         result = execute(prepared, run_dir, timeout=timeout, silence_timeout=silence_timeout)
         initrd = None
         if prepared.plan.initrd is not None and case.initrd is not None:
-            from bootfuzz.guest.initramfs import cached_initrd
+            from bootfuzz.guest.initrd import cached_initrd
 
             initrd = cached_initrd(case.initrd, prepared.harness.agent)
         exp = expectation(case, prepared.image, initrd)

@@ -17,18 +17,11 @@ from pathlib import Path
 from bootfuzz.case import BootCase
 from bootfuzz.errors import BackendError
 from bootfuzz.guest.harness import HarnessArtifacts, build_harness
-from bootfuzz.guest.initramfs import cached_initrd
+from bootfuzz.guest.initrd import cached_initrd
 from bootfuzz.judge.layout_rules import check_layout
 from bootfuzz.judge.observation import Observation, UnpackStart, parse_transcript
-from bootfuzz.judge.oracles import (
-    STOP_POINTS,
-    Evidence,
-    OracleResult,
-    StopPoint,
-    Verdict,
-    judge,
-    overall,
-)
+from bootfuzz.judge.oracles import STOP_POINTS, Evidence, StopPoint, judge
+from bootfuzz.judge.verdict import OracleResult, Verdict, overall
 from bootfuzz.kernel.capabilities import config_unpack_message, find_config
 from bootfuzz.kernel.image import KernelImage, load_kernel_image
 from bootfuzz.kernel.pinned import resolve_kernel

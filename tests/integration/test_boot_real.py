@@ -8,10 +8,18 @@ from pathlib import Path
 import pytest
 
 from bootfuzz.abi.e820 import E820Entry
-from bootfuzz.case import HARNESS_CMDLINE, BootCase, EntryProtocol, InitrdPlacement, Overrides
-from bootfuzz.guest.initramfs import SUPPORTED, Compression, InitrdSpec
+from bootfuzz.case import (
+    HARNESS_CMDLINE,
+    BootCase,
+    EntryProtocol,
+    InitrdPlacement,
+    InitrdSpec,
+    Overrides,
+)
+from bootfuzz.compression import SUPPORTED, Compression
 from bootfuzz.judge.observation import MapKind
-from bootfuzz.judge.oracles import Evidence, StopPoint, Verdict, judge
+from bootfuzz.judge.oracles import Evidence, StopPoint, judge
+from bootfuzz.judge.verdict import Verdict
 from bootfuzz.loader.layout import FOUR_GIB, GiB, MiB
 from bootfuzz.loader.plan import PlacedInitrd
 from bootfuzz.run.boot import BootResult, run_case

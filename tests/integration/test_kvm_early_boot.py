@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 
 from bootfuzz.abi.e820 import E820Type
-from bootfuzz.case import BootCase, EntryProtocol
-from bootfuzz.guest.initramfs import InitrdSpec
-from bootfuzz.judge.oracles import StopPoint, Verdict
+from bootfuzz.case import BootCase, EntryProtocol, InitrdSpec
+from bootfuzz.judge.oracles import StopPoint
+from bootfuzz.judge.verdict import Verdict
 from bootfuzz.loader.layout import FOUR_GIB, GiB, MiB
 from bootfuzz.run.boot import run_case
 

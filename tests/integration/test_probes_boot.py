@@ -14,7 +14,7 @@ import pytest
 from bootfuzz.case import EntryProtocol
 from bootfuzz.errors import BootfuzzError
 from bootfuzz.guest.probes import PROBE_ENTRIES, ProbeReport, ProbeResult, run_probe
-from bootfuzz.judge.oracles import Verdict
+from bootfuzz.judge.verdict import Verdict
 from bootfuzz.loader.layout import GiB, MiB
 from bootfuzz.run.backends import get_backend
 from bootfuzz.transcript import GuestExit

@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 
 from bootfuzz.abi.setup_data import SETUP_DATA_HEADER, SETUP_INDIRECT_PAYLOAD, SetupType
-from bootfuzz.case import BootCase, Overrides, SetupDataNode
-from bootfuzz.guest.initramfs import InitrdSpec
+from bootfuzz.case import BootCase, InitrdSpec, Overrides, SetupDataNode
 from bootfuzz.judge.observation import AgentSetupData
-from bootfuzz.judge.oracles import Evidence, Verdict, check_setup_data
+from bootfuzz.judge.oracles import Evidence, check_setup_data
+from bootfuzz.judge.verdict import Verdict
 from bootfuzz.loader.layout import MiB
 from bootfuzz.loader.plan import place_setup_data
 from bootfuzz.run.boot import BootResult, run_case

@@ -6,9 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from bootfuzz.case import HARNESS_CMDLINE, BootCase
-from bootfuzz.guest.initramfs import InitrdSpec
-from bootfuzz.judge.oracles import Verdict
+from bootfuzz.case import HARNESS_CMDLINE, BootCase, InitrdSpec
+from bootfuzz.judge.verdict import Verdict
 from bootfuzz.peers.differential import compare
 from bootfuzz.peers.targets import (
     CommandTarget,

@@ -11,7 +11,7 @@ import pytest
 from bootfuzz.case import HARNESS_CMDLINE, BootCase
 from bootfuzz.errors import ConfigError
 from bootfuzz.judge.observation import parse_transcript
-from bootfuzz.judge.oracles import Verdict
+from bootfuzz.judge.verdict import Verdict
 from bootfuzz.peers import differential
 from bootfuzz.peers.targets import OURS_QEMU_TCG, QEMU_PC, Expectation, TargetPromises, TargetRun
 from bootfuzz.transcript import GuestExit, SessionEnd, Transcript

@@ -9,13 +9,12 @@ from bootfuzz.abi.e820 import E820Entry
 from bootfuzz.case import BootCase, Overrides, SetupDataNode
 from bootfuzz.errors import LayoutError
 from bootfuzz.judge.layout_rules import check_layout
-from bootfuzz.judge.oracles import Verdict
+from bootfuzz.judge.verdict import Verdict
 from bootfuzz.kernel.image import parse_kernel_image
 from bootfuzz.loader.layout import PAGE_SIZE, GiB, MiB, align_up
 from bootfuzz.loader.plan import BootPlan, plan_boot
 from bootfuzz.loader.platform import qemu_pc
-from tests.fakes import fake_bzimage
-from tests.unit.test_plan import FakeInitrd
+from tests.fakes import FakeInitrd, fake_bzimage
 
 IMAGE = parse_kernel_image(fake_bzimage(init_size=0x3378000))
 

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from bootfuzz.judge.observation import parse_transcript
-from bootfuzz.judge.oracles import Verdict, judge_cmdline
+from bootfuzz.judge.oracles import judge_cmdline
+from bootfuzz.judge.verdict import Verdict
 
 LONG = ("console=ttyS0 " + "x" * 1500).encode()
 

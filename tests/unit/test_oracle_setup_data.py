@@ -10,18 +10,16 @@ import pytest
 
 from bootfuzz.abi.e820 import E820Entry
 from bootfuzz.abi.setup_data import SETUP_DATA_HEADER, SETUP_INDIRECT_PAYLOAD, SetupType
-from bootfuzz.case import BootCase, Overrides, SetupDataNode
-from bootfuzz.guest.initramfs import InitrdSpec
+from bootfuzz.case import BootCase, InitrdSpec, Overrides, SetupDataNode
 from bootfuzz.judge.observation import AgentReport, AgentSetupData, parse_transcript
 from bootfuzz.judge.oracles import (
     ORACLES,
     Evidence,
-    OracleResult,
-    Verdict,
     check_e820_extended,
     check_setup_data,
     expected_setup_data,
 )
+from bootfuzz.judge.verdict import OracleResult, Verdict
 from bootfuzz.kernel.image import parse_kernel_image
 from bootfuzz.loader.layout import SETUP_DATA_AREA, MiB
 from bootfuzz.loader.plan import Blob, BootPlan, place_setup_data, plan_boot

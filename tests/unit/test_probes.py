@@ -18,6 +18,7 @@ from bootfuzz.abi.bootparam import BOOT_PARAMS, BOOT_PARAMS_SIZE, E820_TABLE_OFF
 from bootfuzz.abi.e820 import E820Entry
 from bootfuzz.abi.pvh import HVM_MODLIST_ENTRY, HVM_START_INFO
 from bootfuzz.case import BootCase, EntryProtocol
+from bootfuzz.compression import Compression
 from bootfuzz.errors import ConfigError, HarnessBuildError
 from bootfuzz.guest import harness, probes
 from bootfuzz.guest.probes import (
@@ -36,12 +37,14 @@ from bootfuzz.guest.probes import (
     parse_probe_report,
     probes_include,
 )
-from bootfuzz.judge.oracles import OracleResult, Verdict
+from bootfuzz.judge.verdict import OracleResult, Verdict
 from bootfuzz.kernel.image import KernelImage, load_kernel_image
-from bootfuzz.kernel.payload import PayloadCompression, detect_compression, read_vmlinux
+from bootfuzz.kernel.payload import detect_compression
+from bootfuzz.kernel.vmlinux import read_vmlinux
 from bootfuzz.loader.layout import PAGE_SIZE, GiB, MiB
 from bootfuzz.loader.plan import BootPlan, plan_boot
 from bootfuzz.loader.platform import qemu_pc
+from tests.fakes import FakeInitrd
 
 pytestmark = pytest.mark.skipif(
     any(shutil.which(t) is None for t in ("gcc", "as", "ld")),
@@ -64,13 +67,6 @@ def image(images: ProbeImages) -> KernelImage:
     return load_kernel_image(images.bzimage)
 
 
-@dataclasses.dataclass(frozen=True)
-class FakeInitrd:
-    path: Path
-    size: int
-    payload_sha256: str = "0" * 64
-
-
 INITRD_BYTES = bytes(range(256)) * 20 + b"the last bytes!!"
 
 
@@ -78,7 +74,7 @@ INITRD_BYTES = bytes(range(256)) * 20 + b"the last bytes!!"
 def initrd(tmp_path_factory: pytest.TempPathFactory) -> FakeInitrd:
     path = tmp_path_factory.mktemp("initrd") / "initrd.img"
     path.write_bytes(INITRD_BYTES)
-    return FakeInitrd(path, len(INITRD_BYTES))
+    return FakeInitrd(len(INITRD_BYTES), path)
 
 
 def make_plan(image: KernelImage, entry: EntryProtocol, memory: int = 256 * MiB,
@@ -119,7 +115,7 @@ def test_build_probes_payload_is_the_uncompressed_pvh_elf(
 ) -> None:
     elf = images.pvh_elf.read_bytes()
     assert image.payload == elf
-    assert detect_compression(image.payload) is PayloadCompression.NONE
+    assert detect_compression(image.payload) is Compression.NONE
     assert image.vmlinux == elf
 
 

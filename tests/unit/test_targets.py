@@ -189,8 +189,7 @@ def test_initrd_rule_inclusive_limit_pair() -> None:
 
 
 def test_ours_target_supports_everything_command_not_pvh() -> None:
-    from bootfuzz.case import BootCase
-    from bootfuzz.guest.initramfs import InitrdSpec
+    from bootfuzz.case import BootCase, InitrdSpec
 
     pvh = BootCase(kernel="k", memory=256 * MiB, initrd=InitrdSpec(1), entry=EntryProtocol.PVH)
     assert OursTarget().unsupported(pvh) is None

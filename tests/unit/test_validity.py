@@ -10,8 +10,8 @@ import pytest
 
 from bootfuzz.case import HARNESS_CMDLINE
 from bootfuzz.judge.observation import parse_transcript
-from bootfuzz.judge.oracles import OracleResult, Verdict
 from bootfuzz.judge.validity import ValidityEvidence, judge_validity
+from bootfuzz.judge.verdict import OracleResult, Verdict
 from bootfuzz.peers.targets import (
     KNOWN_PROMISES,
     OURS_QEMU_TCG,
