@@ -1,9 +1,13 @@
-"""Synthetic kernel images built in code, one field per line (Firecracker's
-make_fake_bzimage shape), so unit tests need no real kernel."""
+"""Stand-ins built in code, so unit tests need no real kernel or initrd: synthetic
+kernel images, one field per line (Firecracker's make_fake_bzimage shape), and a built
+initrd reduced to what the loader reads of it."""
 
 from __future__ import annotations
 
-from bootfuzz.abi.bootparam import SETUP_HEADER
+from dataclasses import dataclass
+from pathlib import Path
+
+from bootfuzz.abi.bootparam import SECTOR_SIZE, SETUP_HEADER
 
 MiB = 1 << 20
 
@@ -31,8 +35,11 @@ DEBIAN_LIKE: dict[str, int] = {
 }
 
 
-def fake_bzimage(pm_size: int = 0x4000, **overrides: int) -> bytes:
-    """A bzImage whose protected-mode code is *pm_size* bytes of filler and a payload."""
+def fake_bzimage(pm_size: int = 0x4000, *, payload: bytes = b"", **overrides: int) -> bytes:
+    """A bzImage whose protected-mode code is *pm_size* bytes of filler and a payload.
+
+    The payload starts with *payload* (a compression magic, say), zeros after it.
+    """
     values = {**DEBIAN_LIKE, **overrides}
     setup_sects = values["setup_sects"] or 4
     values.setdefault("syssize", (pm_size + 15) // 16)
@@ -40,7 +47,22 @@ def fake_bzimage(pm_size: int = 0x4000, **overrides: int) -> bytes:
         values["syssize"] = (pm_size + 15) // 16
     if "payload_length" not in overrides:
         values["payload_length"] = pm_size - values["payload_offset"] - 0x10
-    image = bytearray((setup_sects + 1) * 512 + pm_size)
+    pm_start = (setup_sects + 1) * SECTOR_SIZE
+    image = bytearray(pm_start + pm_size)
     SETUP_HEADER.pack_into(image, values)
     image[0x1EF:0x1F1] = b"\xff\xff"  # the sentinel bytes a real image carries
+    start = pm_start + values["payload_offset"]
+    if len(payload) > values["payload_length"]:
+        raise ValueError(f"payload of {len(payload)} bytes exceeds payload_length")
+    image[start : start + len(payload)] = payload
     return bytes(image)
+
+
+@dataclass(frozen=True)
+class FakeInitrd:
+    """A built initrd as the loader sees it (bootfuzz.loader.plan.InitrdImage): a size and
+    a path; the file exists only where a test writes it."""
+
+    size: int
+    path: Path = Path("/nonexistent/initrd")
+    payload_sha256: str = "0" * 64

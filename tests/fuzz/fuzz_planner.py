@@ -13,8 +13,6 @@ without overrides must pass every validity rule.
 from __future__ import annotations
 
 import functools
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from tests.fuzz._common import atheris, instrumented, main
@@ -31,7 +29,7 @@ with instrumented(__name__ == "__main__"):
     from bootfuzz.loader import plan as plan_module
     from bootfuzz.loader import x86
     from bootfuzz.loader.platform import qemu_pc
-    from tests.fakes import fake_bzimage
+    from tests.fakes import FakeInitrd, fake_bzimage
 
 TARGET = "planner"
 IMAGE = parse_kernel_image(fake_bzimage(init_size=0x3378000))
@@ -41,13 +39,6 @@ U32 = (1 << 32) - 1
 # Pure and the slowest part of a plan: cache it for throughput.
 vars(plan_module)["identity_page_tables"] = functools.lru_cache(maxsize=None)(
     x86.identity_page_tables)
-
-
-@dataclass(frozen=True)
-class FakeInitrd:
-    size: int
-    path: Path = Path("/nonexistent/initrd")
-    payload_sha256: str = "0" * 64
 
 
 class _Provider:

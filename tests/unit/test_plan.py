@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import itertools
-from dataclasses import dataclass
-from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
@@ -18,7 +16,7 @@ from bootfuzz.kernel.image import parse_kernel_image
 from bootfuzz.loader.layout import FOUR_GIB, PAGE_SIZE, GiB, MiB
 from bootfuzz.loader.plan import BootPlan, plan_boot
 from bootfuzz.loader.platform import qemu_pc
-from tests.fakes import fake_bzimage
+from tests.fakes import FakeInitrd, fake_bzimage
 
 IMAGE = parse_kernel_image(fake_bzimage())
 # A kernel with a Debian-sized decompression window (6.1 generic).
@@ -28,13 +26,6 @@ BIG_IMAGE = parse_kernel_image(fake_bzimage(init_size=0x3F98000))
 #: Header fields a 32/64-bit loader writes (boot.rst "W"/"M" fields we set).
 LOADER_WRITTEN = {"type_of_loader", "loadflags", "cmd_line_ptr", "ramdisk_image",
                   "ramdisk_size", "hardware_subarch", "setup_data"}
-
-
-@dataclass(frozen=True)
-class FakeInitrd:
-    size: int
-    path: Path = Path("/nonexistent/initrd")
-    payload_sha256: str = "0" * 64
 
 
 def plan(memory: int, initrd_size: int | None = 8 * MiB, cmdline: str = "console=ttyS0",

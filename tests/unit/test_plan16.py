@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from pathlib import Path
-
 import pytest
 
 from bootfuzz.abi.bootparam import BOOT_PARAMS, SETUP_HEADER, LoadFlags
@@ -33,17 +30,10 @@ from bootfuzz.loader.real16 import (
     expected_alt_mem_k,
     plan_boot16,
 )
-from tests.fakes import fake_bzimage
+from tests.fakes import FakeInitrd, fake_bzimage
 
 IMAGE = parse_kernel_image(fake_bzimage())
 RAM, RESERVED = E820Type.RAM, E820Type.RESERVED
-
-
-@dataclass(frozen=True)
-class FakeInitrd:
-    size: int
-    path: Path = Path("/nonexistent/initrd")
-    payload_sha256: str = "0" * 64
 
 
 NO_OVERRIDES = Overrides()

@@ -24,8 +24,7 @@ from bootfuzz.loader import plan as plan_module
 from bootfuzz.loader import x86
 from bootfuzz.loader.plan import BootPlan, plan_boot
 from bootfuzz.loader.platform import qemu_pc
-from tests.fakes import fake_bzimage
-from tests.unit.test_plan import FakeInitrd
+from tests.fakes import FakeInitrd, fake_bzimage
 
 IMAGE = parse_kernel_image(fake_bzimage(init_size=0x3378000))
 LIMITS = kernel_limits(IMAGE)
