@@ -1,4 +1,5 @@
-"""Build small .deb files in memory for the deb and kernels tests.
+"""Build small .deb files in memory for the deb and kernels tests (the kernel images
+inside them come from tests/fakes.py).
 
 Written independently of bootfuzz/deb.py (tarfile and zstandard on the writing
 side, the ar layout from ar(5)), so a shared misreading cannot hide a bug.
@@ -14,14 +15,6 @@ import tarfile
 from collections.abc import Callable, Mapping, Sequence
 
 import zstandard
-
-from bootfuzz.abi.bootparam import (
-    BOOT_FLAG_MAGIC,
-    HDRS_MAGIC,
-    SECTOR_SIZE,
-    SETUP_HEADER,
-    LoadFlags,
-)
 
 
 def ar_archive(members: Sequence[tuple[str, bytes]]) -> bytes:
@@ -89,33 +82,3 @@ def build_deb(
             (f"data.tar{data_suffix}", data),
         ]
     )
-
-
-def fake_bzimage(*, magic: bytes = b"\x02\x21\x4c\x18", filler: int = 0) -> bytes:
-    """A header-only "bzImage" that bootfuzz.kernel.image accepts, its payload starting with
-    ``magic`` (default: the lz4 legacy frame).  ``filler`` changes the last byte so
-    two images can differ in sha256 only.
-    """
-    setup_sects = 3
-    payload_offset, payload_length, pm_size = 0x40, 0x40, 0x100
-    pm_start = (setup_sects + 1) * SECTOR_SIZE
-    buf = bytearray(pm_start + pm_size)
-    SETUP_HEADER.pack_into(
-        buf,
-        {
-            "setup_sects": setup_sects,
-            "syssize": pm_size // 16,
-            "boot_flag": BOOT_FLAG_MAGIC,
-            "jump": 0x6AEB,  # "jmp short +0x6a": the header runs to 0x26c (2.15)
-            "header": HDRS_MAGIC,
-            "version": 0x020F,
-            "loadflags": LoadFlags.LOADED_HIGH,
-            "payload_offset": payload_offset,
-            "payload_length": payload_length,
-            "init_size": 0x100000,
-        },
-    )
-    start = pm_start + payload_offset
-    buf[start : start + len(magic)] = magic
-    buf[-1] = filler
-    return bytes(buf)

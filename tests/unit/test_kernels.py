@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
-from fake_deb import build_deb, fake_bzimage
+from fake_deb import build_deb
 
 from bootfuzz.errors import KernelError, KernelFetchError
 from bootfuzz.kernel import pinned as kernels
@@ -31,12 +31,15 @@ from bootfuzz.kernel.pinned import (
     repin,
     resolve_kernel,
 )
+from tests.fakes import fake_bzimage
 
 PKG = "linux-image-9.9.0-1-fake-amd64-unsigned"
 VERSION = "9.9.1-1"
 VMLINUZ_MEMBER = "boot/vmlinuz-9.9.0-1-fake-amd64"
 CONFIG_MEMBER = "boot/config-9.9.0-1-fake-amd64"
-VMLINUZ = fake_bzimage()
+LZ4_LEGACY_MAGIC = b"\x02\x21\x4c\x18"  # the payload format the manifest below names
+VMLINUZ = fake_bzimage(payload=LZ4_LEGACY_MAGIC)
+OTHER_VMLINUZ = fake_bzimage(payload=LZ4_LEGACY_MAGIC + b"\x01")  # another sha256
 CONFIG = b"CONFIG_FAKE=y\n"
 AS_ROOT = os.geteuid() == 0
 
@@ -366,7 +369,7 @@ def test_fetch_damaged_cache_file_refetched(apt: FakeApt, manifest: Path, cache:
 def test_fetch_sha_mismatch_rejected_and_not_cached(
     apt: FakeApt, manifest: Path, cache: Path, which: str
 ) -> None:
-    bad_vmlinuz = fake_bzimage(filler=1) if which == "vmlinuz" else VMLINUZ
+    bad_vmlinuz = OTHER_VMLINUZ if which == "vmlinuz" else VMLINUZ
     bad_config = b"CONFIG_FAKE=m\n" if which == "config" else CONFIG
     apt.offer(PKG, VERSION, fake_deb(bad_vmlinuz, bad_config))
     member, expected, got = {
@@ -592,7 +595,7 @@ def test_list_kernels_reports_cached_state(apt: FakeApt, manifest: Path, cache: 
 def test_repin_new_candidate_rewrites_only_that_table(
     apt: FakeApt, manifest: Path, cache: Path
 ) -> None:
-    new_image = fake_bzimage(magic=b"\x28\xb5\x2f\xfd")  # zstd
+    new_image = fake_bzimage(payload=b"\x28\xb5\x2f\xfd")  # zstd
     apt.offer(PKG, "9.9.2-1", fake_deb(vmlinuz=new_image))
     got = repin("fake-9.9", manifest=manifest, cache_dir=cache, runner=apt)
     expected = dataclasses.replace(
