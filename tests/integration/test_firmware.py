@@ -1,8 +1,8 @@
 """The firmware stub under real QEMU: reset vector -> hand-off -> a tiny payload.
 
-The payload stands in for a kernel entry point: it checks the registers and
-segments the boot protocol promises, prints OK or BAD<n> on COM1 and leaves
-QEMU through isa-debug-exit, as the agent does.
+The payloads (tests/payloads.py, shared with the KVM tests) stand in for a kernel
+entry point: they check the registers and segments the boot protocol promises, print
+OK or BAD<n> on COM1 and leave QEMU through isa-debug-exit, as the agent does.
 """
 
 from __future__ import annotations
@@ -17,7 +17,6 @@ import pytest
 from bootfuzz.abi.handoff import HANDOFF, HANDOFF_MAGIC, HandoffMode
 from bootfuzz.guest.harness import (
     AGENT_EXIT_PORT,
-    AGENT_EXIT_VALUE,
     FIRMWARE_BAD_MAGIC_MESSAGE,
     FIRMWARE_BAD_MODE_MESSAGE,
     FIRMWARE_ENTERING_MESSAGE,
@@ -26,6 +25,20 @@ from bootfuzz.guest.harness import (
     build_harness,
 )
 from bootfuzz.loader import layout
+from tests.payloads import (
+    CR0_PE,
+    CR0_PG,
+    CR4_PAE,
+    EFER_LME,
+    OK32_OUTPUT,
+    OK64_OUTPUT,
+    PAYLOAD32,
+    PAYLOAD64,
+    PAYLOAD_ADDR,
+    RBX64_VALUE,
+    RBX_VALUE,
+    assemble,
+)
 
 QEMU = shutil.which("qemu-system-x86_64")
 pytestmark = [
@@ -33,114 +46,17 @@ pytestmark = [
     pytest.mark.skipif(QEMU is None, reason="qemu-system-x86_64 not installed (qemu-system-x86)"),
 ]
 
-PAYLOAD_ADDR = layout.HIGH_MEMORY_START
 ZERO_PAGE = layout.ZERO_PAGE_ADDR  # what a kernel entry would get in RSI
-RBX_VALUE = 0x1234_5678
-RBX64_VALUE = 0x0123_4567_89AB_CDEF  # long mode must load all 64 bits
 # source: Intel SDM vol. 3A, 3.4.5; the words boot.rst's examples use.
 GDT_CODE32 = 0x00CF_9A00_0000_FFFF
 GDT_CODE64 = 0x00AF_9A00_0000_FFFF
 GDT_DATA = 0x00CF_9200_0000_FFFF
-CR0_PE = 1 << 0
-CR0_PG = 1 << 31
-CR4_PAE = 1 << 5
-EFER_LME = 1 << 8
-EFER_LMA = 1 << 10
 PTE_P_W = 0x3
 PTE_PS = 1 << 7
-
-# Each check jumps to `bad` with its number in %cl, so a failure names itself.
-PAYLOAD32 = """
-    .code32
-    .globl _start
-_start:
-    movb $'1', %cl; cmpl $EXP_RSI, %esi; jne bad
-    movb $'2', %cl; cmpl $EXP_RBX, %ebx; jne bad
-    movb $'3', %cl; cmpl $EXP_RSP, %esp; jne bad
-    movb $'4', %cl; movl %cs, %eax; cmpl $EXP_CS, %eax; jne bad
-    movb $'5', %cl; movl %ds, %eax; cmpl $EXP_DS, %eax; jne bad
-    movb $'6', %cl; movl %ss, %eax; cmpl $EXP_DS, %eax; jne bad
-    movb $'7', %cl; movl %cr0, %eax; testl $CR0_PG, %eax; jnz bad
-    movb $'8', %cl; orl %ebp, %edi; jnz bad
-    movl $msg_ok, %esi
-    jmp print
-bad:
-    movb %cl, msg_bad + 3
-    movl $msg_bad, %esi
-print:
-    movw $0x3f8, %dx
-1:  lodsb
-    testb %al, %al
-    jz 2f
-    outb %al, %dx
-    jmp 1b
-2:  movb $EXIT_VALUE, %al
-    outb %al, $EXIT_PORT
-3:  hlt
-    jmp 3b
-msg_ok: .asciz "OK32\\n"
-msg_bad: .asciz "BAD?\\n"
-"""
-
-PAYLOAD64 = """
-    .code64
-    .globl _start
-_start:
-    movb $'1', %r8b; cmpq $EXP_RSI, %rsi; jne bad
-    movb $'2', %r8b; movabsq $EXP_RBX64, %rax; cmpq %rax, %rbx; jne bad
-    movb $'3', %r8b; cmpq $EXP_RSP, %rsp; jne bad
-    movb $'4', %r8b; movl %cs, %eax; cmpl $EXP_CS, %eax; jne bad
-    movb $'5', %r8b; movl %ds, %eax; cmpl $EXP_DS, %eax; jne bad
-    movb $'6', %r8b; movq %cr3, %rax; cmpq $EXP_CR3, %rax; jne bad
-    movb $'7', %r8b; movl $0xc0000080, %ecx; rdmsr; testl $EFER_LMA, %eax; jz bad
-    movb $'8', %r8b; orq %rbp, %rdi; jnz bad
-    leaq msg_ok(%rip), %rsi
-    jmp print
-bad:
-    movb %r8b, msg_bad + 3(%rip)
-    leaq msg_bad(%rip), %rsi
-print:
-    movw $0x3f8, %dx
-1:  lodsb
-    testb %al, %al
-    jz 2f
-    outb %al, %dx
-    jmp 1b
-2:  movb $EXIT_VALUE, %al
-    outb %al, $EXIT_PORT
-3:  hlt
-    jmp 3b
-msg_ok: .asciz "OK64\\n"
-msg_bad: .asciz "BAD?\\n"
-"""
-
 
 @pytest.fixture(scope="module")
 def harness(tmp_path_factory: pytest.TempPathFactory) -> HarnessArtifacts:
     return build_harness(tmp_path_factory.mktemp("cache"))
-
-
-def assemble(tmp: Path, source: str, symbols: Mapping[str, int]) -> Path:
-    """A flat binary linked at PAYLOAD_ADDR (the payload is writable: .text is RAM)."""
-    (tmp / "payload.S").write_text(source)
-    defsyms = [arg for k, v in symbols.items() for arg in ("--defsym", f"{k}={v:#x}")]
-    subprocess.run(["as", "--64", *defsyms, "-o", tmp / "payload.o", tmp / "payload.S"], check=True)
-    out = tmp / "payload.bin"
-    subprocess.run(
-        [
-            "ld",
-            "-m",
-            "elf_x86_64",
-            f"-Ttext={PAYLOAD_ADDR:#x}",
-            "--oformat",
-            "binary",
-            "-o",
-            out,
-            tmp / "payload.o",
-        ],
-        check=True,
-    )
-    return out
 
 
 def gdt(code_selector_entry: int) -> bytes:
@@ -217,37 +133,21 @@ def run_qemu(
         return None, out.decode(errors="replace")
 
 
-def symbols() -> dict[str, int]:
-    return {
-        "EXP_RSI": ZERO_PAGE,
-        "EXP_RBX": RBX_VALUE,
-        "EXP_RBX64": RBX64_VALUE,
-        "EXP_RSP": layout.BOOT_STACK_TOP,
-        "EXP_CS": layout.BOOT_CS,
-        "EXP_DS": layout.BOOT_DS,
-        "EXP_CR3": layout.PML4_ADDR,
-        "CR0_PG": CR0_PG,
-        "EFER_LMA": EFER_LMA,
-        "EXIT_VALUE": AGENT_EXIT_VALUE,
-        "EXIT_PORT": AGENT_EXIT_PORT,
-    }
-
-
 def test_firmware_protected_32_reaches_payload_with_protocol_state(
     harness: HarnessArtifacts, tmp_path: Path
 ) -> None:
     """32-bit entry: paging off, ESI/EBX/ESP from the hand-off, __BOOT_CS/__BOOT_DS."""
-    payload = assemble(tmp_path, PAYLOAD32, symbols())
+    payload = assemble(tmp_path, PAYLOAD32)
     status, out = run_qemu(
         harness.firmware,
         {
             layout.GDT_ADDR: gdt(GDT_CODE32),
             layout.HANDOFF_ADDR: handoff(HandoffMode.PROTECTED_32),
-            PAYLOAD_ADDR: payload.read_bytes(),
+            PAYLOAD_ADDR: payload,
         },
         tmp_path,
     )
-    assert out == FIRMWARE_ENTERING_MESSAGE + "OK32\n"
+    assert out == FIRMWARE_ENTERING_MESSAGE + OK32_OUTPUT
     assert status == QEMU_AGENT_EXIT_STATUS
 
 
@@ -255,18 +155,18 @@ def test_firmware_long_64_reaches_payload_in_64bit_mode(
     harness: HarnessArtifacts, tmp_path: Path
 ) -> None:
     """64-bit entry: EFER.LMA set, CR3 = our tables, 64-bit RSI/RBX/RSP from the hand-off."""
-    payload = assemble(tmp_path, PAYLOAD64, symbols())
+    payload = assemble(tmp_path, PAYLOAD64)
     status, out = run_qemu(
         harness.firmware,
         {
             layout.GDT_ADDR: gdt(GDT_CODE64),
             layout.HANDOFF_ADDR: handoff(HandoffMode.LONG_64),
             layout.PML4_ADDR: identity_tables_1gib(),
-            PAYLOAD_ADDR: payload.read_bytes(),
+            PAYLOAD_ADDR: payload,
         },
         tmp_path,
     )
-    assert out == FIRMWARE_ENTERING_MESSAGE + "OK64\n"
+    assert out == FIRMWARE_ENTERING_MESSAGE + OK64_OUTPUT
     assert status == QEMU_AGENT_EXIT_STATUS
 
 
