@@ -19,22 +19,19 @@ from dataclasses import dataclass
 from typing import Any
 
 from bootfuzz.abi.e820 import kernel_type_from_words
-from bootfuzz.guest.harness import (
-    AGENT_FORMAT_VERSION,
-    AGENT_LINE_PREFIX,
-    FIRMWARE_BAD_MAGIC_MESSAGE,
-    FIRMWARE_BAD_MODE_MESSAGE,
-    FIRMWARE_ENTERING_MESSAGE,
+from bootfuzz.errors import BootfuzzError
+from bootfuzz.guest.protocol import AGENT_FORMAT_VERSION
+from bootfuzz.jsonread import JsonReader
+from bootfuzz.judge.patterns import (
+    AGENT_PREFIX,
+    FIRMWARE_ENTERED,
+    LINUX_VERSION,
+    OOPS,
+    PANIC,
+    line_body,
 )
+from bootfuzz.kernel.capabilities import UnpackStart
 
-#: Our guest agent prints exactly one line starting with this, then powers off.
-AGENT_PREFIX = AGENT_LINE_PREFIX + " "
-#: Our firmware stub's last line before it jumps to the kernel.
-FIRMWARE_ENTERED = FIRMWARE_ENTERING_MESSAGE.rstrip("\n")
-#: Our firmware stub refused the hand-off block and halted.
-FIRMWARE_ERRORS = tuple(
-    m.rstrip("\n") for m in (FIRMWARE_BAD_MAGIC_MESSAGE, FIRMWARE_BAD_MODE_MESSAGE)
-)
 SHA256_SIZE = 32
 
 
@@ -46,13 +43,6 @@ class MapKind(enum.StrEnum):
     SETUP_DATA = "reserve setup_data"
     USER = "user"  # after mem= / memmap=
     MODIFIED = "modified"  # after an MTRR trim
-
-
-class UnpackStart(enum.StrEnum):
-    """The two spellings of the initramfs unpack message (BLK_DEV_RAM y/m vs n)."""
-
-    TRYING = "Trying to unpack rootfs image as initramfs..."
-    UNPACKING = "Unpacking initramfs..."
 
 
 @dataclass(frozen=True)
@@ -147,9 +137,6 @@ class Observation:
         return self.e820_tables.get(MapKind.BIOS, ())
 
 
-# A printk timestamp (and optional PRINTK_CALLER tag); anything before it on the
-# same line is noise such as the BIOS's escape sequences.
-_PRINTK_PREFIX = re.compile(r"^.*?\[\s*\d+\.\d+\](?:\[\s*[TC]\d+\])? ")
 _MEM = r"\[mem (0x[0-9a-f]+)-(0x[0-9a-f]+)\]"
 _MAP_PREFIXES = "|".join(["BIOS-e820", "BIOS-88", "BIOS-e801", "Xen", *(k.value for k in MapKind)])
 _E820_LINE = re.compile(rf"({_MAP_PREFIXES}): {_MEM} (.*)")
@@ -162,23 +149,9 @@ _RAMDISK_NO_ROOM = re.compile(r"Cannot find place for new RAMDISK of size (-?\d{
 _UNPACK_FAILED = re.compile(r"Initramfs unpacking failed: (.*)")
 _NOT_INITRAMFS = re.compile(r"rootfs image is not initramfs \((.*)\); looks like an initrd")
 _FREEING_INITRD = re.compile(r"Freeing initrd memory: (\d{1,20})K")
-_LINUX_VERSION = re.compile(r"Linux version .*")
-_PANIC = re.compile(r"Kernel panic - not syncing: (.*)")
-#: The panic a kernel with no usable /init in its initramfs ends in (no root= either).
-#: source: init/do_mounts.c, mount_block_root(): "VFS: Unable to mount root fs on %s".
-NO_ROOT_PANIC = "VFS: Unable to mount root fs"
-#: The first line of a kernel oops report.  source: arch/x86/kernel/dumpstack.c
-#: (__die_header), traps.c, lib/bug.c, arch/x86/mm/fault.c.
-OOPS_REGEX = r"(?:kernel BUG at |BUG: |Oops: |general protection fault|invalid opcode: )"
-_OOPS = re.compile(OOPS_REGEX)
 _RUN_INIT = re.compile(r"Run (.+) as init process")
 _LAST_PFN = re.compile(r"last_pfn = (0x[0-9a-f]+) max_arch_pfn = (0x[0-9a-f]+)")
 _KERNEL_NOT_RAM = ".text .data .bss are not marked as E820_TYPE_RAM!"
-
-
-def line_body(line: str) -> str:
-    """The message part of a console line: the printk timestamp and noise before it removed."""
-    return _PRINTK_PREFIX.sub("", line, count=1)
 
 
 def _range(m: re.Match[str], first: int) -> MemRange:
@@ -211,7 +184,7 @@ def parse_transcript(text: str) -> Observation:
                 found["agent"], found["agent_error"] = _parse_agent(line[len(AGENT_PREFIX) :])
             continue
         body = line_body(line)
-        if _LINUX_VERSION.match(body):
+        if LINUX_VERSION.regex.match(body):
             versions += 1
             first("linux_version", body)
         if versions > 1:
@@ -245,11 +218,11 @@ def parse_transcript(text: str) -> Observation:
             first("not_initramfs", m.group(1))
         elif m := _FREEING_INITRD.match(body):
             first("initrd_freed_kib", int(m.group(1)))
-        elif m := _PANIC.match(body):
+        elif m := PANIC.regex.match(body):
             panics.append(m.group(1))
             if no_room := _RAMDISK_NO_ROOM.fullmatch(m.group(1)):
                 first("ramdisk_no_room_size", int(no_room.group(1)))
-        elif _OOPS.match(body):
+        elif OOPS.regex.match(body):
             oopses.append(body)
         elif m := _RUN_INIT.match(body):
             first("init_process", m.group(1))
@@ -270,8 +243,17 @@ def parse_transcript(text: str) -> Observation:
     )
 
 
-class _Corrupt(ValueError):
+class _Corrupt(BootfuzzError):
     """The agent line is there but unreadable (truncated, interleaved, wrong shape)."""
+
+
+#: Hex digits in whole bytes, nothing else (bytes.fromhex would also take spaces).
+_HEX_BYTES = re.compile(r"(?:[0-9a-fA-F]{2})*")
+#: A memmap address as the agent prints sysfs's "start"/"end" files.
+_ADDRESS = re.compile(r"0x[0-9a-fA-F]+")
+#: A setup_data type as the agent prints it: the u32 type field in hex.
+_SETUP_TYPE = re.compile(r"0x[0-9a-fA-F]{1,8}")
+_ROOT = "(top level)"
 
 
 def _parse_agent(text: str) -> tuple[AgentReport | None, str | None]:
@@ -280,90 +262,91 @@ def _parse_agent(text: str) -> tuple[AgentReport | None, str | None]:
     except (ValueError, RecursionError) as e:
         return None, f"agent report is not JSON: {e}"
     try:
-        return _agent_report(doc), None
+        return _agent_report(JsonReader("agent report", error=_Corrupt), doc), None
     except _Corrupt as e:
-        return None, f"agent report: {e}"
+        return None, str(e.args[0])  # "agent report: <field path>: <what is wrong>"
 
 
-def _get(doc: object, key: str, kind: type, where: str = "") -> Any:
-    if not isinstance(doc, dict):
-        raise _Corrupt(f"{where or 'the report'} is not an object")
-    if key not in doc:
-        raise _Corrupt(f"{where}{key!r} is missing")
-    value = doc[key]
-    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
-        raise _Corrupt(f"{where}{key!r} is not of type {kind.__name__}")
-    return value
+def _hex(r: JsonReader, value: object, path: str, size: int | None = None) -> bytes:
+    if not _HEX_BYTES.fullmatch(r.as_str(value, path)):
+        raise r.fail(path, "not a string of hex digit pairs")
+    return r.as_hex(value, path, size)
 
 
-def _hex(value: str, what: str, size: int | None = None) -> bytes:
-    if not re.fullmatch(r"(?:[0-9a-fA-F]{2})*", value):
-        raise _Corrupt(f"{what} is not a hex string")
-    data = bytes.fromhex(value)
-    if size is not None and len(data) != size:
-        raise _Corrupt(f"{what} is {len(data)} bytes, expected {size}")
-    return data
+def _count(r: JsonReader, value: object, path: str) -> int:
+    """A JSON number that counts something (the agent never writes one as a string)."""
+    if isinstance(value, str):
+        raise r.fail(path, "expected an integer, got str")
+    if isinstance(value, int) and not isinstance(value, bool) and value < 0:
+        raise r.fail(path, f"{value} is negative")
+    return r.as_int(value, path)
 
 
-def _address(value: object) -> int:
-    if not isinstance(value, str) or not re.fullmatch(r"0x[0-9a-fA-F]+", value):
-        raise _Corrupt(f"memmap address {value!r} is not 0x-prefixed hex")
-    return int(value, 16)
+def _pattern(r: JsonReader, value: object, path: str, pattern: re.Pattern[str],
+             what: str) -> str:
+    text = r.as_str(value, path)
+    if not pattern.fullmatch(text):
+        raise r.fail(path, f"{text!r} is not {what}")
+    return text
 
 
-def _setup_data(entries: list[object]) -> tuple[AgentSetupData, ...]:
+def _setup_data(r: JsonReader, entries: object) -> tuple[AgentSetupData, ...]:
     nodes = []
-    for i, entry in enumerate(entries):
-        where = f"setup_data[{i}] "
-        if not isinstance(entry, dict):
-            raise _Corrupt(f"{where}is not an object")
-        kind = _get(entry, "type", str, where)
-        if not re.fullmatch(r"0x[0-9a-fA-F]{1,8}", kind):
-            raise _Corrupt(f"{where}type {kind!r} is not a 0x-prefixed 32-bit hex number")
-        truncated = entry.get("truncated", False)
-        if not isinstance(truncated, bool):
-            raise _Corrupt(f"{where}'truncated' is not of type bool")
-        data = _hex(_get(entry, "data", str, where), f"{where}data")
+    for i, entry in enumerate(r.as_list(entries, "setup_data")):
+        where = f"setup_data[{i}]"
+        node = r.as_obj(entry, where)
+        kind = _pattern(r, r.field(node, "type", where), f"{where}.type", _SETUP_TYPE,
+                        "a 0x-prefixed 32-bit hex number")
+        truncated = r.as_bool(node.get("truncated", False), f"{where}.truncated")
+        data = _hex(r, r.field(node, "data", where), f"{where}.data")
         nodes.append(AgentSetupData(int(kind, 16), data, truncated))
     return tuple(nodes)
 
 
-def _agent_report(doc: object) -> AgentReport:
-    version = _get(doc, "v", int)
+def _payload(r: JsonReader, value: object) -> AgentPayload:
+    raw = r.as_obj(value, "payload")
+    expected = _hex(r, r.field(raw, "expected", "payload"), "payload.expected")
+    if expected and len(expected) != SHA256_SIZE:
+        raise r.fail("payload.expected", f"expected {SHA256_SIZE} bytes, got {len(expected)}")
+    return AgentPayload(
+        size=_count(r, r.field(raw, "size", "payload"), "payload.size"),
+        sha256=_hex(r, r.field(raw, "sha256", "payload"), "payload.sha256", SHA256_SIZE),
+        expected=expected or None,  # empty: the agent was not told what to expect
+    )
+
+
+def _memmap(r: JsonReader, value: object) -> tuple[MemmapEntry, ...]:
+    entries = []
+    for i, entry in enumerate(r.as_list(value, "memmap")):
+        where = f"memmap[{i}]"
+        fields = r.as_list(entry, where)
+        if len(fields) != 3:
+            raise r.fail(where, f"expected [start, end, type], got {fields!r}")
+        start, end = (int(_pattern(r, v, f"{where}[{n}]", _ADDRESS, "0x-prefixed hex"), 16)
+                      for n, v in enumerate(fields[:2]))
+        entries.append(MemmapEntry(start, end, r.as_str(fields[2], f"{where}[2]")))
+    return tuple(entries)
+
+
+def _agent_report(r: JsonReader, value: object) -> AgentReport:
+    doc = r.as_obj(value, _ROOT)
+    version = _count(r, r.field(doc, "v", ""), "v")
     if version != AGENT_FORMAT_VERSION:
-        raise _Corrupt(f"version {version}, this parser reads {AGENT_FORMAT_VERSION}")
-    errors = _get(doc, "errors", list)
-    if not all(isinstance(e, str) for e in errors):
-        raise _Corrupt("'errors' holds a non-string")
+        raise r.fail("v", f"version {version}, this parser reads {AGENT_FORMAT_VERSION}")
+    errors = tuple(r.as_str(e, f"errors[{i}]")
+                   for i, e in enumerate(r.as_list(r.field(doc, "errors", ""), "errors")))
     for key in ("cmdline", "boot_params"):  # null: the agent could not read the file
-        if _get(doc, key, object) is None:
-            raise _Corrupt(f"the agent could not read {key}: {'; '.join(errors)}")
-    payload = None
-    if _get(doc, "payload", object) is not None:
-        raw = _get(doc, "payload", dict)
-        size = _get(raw, "size", int, "payload ")
-        if size < 0:
-            raise _Corrupt(f"payload size {size} is negative")
-        expected = _get(raw, "expected", str, "payload ")
-        payload = AgentPayload(
-            size=size,
-            sha256=_hex(_get(raw, "sha256", str, "payload "), "payload sha256", SHA256_SIZE),
-            expected=_hex(expected, "payload expected", SHA256_SIZE) if expected else None,
-        )
-    memmap = []
-    for entry in _get(doc, "memmap", list):
-        if not (isinstance(entry, list) and len(entry) == 3 and isinstance(entry[2], str)):
-            raise _Corrupt(f"memmap entry {entry!r} is not [start, end, type]")
-        memmap.append(MemmapEntry(_address(entry[0]), _address(entry[1]), entry[2]))
+        if r.field(doc, key, "") is None:
+            raise r.fail(key, f"the agent could not read it: {'; '.join(errors)}")
+    payload = r.field(doc, "payload", "")
     return AgentReport(
         version=version,
-        cmdline=_hex(_get(doc, "cmdline", str), "cmdline"),
-        payload=payload,
-        memmap=tuple(memmap),
+        cmdline=_hex(r, doc["cmdline"], "cmdline"),
+        payload=None if payload is None else _payload(r, payload),
+        memmap=_memmap(r, r.field(doc, "memmap", "")),
         # Any length: the agent itself reports a short read in "errors".
-        boot_params=_hex(_get(doc, "boot_params", str), "boot_params"),
-        errors=tuple(errors),
+        boot_params=_hex(r, doc["boot_params"], "boot_params"),
+        errors=errors,
         # Added to format 1 later: an older agent's report simply has no nodes.
-        setup_data=_setup_data(_get(doc, "setup_data", list))
-        if isinstance(doc, dict) and "setup_data" in doc else (),
+        setup_data=_setup_data(r, doc["setup_data"]) if "setup_data" in doc else (),
     )

@@ -17,15 +17,11 @@ from bootfuzz.abi.bootparam import BOOT_PARAMS, BOOT_PARAMS_SIZE, LoadFlags, XLo
 from bootfuzz.abi.e820 import E820Entry, E820Type, firmware_memmap_type, kernel_type_words
 from bootfuzz.abi.setup_data import SETUP_DATA_HEADER, SETUP_INDIRECT_PAYLOAD, SetupType
 from bootfuzz.judge.e820_model import sanitize
-from bootfuzz.judge.observation import (
-    NO_ROOT_PANIC,
-    AgentSetupData,
-    MapKind,
-    Observation,
-    UnpackStart,
-)
+from bootfuzz.judge.observation import AgentSetupData, MapKind, Observation
+from bootfuzz.judge.patterns import INVALID_USER_MAP_PANIC, NO_ROOT_PANIC
 from bootfuzz.judge.user_memmap import UserMap, apply_user_options
 from bootfuzz.judge.verdict import OracleResult, Verdict, judged, unknown
+from bootfuzz.kernel.capabilities import UnpackStart
 from bootfuzz.loader.layout import PAGE_SIZE, align_up
 from bootfuzz.loader.plan import BootPlan
 from bootfuzz.transcript import GuestExit
@@ -267,8 +263,8 @@ def check_e820_user(ev: Evidence) -> OracleResult | None:
     if not user.options:
         return None
     if user.invalid:
-        expected = "panic: Invalid user supplied memory map"
-        ok = any("Invalid user supplied memory map" in p for p in ev.observation.panics)
+        expected = f"panic: {INVALID_USER_MAP_PANIC}"
+        ok = any(INVALID_USER_MAP_PANIC in p for p in ev.observation.panics)
         return judged("e820-user", ok, expected, "; ".join(ev.observation.panics) or "no panic")
     if user.table is None:
         expected = "no user-defined map (the options change nothing)"

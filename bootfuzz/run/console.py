@@ -6,7 +6,9 @@ session ended.  A panicking or hanging guest is a normal outcome here, not an
 exception; only failing to start the program raises (:class:`BackendError`).
 
 Lines are matched against one table of :class:`ConsolePattern` (LAVA's
-KERNEL_MESSAGES idea), specific patterns first.  The console is read with
+KERNEL_MESSAGES idea), specific patterns first; the kernel's messages in it are the
+judge's (bootfuzz.judge.patterns), so the session stops on exactly what the
+observation records.  The console is read with
 ``read_nonblocking`` rather than ``expect()`` because an ``expect()`` timeout
 spans the whole call and so cannot tell "the guest went silent" from "no
 pattern yet"; reading ourselves also makes every pattern see whole lines.
@@ -29,7 +31,17 @@ from typing import BinaryIO
 import pexpect
 
 from bootfuzz.errors import BackendError, HarnessBug
-from bootfuzz.judge.observation import AGENT_PREFIX, FIRMWARE_ENTERED, FIRMWARE_ERRORS, OOPS_REGEX
+from bootfuzz.judge.patterns import (
+    AGENT_PREFIX,
+    FIRMWARE_ENTERED,
+    FIRMWARE_ERRORS,
+    LINUX_VERSION,
+    OOPS,
+    PANIC,
+    PANIC_END,
+    KernelMessage,
+    line_body,
+)
 from bootfuzz.transcript import SessionEnd, Transcript
 
 
@@ -53,16 +65,24 @@ class ConsolePattern:
     """
 
     kind: PatternKind
-    regex: re.Pattern[str]  # searched in each complete line, "\r" stripped
+    #: Matched at the start of the line's message body (a kernel message, whatever
+    #: its timestamp) if ``in_body``, else searched in the raw line; "\r" stripped.
+    regex: re.Pattern[str]
     ends: SessionEnd | None  # None: only noted, the session goes on
     meaning: str
     nth: int = 1  # ends the session at this occurrence
-    tail_end: re.Pattern[str] | None = None
+    tail_end: KernelMessage | None = None
     tail_time: float = 0.0
+    in_body: bool = False
 
+    @classmethod
+    def kernel(cls, kind: PatternKind, message: KernelMessage, ends: SessionEnd, *,
+               nth: int = 1, tail_end: KernelMessage | None = None,
+               tail_time: float = 0.0) -> ConsolePattern:
+        """A pattern for one of the judge's kernel messages (bootfuzz.judge.patterns)."""
+        return cls(kind, message.regex, ends, message.meaning, nth, tail_end, tail_time,
+                   in_body=True)
 
-#: A kernel message starts a line or follows its printk timestamp.
-_KMSG = r"(?:^|\] )"
 
 CONSOLE_PATTERNS: tuple[ConsolePattern, ...] = (
     ConsolePattern(
@@ -72,37 +92,20 @@ CONSOLE_PATTERNS: tuple[ConsolePattern, ...] = (
         "the guest agent reported; it powers the guest off next",
         tail_time=5.0,
     ),
-    ConsolePattern(
-        PatternKind.KERNEL_PANIC,
-        re.compile(_KMSG + r"Kernel panic - not syncing"),
-        SessionEnd.KERNEL_PANIC,
-        "the kernel panicked",
-        tail_end=re.compile(r"---\[ end Kernel panic"),
-        tail_time=5.0,
-    ),
-    ConsolePattern(
-        PatternKind.KERNEL_OOPS,
-        re.compile(_KMSG + OOPS_REGEX),
-        SessionEnd.KERNEL_OOPS,
-        "the kernel oopsed (BUG, Oops, general protection fault, invalid opcode)",
-        # An oops in early boot usually ends in "Attempted to kill the idle task":
-        # wait for that panic's end, or give up on more output after a while.
-        tail_end=re.compile(r"---\[ end Kernel panic"),
-        tail_time=10.0,
-    ),
+    ConsolePattern.kernel(PatternKind.KERNEL_PANIC, PANIC, SessionEnd.KERNEL_PANIC,
+                          tail_end=PANIC_END, tail_time=5.0),
+    # An oops in early boot usually ends in "Attempted to kill the idle task":
+    # wait for that panic's end, or give up on more output after a while.
+    ConsolePattern.kernel(PatternKind.KERNEL_OOPS, OOPS, SessionEnd.KERNEL_OOPS,
+                          tail_end=PANIC_END, tail_time=10.0),
     ConsolePattern(
         PatternKind.FIRMWARE_ERROR,
         re.compile("^(?:" + "|".join(map(re.escape, FIRMWARE_ERRORS)) + ")"),
         SessionEnd.FIRMWARE_ERROR,
         "our firmware stub refused the hand-off block and halted",
     ),
-    ConsolePattern(
-        PatternKind.LINUX_VERSION,
-        re.compile(_KMSG + r"Linux version "),
-        SessionEnd.REBOOT,
-        "a second kernel banner: the guest reset and booted again",
-        nth=2,
-    ),
+    # A second kernel banner: the guest reset and booted again.
+    ConsolePattern.kernel(PatternKind.LINUX_VERSION, LINUX_VERSION, SessionEnd.REBOOT, nth=2),
     ConsolePattern(
         PatternKind.FIRMWARE_ENTERED,
         re.compile("^" + re.escape(FIRMWARE_ENTERED)),
@@ -169,8 +172,9 @@ class _Session:
 
     def _classify(self, line: str) -> ConsolePattern | None:
         """Count every pattern the line matches; return the first one that ends the session."""
+        body = line_body(line)
         for pattern in self.patterns:
-            if pattern.regex.search(line):
+            if pattern.regex.match(body) if pattern.in_body else pattern.regex.search(line):
                 self.seen[pattern.kind] += 1
                 if pattern.ends is not None and self.seen[pattern.kind] >= pattern.nth:
                     return pattern
@@ -180,7 +184,7 @@ class _Session:
         until = min(self.deadline, time.monotonic() + pattern.tail_time)
         while True:
             if pattern.tail_end is not None and any(
-                pattern.tail_end.search(line) for line in self._new_lines()
+                pattern.tail_end.match(line) for line in self._new_lines()
             ):
                 return
             left = until - time.monotonic()

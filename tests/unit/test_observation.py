@@ -11,7 +11,6 @@ import pytest
 
 from bootfuzz.abi.e820 import BOOT_E820_ENTRY, E820Type
 from bootfuzz.judge.observation import (
-    AGENT_PREFIX,
     AgentSetupData,
     E820Line,
     MapKind,
@@ -19,9 +18,10 @@ from bootfuzz.judge.observation import (
     MemRange,
     Observation,
     RamdiskMove,
-    UnpackStart,
     parse_transcript,
 )
+from bootfuzz.judge.patterns import AGENT_PREFIX
+from bootfuzz.kernel.capabilities import UnpackStart
 
 LOGS = Path(__file__).resolve().parent.parent / "data" / "logs"
 BANNER = (
@@ -330,46 +330,46 @@ def test_parse_agent_with_crlf_line_end_parses() -> None:
 @pytest.mark.parametrize(
     ("change", "error"),
     [
-        ({"v": 2}, "agent report: version 2, this parser reads 1"),
-        ({"v": True}, "agent report: 'v' is not of type int"),
-        ({"cmdline": "6g"}, "agent report: cmdline is not a hex string"),
-        ({"cmdline": "616"}, "agent report: cmdline is not a hex string"),
-        ({"cmdline": "61 62"}, "agent report: cmdline is not a hex string"),
-        ({"boot_params": 7}, "agent report: 'boot_params' is not of type str"),
+        ({"v": 2}, "agent report: v: version 2, this parser reads 1"),
+        ({"v": True}, "agent report: v: expected an integer, got a boolean"),
+        ({"cmdline": "6g"}, "agent report: cmdline: not a string of hex digit pairs"),
+        ({"cmdline": "616"}, "agent report: cmdline: not a string of hex digit pairs"),
+        ({"cmdline": "61 62"}, "agent report: cmdline: not a string of hex digit pairs"),
+        ({"boot_params": 7}, "agent report: boot_params: expected a string, got int"),
         (
             {"memmap": [["0x0", "0x9fbff"]]},
-            "agent report: memmap entry ['0x0', '0x9fbff'] is not [start, end, type]",
+            "agent report: memmap[0]: expected [start, end, type], got ['0x0', '0x9fbff']",
         ),
         (
             {"memmap": [["0", "0x9fbff", "System RAM"]]},
-            "agent report: memmap address '0' is not 0x-prefixed hex",
+            "agent report: memmap[0][0]: '0' is not 0x-prefixed hex",
         ),
-        ({"errors": ["ok", 3]}, "agent report: 'errors' holds a non-string"),
+        ({"errors": ["ok", 3]}, "agent report: errors[1]: expected a string, got int"),
         (
             {"payload": {"size": 1, "sha256": "00" * 31, "expected": ""}},
-            "agent report: payload sha256 is 31 bytes, expected 32",
+            "agent report: payload.sha256: expected 32 bytes, got 31",
         ),
         (
             {"payload": {"size": 1, "sha256": "00" * 32, "expected": "00" * 33}},
-            "agent report: payload expected is 33 bytes, expected 32",
+            "agent report: payload.expected: expected 32 bytes, got 33",
         ),
         (
             {"payload": {"size": -1, "sha256": "00" * 32, "expected": ""}},
-            "agent report: payload size -1 is negative",
+            "agent report: payload.size: -1 is negative",
         ),
         (
             {"payload": {"sha256": "00" * 32, "expected": ""}},
-            "agent report: payload 'size' is missing",
+            "agent report: payload.size: missing",
         ),
-        ({"payload": []}, "agent report: 'payload' is not of type dict"),
+        ({"payload": []}, "agent report: payload: expected an object, got list"),
         (
             {"boot_params": None, "errors": ["read /sys/kernel/boot_params/data: errno 2"]},
-            "agent report: the agent could not read boot_params: "
+            "agent report: boot_params: the agent could not read it: "
             "read /sys/kernel/boot_params/data: errno 2",
         ),
         (
             {"cmdline": None, "errors": ["read /proc/cmdline: errno 5"]},
-            "agent report: the agent could not read cmdline: read /proc/cmdline: errno 5",
+            "agent report: cmdline: the agent could not read it: read /proc/cmdline: errno 5",
         ),
     ],
 )
@@ -382,11 +382,13 @@ def test_parse_agent_one_bad_field_is_an_agent_error(change: dict[str, Any], err
 def test_parse_agent_missing_key_is_an_agent_error() -> None:
     doc = good_agent_doc()
     del doc["memmap"]
-    assert observe_agent(doc).agent_error == "agent report: 'memmap' is missing"
+    assert observe_agent(doc).agent_error == "agent report: memmap: missing"
 
 
 def test_parse_agent_not_an_object_is_an_agent_error() -> None:
-    assert observe_agent([1]).agent_error == "agent report: the report is not an object"
+    assert observe_agent([1]).agent_error == (
+        "agent report: (top level): expected an object, got list"
+    )
 
 
 def test_parse_agent_deep_nesting_is_an_agent_error_not_a_crash() -> None:
@@ -442,33 +444,36 @@ def test_parse_agent_setup_data_empty_list_is_no_nodes() -> None:
 @pytest.mark.parametrize(
     ("setup_data", "error"),
     [
-        ({}, "agent report: 'setup_data' is not of type list"),
-        (None, "agent report: 'setup_data' is not of type list"),
-        (["0x9"], "agent report: setup_data[0] is not an object"),
-        ([{"data": ""}], "agent report: setup_data[0] 'type' is missing"),
-        ([{"type": 9, "data": ""}], "agent report: setup_data[0] 'type' is not of type str"),
+        ({}, "agent report: setup_data: expected a list, got dict"),
+        (None, "agent report: setup_data: expected a list, got NoneType"),
+        (["0x9"], "agent report: setup_data[0]: expected an object, got str"),
+        ([{"data": ""}], "agent report: setup_data[0].type: missing"),
+        ([{"type": 9, "data": ""}], "agent report: setup_data[0].type: expected a string, got int"),
         (
             [{"type": "9", "data": ""}],
-            "agent report: setup_data[0] type '9' is not a 0x-prefixed 32-bit hex number",
+            "agent report: setup_data[0].type: '9' is not a 0x-prefixed 32-bit hex number",
         ),
         (
             [{"type": "", "data": ""}],  # the agent could not read the type file
-            "agent report: setup_data[0] type '' is not a 0x-prefixed 32-bit hex number",
+            "agent report: setup_data[0].type: '' is not a 0x-prefixed 32-bit hex number",
         ),
         (
             [{"type": "0x123456789", "data": ""}],  # 9 digits: wider than the u32 field
-            "agent report: setup_data[0] type '0x123456789' is not a 0x-prefixed 32-bit "
+            "agent report: setup_data[0].type: '0x123456789' is not a 0x-prefixed 32-bit "
             "hex number",
         ),
-        ([{"type": "0x9"}], "agent report: setup_data[0] 'data' is missing"),
-        ([{"type": "0x9", "data": "abc"}], "agent report: setup_data[0] data is not a hex string"),
+        ([{"type": "0x9"}], "agent report: setup_data[0].data: missing"),
+        (
+            [{"type": "0x9", "data": "abc"}],
+            "agent report: setup_data[0].data: not a string of hex digit pairs",
+        ),
         (
             [{"type": "0x9", "data": "", "truncated": 1}],
-            "agent report: setup_data[0] 'truncated' is not of type bool",
+            "agent report: setup_data[0].truncated: expected true or false, got int",
         ),
         (
             [{"type": "0x9", "data": ""}, {"type": "0x1", "data": None}],
-            "agent report: setup_data[1] 'data' is not of type str",
+            "agent report: setup_data[1].data: expected a string, got NoneType",
         ),
     ],
 )
