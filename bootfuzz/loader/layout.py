@@ -36,6 +36,10 @@ PVH_MEMMAP_MAX_ENTRIES = (0x1000 - 0x100) // 24
 
 #: boot_params, the "zero page" (4 KiB).  Firecracker uses the same address.
 ZERO_PAGE_ADDR = 0x7000
+#: The 16-bit entry has no zero page of ours: the block our BIOS serves from
+#: (bootfuzz/abi/handoff.py, BIOS_DATA) takes its place.  It must lie below
+#: 64 KiB: the BIOS addresses it with DS = 0.
+BIOS_DATA_ADDR = ZERO_PAGE_ADDR
 
 #: Top of the small stack the entry path starts on (16-byte aligned).
 BOOT_STACK_TOP = 0x8FF0

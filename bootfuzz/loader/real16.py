@@ -25,7 +25,6 @@ from bootfuzz.abi.bootparam import (
 from bootfuzz.abi.e820 import E820Entry, E820Type, pack_table
 from bootfuzz.abi.handoff import (
     BIOS_DATA,
-    BIOS_DATA_ADDR,
     BIOS_DATA_MAGIC,
     BIOS_DATA_SIZE,
     BIOS_E820_MAX_ENTRIES,
@@ -39,19 +38,24 @@ from bootfuzz.abi.handoff import (
 from bootfuzz.case import BootCase
 from bootfuzz.errors import HarnessBug, LayoutError
 from bootfuzz.kernel.image import KernelImage
-from bootfuzz.loader.layout import FOUR_GIB, HIGH_MEMORY_START, LOW_RAM_END, KiB, MiB
-from bootfuzz.loader.plan import (
-    Blob,
-    BootPlan,
-    CpuState,
-    InitrdImage,
+from bootfuzz.loader.layout import (
+    BIOS_DATA_ADDR,
+    FOUR_GIB,
+    HIGH_MEMORY_START,
+    LOW_RAM_END,
+    KiB,
+    MiB,
+)
+from bootfuzz.loader.placement import (
     check_blobs,
     encode_cmdline,
+    initrd_blobs,
     initrd_placement,
     place_kernel,
     place_setup_data,
     plan_e820,
 )
+from bootfuzz.loader.plan import Blob, BootPlan, CpuState, InitrdImage
 from bootfuzz.loader.platform import Platform
 from bootfuzz.loader.x86 import Cr0
 
@@ -212,11 +216,9 @@ def _header_overrides(fields: tuple[tuple[str, int], ...]) -> dict[str, int]:
 
 
 def plan_boot16(
-    case: BootCase, image: KernelImage, platform: Platform, initrd: InitrdImage | None = None
+    case: BootCase, image: KernelImage, platform: Platform, initrd: InitrdImage | None
 ) -> BootPlan:
     """Lay out *case* for the 16-bit boot protocol (our BIOS, the kernel's setup code)."""
-    if platform.memory != case.memory:
-        raise HarnessBug("platform built for another memory size than the case")
     ov = case.overrides
     base = REAL_MODE_BASE
     real_mode_size = image.protected_mode_offset
@@ -274,9 +276,8 @@ def plan_boot16(
         Blob("cmdline", cmdline_addr, len(cmdline_data), data=cmdline_data),
         Blob("kernel", load, len(pm_code), data=pm_code),
         *setup_blobs,
+        *initrd_blobs(placed, initrd),
     ]
-    if placed is not None and initrd is not None:
-        blobs.append(Blob("initrd", placed.addr, placed.size, path=initrd.path))
     check_blobs(blobs, platform)
 
     kernel_e820 = setup_kernel_e820(e820)

@@ -1,4 +1,4 @@
-"""atheris target: the pure planner (bootfuzz.loader.plan.plan_boot) on a fake bzImage.
+"""atheris target: the pure planner (bootfuzz.loader.planner.plan_boot) on a fake bzImage.
 
 Run: python -m tests.fuzz.fuzz_planner /tmp/new-corpus corpus/atheris/planner \
     -atheris_runs=100000
@@ -24,10 +24,10 @@ with instrumented(__name__ == "__main__"):
     from bootfuzz.errors import ConfigError
     from bootfuzz.fuzz.generate import MEMORY_EDGES, field_max
     from bootfuzz.judge.layout_rules import check_layout
-    from bootfuzz.judge.oracles import Verdict
+    from bootfuzz.judge.verdict import Verdict
     from bootfuzz.kernel.image import parse_kernel_image
-    from bootfuzz.loader import plan as plan_module
-    from bootfuzz.loader import x86
+    from bootfuzz.loader import entry_cpu, x86
+    from bootfuzz.loader.planner import plan_boot
     from bootfuzz.loader.platform import qemu_pc
     from tests.fakes import FakeInitrd, fake_bzimage
 
@@ -37,7 +37,7 @@ INT_FIELDS = tuple(f.name for f in BOOT_PARAMS if not f.raw)
 U64 = (1 << 64) - 1
 U32 = (1 << 32) - 1
 # Pure and the slowest part of a plan: cache it for throughput.
-vars(plan_module)["identity_page_tables"] = functools.lru_cache(maxsize=None)(
+vars(entry_cpu)["identity_page_tables"] = functools.lru_cache(maxsize=None)(
     x86.identity_page_tables)
 
 
@@ -112,7 +112,7 @@ def TestOneInput(data: bytes) -> None:
                     entry=EntryProtocol.BOOT64)
     try:
         platform = qemu_pc(memory)
-        plan = plan_module.plan_boot(case, IMAGE, platform, initrd)
+        plan = plan_boot(case, IMAGE, platform, initrd)
     except ConfigError:
         return
     if overrides.empty:

@@ -10,11 +10,13 @@ from hypothesis import strategies as st
 
 from bootfuzz.abi.bootparam import BOOT_PARAMS, SETUP_HEADER_FIELDS, LoadFlags
 from bootfuzz.abi.e820 import E820Type, unpack_table
-from bootfuzz.case import BootCase
-from bootfuzz.errors import CmdlineError, LayoutError
-from bootfuzz.kernel.image import parse_kernel_image
+from bootfuzz.abi.handoff import HandoffMode
+from bootfuzz.case import BootCase, EntryProtocol
+from bootfuzz.errors import CmdlineError, HarnessBug, LayoutError
+from bootfuzz.kernel.image import KernelImage, parse_kernel_image
 from bootfuzz.loader.layout import FOUR_GIB, PAGE_SIZE, GiB, MiB
-from bootfuzz.loader.plan import BootPlan, plan_boot
+from bootfuzz.loader.plan import BootPlan
+from bootfuzz.loader.planner import PLANNERS, plan_boot
 from bootfuzz.loader.platform import qemu_pc
 from tests.fakes import FakeInitrd, fake_bzimage
 
@@ -29,7 +31,7 @@ LOADER_WRITTEN = {"type_of_loader", "loadflags", "cmd_line_ptr", "ramdisk_image"
 
 
 def plan(memory: int, initrd_size: int | None = 8 * MiB, cmdline: str = "console=ttyS0",
-         image=IMAGE) -> BootPlan:  # type: ignore[no-untyped-def]
+         image: KernelImage = IMAGE) -> BootPlan:
     case = BootCase(kernel="fake", memory=memory, cmdline=cmdline)
     initrd = FakeInitrd(initrd_size) if initrd_size is not None else None
     return plan_boot(case, image, qemu_pc(memory), initrd)
@@ -161,7 +163,9 @@ def test_plan_invariants_hold_for_every_accepted_case(memory: int, initrd_size: 
 def test_pvh_start_info_layout_and_memmap() -> None:
     from bootfuzz.abi.pvh import HVM_MEMMAP_TABLE_ENTRY, HVM_MODLIST_ENTRY, HVM_START_INFO
     from bootfuzz.loader.layout import PVH_MEMMAP_ADDR, PVH_MODLIST_ADDR, PVH_START_INFO_ADDR
-    from bootfuzz.loader.plan import PlacedInitrd, build_start_info, plan_e820
+    from bootfuzz.loader.placement import plan_e820
+    from bootfuzz.loader.plan import PlacedInitrd
+    from bootfuzz.loader.pvh import build_start_info
 
     e820 = plan_e820(qemu_pc(5 * GiB))
     page = build_start_info(0x4B000, e820, PlacedInitrd(0x7F000000, 0x123456, "0" * 64))
@@ -180,9 +184,29 @@ def test_pvh_start_info_layout_and_memmap() -> None:
 
 def test_pvh_kernel_e820_appends_the_isa_hole_below_127_entries() -> None:
     from bootfuzz.abi.e820 import E820Entry
-    from bootfuzz.loader.plan import pvh_kernel_e820
+    from bootfuzz.loader.pvh import pvh_kernel_e820
 
     table = tuple(E820Entry(i * 0x1000, 0x1000, 1) for i in range(126))
     assert pvh_kernel_e820(table)[-1] == E820Entry(0xA0000, 0x60000, 2)
     full = tuple(E820Entry(i * 0x1000, 0x1000, 1) for i in range(127))
     assert pvh_kernel_e820(full) == full
+
+
+def test_every_entry_protocol_has_a_planner() -> None:
+    assert set(PLANNERS) == set(EntryProtocol)
+
+
+@pytest.mark.parametrize(("entry", "mode"), [
+    (EntryProtocol.BOOT64, HandoffMode.LONG_64),
+    (EntryProtocol.BOOT32, HandoffMode.PROTECTED_32),
+    (EntryProtocol.REAL16, HandoffMode.REAL_16),
+])
+def test_plan_boot_dispatches_on_the_entry(entry: EntryProtocol, mode: HandoffMode) -> None:
+    case = BootCase(kernel="fake", memory=256 * MiB, cmdline="console=ttyS0", entry=entry)
+    assert plan_boot(case, IMAGE, qemu_pc(256 * MiB)).cpu.mode is mode
+
+
+def test_plan_boot_refuses_a_platform_of_another_size() -> None:
+    case = BootCase(kernel="fake", memory=256 * MiB, cmdline="console=ttyS0")
+    with pytest.raises(HarnessBug, match="another memory size"):
+        plan_boot(case, IMAGE, qemu_pc(512 * MiB))

@@ -18,11 +18,11 @@ from bootfuzz.errors import ConfigError
 from bootfuzz.fuzz.generate import initrd_size_bound
 from bootfuzz.fuzz.strategies import boot_cases, e820_tables, kernel_limits, setup_header_values
 from bootfuzz.judge.layout_rules import check_layout
-from bootfuzz.judge.oracles import Verdict
+from bootfuzz.judge.verdict import Verdict
 from bootfuzz.kernel.image import parse_kernel_image
-from bootfuzz.loader import plan as plan_module
-from bootfuzz.loader import x86
-from bootfuzz.loader.plan import BootPlan, plan_boot
+from bootfuzz.loader import entry_cpu, x86
+from bootfuzz.loader.plan import BootPlan
+from bootfuzz.loader.planner import plan_boot
 from bootfuzz.loader.platform import qemu_pc
 from tests.fakes import FakeInitrd, fake_bzimage
 
@@ -39,7 +39,7 @@ INT_FIELDS = tuple(f.name for f in BOOT_PARAMS if not f.raw)
 def _cached_page_tables() -> Iterator[None]:
     """identity_page_tables is pure and takes most of a plan's time: cache it here."""
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(plan_module, "identity_page_tables",
+        mp.setattr(entry_cpu, "identity_page_tables",
                    functools.lru_cache(maxsize=None)(x86.identity_page_tables))
         yield
 

@@ -8,7 +8,6 @@ from bootfuzz.abi.bootparam import BOOT_PARAMS, SETUP_HEADER, LoadFlags
 from bootfuzz.abi.e820 import E820Entry, E820Type, unpack_table
 from bootfuzz.abi.handoff import (
     BIOS_DATA,
-    BIOS_DATA_ADDR,
     BIOS_DATA_MAGIC,
     BIOS_E820_MAX_ENTRIES,
     BIOS_E820_TABLE_OFFSET,
@@ -17,9 +16,11 @@ from bootfuzz.abi.handoff import (
 from bootfuzz.case import BootCase, EntryProtocol, Overrides
 from bootfuzz.errors import LayoutError
 from bootfuzz.guest.harness import handoff_include
-from bootfuzz.kernel.image import parse_kernel_image
-from bootfuzz.loader.layout import FOUR_GIB, LOW_RAM_END, GiB, KiB, MiB
-from bootfuzz.loader.plan import BootPlan, plan_e820
+from bootfuzz.kernel.image import KernelImage, parse_kernel_image
+from bootfuzz.loader.layout import BIOS_DATA_ADDR, FOUR_GIB, LOW_RAM_END, GiB, KiB, MiB
+from bootfuzz.loader.placement import plan_e820
+from bootfuzz.loader.plan import BootPlan
+from bootfuzz.loader.planner import plan_boot
 from bootfuzz.loader.platform import qemu_pc
 from bootfuzz.loader.real16 import (
     HEAP_END,
@@ -28,7 +29,6 @@ from bootfuzz.loader.real16 import (
     bios_memory,
     build_bios_data,
     expected_alt_mem_k,
-    plan_boot16,
 )
 from tests.fakes import FakeInitrd, fake_bzimage
 
@@ -39,12 +39,13 @@ RAM, RESERVED = E820Type.RAM, E820Type.RESERVED
 NO_OVERRIDES = Overrides()
 
 
-def plan16(memory: int = 256 * MiB, cmdline: str = "console=ttyS0", image=IMAGE,  # type: ignore[no-untyped-def]
+def plan16(memory: int = 256 * MiB, cmdline: str = "console=ttyS0",
+           image: KernelImage = IMAGE,
            overrides: Overrides = NO_OVERRIDES, initrd: int | None = 8 * MiB) -> BootPlan:
     case = BootCase(kernel="fake", memory=memory, cmdline=cmdline, entry=EntryProtocol.REAL16,
                     overrides=overrides)
-    return plan_boot16(case, image, qemu_pc(memory),
-                       FakeInitrd(initrd) if initrd is not None else None)
+    return plan_boot(case, image, qemu_pc(memory),
+                     FakeInitrd(initrd) if initrd is not None else None)
 
 
 def header(p: BootPlan, name: str) -> int:
