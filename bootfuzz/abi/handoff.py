@@ -1,21 +1,22 @@
 """The hand-off block between our loader and our firmware stub (harness/firmware).
 
 QEMU resets the CPU into real mode at 0xFFFFFFF0; the stub there reads this block
-at layout.HANDOFF_ADDR and puts the CPU into exactly the state the BootPlan asks
-for, then jumps.  For the 16-bit boot protocol it stays in real mode and is a
-BIOS as well: it serves the INT 10h/13h/15h/16h/1Ah calls of the kernel's setup
-code from a second block the loader writes (BIOS_DATA, with the E820 table).
+and puts the CPU into exactly the state the BootPlan asks for, then jumps.  For
+the 16-bit boot protocol it stays in real mode and is a BIOS as well: it serves
+the INT 10h/13h/15h/16h/1Ah calls of the kernel's setup code from a second block
+the loader writes (BIOS_DATA, with the E820 table).
 The assembler sees these offsets through a generated include file
 (bootfuzz.guest.harness writes it from this declaration), so they exist once.
+This module describes the structures; where they lie in guest memory
+(HANDOFF_ADDR, BIOS_DATA_ADDR) is bootfuzz.loader.layout's to say.
 """
 
 from __future__ import annotations
 
 import enum
 
-from bootfuzz.abi.bootparam import E820_ENTRY_SIZE
+from bootfuzz.abi.bootparam import BOOT_PARAMS_SIZE, E820_ENTRY_SIZE
 from bootfuzz.abi.structs import Field, Struct
-from bootfuzz.loader import layout
 
 HANDOFF_MAGIC = 0x4F484642  # "BFHO"
 
@@ -58,11 +59,10 @@ HANDOFF = Struct(
 
 #: The block the loader writes for the REAL_16 mode: what our BIOS reports.  The
 #: 16-bit entry has no zero page of ours (the kernel's setup code builds its own
-#: boot_params inside its segment), so the block takes the zero page's place.
-#: It must lie below 64 KiB: the BIOS addresses it with DS = 0.
-BIOS_DATA_ADDR = layout.ZERO_PAGE_ADDR
+#: boot_params inside its segment), so the block takes the zero page's place and
+#: size (layout.BIOS_DATA_ADDR).
 BIOS_DATA_MAGIC = 0x44424642  # "BFBD"
-BIOS_DATA_SIZE = layout.PAGE_SIZE
+BIOS_DATA_SIZE = BOOT_PARAMS_SIZE
 BIOS_DATA = Struct(
     "bios_data",
     0x20,

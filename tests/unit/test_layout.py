@@ -17,3 +17,13 @@ def test_align_helpers() -> None:
     assert layout.align_up(0x1001, 0x1000) == 0x2000
     assert layout.align_up(0x1000, 0x1000) == 0x1000
     assert layout.align_down(0x1FFF, 0x1000) == 0x1000
+
+
+def test_bios_data_block_takes_the_zero_pages_place_below_64k() -> None:
+    """Our BIOS reads the block with DS = 0: all of it must lie below 64 KiB."""
+    from bootfuzz.abi.handoff import BIOS_DATA_SIZE
+
+    _, start, end = next(r for r in layout.FIXED_REGIONS if r[0] == "zero_page")
+    block_end = layout.BIOS_DATA_ADDR + BIOS_DATA_SIZE
+    assert (start, end) == (layout.BIOS_DATA_ADDR, block_end)
+    assert block_end <= 0x10000
