@@ -205,8 +205,20 @@ def test_i8042_command_fe_resets() -> None:
         I8042().write(0x64, 1, 0xFE)
 
 
-def test_i8042_command_ff_does_not_reset() -> None:
-    I8042().write(0x64, 1, 0xFF)  # bit 0 set: no line pulsed
+@pytest.mark.parametrize("command", [0xFF, 0xF1], ids=["ff", "f1"])
+def test_i8042_pulse_without_reset_line_leaves_controller_as_it_was(command: int) -> None:
+    """0xF0-0xFF pulse the output lines whose bits are 0; bit 0 set: the CPU reset line
+    is not pulsed.  No reset, nothing queued, no command left waiting for a data byte,
+    output port and CTR unchanged."""
+    kbc = I8042()
+    kbc.write(0x64, 1, command)
+    assert kbc.read(0x64, 1) & 0x01 == 0  # OBF clear: no reply byte
+    kbc.write(0x60, 1, 0xFF)  # goes to the keyboard (reset), not to a pending command
+    assert [kbc.read(0x60, 1), kbc.read(0x60, 1)] == [0xFA, 0xAA]
+    kbc.write(0x64, 1, 0xD0)  # read output port
+    assert kbc.read(0x60, 1) == 0x03  # reset line high (not asserted), A20 on
+    kbc.write(0x64, 1, 0x20)  # read CTR
+    assert kbc.read(0x60, 1) == I8042().ctr
 
 
 def test_agent_exit_value_gives_qemu_status_99() -> None:
