@@ -47,22 +47,24 @@ from bootfuzz.abi.bootparam import (
 from bootfuzz.abi.e820 import E820Entry, pack_table, unpack_table
 from bootfuzz.abi.pvh import HVM_MEMMAP_TABLE_ENTRY, HVM_MODLIST_ENTRY, HVM_START_INFO
 from bootfuzz.abi.structs import Struct
+from bootfuzz.cache import cache_root
 from bootfuzz.case import BootCase, EntryProtocol, InitrdSpec
 from bootfuzz.compression import Compression
 from bootfuzz.errors import BootfuzzError, ConfigError, HarnessBug, InfrastructureError
 from bootfuzz.guest.harness import (
-    AGENT_EXIT_PORT,
-    AGENT_EXIT_VALUE,
-    COM1_BASE,
     HARNESS_SOURCE_DIR,
-    UART_LSR,
-    UART_LSR_THRE,
     as_string,
     build_key,
     build_tools,
     cached_build,
-    default_cache_dir,
     run_build_step,
+)
+from bootfuzz.guest.protocol import (
+    AGENT_EXIT_PORT,
+    AGENT_EXIT_VALUE,
+    COM1_BASE,
+    UART_LSR,
+    UART_LSR_THRE,
 )
 from bootfuzz.judge.verdict import OracleResult, Verdict
 from bootfuzz.kernel.vmlinux import XEN_ELFNOTE_PHYS32_ENTRY, XEN_NOTE_NAME
@@ -70,7 +72,7 @@ from bootfuzz.loader.layout import PAGE_SIZE, MiB, align_up
 from bootfuzz.loader.plan import BootPlan
 from bootfuzz.loader.x86 import MSR_EFER, Cr0
 from bootfuzz.run.console import run_console
-from bootfuzz.transcript import GuestExit, SessionEnd, Transcript
+from bootfuzz.transcript import GuestExit, Transcript
 
 # --- the report's shape -----------------------------------------------------------
 
@@ -380,7 +382,7 @@ def build_probes(cache_dir: Path | None = None) -> ProbeImages:
         ("header", repr(sorted(probe_header_values(0, 0, 0).items())).encode()),
         ("version", PROBE_VERSION_STRING),
     ]
-    root = (cache_dir if cache_dir is not None else default_cache_dir()) / "probes"
+    root = cache_root(cache_dir) / "probes"
     final = cached_build(root, build_key(inputs, tools),
                          lambda out: _build_probes_into(out, tools, include, ldscript))
     return ProbeImages(
@@ -742,7 +744,7 @@ def run_probe(
     from bootfuzz.guest.harness import build_harness
     from bootfuzz.guest.initrd import cached_initrd
     from bootfuzz.kernel.image import load_kernel_image
-    from bootfuzz.loader.plan import plan_boot
+    from bootfuzz.loader.planner import plan_boot
     from bootfuzz.run.backends import get_backend
     from bootfuzz.run.boot import new_run_dir
 
@@ -770,9 +772,9 @@ def run_probe(
     finally:
         for path in run_dir.glob("*.bin"):
             path.unlink(missing_ok=True)
-    guest_exit = be.classify_exit(transcript.exit_status, transcript.signal)
-    if transcript.killed or transcript.end is not SessionEnd.EXITED:
-        guest_exit = GuestExit.KILLED
+    from bootfuzz.run.exits import classify_exit
+
+    guest_exit = classify_exit(transcript, be.exit_statuses)
     report = parse_probe_report(transcript.text)
     results = [_exit_oracle(report, guest_exit, transcript.end_detail)]
     if isinstance(report, ProbeReport):

@@ -29,8 +29,8 @@ from typing import Protocol
 from bootfuzz.abi.bootparam import XLoadFlags
 from bootfuzz.case import BootCase, EntryProtocol
 from bootfuzz.errors import BackendError, ConfigError
-from bootfuzz.guest.harness import AGENT_EXIT_PORT, QEMU_AGENT_EXIT_STATUS
 from bootfuzz.guest.initrd import BuiltInitrd
+from bootfuzz.guest.protocol import AGENT_EXIT_PORT, QEMU_AGENT_EXIT_STATUS
 from bootfuzz.judge.observation import Observation, parse_transcript
 from bootfuzz.judge.verdict import OracleResult, Verdict, overall
 from bootfuzz.kernel.image import KernelImage
@@ -43,11 +43,11 @@ from bootfuzz.loader.layout import (
     align_down,
 )
 from bootfuzz.loader.platform import PC_LOWMEM_WHEN_SPLIT, PC_SPLIT_THRESHOLD, Platform, RamRange
+from bootfuzz.run.backends.qemu_tcg import QEMU_EXIT_STATUSES
 from bootfuzz.run.console import run_console
+from bootfuzz.run.exits import ExitStatuses, classify_exit
 from bootfuzz.transcript import GuestExit, SessionEnd, Transcript
 
-#: Session ends at which the session itself killed the VMM.
-_SESSION_KILLED = frozenset({SessionEnd.EARLY_STOP, SessionEnd.SILENCE, SessionEnd.TIMEOUT})
 #: The largest 32-bit address (QEMU's initrd_max when the kernel may go above it).
 U32_MAX = 0xFFFF_FFFF
 #: SeaBIOS's extended BIOS data area: the top KiB below 640 KiB.  Measured on QEMU
@@ -375,20 +375,6 @@ AGENT_ORACLES = frozenset({"boot", "agent-cmdline", "payload-digest", "firmware-
                            "boot-params"})
 
 
-def classify_exit(exit_status: int | None, signal: int | None, transcript: Transcript,
-                  poweroff_status: int = QEMU_AGENT_EXIT_STATUS) -> GuestExit:
-    """How the guest ended; a VMM the session killed says nothing about the guest."""
-    if transcript.end in _SESSION_KILLED or transcript.killed or signal is not None:
-        return GuestExit.KILLED
-    if exit_status == poweroff_status:
-        return GuestExit.POWER_OFF
-    if exit_status == 0:
-        return GuestExit.RESET  # -no-reboot: a reset (panic=-1) ends QEMU with 0
-    if exit_status is None:
-        return GuestExit.UNKNOWN
-    return GuestExit.BACKEND_ERROR
-
-
 def _judge(name: str, case: BootCase, argv: Sequence[str], transcript: Transcript,
            guest_exit: GuestExit, exp: Expectation, promises: TargetPromises,
            run_dir: Path, started: float, exact: Sequence[OracleResult] = ()) -> TargetRun:
@@ -529,7 +515,7 @@ class QemuDirectTarget:
         if shutil.which(self.binary) is None:
             raise BackendError(f"{self.binary} not found: install qemu-system-x86")
         mats = materials(case)
-        from bootfuzz.loader.plan import encode_cmdline
+        from bootfuzz.loader.placement import encode_cmdline
 
         encode_cmdline(case.cmdline, mats.image)
         run_dir.mkdir(parents=True, exist_ok=True)
@@ -544,7 +530,7 @@ class QemuDirectTarget:
         finally:
             if case.entry is EntryProtocol.PVH:
                 kernel.unlink(missing_ok=True)
-        guest_exit = classify_exit(transcript.exit_status, transcript.signal, transcript)
+        guest_exit = classify_exit(transcript, QEMU_EXIT_STATUSES)
         return _judge(self.name, case, argv, transcript, guest_exit,
                       expectation(case, mats.image, mats.initrd), self.promises, run_dir,
                       started)
@@ -612,6 +598,11 @@ class CommandTemplate:
     @property
     def fields(self) -> set[str]:
         return set().union(*(template_fields(a, i) for i, a in enumerate(self.argv)))
+
+    @property
+    def exit_statuses(self) -> ExitStatuses:
+        """As QEMU's under -no-reboot (0: the guest reset), with the template's power-off."""
+        return {0: GuestExit.RESET, self.poweroff_exit_status: GuestExit.POWER_OFF}
 
     def expand(self, values: Mapping[str, str]) -> list[str]:
         missing = self.fields - set(values)
@@ -686,8 +677,7 @@ class CommandTarget:
         if shutil.which(argv[0]) is None:
             raise BackendError(f"{argv[0]} not found (the template's program)")
         transcript = _run_argv(argv, run_dir, timeout, silence_timeout, self.name)
-        guest_exit = classify_exit(transcript.exit_status, transcript.signal, transcript,
-                                   self.template.poweroff_exit_status)
+        guest_exit = classify_exit(transcript, self.template.exit_statuses)
         return _judge(self.name, case, argv, transcript, guest_exit,
                       expectation(case, mats.image, mats.initrd), self.promises, run_dir,
                       started)

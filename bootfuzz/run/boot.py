@@ -19,25 +19,26 @@ from bootfuzz.errors import BackendError
 from bootfuzz.guest.harness import HarnessArtifacts, build_harness
 from bootfuzz.guest.initrd import cached_initrd
 from bootfuzz.judge.layout_rules import check_layout
-from bootfuzz.judge.observation import Observation, UnpackStart, parse_transcript
+from bootfuzz.judge.observation import Observation, parse_transcript
 from bootfuzz.judge.oracles import STOP_POINTS, Evidence, StopPoint, judge
 from bootfuzz.judge.verdict import OracleResult, Verdict, overall
-from bootfuzz.kernel.capabilities import config_unpack_message, find_config
+from bootfuzz.kernel.capabilities import UnpackStart, config_unpack_message, find_config
 from bootfuzz.kernel.image import KernelImage, load_kernel_image
 from bootfuzz.kernel.pinned import resolve_kernel
-from bootfuzz.loader.plan import BootPlan, encode_cmdline, plan_boot
+from bootfuzz.loader.placement import encode_cmdline
+from bootfuzz.loader.plan import BootPlan
+from bootfuzz.loader.planner import plan_boot
 from bootfuzz.run.backends import get_backend
 from bootfuzz.run.backends.base import Backend
 from bootfuzz.run.console import run_console
-from bootfuzz.transcript import GuestExit, SessionEnd, Transcript
+from bootfuzz.run.exits import classify_exit
+from bootfuzz.transcript import GuestExit, Transcript
 
 #: Generous for TCG: the xz kernel decompresses for ~3 s and a 64 MiB xz initrd
 #: unpacks for several more; a healthy boot on this machine takes 2-15 s.
 DEFAULT_TIMEOUT = 300.0
 #: The longest quiet stretch of a healthy boot is the initramfs unpack.
 DEFAULT_SILENCE_TIMEOUT = 90.0
-#: Session ends at which the session itself killed the backend.
-_SESSION_KILLED = frozenset({SessionEnd.EARLY_STOP, SessionEnd.SILENCE, SessionEnd.TIMEOUT})
 #: Blob files the backend needs only while it runs (the console log stays).
 _BULKY_SUFFIX = ".bin"
 
@@ -126,13 +127,7 @@ def execute(
         if not keep_blobs:
             for path in run_dir.glob(f"*{_BULKY_SUFFIX}"):
                 path.unlink(missing_ok=True)
-    guest_exit = prepared.backend.classify_exit(transcript.exit_status, transcript.signal)
-    if transcript.killed or transcript.end in _SESSION_KILLED or (
-        transcript.end is not SessionEnd.EXITED and guest_exit is GuestExit.UNKNOWN
-    ):
-        # The session stopped the backend; how a killed process exits says nothing
-        # about the guest (QEMU exits 0 on SIGTERM).
-        guest_exit = GuestExit.KILLED
+    guest_exit = classify_exit(transcript, prepared.backend.exit_statuses)
     observation = parse_transcript(transcript.text)
     if not observation.firmware_entered and guest_exit in (
         GuestExit.BACKEND_ERROR, GuestExit.KILLED, GuestExit.UNKNOWN

@@ -12,8 +12,9 @@ from bootfuzz.loader.plan import CpuState
 from bootfuzz.loader.platform import qemu_pc
 from bootfuzz.run.backends import get_backend
 from bootfuzz.run.backends.kvm import KvmBackend
+from bootfuzz.run.exits import classify_exit
 from bootfuzz.run.kvm.vmm import Manifest, ManifestBlob, ManifestError
-from bootfuzz.transcript import GuestExit
+from bootfuzz.transcript import GuestExit, SessionEnd, Transcript
 
 CPU = CpuState(mode=HandoffMode.PROTECTED_32, rip=0x1000000, rsi=0, rbx=0x6000, rsp=0x8FF0,
                cr0=0x11, cr3=0, cr4=0, efer=0, gdt_base=0x500, gdt_limit=31,
@@ -43,7 +44,10 @@ def test_backend_platform_is_qemu_pc_split() -> None:
 )
 def test_backend_classify_exit(status: int | None, signal: int | None,
                                expected: GuestExit) -> None:
-    assert KvmBackend().classify_exit(status, signal) is expected
+    transcript = Transcript(text="", raw=b"", end=SessionEnd.EXITED, exit_status=status,
+                            signal=signal, duration=1.0, first_output_after=None,
+                            firmware_entered=True, end_detail="", killed=False)
+    assert classify_exit(transcript, KvmBackend.exit_statuses) is expected
 
 
 def manifest() -> Manifest:

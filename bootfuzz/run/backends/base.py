@@ -9,11 +9,13 @@ from typing import ClassVar, Protocol
 from bootfuzz.guest.harness import HarnessArtifacts
 from bootfuzz.loader.plan import BootPlan
 from bootfuzz.loader.platform import Platform
-from bootfuzz.transcript import GuestExit
+from bootfuzz.run.exits import ExitStatuses
 
 
 class Backend(Protocol):
     name: ClassVar[str]
+    #: What the process's exit statuses say about the guest (bootfuzz.run.exits).
+    exit_statuses: ClassVar[ExitStatuses]
 
     def check_available(self) -> None:
         """Raise BackendError naming what is missing."""
@@ -23,6 +25,3 @@ class Backend(Protocol):
 
     def prepare(self, plan: BootPlan, harness: HarnessArtifacts, run_dir: Path) -> list[str]:
         """Write what the run needs into *run_dir* and return the argv that runs it."""
-
-    def classify_exit(self, exit_status: int | None, signal: int | None) -> GuestExit:
-        """Translate the process's exit into a GuestExit."""

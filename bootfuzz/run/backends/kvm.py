@@ -20,9 +20,11 @@ from pathlib import Path
 from typing import ClassVar
 
 from bootfuzz.errors import BackendError
-from bootfuzz.guest.harness import QEMU_AGENT_EXIT_STATUS, HarnessArtifacts
+from bootfuzz.guest.harness import HarnessArtifacts
+from bootfuzz.guest.protocol import QEMU_AGENT_EXIT_STATUS
 from bootfuzz.loader.plan import Blob, BootPlan
 from bootfuzz.loader.platform import Platform, qemu_pc
+from bootfuzz.run.exits import ExitStatuses
 from bootfuzz.run.kvm import abi
 from bootfuzz.run.kvm.vm import Kvm
 from bootfuzz.run.kvm.vmm import (
@@ -39,9 +41,23 @@ from bootfuzz.transcript import GuestExit
 
 MANIFEST_NAME = "kvm-manifest.json"
 
+#: The VMM's exit statuses (bootfuzz.run.kvm.vmm).  A guest halted with interrupts
+#: off is KILLED: on QEMU the same guest sits until the session's silence timeout
+#: kills it, and the VMM's own --timeout is the same verdict reached sooner.
+VMM_EXIT_STATUSES: ExitStatuses = {
+    QEMU_AGENT_EXIT_STATUS: GuestExit.POWER_OFF,
+    EXIT_RESET: GuestExit.RESET,
+    EXIT_HALTED: GuestExit.KILLED,
+    EXIT_TIMEOUT: GuestExit.KILLED,
+    EXIT_INTERNAL_ERROR: GuestExit.BACKEND_ERROR,
+    EXIT_INFRASTRUCTURE: GuestExit.BACKEND_ERROR,
+    EXIT_USAGE: GuestExit.BACKEND_ERROR,
+}
+
 
 class KvmBackend:
     name: ClassVar[str] = "kvm"
+    exit_statuses: ClassVar[ExitStatuses] = VMM_EXIT_STATUSES
 
     def check_available(self) -> None:
         """/dev/kvm opens read-write and speaks API version 12 (raises BackendError)."""
@@ -87,24 +103,3 @@ class KvmBackend:
         except OSError as e:
             raise BackendError(f"cannot write {path}: {e.strerror}") from None
         return [sys.executable, "-m", "bootfuzz.run.kvm", "run", os.fspath(path)]
-
-    def classify_exit(self, exit_status: int | None, signal: int | None) -> GuestExit:
-        """The VMM's statuses (bootfuzz/kvm/vmm.py) as GuestExits.
-
-        A guest halted with interrupts off is reported KILLED: on QEMU the same
-        guest sits until the session's silence timeout kills it, and the VMM's
-        own --timeout is the same verdict reached sooner.
-        """
-        if signal is not None:
-            return GuestExit.KILLED
-        if exit_status == QEMU_AGENT_EXIT_STATUS:
-            return GuestExit.POWER_OFF
-        if exit_status == EXIT_RESET:
-            return GuestExit.RESET
-        if exit_status in (EXIT_HALTED, EXIT_TIMEOUT):
-            return GuestExit.KILLED
-        if exit_status in (EXIT_INTERNAL_ERROR, EXIT_INFRASTRUCTURE, EXIT_USAGE):
-            return GuestExit.BACKEND_ERROR
-        if exit_status is None:
-            return GuestExit.UNKNOWN
-        return GuestExit.BACKEND_ERROR

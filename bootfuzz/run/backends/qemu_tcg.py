@@ -16,16 +16,24 @@ from typing import ClassVar
 
 from bootfuzz.abi.handoff import HANDOFF, HANDOFF_MAGIC
 from bootfuzz.errors import BackendError
-from bootfuzz.guest.harness import AGENT_EXIT_PORT, QEMU_AGENT_EXIT_STATUS, HarnessArtifacts
+from bootfuzz.guest.harness import HarnessArtifacts
+from bootfuzz.guest.protocol import AGENT_EXIT_PORT, QEMU_AGENT_EXIT_STATUS
 from bootfuzz.loader.layout import FIRMWARE_CODE32_SELECTOR, HANDOFF_ADDR
 from bootfuzz.loader.plan import Blob, BootPlan, CpuState
 from bootfuzz.loader.platform import Platform, qemu_pc
 from bootfuzz.loader.x86 import Efer
+from bootfuzz.run.exits import ExitStatuses
 from bootfuzz.transcript import GuestExit
 
 QEMU_BINARY = "qemu-system-x86_64"
 #: QEMU exits 0 when the guest resets under -no-reboot (triple fault, panic=-1).
 QEMU_RESET_STATUS = 0
+#: What QEMU's exit status says about the guest, for any QEMU started with our
+#: isa-debug-exit device and -no-reboot (this backend and the qemu-direct peer).
+QEMU_EXIT_STATUSES: ExitStatuses = {
+    QEMU_AGENT_EXIT_STATUS: GuestExit.POWER_OFF,
+    QEMU_RESET_STATUS: GuestExit.RESET,
+}
 
 
 def handoff_block(cpu: CpuState) -> bytes:
@@ -58,6 +66,7 @@ def _qemu_opt(path: Path) -> str:
 
 class QemuTcgBackend:
     name: ClassVar[str] = "qemu-tcg"
+    exit_statuses: ClassVar[ExitStatuses] = QEMU_EXIT_STATUSES
     machine = "pc"
 
     def __init__(self, binary: str | None = None) -> None:
@@ -107,14 +116,3 @@ class QemuTcgBackend:
                 "force-raw=on",
             ]
         return argv
-
-    def classify_exit(self, exit_status: int | None, signal: int | None) -> GuestExit:
-        if signal is not None:
-            return GuestExit.KILLED
-        if exit_status == QEMU_AGENT_EXIT_STATUS:
-            return GuestExit.POWER_OFF
-        if exit_status == QEMU_RESET_STATUS:
-            return GuestExit.RESET
-        if exit_status is None:
-            return GuestExit.UNKNOWN
-        return GuestExit.BACKEND_ERROR
