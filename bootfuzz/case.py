@@ -10,7 +10,8 @@ import enum
 from dataclasses import dataclass
 
 from bootfuzz.abi.e820 import E820Entry
-from bootfuzz.guest.initramfs import InitrdSpec
+from bootfuzz.compression import Compression, lzo_unsupported, lzop_available
+from bootfuzz.errors import InitramfsError
 
 #: What every harness boot needs on the command line: the console our session
 #: reads; the polled early console, so setup_arch's lines (Command line, BIOS-e820,
@@ -37,6 +38,63 @@ class InitrdPlacement(enum.StrEnum):
     TOP = "top"  # top of RAM below initrd_addr_max, as QEMU and GRUB do
     LOW = "low"  # right above the kernel's window
     HIGH = "high"  # top of RAM above 4 GiB (ext_ramdisk_*; needs XLF_CAN_BE_LOADED_ABOVE_4G)
+
+
+#: The largest file a cpio newc header can describe: c_filesize is 8 hex digits
+#: (Documentation/driver-api/early-userspace/buffer-format.rst).
+MAX_PAYLOAD_SIZE = (1 << 32) - 1
+SEED_LIMIT = 1 << 64
+
+
+def check_payload_seed(seed: object) -> None:
+    """Refuse a payload seed that is not an integer in 0 .. 2**64-1."""
+    if not isinstance(seed, int) or isinstance(seed, bool):
+        raise InitramfsError(f"payload seed {seed!r} is not an integer")
+    if not 0 <= seed < SEED_LIMIT:
+        raise InitramfsError(f"payload seed {seed} is outside 0 .. 2**64-1")
+
+
+def check_payload_size(size: object) -> None:
+    """Refuse a payload size that is not an integer in 0 .. MAX_PAYLOAD_SIZE."""
+    if not isinstance(size, int) or isinstance(size, bool):
+        raise InitramfsError(f"payload size {size!r} is not an integer")
+    if size < 0:
+        raise InitramfsError(f"payload size {size} is negative")
+    if size > MAX_PAYLOAD_SIZE:
+        raise InitramfsError(
+            f"payload size {size} is over {MAX_PAYLOAD_SIZE}, the largest file a cpio "
+            "newc header can describe"
+        )
+
+
+@dataclass(frozen=True)
+class InitrdSpec:
+    """What an initrd holds: a payload of *size* bytes made from *seed*, compressed.
+
+    bootfuzz.guest.initrd builds it (the archive's contents are listed there).
+    """
+
+    size: int  # exact size of /payload in bytes (0: an empty payload file)
+    compression: Compression = Compression.GZIP
+    seed: int = 0  # 0 <= seed < 2**64
+    #: Two concatenated archives, as distributions ship them (an uncompressed early
+    #: cpio, then the compressed main one): /init and /dev in the first, the payload
+    #: in the second, compressed.  The kernel must unpack both.
+    split: bool = False
+    #: Not a cpio archive at all: the payload alone, compressed.  The kernel's unpacker
+    #: rejects it (the "looks like an initrd" path), so there is no /init and the
+    #: boot must end in the no-root panic.
+    raw: bool = False
+
+    def __post_init__(self) -> None:
+        check_payload_size(self.size)
+        check_payload_seed(self.seed)
+        if not isinstance(self.compression, Compression):
+            object.__setattr__(self, "compression", Compression.parse(str(self.compression)))
+        if self.compression is Compression.LZO and not lzop_available():
+            raise lzo_unsupported()
+        if self.split and self.raw:
+            raise InitramfsError("an initrd is either split cpio archives or raw, not both")
 
 
 @dataclass(frozen=True)

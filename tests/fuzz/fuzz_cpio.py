@@ -1,4 +1,4 @@
-"""atheris target: the newc cpio reader (bootfuzz.guest.initramfs.parse_newc).
+"""atheris target: the newc cpio reader (bootfuzz.guest.cpio.parse_newc).
 
 Run: python -m tests.fuzz.fuzz_cpio /tmp/new-corpus corpus/atheris/cpio -atheris_runs=100000
 Any exception but a BootfuzzError (InitramfsError) is a crash.
@@ -10,7 +10,7 @@ from tests.fuzz._common import instrumented, main
 
 with instrumented(__name__ == "__main__"):
     from bootfuzz.errors import BootfuzzError
-    from bootfuzz.guest.initramfs import parse_newc
+    from bootfuzz.guest.cpio import parse_newc
 
 TARGET = "cpio"
 

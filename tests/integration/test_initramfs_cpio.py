@@ -14,13 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from bootfuzz.guest.initramfs import (
-    LZ4_LEGACY_CHUNK,
-    Compression,
-    InitrdSpec,
-    build_initrd,
-    write_initrd_archive,
-)
+from bootfuzz.case import InitrdSpec
+from bootfuzz.compression import LZ4_LEGACY_CHUNK_SIZE, Compression
+from bootfuzz.guest.initrd import build_initrd, write_initrd_archive
 
 AGENT = b"\x7fELF" + bytes(range(256)) * 8
 
@@ -118,7 +114,7 @@ def test_real_tool_decompresses_to_the_exact_archive(
 def test_lz4_tool_reads_multi_block_legacy_frame(agent: Path, tmp_path: Path) -> None:
     """lz4 -dc reads our legacy frame across the 8 MiB block boundary."""
     need("lz4")
-    spec = InitrdSpec(size=LZ4_LEGACY_CHUNK + 12345, compression=Compression.LZ4, seed=1)
+    spec = InitrdSpec(size=LZ4_LEGACY_CHUNK_SIZE + 12345, compression=Compression.LZ4, seed=1)
     built = build_initrd(spec, agent, tmp_path / "initrd.lz4")
     assert run(["lz4", "-dc"], built.path.read_bytes()).stdout == archive(spec)
 

@@ -21,30 +21,34 @@ import zstandard
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from bootfuzz.errors import ConfigError, HarnessBug, InfrastructureError, InitramfsError
-from bootfuzz.guest import initramfs
-from bootfuzz.guest.initramfs import (
-    KERNEL_MAGIC,
-    LZ4_LEGACY_CHUNK,
+from bootfuzz.case import InitrdSpec
+from bootfuzz.compression import (
+    LZ4_LEGACY_CHUNK_SIZE,
     LZ4_LEGACY_MAGIC,
+    SUPPORTED,
+    Compression,
+    DecompressError,
+    decompress,
+)
+from bootfuzz.errors import ConfigError, HarnessBug, InfrastructureError, InitramfsError
+from bootfuzz.guest import initrd
+from bootfuzz.guest.cpio import (
     NEWC_FIELDS,
     NEWC_HEADER_SIZE,
     PATH_MAX,
-    SUPPORTED,
-    BuiltInitrd,
-    Compression,
-    InitrdSpec,
-    InitrdWriteError,
     NewcHeader,
     NewcWriter,
+    newc_archive_size,
+    parse_newc,
+)
+from bootfuzz.guest.initrd import (
+    BuiltInitrd,
+    InitrdWriteError,
     archive_size,
     build_initrd,
     cache_name,
     cached_initrd,
     compress,
-    decompress,
-    newc_archive_size,
-    parse_newc,
     payload_bytes,
     write_initrd_archive,
 )
@@ -454,7 +458,7 @@ def test_compression_unknown_name_is_refused() -> None:
 def test_compression_lzo_without_lzop_says_what_is_missing(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr("bootfuzz.guest.initramfs.LZOP", "no-such-lzop")
+    monkeypatch.setattr("bootfuzz.compression.LZOP", "no-such-lzop")
     with pytest.raises(InitramfsError) as info:
         compress(b"x", Compression.LZO)
     assert str(info.value) == (
@@ -471,16 +475,17 @@ def test_compress_round_trips_through_python_decompressor(compression: Compressi
 
 
 @pytest.mark.parametrize("compression", sorted(SUPPORTED - {Compression.NONE}))
-def test_decompress_truncated_input_raises_initramfs_error(compression: Compression) -> None:
+def test_decompress_truncated_input_raises_decompress_error(compression: Compression) -> None:
     archive, _ = small_archive(InitrdSpec(size=5000, compression=compression))
     packed = compress(archive, compression)
-    with pytest.raises(InitramfsError, match=rf"^initramfs: ({compression.value}|lz4) "):
+    with pytest.raises(DecompressError, match=rf"^decompress: {compression.value} data does not "
+                       "decompress: "):
         decompress(packed[: len(packed) // 2], compression)
 
 
 @pytest.mark.parametrize("compression", sorted(SUPPORTED - {Compression.NONE}))
 def test_compress_output_starts_with_kernel_magic(compression: Compression) -> None:
-    assert compress(b"x" * 1000, compression)[:2] == KERNEL_MAGIC[compression]
+    assert compress(b"x" * 1000, compression)[:2] == compression.kernel_magic
 
 
 def test_uncompressed_archive_starts_with_cpio_magic_the_kernel_reads_directly() -> None:
@@ -510,7 +515,7 @@ def test_lzma_alone_header_has_small_dictionary_and_unknown_size() -> None:
 
 
 def test_lz4_legacy_frame_has_magic_and_8_mib_blocks() -> None:
-    data = bytes(LZ4_LEGACY_CHUNK) + b"tail"
+    data = bytes(LZ4_LEGACY_CHUNK_SIZE) + b"tail"
     packed = compress(data, Compression.LZ4)
     assert int.from_bytes(packed[:4], "little") == LZ4_LEGACY_MAGIC
     first = int.from_bytes(packed[4:8], "little")
@@ -522,9 +527,11 @@ def test_lz4_legacy_frame_has_magic_and_8_mib_blocks() -> None:
 
 def test_lz4_legacy_bad_magic_is_refused() -> None:
     packed = mutated(compress(b"hello", Compression.LZ4), 0, b"\x04")
-    with pytest.raises(InitramfsError) as info:
+    with pytest.raises(DecompressError) as info:
         decompress(packed, Compression.LZ4)
-    assert str(info.value) == "initramfs: lz4 data does not start with the legacy magic 02214c18"
+    assert str(info.value) == (
+        "decompress: lz4 data does not decompress: no legacy lz4 magic 02214c18 at the start"
+    )
 
 
 def test_zstd_frame_records_content_size_and_small_window() -> None:
@@ -643,13 +650,13 @@ def test_build_initrd_empty_agent_is_refused(tmp_path: Path) -> None:
 
 
 def test_build_initrd_unwritable_directory_is_infrastructure(agent: Path, tmp_path: Path) -> None:
-    out = tmp_path / "missing-dir" / "initrd"
+    blocker = tmp_path / "a-file"
+    blocker.write_bytes(b"")
+    out = blocker / "initrd"  # its directory cannot be made: a file has the name
     with pytest.raises(InitrdWriteError) as info:
         build_initrd(InitrdSpec(size=1), agent, out)
     assert isinstance(info.value, InfrastructureError)
-    assert str(info.value) == (
-        f"initramfs: cannot create a file in {out.parent}: No such file or directory"
-    )
+    assert str(info.value) == f"initramfs: cannot write {out}: File exists"
 
 
 def test_build_initrd_failure_leaves_no_file(
@@ -658,7 +665,7 @@ def test_build_initrd_failure_leaves_no_file(
     def boom(*_: object) -> str:
         raise HarnessBug("boom")
 
-    monkeypatch.setattr(initramfs, "write_initrd_archive", boom)
+    monkeypatch.setattr(initrd, "write_initrd_archive", boom)
     with pytest.raises(HarnessBug):
         build_initrd(InitrdSpec(size=1), agent, tmp_path / "out")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["agent"]
@@ -709,7 +716,7 @@ def test_cached_initrd_builds_once_then_hits(
     def no_build(*_: object) -> BuiltInitrd:
         raise AssertionError("cache hit must not rebuild")
 
-    monkeypatch.setattr(initramfs, "_build", no_build)
+    monkeypatch.setattr(initrd, "_build", no_build)
     second = cached_initrd(spec, agent, tmp_path)
     assert second == first
     assert second.path.stat().st_mtime_ns == mtime

@@ -5,15 +5,10 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
-from bootfuzz.guest.initramfs import (
-    Compression,
-    InitrdSpec,
-    build_initrd,
-    decompress,
-    early_archive,
-    parse_newc,
-    payload_bytes,
-)
+from bootfuzz.case import InitrdSpec
+from bootfuzz.compression import Compression, decompress
+from bootfuzz.guest.cpio import parse_newc
+from bootfuzz.guest.initrd import build_initrd, early_archive, payload_bytes
 
 
 def test_split_initrd_is_two_archives(tmp_path: Path) -> None:
@@ -34,7 +29,7 @@ def test_split_initrd_is_two_archives(tmp_path: Path) -> None:
 
 
 def test_split_and_single_cache_separately(tmp_path: Path) -> None:
-    from bootfuzz.guest.initramfs import cache_name
+    from bootfuzz.guest.initrd import cache_name
 
     assert cache_name(InitrdSpec(1, split=True), "0" * 64) != cache_name(InitrdSpec(1), "0" * 64)
 
@@ -52,7 +47,7 @@ def test_raw_initrd_is_the_payload_alone(tmp_path: Path) -> None:
 def test_raw_and_split_together_are_refused() -> None:
     import pytest
 
-    from bootfuzz.guest.initramfs import InitramfsError
+    from bootfuzz.errors import InitramfsError
 
     with pytest.raises(InitramfsError, match="either split cpio archives or raw"):
         InitrdSpec(1, split=True, raw=True)
