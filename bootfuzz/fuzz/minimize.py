@@ -1,147 +1,33 @@
-"""Failure signatures and test-case minimization.
+"""Test-case minimization: the smallest case that still fails the same way.
 
-A failure's *signature* is what makes two failures "the same bug": the oracles that
-failed and one word on how the guest ended (the first panic line, normalized, or a
-hang/reset).  The minimizer shrinks a failing case field by field (overrides
-removed one by one, command line tokens dropped, initrd toward small, memory
-toward the smallest the loader accepts) and keeps each step only while the *same*
-signature still fails, within a budget of boots.  The boot is injected, so the
-minimizer runs without QEMU in unit tests.
+The minimizer shrinks a failing case field by field (overrides removed one by one,
+command line tokens dropped, initrd toward small, memory toward the smallest the
+loader accepts) and keeps each step only while the *same* signature
+(bootfuzz.fuzz.triage) still fails, within a budget of boots.  The boot is
+injected, so the minimizer runs without QEMU in unit tests.
 """
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
-import re
-import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 from bootfuzz.case import HARNESS_CMDLINE, BootCase, Overrides
+from bootfuzz.compression import Compression
 from bootfuzz.errors import ConfigError
 from bootfuzz.fuzz.generate import split_cmdline
-from bootfuzz.guest.initramfs import Compression
-from bootfuzz.judge.observation import Observation, line_body
-from bootfuzz.judge.oracles import OracleResult, Verdict
+from bootfuzz.fuzz.triage import BootOutcome, Signature, signature
 from bootfuzz.loader.layout import PAGE_SIZE, MiB, align_down, align_up
-from bootfuzz.run.backends.base import GuestExit
 
 #: Default budget of boots for one minimization (each is a QEMU run of seconds).
 DEFAULT_MAX_BOOTS = 24
 #: Memory bisection stops when the bracket is this narrow.
 MEMORY_RESOLUTION = 4 * MiB
-#: At most this many console lines go into a reproducer's evidence.
-EVIDENCE_LINES = 24
-
-
-class _Transcript(Protocol):
-    @property
-    def text(self) -> str: ...
-
-
-class BootOutcome(Protocol):
-    """What the minimizer and the campaign read of a boot (bootfuzz.run.boot.BootResult)."""
-
-    @property
-    def verdict(self) -> Verdict: ...
-    @property
-    def oracles(self) -> Sequence[OracleResult]: ...
-    @property
-    def observation(self) -> Observation: ...
-    @property
-    def guest_exit(self) -> GuestExit: ...
-    @property
-    def transcript(self) -> _Transcript: ...
-
 
 BootFn = Callable[[BootCase], BootOutcome]
-
-
-# --------------------------------------------------------------------------------------
-# Signatures
-# --------------------------------------------------------------------------------------
-
-_HEX = re.compile(r"0x[0-9a-fA-F]+|\b[0-9a-fA-F]{8,}\b")
-_NUM = re.compile(r"\d+")
-
-
-def normalize(line: str) -> str:
-    """A console message with its addresses and numbers blanked, so runs compare."""
-    return _NUM.sub("N", _HEX.sub("ADDR", line.strip())).replace("ADDR", "0x?")[:160]
-
-
-@dataclass(frozen=True, order=True)
-class Signature:
-    """The failing oracles and how the guest ended: one bug, whatever the case."""
-
-    failing: tuple[str, ...]
-    kind: str
-
-    @property
-    def key(self) -> str:
-        return f"{','.join(self.failing) or '-'}|{self.kind}"
-
-    @property
-    def slug(self) -> str:
-        """A file-name stem: readable, short, unique for the key."""
-        import hashlib
-
-        words = re.sub(r"[^a-z0-9]+", "-", self.key.lower()).strip("-")[:60].rstrip("-")
-        return f"{words}-{hashlib.sha1(self.key.encode()).hexdigest()[:8]}"
-
-    @classmethod
-    def parse(cls, key: str) -> Signature:
-        failing, _, kind = key.partition("|")
-        return cls(tuple(f for f in failing.split(",") if f and f != "-"), kind)
-
-
-def signature(result: BootOutcome) -> Signature | None:
-    """The signature of a failed boot; None when it passed."""
-    if result.verdict is Verdict.PASS:
-        return None
-    failing = tuple(sorted(r.name for r in result.oracles
-                           if r.asked and r.verdict is Verdict.FAIL))
-    obs = result.observation
-    if obs.panics:
-        kind = "panic: " + normalize(obs.panics[0])
-    elif result.guest_exit is GuestExit.POWER_OFF:
-        kind = "mismatch" if failing else "unknown"
-    else:
-        kind = f"exit: {result.guest_exit.value}"
-    return Signature(failing, kind)
-
-
-#: Console lines that show each oracle's answer (what a reader of a reproducer wants).
-_EVIDENCE_PATTERNS: dict[str, str] = {
-    "boot": r"Kernel panic|Linux version|Run .* as init|BOOTFUZZ|bootfuzz-firmware",
-    "e820": r"BIOS-e820|e820:",
-    "cmdline": r"Command line:",
-    "agent-cmdline": r"Command line:",
-    "initrd-placement": r"RAMDISK",
-    "initrd-unpacked": r"initramfs|Initramfs|initrd",
-}
-
-
-def evidence(result: BootOutcome, sig: Signature) -> str:
-    """The console lines that show *sig*: the panic, and the lines its oracles read."""
-    lines = result.transcript.text.splitlines()
-    wanted = [_EVIDENCE_PATTERNS[n] for n in sig.failing if n in _EVIDENCE_PATTERNS]
-    if sig.kind.startswith("panic"):
-        wanted.append(r"Kernel panic")
-    picked: list[str] = []
-    if wanted:
-        pattern = re.compile("|".join(wanted))
-        picked = [ln.rstrip() for ln in lines if pattern.search(line_body(ln))]
-    if not picked:
-        picked = [ln.rstrip() for ln in lines[-EVIDENCE_LINES // 2:]]
-    for r in result.oracles:
-        if r.name in sig.failing and r.name.startswith("valid-"):
-            picked.append(f"(plan) {r.name}: expected {r.expected}; observed {r.observed}")
-    return "\n".join(picked[:EVIDENCE_LINES])
 
 
 # --------------------------------------------------------------------------------------
@@ -289,74 +175,4 @@ def minimize(
     return Minimized(case, s.result, s.boots, s.rejected, tuple(steps), not s.exhausted)
 
 
-# --------------------------------------------------------------------------------------
-# bootfuzz minimize FILE
-# --------------------------------------------------------------------------------------
-
-
-def add_parser(subparsers: Any) -> argparse.ArgumentParser:
-    """Add ``minimize`` to the ``bootfuzz`` command's subparsers."""
-    p: argparse.ArgumentParser = subparsers.add_parser(
-        "minimize", help="shrink a failing reproducer while it fails the same way",
-        description="Boot the reproducer, take its failure signature (failing oracles and "
-        "how the guest ended), then shrink overrides, command line, initrd and memory while "
-        "the same signature still fails.  Writes the smaller reproducer.",
-    )
-    p.add_argument("file", metavar="FILE", help="a reproducer JSON file that fails")
-    p.add_argument("--out", default=None, metavar="FILE",
-                   help="where to write the result; default FILE with .min.json")
-    p.add_argument("--max-boots", type=int, default=DEFAULT_MAX_BOOTS, metavar="N",
-                   help=f"boot at most N candidates; default {DEFAULT_MAX_BOOTS}")
-    p.add_argument("--timeout", type=float, default=180.0, metavar="SECONDS",
-                   help="give up on one guest after this long; default 180")
-    p.set_defaults(func=run)
-    return p
-
-
-def run(args: argparse.Namespace) -> int:
-    """``bootfuzz minimize``: 0 a smaller reproducer was written, 1 the file does not
-    fail (nothing to minimize); errors raise (the CLI maps them to 2 and 3)."""
-    from bootfuzz.fuzz.generate import KernelLimits, min_memory
-    from bootfuzz.fuzz.reproducer import (
-        Expectation,
-        check_kernel_sha256,
-        load_reproducer,
-        write_reproducer,
-    )
-    from bootfuzz.judge.oracles import StopPoint
-    from bootfuzz.kernel.image import load_kernel_image
-    from bootfuzz.kernel.pinned import resolve_kernel
-    from bootfuzz.run.boot import run_case
-
-    path = Path(args.file)
-    rep = load_reproducer(path)
-    kernel_path = resolve_kernel(rep.case.kernel)
-    check_kernel_sha256(rep, kernel_path)
-    until: StopPoint | None = rep.until
-
-    def boot(case: BootCase) -> BootOutcome:
-        return run_case(case, timeout=args.timeout, until=until)
-
-    first = boot(rep.case)
-    sig = signature(first)
-    if sig is None:
-        print(f"{path}: the case passes; nothing to minimize", file=sys.stderr)
-        return 1
-    print(f"{path}: fails as {sig.key}", file=sys.stderr)
-    limits = KernelLimits.of(load_kernel_image(kernel_path))
-    done = minimize(rep.case, sig, boot, max_boots=args.max_boots,
-                    memory_floor=min_memory(limits, rep.case.initrd))
-    shown = done.result or first
-    out = Path(args.out) if args.out else path.with_suffix(".min.json")
-    write_reproducer(dataclasses.replace(
-        rep, case=done.case, expect=Expectation(Verdict.FAIL, sig.failing),
-        evidence=evidence(shown, sig),
-        description=rep.description or f"minimized from {path.name}: {sig.key}",
-    ), out)
-    print(f"{out}: {len(done.steps)} steps kept in {done.boots} boots "
-          f"({done.rejected} refused by the loader): {'; '.join(done.steps) or 'none'}")
-    return 0
-
-
-__all__ = ["BootOutcome", "Minimized", "Signature", "add_parser", "evidence", "minimize",
-           "normalize", "run", "signature"]
+__all__ = ["DEFAULT_MAX_BOOTS", "BootFn", "Minimized", "minimize"]

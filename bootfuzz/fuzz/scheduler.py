@@ -1,0 +1,75 @@
+"""Which work a campaign starts next: shards, case order, and minimizations first.
+
+Case *k* of a campaign belongs to shard ``k % n``, so ``--shard i/n`` on n machines
+splits one seed's cases without overlap.  Within a shard cases run in index order,
+skipping those a resumed state has already finished; a new failure's minimization
+goes before any new case, so a campaign's findings get small even when its time
+runs out.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+
+from bootfuzz.fuzz.state import CampaignState
+
+
+def shard_indices(shard: tuple[int, int], start: int = 0) -> Iterator[int]:
+    """Case numbers of *shard* from *start* on: every k with k % n == i."""
+    i, n = shard
+    k = start + (i - start) % n
+    while True:
+        yield k
+        k += n
+
+
+def pending_indices(state: CampaignState) -> Iterator[int]:
+    """The shard's cases *state* has not finished, in order."""
+    return (k for k in shard_indices(state.shard, state.next_index)
+            if k not in state.done_beyond)
+
+
+@dataclass(frozen=True)
+class BootCaseNumber:
+    """Generate and boot case *index*."""
+
+    index: int
+
+
+@dataclass(frozen=True)
+class Minimize:
+    """Minimize the finding with this signature key."""
+
+    key: str
+
+
+Work = BootCaseNumber | Minimize
+
+
+class Scheduler:
+    """Hands out work: queued minimizations first, then the shard's next unfinished
+    case, until *max_cases* new cases were handed out (None: no limit)."""
+
+    def __init__(self, state: CampaignState, *, max_cases: int | None = None,
+                 minimize: Iterable[str] = ()) -> None:
+        self._indices = pending_indices(state)
+        self._minimize: deque[str] = deque(minimize)
+        self.max_cases = max_cases
+        self.cases = 0
+
+    def add_minimization(self, key: str) -> None:
+        self._minimize.append(key)
+
+    def next(self) -> Work | None:
+        if self._minimize:
+            return Minimize(self._minimize.popleft())
+        if self.max_cases is not None and self.cases >= self.max_cases:
+            return None
+        self.cases += 1
+        return BootCaseNumber(next(self._indices))
+
+
+__all__ = ["BootCaseNumber", "Minimize", "Scheduler", "Work", "pending_indices",
+           "shard_indices"]
