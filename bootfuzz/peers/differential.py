@@ -11,7 +11,6 @@ person can tell a permitted choice from a broken one.
 
 from __future__ import annotations
 
-import argparse
 import difflib
 import json
 import re
@@ -25,22 +24,19 @@ from pathlib import Path
 from typing import Any
 
 from bootfuzz.abi.bootparam import BOOT_PARAMS, BOOT_PARAMS_SIZE
-from bootfuzz.case import HARNESS_CMDLINE, BootCase, EntryProtocol
+from bootfuzz.case import BootCase, InitrdPlacement, Overrides
 from bootfuzz.errors import ConfigError
-from bootfuzz.guest.initramfs import Compression, InitrdSpec
-from bootfuzz.judge.observation import AGENT_PREFIX, line_body
-from bootfuzz.judge.oracles import OracleResult, Verdict
-from bootfuzz.peers.targets import Target, TargetRun, parse_target
-from bootfuzz.units import format_size, parse_size
+from bootfuzz.judge.patterns import AGENT_PREFIX, line_body
+from bootfuzz.judge.verdict import Verdict, oracle_json
+from bootfuzz.peers.targets import OursTarget, Target, TargetRun
+from bootfuzz.units import format_size
 
-EXIT_PASS, EXIT_FINDING, EXIT_USAGE, EXIT_INFRASTRUCTURE = 0, 1, 2, 3
 JSON_FORMAT_VERSION = 1
 #: boot_params fields compared between the two kernels' /sys/kernel/boot_params.
 BOOT_PARAMS_COMPARED: tuple[str, ...] = (
     "type_of_loader", "loadflags", "ramdisk_image", "ramdisk_size", "ext_ramdisk_image",
     "ext_ramdisk_size", "cmd_line_ptr", "ext_cmd_line_ptr", "e820_entries",
 )
-DEFAULT_TARGET = "ours:qemu-tcg"
 _EVIDENCE_WIDTH = 160
 #: The agent's report is one long JSON line; quote its start only.
 _AGENT_WIDTH = 40
@@ -216,13 +212,25 @@ def compare(left: TargetRun, right: TargetRun) -> DiffReport:
     return DiffReport(left.case, left, right, tuple(rows))
 
 
+def loader_decisions(case: BootCase) -> list[str]:
+    """What *case* takes out of the loader's hands (a peer would silently ignore it)."""
+    taken = [] if case.overrides == Overrides() else ["overrides"]
+    if case.initrd_placement is not InitrdPlacement.TOP:
+        taken.append(f"initrd placement {case.initrd_placement.value}")
+    return taken
+
+
 def run_diff(case: BootCase, left: Target, right: Target, parent: Path, *,
              timeout: float, silence_timeout: float, parallel: bool = True) -> DiffReport:
     """Boot *case* on both targets (at the same time unless told otherwise) and compare."""
+    taken = loader_decisions(case)
     for t in (left, right):
         reason = t.unsupported(case)
         if reason:
             raise ConfigError(f"{t.name} cannot run this case: {reason}")
+        if taken and not isinstance(t, OursTarget):
+            raise ConfigError(f"{t.name} makes its own loader decisions; only ours:BACKEND "
+                              f"takes {', '.join(taken)}")
     parent.mkdir(parents=True, exist_ok=True)
     base = Path(tempfile.mkdtemp(prefix=f"{time.strftime('%Y%m%d-%H%M%S')}-diff-", dir=parent))
 
@@ -246,17 +254,12 @@ def run_diff(case: BootCase, left: Target, right: Target, parent: Path, *,
 # --------------------------------------------------------------------------------------
 
 
-def _oracle_json(r: OracleResult) -> dict[str, str]:
-    return {"name": r.name, "verdict": r.verdict.value, "expected": r.expected,
-            "observed": r.observed, "detail": r.detail}
-
-
 def _run_json(run: TargetRun) -> dict[str, Any]:
     return {
         "target": run.target,
         "verdict": run.verdict.value,
-        "validity": [_oracle_json(r) for r in run.validity],
-        "exact": [_oracle_json(r) for r in run.exact],
+        "validity": [oracle_json(r) for r in run.validity],
+        "exact": [oracle_json(r) for r in run.exact],
         "guest_exit": run.guest_exit.value,
         "session_end": run.transcript.end.value,
         "duration": round(run.duration, 3),
@@ -321,104 +324,5 @@ def report_table(report: DiffReport, show_all: bool = False) -> str:
     return "\n".join(out)
 
 
-# --------------------------------------------------------------------------------------
-# Command line (wired into bootfuzz.cli.main by the lead)
-# --------------------------------------------------------------------------------------
-
-
-def size_arg(text: str) -> int:
-    """argparse type for sizes such as 256M, 5G."""
-    try:
-        return parse_size(text)
-    except ConfigError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
-
-
-def add_case_arguments(g: argparse._ArgumentGroup) -> None:
-    g.add_argument("--kernel", required=True, metavar="NAME|PATH",
-                   help="a pinned kernel name (bootfuzz kernels list) or a bzImage path")
-    g.add_argument("--mem", type=size_arg, default=parse_size("256M"), metavar="SIZE",
-                   help="guest RAM, e.g. 256M, 5G; default 256M")
-    g.add_argument("--initrd-size", type=size_arg, default=parse_size("1M"), metavar="SIZE",
-                   help="size of the /payload file inside the initramfs; default 1M")
-    g.add_argument("--initrd-compression", default=Compression.GZIP.value, metavar="NAME",
-                   choices=[*(c.value for c in Compression), "none-initrd"],
-                   help="initramfs compression (" + ", ".join(c.value for c in Compression)
-                   + "), or none-initrd to boot without an initrd")
-    g.add_argument("--initrd-seed", type=int, default=0, metavar="N",
-                   help="seed of the payload content; default 0")
-    g.add_argument("--cmdline", default="", metavar="TEXT",
-                   help=f"arguments appended to the harness's {HARNESS_CMDLINE!r}")
-    g.add_argument("--entry", default=EntryProtocol.BOOT64.value,
-                   choices=[e.value for e in EntryProtocol], help="entry protocol; default 64")
-
-
-def case_from_args(args: argparse.Namespace) -> BootCase:
-    initrd = None
-    if args.initrd_compression != "none-initrd":
-        initrd = InitrdSpec(args.initrd_size, Compression(args.initrd_compression),
-                            args.initrd_seed)
-    return BootCase(kernel=args.kernel, memory=args.mem,
-                    cmdline=f"{HARNESS_CMDLINE} {args.cmdline}".strip(), initrd=initrd,
-                    entry=EntryProtocol(args.entry))
-
-
-_EPILOG = """\
-exit status: 0 both targets pass their oracles (differences alone are not failures
-unless --fail-on-diff), 1 a target failed an oracle (or a difference with
---fail-on-diff), 2 bad input or usage, 3 infrastructure trouble."""
-
-
-def add_parser(subparsers: Any) -> None:
-    """Register ``bootfuzz diff`` on *subparsers* (cli.py's add_subparsers action)."""
-    from bootfuzz.run.boot import DEFAULT_SILENCE_TIMEOUT, DEFAULT_TIMEOUT
-
-    p = subparsers.add_parser(
-        "diff", help="boot one case on our loader and on a peer; report where views differ",
-        description="Boot the same kernel, initrd, command line and memory through two "
-        "loaders and compare what each kernel saw: e820 lines, RAMDISK, command line, "
-        "firmware memmap, boot_params fields; every difference with its console lines.",
-        epilog=_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    add_case_arguments(p.add_argument_group("case"))
-    t = p.add_argument_group("targets")
-    t.add_argument("--peer", required=True, metavar="TARGET",
-                   help="qemu-direct:pc|microvm[:tcg|kvm], command:FILE, or ours[:BACKEND]")
-    t.add_argument("--target", default=DEFAULT_TARGET, metavar="TARGET",
-                   help=f"the left-hand target; default {DEFAULT_TARGET}")
-    r = p.add_argument_group("run")
-    r.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT, metavar="SECONDS",
-                   help=f"give up on a guest after this long; default {DEFAULT_TIMEOUT:.0f}")
-    r.add_argument("--silence-timeout", type=float, default=DEFAULT_SILENCE_TIMEOUT,
-                   metavar="SECONDS", help="give up after this long without console output")
-    r.add_argument("--run-dir", default=None, metavar="DIR",
-                   help="parent directory for the runs (each target's console.log, diff.json)")
-    r.add_argument("--sequential", action="store_true",
-                   help="boot one target after the other (default: both at once)")
-    o = p.add_argument_group("output")
-    o.add_argument("--json", action="store_true", help="print the report as JSON")
-    o.add_argument("--all", action="store_true", help="show equal items too")
-    o.add_argument("--fail-on-diff", action="store_true",
-                   help="exit 1 when the kernels' views differ at all")
-
-
-def run(args: argparse.Namespace) -> int:
-    from bootfuzz.run.boot import default_runs_dir
-
-    case = case_from_args(args)
-    left, right = parse_target(args.target), parse_target(args.peer)
-    parent = Path(args.run_dir) if args.run_dir else default_runs_dir()
-    report = run_diff(case, left, right, parent, timeout=args.timeout,
-                      silence_timeout=args.silence_timeout, parallel=not args.sequential)
-    if args.json:
-        print(json.dumps(report_json(report), indent=2))
-    else:
-        print(report_table(report, show_all=args.all))
-    ok = report.left.verdict is Verdict.PASS and report.right.verdict is Verdict.PASS
-    if args.fail_on_diff and report.differences:
-        ok = False
-    return EXIT_PASS if ok else EXIT_FINDING
-
-
-__all__: Sequence[str] = ("DiffReport", "DiffRow", "Evidence", "add_parser", "compare",
-                          "report_json", "report_table", "run", "run_diff")
+__all__: Sequence[str] = ("DiffReport", "DiffRow", "Evidence", "compare", "report_json",
+                          "report_table", "run_diff")

@@ -15,27 +15,23 @@ the terminal and to ``matrix.md``, ``matrix.html``, ``junit.xml`` and
 
 from __future__ import annotations
 
-import argparse
 import enum
 import html
 import itertools
 import json
-import os
 import time
-import xml.etree.ElementTree as ET
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from bootfuzz.case import HARNESS_CMDLINE, BootCase, EntryProtocol
+from bootfuzz import junit
+from bootfuzz.case import HARNESS_CMDLINE, BootCase, EntryProtocol, InitrdSpec
+from bootfuzz.compression import Compression
 from bootfuzz.errors import BootfuzzError, ConfigError, InfrastructureError
-from bootfuzz.guest.initramfs import Compression, InitrdSpec
-from bootfuzz.judge.oracles import Verdict
+from bootfuzz.judge.verdict import Verdict
 from bootfuzz.units import parse_size
-
-EXIT_PASS, EXIT_FINDING, EXIT_USAGE, EXIT_INFRASTRUCTURE = 0, 1, 2, 3
 
 #: Every entry path our loader has; QEMU's -kernel takes 64 (through its own 16-bit
 #: setup) and PVH, so the others are skipped there with that reason.
@@ -160,6 +156,21 @@ def astuple(c: Cell) -> tuple[str, ...]:
     return (c.kernel, c.entry, c.memory, c.initrd, c.target)
 
 
+def select_cells(dims: Dimensions, *, nightly: bool = False, strength: int = 2) -> list[Cell]:
+    """The cells to run: the full product (*nightly*) or a covering array of *strength*.
+
+    Every memory size and target is checked first, so a typo is one ConfigError
+    naming it rather than a matrix of skipped cells.
+    """
+    from bootfuzz.peers.targets import parse_target
+
+    for size in dims.memories:
+        parse_size(size)
+    for t in dims.targets:
+        parse_target(t)
+    return full_product(dims) if nightly else covering_cells(dims, strength)
+
+
 # --------------------------------------------------------------------------------------
 # Running
 # --------------------------------------------------------------------------------------
@@ -205,7 +216,7 @@ def run_cell(cell: Cell, out_dir: Path, timeout: float = CELL_TIMEOUT,
 def warm_up(dims: Dimensions) -> None:
     """Fetch kernels and build the harness and initrds once, before the workers start."""
     from bootfuzz.guest.harness import build_harness
-    from bootfuzz.guest.initramfs import cached_initrd
+    from bootfuzz.guest.initrd import cached_initrd
     from bootfuzz.kernel.pinned import resolve_kernel
 
     for k in dims.kernels:
@@ -296,30 +307,20 @@ def html_report(results: Sequence[CellResult], title: str = "bootfuzz boot matri
             + "\n".join(body) + "\n</table></body></html>\n")
 
 
+_JUNIT_OUTCOME = {Outcome.PASS: junit.Outcome.PASSED, Outcome.FAIL: junit.Outcome.FAILURE,
+                  Outcome.ERROR: junit.Outcome.ERROR, Outcome.SKIP: junit.Outcome.SKIPPED}
+
+
 def junit_xml(results: Sequence[CellResult], name: str = "bootfuzz-matrix") -> str:
-    c = counts(results)
-    suite = ET.Element("testsuite", {
-        "name": name, "tests": str(len(results)), "failures": str(c[Outcome.FAIL]),
-        "errors": str(c[Outcome.ERROR]), "skipped": str(c[Outcome.SKIP]),
-        "time": f"{sum(r.duration for r in results):.3f}",
-    })
-    for r in results:
-        tc = ET.SubElement(suite, "testcase", {
-            "classname": f"bootfuzz.matrix.{r.cell.target}", "name": r.cell.id,
-            "time": f"{r.duration:.3f}",
-        })
-        if r.outcome is Outcome.FAIL:
-            ET.SubElement(tc, "failure", {"message": _clip(r.reason, 500)}).text = r.reason
-        elif r.outcome is Outcome.ERROR:
-            ET.SubElement(tc, "error", {"message": _clip(r.reason, 500)}).text = r.reason
-        elif r.outcome is Outcome.SKIP:
-            ET.SubElement(tc, "skipped", {"message": r.reason})
-        if r.run_dir:
-            ET.SubElement(tc, "system-out").text = f"run dir: {r.run_dir}"
-    root = ET.Element("testsuites")
-    root.append(suite)
-    ET.indent(root)
-    return '<?xml version="1.0" encoding="utf-8"?>\n' + ET.tostring(root, "unicode") + "\n"
+    """One testcase per cell, classed by target."""
+    cases = [junit.Case(
+        classname=f"bootfuzz.matrix.{r.cell.target}", name=r.cell.id,
+        outcome=_JUNIT_OUTCOME[r.outcome],
+        message=r.reason if r.outcome is Outcome.SKIP else _clip(r.reason, 500),
+        text=r.reason, time=r.duration,
+        system_out=f"run dir: {r.run_dir}" if r.run_dir else None,
+    ) for r in results]
+    return junit.junit_xml(junit.Suite(name, cases, sum(r.duration for r in results)))
 
 
 def results_json(results: Sequence[CellResult]) -> list[dict[str, Any]]:
@@ -338,97 +339,3 @@ def write_reports(results: Sequence[CellResult], out_dir: Path) -> dict[str, Pat
     for path, text in files.values():
         path.write_text(text)
     return {k: p for k, (p, _) in files.items()}
-
-
-# --------------------------------------------------------------------------------------
-# Command line (wired into bootfuzz.cli.main by the lead)
-# --------------------------------------------------------------------------------------
-
-_EPILOG = """\
-By default a pairwise covering array of the dimensions runs (every pair of values of
-any two dimensions in some cell); --nightly runs the full cross product.
-exit status: 0 no cell failed, 1 a cell failed or errored, 2 bad input or usage,
-3 infrastructure trouble before any cell ran (a kernel that cannot be fetched)."""
-
-
-def _pinned() -> tuple[str, ...]:
-    from bootfuzz.kernel.pinned import load_manifest
-
-    return tuple(load_manifest())
-
-
-def add_parser(subparsers: Any) -> None:
-    """Register ``bootfuzz matrix`` on *subparsers* (cli.py's add_subparsers action)."""
-    p = subparsers.add_parser(
-        "matrix", help="boot kernels x entries x memory x initrds x targets in parallel",
-        description="Run a matrix of boots on several targets in parallel and write a "
-        "table, matrix.md, matrix.html, junit.xml and results.json.",
-        epilog=_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    s = p.add_argument_group("selection")
-    s.add_argument("--nightly", action="store_true",
-                   help="the full cross product (hours on TCG) instead of a covering array")
-    s.add_argument("--strength", type=int, default=2, metavar="N",
-                   help="cover every N-tuple of dimension values; default 2 (pairwise)")
-    s.add_argument("--kernels", nargs="+", default=None, metavar="NAME",
-                   help="kernels (pinned names or bzImage paths); default: every pinned one")
-    s.add_argument("--entries", nargs="+", default=list(ENTRIES), metavar="ENTRY",
-                   choices=[e.value for e in EntryProtocol],
-                   help=f"entry protocols; default: {' '.join(ENTRIES)}")
-    s.add_argument("--mem", nargs="+", default=list(MEMORIES), metavar="SIZE",
-                   help=f"memory sizes; default: {' '.join(MEMORIES)}")
-    s.add_argument("--initrds", nargs="+", default=list(INITRDS), metavar="FORMAT",
-                   choices=[*(c.value for c in Compression), NO_INITRD],
-                   help=f"initrd compressions or none; default: {' '.join(INITRDS)}")
-    s.add_argument("--targets", nargs="+", default=list(TARGETS), metavar="TARGET",
-                   help=f"default: {' '.join(TARGETS)}")
-    s.add_argument("--list", action="store_true", help="print the selected cells and stop")
-    r = p.add_argument_group("run")
-    r.add_argument("--jobs", "-j", type=int, default=os.cpu_count() or 1, metavar="N",
-                   help="boots at once; default os.cpu_count()")
-    r.add_argument("--timeout", type=float, default=CELL_TIMEOUT, metavar="SECONDS",
-                   help=f"per boot; default {CELL_TIMEOUT:.0f}")
-    r.add_argument("--out", default="matrix-out", metavar="DIR",
-                   help="output directory for reports and runs; default matrix-out")
-
-
-def select(args: argparse.Namespace) -> list[Cell]:
-    from bootfuzz.peers.targets import parse_target
-
-    for size in args.mem:
-        parse_size(size)  # a bad size is a ConfigError naming it
-    for t in args.targets:
-        parse_target(t)
-    dims = Dimensions(tuple(args.kernels or _pinned()), tuple(args.entries), tuple(args.mem),
-                      tuple(args.initrds), tuple(args.targets))
-    if args.nightly:
-        return full_product(dims)
-    return covering_cells(dims, args.strength)
-
-
-def run(args: argparse.Namespace) -> int:
-    cells = select(args)
-    if args.list:
-        for c in cells:
-            print(c.id)
-        print(f"{len(cells)} cells")
-        return EXIT_PASS
-    if args.jobs < 1:
-        raise ConfigError(f"--jobs {args.jobs}: must be at least 1")
-    dims = Dimensions(tuple(sorted({c.kernel for c in cells})),
-                      initrds=tuple(sorted({c.initrd for c in cells})))
-    warm_up(dims)
-    out = Path(args.out)
-    print(f"{len(cells)} cells, {args.jobs} at a time; runs and reports in {out}")
-
-    def progress(done: int, total: int, r: CellResult) -> None:
-        print(f"[{done}/{total}] {r.outcome.value:<5} {r.cell.id} ({r.duration:.1f} s)",
-              flush=True)
-
-    results = run_matrix(cells, out, args.jobs, progress, timeout=args.timeout)
-    files = write_reports(results, out)
-    print()
-    print(terminal_table(results))
-    print("reports: " + ", ".join(str(p) for p in files.values()))
-    tally = counts(results)
-    return EXIT_FINDING if tally[Outcome.FAIL] or tally[Outcome.ERROR] else EXIT_PASS

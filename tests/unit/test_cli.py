@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from bootfuzz.cli.main import EXIT_USAGE, main
+from bootfuzz.cli.exits import ExitStatus
+from bootfuzz.cli.main import main
 from tests.fakes import fake_bzimage
 
 
@@ -35,7 +36,7 @@ def test_cli_truncated_bzimage_exit_2(tmp_path: Path, capsys: pytest.CaptureFixt
     path = tmp_path / "half"
     path.write_bytes(fake_bzimage()[:3000])
     code, err = run(["boot", "--kernel", str(path)], capsys)
-    assert code == EXIT_USAGE
+    assert code == ExitStatus.USAGE
     assert_one_clear_line(err, "kernel image", "truncated")
 
 
@@ -43,13 +44,13 @@ def test_cli_text_file_as_kernel_exit_2(tmp_path: Path, capsys: pytest.CaptureFi
     path = tmp_path / "README.txt"
     path.write_text("just some text\n" * 100)
     code, err = run(["boot", "--kernel", str(path)], capsys)
-    assert code == EXIT_USAGE
+    assert code == ExitStatus.USAGE
     assert_one_clear_line(err, "not a bzImage")
 
 
 def test_cli_mem_1m_exit_2(good_fake: Path, capsys: pytest.CaptureFixture[str]) -> None:
     code, err = run(["boot", "--kernel", str(good_fake), "--mem", "1M"], capsys)
-    assert code == EXIT_USAGE
+    assert code == ExitStatus.USAGE
     assert_one_clear_line(err, "memory size 1024 KiB is impossible")
 
 
@@ -57,7 +58,7 @@ def test_cli_mem_too_small_for_the_kernel_exit_2(
     good_fake: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     code, err = run(["boot", "--kernel", str(good_fake), "--mem", "64M"], capsys)
-    assert code == EXIT_USAGE
+    assert code == ExitStatus.USAGE
     assert_one_clear_line(err, "64 MiB of RAM is too small", "init_size 0x3378000")
 
 
@@ -65,7 +66,7 @@ def test_cli_cmdline_over_cmdline_size_exit_2(
     good_fake: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     code, err = run(["boot", "--kernel", str(good_fake), "--raw-cmdline", "x" * 2048], capsys)
-    assert code == EXIT_USAGE
+    assert code == ExitStatus.USAGE
     assert_one_clear_line(err, "command line", "2048 bytes", "cmdline_size of 2047")
 
 
@@ -81,21 +82,21 @@ def test_cli_cmdline_at_cmdline_size_is_accepted_as_input(
 
 def test_cli_unknown_kernel_name_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
     code, err = run(["boot", "--kernel", "debian-9.9-nonsense"], capsys)
-    assert code == EXIT_USAGE
+    assert code == ExitStatus.USAGE
     assert_one_clear_line(err, "unknown kernel 'debian-9.9-nonsense'", "debian-6.1-cloud")
 
 
 def test_cli_bad_size_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
     code, err = run(["boot", "--kernel", "x", "--mem", "lots"], capsys)
-    assert code == EXIT_USAGE
+    assert code == ExitStatus.USAGE
     assert "'lots' is not a size" in err and "Traceback" not in err
 
 
 def test_cli_unknown_backend_exit_2(good_fake: Path, capsys: pytest.CaptureFixture[str]) -> None:
     code, err = run(["boot", "--kernel", str(good_fake), "--backend", "bochs"], capsys)
-    assert code == EXIT_USAGE
+    assert code == ExitStatus.USAGE
     assert_one_clear_line(err, "unknown backend 'bochs'", "qemu-tcg")
 
 
 def test_cli_missing_subcommand_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
-    assert main([]) == EXIT_USAGE
+    assert main([]) == ExitStatus.USAGE

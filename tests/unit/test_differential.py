@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-import argparse
 import re
 from pathlib import Path
 
 import pytest
 
 from bootfuzz.case import HARNESS_CMDLINE, BootCase
+from bootfuzz.cli.case_args import case_from_args
+from bootfuzz.cli.main import parse_args
 from bootfuzz.errors import ConfigError
 from bootfuzz.judge.observation import parse_transcript
 from bootfuzz.judge.verdict import Verdict
@@ -79,21 +80,15 @@ def test_diff_aligned_pairs_equal_lines() -> None:
         (0, 0), (None, 1), (1, 2), (2, 3)]
 
 
-def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser()
-    differential.add_parser(p.add_subparsers(dest="command"))
-    return p
-
-
 def test_diff_cli_bad_peer_config_error_before_boot() -> None:
-    args = _parser().parse_args(["diff", "--kernel", "debian-6.1-cloud", "--peer", "vbox"])
+    args = parse_args(["diff", "--kernel", "debian-6.1-cloud", "--peer", "vbox"])
     with pytest.raises(ConfigError, match="unknown target 'vbox'"):
-        differential.run(args)
+        args.run(args)
 
 
 def test_diff_cli_defaults() -> None:
-    args = _parser().parse_args(["diff", "--kernel", "k", "--peer", "qemu-direct:pc",
+    args = parse_args(["diff", "--kernel", "k", "--peer", "qemu-direct:pc",
                                  "--mem", "5G"])
-    case = differential.case_from_args(args)
+    case = case_from_args(args)
     assert (case.memory, case.cmdline, args.target) == (5 << 30, HARNESS_CMDLINE,
                                                         "ours:qemu-tcg")

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-import argparse
 import itertools
 import xml.etree.ElementTree as ET
+from pathlib import Path
 
 import pytest
 
+from bootfuzz.cli.main import parse_args
 from bootfuzz.errors import ConfigError
 from bootfuzz.peers import matrix
 from bootfuzz.peers.matrix import (
@@ -125,36 +126,27 @@ def test_matrix_terminal_table_has_every_cell() -> None:
     assert len(lines) == 2 + len(RESULTS) + 2
 
 
-def test_matrix_write_reports_files(tmp_path: object) -> None:
-    from pathlib import Path
-
-    assert isinstance(tmp_path, Path)
+def test_matrix_write_reports_files(tmp_path: Path) -> None:
     files = matrix.write_reports(RESULTS, tmp_path)
     assert sorted(p.name for p in files.values()) == ["junit.xml", "matrix.html", "matrix.md",
                                                       "results.json"]
 
 
-def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser()
-    matrix.add_parser(p.add_subparsers(dest="command"))
-    return p
-
-
 def test_matrix_cli_list_prints_cells(capsys: pytest.CaptureFixture[str]) -> None:
-    args = _parser().parse_args(["matrix", "--list", "--kernels", *KERNELS])
-    assert matrix.run(args) == 0
+    args = parse_args(["matrix", "--list", "--kernels", *KERNELS])
+    assert args.run(args) == 0
     out = capsys.readouterr().out.splitlines()
     assert out[-1] == f"{len(out) - 1} cells"
     assert len(out) - 1 == len(covering_cells(DIMS))
 
 
 def test_matrix_cli_nightly_list_is_full_product(capsys: pytest.CaptureFixture[str]) -> None:
-    args = _parser().parse_args(["matrix", "--list", "--nightly", "--kernels", *KERNELS])
-    assert matrix.run(args) == 0
+    args = parse_args(["matrix", "--list", "--nightly", "--kernels", *KERNELS])
+    assert args.run(args) == 0
     assert capsys.readouterr().out.splitlines()[-1] == "900 cells"
 
 
 def test_matrix_cli_bad_target_config_error() -> None:
-    args = _parser().parse_args(["matrix", "--list", "--kernels", "k", "--targets", "bochs"])
+    args = parse_args(["matrix", "--list", "--kernels", "k", "--targets", "bochs"])
     with pytest.raises(ConfigError, match="unknown target 'bochs'"):
-        matrix.run(args)
+        args.run(args)

@@ -1,0 +1,60 @@
+"""``bootfuzz boot``: one case through our loader, judged, as a table or JSON."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from bootfuzz.cli.case_args import add_case_arguments, add_guest_timeouts, case_from_args
+from bootfuzz.cli.exits import EPILOG, ExitStatus
+from bootfuzz.cli.report import result_json, result_table
+from bootfuzz.judge.oracles import StopPoint
+from bootfuzz.judge.verdict import Verdict
+from bootfuzz.run.boot import (
+    DEFAULT_SILENCE_TIMEOUT,
+    DEFAULT_TIMEOUT,
+    execute,
+    new_run_dir,
+    prepare,
+)
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.description = ("Lay out a kernel, an initrd and a command line with our own loader, "
+                     "run it on a backend, and judge what the kernel saw.")
+    p.epilog = EPILOG
+    add_case_arguments(p)
+    r = p.add_argument_group("run")
+    r.add_argument("--backend", default="qemu-tcg", metavar="NAME",
+                   help="execution backend: qemu-tcg (QEMU -accel tcg runs our machine state), "
+                   "kvm (our own VMM on /dev/kvm), auto (kvm where `bootfuzz doctor` measures "
+                   "hardware KVM, else qemu-tcg); default qemu-tcg")
+    add_guest_timeouts(r, DEFAULT_TIMEOUT, DEFAULT_SILENCE_TIMEOUT)
+    r.add_argument("--until", default=None, choices=[p.value for p in StopPoint],
+                   help="stop the guest as soon as the oracles of this point can answer "
+                   "(ramdisk: e820, cmdline, initrd-placement); the rest report unknown")
+    r.add_argument("--run-dir", default=None, metavar="DIR",
+                   help="parent directory for the run's files (console.log, verdict.json)")
+    r.add_argument("--keep-blobs", action="store_true",
+                   help="keep the blob files the backend loaded, for inspection")
+    o = p.add_argument_group("output")
+    o.add_argument("--json", action="store_true", help="print the result as JSON")
+    o.add_argument("-v", "--verbose", action="store_true",
+                   help="show expected and observed values for passing oracles too")
+
+
+def run(args: argparse.Namespace) -> int:
+    case = case_from_args(args, backend=args.backend)
+    prepared = prepare(case)
+    run_dir = new_run_dir(case, None if args.run_dir is None else Path(args.run_dir))
+    result = execute(prepared, run_dir, timeout=args.timeout,
+                     silence_timeout=args.silence_timeout, keep_blobs=args.keep_blobs,
+                     until=StopPoint(args.until) if args.until else None)
+    doc = result_json(result)
+    (run_dir / "verdict.json").write_text(json.dumps(doc, indent=2) + "\n")
+    if args.json:
+        print(json.dumps(doc, indent=2))
+    else:
+        print(result_table(result, verbose=args.verbose))
+    return ExitStatus.PASS if result.verdict is Verdict.PASS else ExitStatus.FINDING

@@ -1,0 +1,133 @@
+"""The case arguments, defined once for ``boot``, ``diff``, ``matrix`` and ``fuzz``.
+
+A flag means the same thing in every subcommand that takes it: ``--kernel`` names a
+pinned kernel or a bzImage, ``--mem`` and the initrd sizes are binary sizes, the
+entry and compression choices are the enums' values.  ``boot`` and ``diff`` take one
+whole case (:func:`add_case_arguments`, :func:`case_from_args`); ``matrix`` takes
+lists of values and ``fuzz`` bounds, built from the same pieces.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from bootfuzz.case import (
+    HARNESS_CMDLINE,
+    BootCase,
+    EntryProtocol,
+    InitrdPlacement,
+    InitrdSpec,
+    Overrides,
+)
+from bootfuzz.compression import Compression
+from bootfuzz.errors import ConfigError
+from bootfuzz.units import parse_size
+
+#: ``--initrd-compression`` value for a boot without an initrd ("none" is an
+#: uncompressed cpio archive).
+NO_INITRD = "none-initrd"
+DEFAULT_MEMORY = "256M"
+DEFAULT_INITRD_SIZE = "1M"
+
+KERNEL_HELP = "a pinned kernel name (bootfuzz kernels list) or a bzImage path"
+ENTRIES: tuple[str, ...] = tuple(e.value for e in EntryProtocol)
+COMPRESSIONS: tuple[str, ...] = tuple(c.value for c in Compression)
+ENTRY_HELP = ("entry protocol: 64 (long mode at load+0x200, RSI = zero page), 32 "
+              "(protected mode, ESI = zero page), 16 (real mode through the kernel's "
+              "setup code and our BIOS), pvh (hvm_start_info), vmlinux (the ELF's own "
+              "64-bit entry, no decompressor)")
+
+
+def size(text: str) -> int:
+    """argparse type for sizes such as 256M, 5G (bootfuzz.units)."""
+    try:
+        return parse_size(text)
+    except ConfigError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def address(text: str) -> int:
+    """argparse type for an address: decimal or 0x hex."""
+    try:
+        return int(text, 0)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an address (decimal or 0x...)"
+                                         ) from None
+
+
+def add_case_arguments(parser: argparse.ArgumentParser) -> None:
+    """The arguments of one boot case, in a "case" group."""
+    g = parser.add_argument_group("case")
+    g.add_argument("--kernel", required=True, metavar="NAME|PATH", help=KERNEL_HELP)
+    g.add_argument("--mem", type=size, default=parse_size(DEFAULT_MEMORY), metavar="SIZE",
+                   help=f"guest RAM, e.g. 256M, 5G (QEMU -m); default {DEFAULT_MEMORY}")
+    g.add_argument("--initrd-size", type=size, default=parse_size(DEFAULT_INITRD_SIZE),
+                   metavar="SIZE", help="size of the /payload file inside the initramfs; "
+                   f"default {DEFAULT_INITRD_SIZE}")
+    g.add_argument("--initrd-compression", default=Compression.GZIP.value, metavar="NAME",
+                   choices=[*COMPRESSIONS, NO_INITRD],
+                   help=f"initramfs compression: {', '.join(COMPRESSIONS)}; or {NO_INITRD} "
+                   "to boot without an initrd; default gzip")
+    g.add_argument("--initrd-seed", type=int, default=0, metavar="N",
+                   help="seed of the payload content; default 0")
+    g.add_argument("--initrd-split", action="store_true",
+                   help="two concatenated archives: /init uncompressed, then the payload "
+                   "compressed (as distributions ship early microcode + main initramfs)")
+    g.add_argument("--initrd-raw", action="store_true",
+                   help="no cpio archive: the payload alone (the kernel rejects it, so no "
+                   "/init runs and the boot must end in the no-root panic)")
+    g.add_argument("--cmdline", default="", metavar="TEXT",
+                   help=f"arguments appended to the harness's {HARNESS_CMDLINE!r}")
+    g.add_argument("--raw-cmdline", default=None, metavar="TEXT",
+                   help="the whole command line, exactly (the console and panic "
+                   "settings are then yours to give)")
+    g.add_argument("--entry", default=EntryProtocol.BOOT64.value, choices=ENTRIES,
+                   help=f"{ENTRY_HELP}; default 64")
+    d = parser.add_argument_group(
+        "loader decisions", "taken out of the loader's hands (our loader only: a peer "
+        "makes its own)")
+    d.add_argument("--initrd-placement", default=InitrdPlacement.TOP.value,
+                   choices=[p.value for p in InitrdPlacement],
+                   help="top: highest page below initrd_addr_max (QEMU, GRUB); low: right "
+                   "above the kernel; high: above 4 GiB through ext_ramdisk_image")
+    d.add_argument("--cmdline-addr", type=address, default=None, metavar="ADDR",
+                   help="put the command line at ADDR (above 4 GiB: through ext_cmd_line_ptr)")
+    d.add_argument("--kernel-load", type=address, default=None, metavar="ADDR",
+                   help="load the kernel at ADDR instead of pref_address (the decompressor "
+                   "picks its run address by the protocol's rule; PVH needs 6.12's "
+                   "PHYS32_RELOC)")
+
+
+def initrd_from_args(args: argparse.Namespace) -> InitrdSpec | None:
+    if args.initrd_compression == NO_INITRD:
+        if args.initrd_split or args.initrd_raw:
+            raise ConfigError(f"--initrd-compression {NO_INITRD}: there is no initrd to "
+                              "split or leave raw")
+        return None
+    return InitrdSpec(args.initrd_size, Compression(args.initrd_compression), args.initrd_seed,
+                      split=args.initrd_split, raw=args.initrd_raw)
+
+
+def case_from_args(args: argparse.Namespace, backend: str = "qemu-tcg") -> BootCase:
+    """The case :func:`add_case_arguments` describes, to be run on *backend*."""
+    cmdline = args.raw_cmdline if args.raw_cmdline is not None else (
+        f"{HARNESS_CMDLINE} {args.cmdline}".strip())
+    return BootCase(
+        kernel=args.kernel,
+        memory=args.mem,
+        cmdline=cmdline,
+        initrd=initrd_from_args(args),
+        entry=EntryProtocol(args.entry),
+        backend=backend,
+        overrides=Overrides(kernel_load=args.kernel_load, cmdline_addr=args.cmdline_addr),
+        initrd_placement=InitrdPlacement(args.initrd_placement),
+    )
+
+
+def add_guest_timeouts(group: argparse._ArgumentGroup, timeout: float, silence: float) -> None:
+    """``--timeout`` and ``--silence-timeout`` with these defaults."""
+    group.add_argument("--timeout", type=float, default=timeout, metavar="SECONDS",
+                       help=f"give up on a guest after this long; default {timeout:.0f}")
+    group.add_argument("--silence-timeout", type=float, default=silence, metavar="SECONDS",
+                       help="give up after this long without console output (a hang); "
+                       f"default {silence:.0f}")

@@ -1,0 +1,21 @@
+"""The exit statuses every ``bootfuzz`` subcommand shares, and the text that explains them."""
+
+from __future__ import annotations
+
+import enum
+
+
+class ExitStatus(enum.IntEnum):
+    """What a script calling ``bootfuzz`` can tell apart without reading its output."""
+
+    PASS = 0  # every oracle passed (replay: the expectation is met)
+    FINDING = 1  # an oracle failed or could not answer: the product of a run
+    USAGE = 2  # bad input: fix the command line or the file
+    INFRASTRUCTURE = 3  # this machine: backend missing, guest never started, fetch failed
+    INTERRUPTED = 130  # Ctrl-C, as a shell reports SIGINT
+
+
+EPILOG = """\
+exit status: 0 all oracles pass (replay: the reproducer's expectation is met),
+1 an oracle failed or could not answer (replay: expectation not met, or verdicts differ),
+2 bad input or usage, 3 infrastructure trouble (backend missing, guest never started)."""

@@ -1,0 +1,126 @@
+"""``bootfuzz fuzz``: a boot campaign from the command line."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import sys
+from pathlib import Path
+
+from bootfuzz.cli.case_args import KERNEL_HELP, add_guest_timeouts, size
+from bootfuzz.cli.exits import ExitStatus
+from bootfuzz.fuzz.campaign import (
+    DEFAULT_BOOT_TIMEOUT,
+    DEFAULT_MAX_INITRD,
+    DEFAULT_OUT,
+    DEFAULT_SILENCE,
+    CampaignOptions,
+    run_campaign,
+)
+from bootfuzz.fuzz.generate import DEFAULT_MAX_MEMORY
+from bootfuzz.fuzz.minimize import DEFAULT_MAX_BOOTS
+from bootfuzz.fuzz.state import CampaignError, load_state
+from bootfuzz.fuzz.summary import summary_markdown
+from bootfuzz.units import format_size
+
+EPILOG = """\
+exit status: 0 no failure, 1 failures found (reproducers written under --out),
+2 bad options or a state file that does not match them, 3 aborted for infrastructure
+reasons (boots in a row that could not run)."""
+
+_DURATION = re.compile(r"(\d+(?:\.\d+)?)([hms]?)")
+_UNIT = {"h": 3600.0, "m": 60.0, "s": 1.0, "": 1.0}
+
+
+def parse_duration(text: str) -> float:
+    """Seconds in "90", "90s", "30m", "2h", "1h30m"."""
+    pos, total = 0, 0.0
+    text = text.strip()
+    while pos < len(text):
+        m = _DURATION.match(text, pos)
+        if m is None or m.end() == pos:
+            raise CampaignError(f"--time {text!r}: use a duration like 90s, 30m, 2h or 1h30m")
+        total += float(m.group(1)) * _UNIT[m.group(2)]
+        pos = m.end()
+    if total <= 0:
+        raise CampaignError(f"--time {text!r}: must be longer than zero")
+    return total
+
+
+def parse_shard(text: str) -> tuple[int, int]:
+    """``i/n`` with 0 <= i < n."""
+    m = re.fullmatch(r"(\d+)/(\d+)", text.strip())
+    if m is None or not 0 <= int(m.group(1)) < int(m.group(2)):
+        raise CampaignError(f"--shard {text!r}: use i/n with 0 <= i < n, e.g. 0/4")
+    return int(m.group(1)), int(m.group(2))
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.description = (
+        "Generate boot cases from the boot protocol's edge values (seeded: --seed and "
+        "--shard choose exactly which cases run), boot each in its own QEMU, judge it, "
+        "de-duplicate failures by signature, minimize each new one and write it as a "
+        "reproducer.  Resumable with --resume; summaries in OUT/campaign/.")
+    p.epilog = EPILOG
+    g = p.add_argument_group("campaign")
+    g.add_argument("--kernel", action="append", required=True, metavar="NAME",
+                   help=f"{KERNEL_HELP}; repeat for several")
+    g.add_argument("--time", default="30m", metavar="DURATION",
+                   help="how long to generate new cases, e.g. 90s, 30m, 2h; default 30m")
+    g.add_argument("--jobs", type=int, default=1, metavar="N",
+                   help="boots at once (one QEMU process each); default 1")
+    g.add_argument("--out", default=str(DEFAULT_OUT), metavar="DIR",
+                   help=f"reproducers go here, state and summaries in DIR/campaign; "
+                   f"default {DEFAULT_OUT}")
+    g.add_argument("--seed", type=int, default=None, metavar="S",
+                   help="generator seed; default a random one (printed, and kept for --resume)")
+    g.add_argument("--shard", default="0/1", metavar="I/N",
+                   help="run only cases k with k %% N == I; default 0/1")
+    g.add_argument("--resume", action="store_true",
+                   help="continue the campaign whose state is in DIR/campaign")
+    g.add_argument("--max-cases", type=int, default=None, metavar="N",
+                   help="stop after N new cases even if time is left")
+    c = p.add_argument_group("cases")
+    c.add_argument("--mem-min", type=size, default=0, metavar="SIZE",
+                   help="smallest guest RAM (QEMU -m); default the least the loader accepts")
+    c.add_argument("--mem-max", type=size, default=DEFAULT_MAX_MEMORY, metavar="SIZE",
+                   help=f"largest guest RAM; default {format_size(DEFAULT_MAX_MEMORY)}")
+    c.add_argument("--max-initrd", type=size, default=DEFAULT_MAX_INITRD, metavar="SIZE",
+                   help=f"largest initrd payload; default {format_size(DEFAULT_MAX_INITRD)}")
+    c.add_argument("--max-cmdline", type=int, default=None, metavar="BYTES",
+                   help="longest command line; default each kernel's cmdline_size")
+    c.add_argument("--overrides", action="store_true",
+                   help="also take loader decisions over (deliberately invalid layouts)")
+    r = p.add_argument_group("boots")
+    add_guest_timeouts(r, DEFAULT_BOOT_TIMEOUT, DEFAULT_SILENCE)
+    r.add_argument("--minimize-boots", type=int, default=DEFAULT_MAX_BOOTS, metavar="N",
+                   help=f"boots per minimization, 0 to skip it; default {DEFAULT_MAX_BOOTS}")
+
+
+def options_from_args(args: argparse.Namespace) -> CampaignOptions:
+    out = Path(args.out)
+    seed = args.seed
+    if seed is None:
+        state_path = out / "campaign" / "state.json"
+        seed = (load_state(state_path).seed if args.resume and state_path.exists()
+                else int.from_bytes(os.urandom(4), "little"))
+    return CampaignOptions(
+        kernels=tuple(args.kernel), seconds=parse_duration(args.time), jobs=args.jobs,
+        out=out, seed=seed, shard=parse_shard(args.shard), resume=args.resume,
+        min_memory=args.mem_min, max_memory=args.mem_max, max_initrd=args.max_initrd,
+        max_cmdline=args.max_cmdline, overrides=args.overrides, timeout=args.timeout,
+        silence_timeout=args.silence_timeout, max_boots=args.minimize_boots,
+        max_cases=args.max_cases,
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    opts = options_from_args(args)
+    print(f"bootfuzz fuzz: seed {opts.seed}, shard {opts.shard[0]}/{opts.shard[1]}, "
+          f"{opts.jobs} job(s), {opts.seconds:.0f} s, out {opts.out}", file=sys.stderr)
+    summary = run_campaign(opts)
+    print(summary_markdown(summary))
+    if summary.findings:
+        return ExitStatus.FINDING
+    return ExitStatus.INFRASTRUCTURE if summary.aborted else ExitStatus.PASS

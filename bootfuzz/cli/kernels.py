@@ -1,0 +1,88 @@
+"""``bootfuzz kernels list|fetch|show|repin``: the pinned real kernels."""
+
+from __future__ import annotations
+
+import argparse
+
+from bootfuzz.cli.exits import ExitStatus
+from bootfuzz.kernel import pinned
+from bootfuzz.kernel.capabilities import find_config, read_capabilities
+from bootfuzz.kernel.image import load_kernel_image
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    ks = p.add_subparsers(dest="kernels_cmd", required=True, metavar="ACTION",
+                          parser_class=type(p))
+    ks.add_parser("list", help="show the pinned kernels and whether they are cached")
+    f = ks.add_parser("fetch", help="download, verify and cache pinned kernels")
+    f.add_argument("names", nargs="*", metavar="NAME", help="default: all")
+    sh = ks.add_parser("show", help="what a kernel supports, read from its image and config")
+    sh.add_argument("name", metavar="NAME|PATH")
+    rp = ks.add_parser("repin", help="pin a kernel to its package's current version")
+    rp.add_argument("name", metavar="NAME")
+    rp.add_argument("--package", default=None, metavar="PACKAGE",
+                    help="pin to another package (a new ABI number)")
+
+
+def _list() -> None:
+    for status in pinned.list_kernels():
+        k = status.pinned
+        state = "cached" if status.cached else "not fetched"
+        print(f"{k.name:<20} {k.package}={k.version} ({k.compression}) {state}")
+        print(f"{'':<20} {k.description}")
+
+
+def _fetch(names: list[str]) -> None:
+    for name in names or list(pinned.load_manifest()):
+        got = pinned.fetch(name)
+        how = "downloaded" if got.downloaded else "cached"
+        print(f"{name}: {got.vmlinuz} ({how}, sha256 verified)")
+
+
+def _show(name: str) -> None:
+    path = pinned.resolve_kernel(name)
+    caps = read_capabilities(load_kernel_image(path), find_config(name, path))
+    rd = ("unknown (no config)" if caps.initrd_compressions is None
+          else ", ".join(sorted(c.value for c in caps.initrd_compressions)))
+    for label, value in (
+        ("kernel", caps.version), ("file", path),
+        ("entries", ", ".join(sorted(e.value for e in caps.entries))),
+        ("pvh relocation", caps.pvh_relocatable), ("relocatable", caps.relocatable),
+        ("initrd above 4G", caps.initrd_above_4g), ("5-level paging", caps.five_level),
+        ("cmdline_size", caps.cmdline_size), ("initrd compressions", rd),
+        ("BLK_DEV_RAM", caps.blk_dev_ram or "unknown"),
+        ("unpack message", caps.unpack_message.value if caps.unpack_message else "unknown"),
+    ):
+        print(f"{label:<20} {value}")
+
+
+def _repin(name: str, package: str | None) -> None:
+    got = pinned.repin(name, package=package)
+    print(f"{got.name}: pinned to {got.package}={got.version} "
+          f"(vmlinuz sha256 {got.vmlinuz_sha256})")
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.kernels_cmd == "list":
+        _list()
+    elif args.kernels_cmd == "fetch":
+        _fetch(args.names)
+    elif args.kernels_cmd == "show":
+        _show(args.name)
+    else:
+        _repin(args.name, args.package)
+    return ExitStatus.PASS
+
+
+def main() -> int:
+    """``python -m bootfuzz.cli.kernels fetch [NAME...]``, for set-up scripts that run
+    before the ``bootfuzz`` script is installed."""
+    import sys
+
+    from bootfuzz.cli.main import main as bootfuzz_main
+
+    return bootfuzz_main(["kernels", *sys.argv[1:]])
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

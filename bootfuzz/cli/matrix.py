@@ -1,0 +1,84 @@
+"""``bootfuzz matrix``: kernels x entries x memory x initrds x targets, in parallel."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+
+from bootfuzz.cli.case_args import COMPRESSIONS, ENTRIES, KERNEL_HELP
+from bootfuzz.cli.exits import ExitStatus
+from bootfuzz.errors import ConfigError
+from bootfuzz.kernel.pinned import load_manifest
+from bootfuzz.peers import matrix
+from bootfuzz.peers.matrix import CellResult, Dimensions, Outcome
+
+EPILOG = """\
+By default a pairwise covering array of the dimensions runs (every pair of values of
+any two dimensions in some cell); --nightly runs the full cross product.
+exit status: 0 no cell failed, 1 a cell failed or errored, 2 bad input or usage,
+3 infrastructure trouble before any cell ran (a kernel that cannot be fetched)."""
+DEFAULT_OUT = "matrix-out"
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.description = ("Run a matrix of boots on several targets in parallel and write a "
+                     "table, matrix.md, matrix.html, junit.xml and results.json.")
+    p.epilog = EPILOG
+    s = p.add_argument_group("selection")
+    s.add_argument("--nightly", action="store_true",
+                   help="the full cross product (hours on TCG) instead of a covering array")
+    s.add_argument("--strength", type=int, default=2, metavar="N",
+                   help="cover every N-tuple of dimension values; default 2 (pairwise)")
+    s.add_argument("--kernels", nargs="+", default=None, metavar="NAME",
+                   help=f"each {KERNEL_HELP}; default: every pinned one")
+    s.add_argument("--entries", nargs="+", default=list(matrix.ENTRIES), metavar="ENTRY",
+                   choices=ENTRIES, help=f"entry protocols; default: {' '.join(matrix.ENTRIES)}")
+    s.add_argument("--mem", nargs="+", default=list(matrix.MEMORIES), metavar="SIZE",
+                   help=f"memory sizes; default: {' '.join(matrix.MEMORIES)}")
+    s.add_argument("--initrds", nargs="+", default=list(matrix.INITRDS), metavar="FORMAT",
+                   choices=[*COMPRESSIONS, matrix.NO_INITRD],
+                   help=f"initrd compressions, or {matrix.NO_INITRD} for no initrd; default: "
+                   f"{' '.join(matrix.INITRDS)}")
+    s.add_argument("--targets", nargs="+", default=list(matrix.TARGETS), metavar="TARGET",
+                   help=f"default: {' '.join(matrix.TARGETS)}")
+    s.add_argument("--list", action="store_true", help="print the selected cells and stop")
+    r = p.add_argument_group("run")
+    r.add_argument("--jobs", "-j", type=int, default=os.cpu_count() or 1, metavar="N",
+                   help="boots at once; default os.cpu_count()")
+    r.add_argument("--timeout", type=float, default=matrix.CELL_TIMEOUT, metavar="SECONDS",
+                   help=f"per boot; default {matrix.CELL_TIMEOUT:.0f}")
+    r.add_argument("--out", default=DEFAULT_OUT, metavar="DIR",
+                   help=f"output directory for reports and runs; default {DEFAULT_OUT}")
+
+
+def dimensions(args: argparse.Namespace) -> Dimensions:
+    return Dimensions(tuple(args.kernels or load_manifest()), tuple(args.entries),
+                      tuple(args.mem), tuple(args.initrds), tuple(args.targets))
+
+
+def _progress(done: int, total: int, r: CellResult) -> None:
+    print(f"[{done}/{total}] {r.outcome.value:<5} {r.cell.id} ({r.duration:.1f} s)", flush=True)
+
+
+def run(args: argparse.Namespace) -> int:
+    cells = matrix.select_cells(dimensions(args), nightly=args.nightly, strength=args.strength)
+    if args.list:
+        for c in cells:
+            print(c.id)
+        print(f"{len(cells)} cells")
+        return ExitStatus.PASS
+    if args.jobs < 1:
+        raise ConfigError(f"--jobs {args.jobs}: must be at least 1")
+    matrix.warm_up(Dimensions(tuple(sorted({c.kernel for c in cells})),
+                              initrds=tuple(sorted({c.initrd for c in cells}))))
+    out = Path(args.out)
+    print(f"{len(cells)} cells, {args.jobs} at a time; runs and reports in {out}")
+    results = matrix.run_matrix(cells, out, args.jobs, _progress, timeout=args.timeout)
+    files = matrix.write_reports(results, out)
+    print()
+    print(matrix.terminal_table(results))
+    print("reports: " + ", ".join(str(p) for p in files.values()))
+    tally = matrix.counts(results)
+    failed = tally[Outcome.FAIL] or tally[Outcome.ERROR]
+    return ExitStatus.FINDING if failed else ExitStatus.PASS

@@ -1,0 +1,62 @@
+"""``bootfuzz replay FILE``: a reproducer booted again (N times) and judged."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+from pathlib import Path
+
+from bootfuzz.case import Overrides
+from bootfuzz.cli.exits import EPILOG, ExitStatus
+from bootfuzz.cli.report import result_json, result_table
+from bootfuzz.fuzz.replay import replay
+from bootfuzz.fuzz.reproducer import load_reproducer
+from bootfuzz.judge.verdict import Verdict
+from bootfuzz.run.boot import DEFAULT_TIMEOUT
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.description = (
+        "Replay a reproducer (corpus/*.json): the same kernel (sha256 checked), case and "
+        "overrides.  With --times N it boots N times and checks every verdict is the same.")
+    p.epilog = EPILOG
+    p.add_argument("file", metavar="FILE", help="a reproducer JSON file")
+    p.add_argument("--times", type=int, default=1, metavar="N",
+                   help="replay N times; exit 1 if the verdicts differ")
+    p.add_argument("--without-overrides", action="store_true",
+                   help="replay the case with the loader's own decisions instead")
+    p.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT, metavar="SECONDS")
+    p.add_argument("--json", action="store_true", help="print the results as JSON")
+    p.add_argument("-v", "--verbose", action="store_true")
+
+
+def run(args: argparse.Namespace) -> int:
+    rep = load_reproducer(Path(args.file))
+    if args.without_overrides:
+        rep = dataclasses.replace(rep, case=dataclasses.replace(rep.case, overrides=Overrides()),
+                                  expect=None)
+    outcomes = [replay(rep, timeout=args.timeout) for _ in range(max(1, args.times))]
+    signatures = {(o.result.verdict, o.failing) for o in outcomes}
+    if args.json:
+        print(json.dumps({
+            "file": args.file,
+            "runs": [{**result_json(o.result), "expectation_met": o.expectation_met,
+                      "mismatch": o.mismatch} for o in outcomes],
+            "identical": len(signatures) == 1,
+        }, indent=2))
+    else:
+        for i, o in enumerate(outcomes):
+            if len(outcomes) > 1:
+                print(f"--- replay {i + 1}/{len(outcomes)}")
+            print(result_table(o.result, verbose=args.verbose))
+            if o.expectation_met is not None:
+                print("expectation: " + ("met" if o.expectation_met else f"NOT met: {o.mismatch}"))
+        if len(outcomes) > 1:
+            print(f"{len(outcomes)} replays: " + (
+                "identical verdicts" if len(signatures) == 1 else "VERDICTS DIFFER"))
+    if len(signatures) != 1 or any(o.expectation_met is False for o in outcomes):
+        return ExitStatus.FINDING
+    if rep.expect is not None:
+        return ExitStatus.PASS
+    return ExitStatus.PASS if outcomes[0].result.verdict is Verdict.PASS else ExitStatus.FINDING
