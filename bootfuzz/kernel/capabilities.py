@@ -6,6 +6,7 @@ spelled after CONFIG_BLK_DEV_RAM; each RD_* option decides a compression).
 
 from __future__ import annotations
 
+import enum
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -13,8 +14,7 @@ from pathlib import Path
 
 from bootfuzz.abi.bootparam import XLoadFlags
 from bootfuzz.case import EntryProtocol
-from bootfuzz.guest.initramfs import Compression
-from bootfuzz.judge.observation import UnpackStart
+from bootfuzz.compression import Compression
 from bootfuzz.kernel.image import KernelImage
 
 #: CONFIG_RD_* option deciding each initramfs compression.  source: usr/Kconfig
@@ -27,6 +27,19 @@ RD_OPTIONS: dict[Compression, str] = {
     Compression.LZ4: "RD_LZ4",
     Compression.ZSTD: "RD_ZSTD",
 }
+
+
+class UnpackStart(enum.StrEnum):
+    """The two spellings of the initramfs unpack message (BLK_DEV_RAM y/m vs n).
+
+    The kernel's configuration decides which one it prints (see _unpack_for), so
+    the observation parser and the oracles take them from here.
+    """
+
+    TRYING = "Trying to unpack rootfs image as initramfs..."
+    UNPACKING = "Unpacking initramfs..."
+
+
 _CONFIG_LINE = re.compile(r"^CONFIG_(\w+)=(.*)$|^# CONFIG_(\w+) is not set$")
 
 
@@ -77,7 +90,7 @@ def config_unpack_message(config: Mapping[str, str]) -> UnpackStart:
 def read_capabilities(image: KernelImage, config: Mapping[str, str] | None = None
                       ) -> KernelCapabilities:
     """Everything from *image* (and its vmlinux: decompressed here) and *config*."""
-    from bootfuzz.kernel.payload import read_vmlinux
+    from bootfuzz.kernel.vmlinux import read_vmlinux
 
     info = read_vmlinux(image.vmlinux)
     entries = {EntryProtocol.BOOT32, EntryProtocol.VMLINUX}

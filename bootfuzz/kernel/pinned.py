@@ -3,7 +3,8 @@
 A kernel is pinned by package name, exact version and the sha256 of the two files
 we use (vmlinuz and its config), not of the .deb: the files are what a boot case
 depends on.  The manifest (kernels/manifest.toml) lives in the git tree; the
-kernels never do.  They go to ``$BOOTFUZZ_CACHE`` or ``~/.cache/bootfuzz``.
+kernels never do.  They go to the cache root (bootfuzz.cache: ``$BOOTFUZZ_CACHE``
+or ``~/.cache/bootfuzz``).
 
 apt-get fetches because it already knows the host's configured archive, proxy and
 signatures; we never name a mirror.  Debian drops old kernel versions (and bumps
@@ -15,7 +16,6 @@ Every subprocess goes through a ``runner`` callable so tests can fake apt.
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import dataclasses
 import hashlib
@@ -24,7 +24,6 @@ import os
 import posixpath
 import re
 import subprocess
-import sys
 import tempfile
 import tomllib
 from collections.abc import Iterator, Mapping, Sequence
@@ -32,19 +31,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
-from bootfuzz.errors import (
-    BootfuzzError,
-    ConfigError,
-    ImageError,
-    KernelError,
-    KernelFetchError,
-)
+from bootfuzz.cache import REPO_ROOT, cache_root
+from bootfuzz.compression import Compression
+from bootfuzz.errors import ImageError, KernelError, KernelFetchError
+from bootfuzz.fileio import atomic_write_text
+from bootfuzz.jsonread import JsonReader
 from bootfuzz.kernel.deb import DebError, extract_to_files, list_members
 from bootfuzz.kernel.image import parse_kernel_image
-from bootfuzz.kernel.payload import PayloadCompression, detect_compression
+from bootfuzz.kernel.payload import detect_compression
 
 __all__ = [
-    "CACHE_ENV",
     "COMPRESSIONS",
     "DEFAULT_MANIFEST",
     "MANIFEST_ENV",
@@ -56,13 +52,11 @@ __all__ = [
     "Runner",
     "abi_search_pattern",
     "apt_download_argv",
-    "cache_root",
     "fetch",
     "fetch_pinned",
     "kernel_cache_dir",
     "list_kernels",
     "load_manifest",
-    "main",
     "manifest_path",
     "parse_apt_policy",
     "render_manifest",
@@ -71,11 +65,8 @@ __all__ = [
     "run_command",
 ]
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_MANIFEST = REPO_ROOT / "kernels" / "manifest.toml"
 MANIFEST_ENV = "BOOTFUZZ_KERNEL_MANIFEST"
-CACHE_ENV = "BOOTFUZZ_CACHE"
-DEFAULT_CACHE = Path("~/.cache/bootfuzz")
 
 #: Hex digits of the vmlinuz sha256 that name its cache directory.
 CACHE_KEY_DIGITS = 16
@@ -88,8 +79,8 @@ ARCHES = ("amd64",)
 #: apt-get download of a 70 MB package on a slow link; beyond this, give up.
 APT_TIMEOUT_S = 1800
 
-#: Payload formats a manifest may name (bootfuzz.kernel.payload knows their magics).
-COMPRESSIONS = tuple(c.value for c in PayloadCompression)
+#: Payload formats a manifest may name (bootfuzz.kernel.payload detects them).
+COMPRESSIONS = tuple(c.value for c in Compression)
 
 # Manifest value syntax.  Names become cache directory names, so no "/" and no
 # leading dot.  Package and version syntax: Debian Policy 5.6.1 and 5.6.12.
@@ -215,43 +206,29 @@ _CHECKS: dict[str, tuple[re.Pattern[str], str]] = {
 
 def _pinned_from_table(where: str, name: str, table: object) -> PinnedKernel:
     """Validate one manifest table; ``where`` prefixes every message."""
-    at = f"{where}: [{name}]"
     if not _NAME_RE.fullmatch(name):
         raise KernelError(
             f"{where}: kernel name {name!r} must be lowercase letters, digits and . _ + - "
             "(starting with a letter or digit)"
         )
+    r = JsonReader(where, error=KernelError)
+    at = f"[{name}]"
     if not isinstance(table, dict):
-        raise KernelError(f"{where}: {name!r} must be a table, one per kernel")
-    unknown = sorted(set(table) - set(_KEYS))
-    if unknown:
-        raise KernelError(f"{at} unknown key {unknown[0]!r} (known: {', '.join(_KEYS)})")
-    values: dict[str, str] = {}
-    for key in _KEYS:
-        if key not in table:
-            raise KernelError(f"{at} lacks {key!r}")
-        value = table[key]
-        if not isinstance(value, str):
-            raise KernelError(f"{at} {key!r} must be a string, got {type(value).__name__}")
-        values[key] = value
+        raise r.fail(at, "must be a table, one per kernel")
+    r.keys(table, _KEYS, at)
+    values = {key: r.as_str(r.field(table, key, at), f"{at}.{key}") for key in _KEYS}
     for key, (pattern, what) in _CHECKS.items():
         if not pattern.fullmatch(values[key]):
-            raise KernelError(f"{at} {key} must be {what}, got {values[key]!r}")
-    if values["arch"] not in ARCHES:
-        raise KernelError(f"{at} arch must be one of {', '.join(ARCHES)}, got {values['arch']!r}")
-    if values["compression"] not in COMPRESSIONS:
-        raise KernelError(
-            f"{at} compression must be one of {', '.join(COMPRESSIONS)}, "
-            f"got {values['compression']!r}"
-        )
+            raise r.fail(f"{at}.{key}", f"must be {what}, got {values[key]!r}")
+    r.as_choice(values["arch"], f"{at}.arch", ARCHES)
+    r.as_choice(values["compression"], f"{at}.compression", COMPRESSIONS)
     for key in ("vmlinuz_member", "config_member"):
         if not _check_member(values[key]):
-            raise KernelError(
-                f"{at} {key} must be a relative path inside the package, got {values[key]!r}"
-            )
+            raise r.fail(f"{at}.{key}",
+                         f"must be a relative path inside the package, got {values[key]!r}")
     desc = values["description"]
     if not desc or not desc.isprintable():
-        raise KernelError(f"{at} description must be one non-empty line of printable text")
+        raise r.fail(f"{at}.description", "must be one non-empty line of printable text")
     return PinnedKernel(name=name, **values)
 
 
@@ -304,43 +281,7 @@ def render_manifest(kernels: Mapping[str, PinnedKernel]) -> str:
     return "\n".join(parts)
 
 
-def _write_atomic(path: Path, data: bytes) -> None:
-    """Temp file + rename, keeping the old file's permissions (mkstemp makes 0600)."""
-    try:
-        mode = path.stat().st_mode & 0o777
-    except FileNotFoundError:
-        mode = 0o644
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.chmod(tmp, mode)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-
-
 # --------------------------------------------------------------------------- cache
-
-
-def cache_root(cache_dir: Path | None = None) -> Path:
-    """The explicit directory, else $BOOTFUZZ_CACHE, else ~/.cache/bootfuzz.
-
-    Refuses a directory inside this git tree: kernels are tens of MB and must not
-    end up committed.
-    """
-    if cache_dir is None:
-        env = os.environ.get(CACHE_ENV)
-        cache_dir = Path(env) if env else DEFAULT_CACHE
-    root = cache_dir.expanduser().resolve()
-    if (REPO_ROOT / ".git").exists() and root.is_relative_to(REPO_ROOT):
-        raise KernelError(
-            f"cache directory {root} is inside the git tree {REPO_ROOT}; "
-            f"set {CACHE_ENV} to a directory outside it"
-        )
-    return root
 
 
 def kernel_cache_dir(pinned: PinnedKernel, cache_dir: Path | None = None) -> Path:
@@ -710,38 +651,5 @@ def repin(
         _install(config, dest / CONFIG_FILE)
         _install(vmlinuz, dest / VMLINUZ_FILE)
     kernels[name] = new
-    _write_atomic(path, render_manifest(kernels).encode("utf-8"))
+    atomic_write_text(path, render_manifest(kernels))
     return new
-
-
-# --------------------------------------------------------------------------- entry
-
-
-#: Exit codes, as the CLI documents them: 2 = the user's input, 3 = the machine.
-EXIT_CONFIG = 2
-EXIT_INFRASTRUCTURE = 3
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m bootfuzz.kernel.pinned fetch [NAME...]``: set-up scripts call this
-    before the ``bootfuzz`` CLI exists.  One line per kernel on stdout."""
-    parser = argparse.ArgumentParser(prog="python -m bootfuzz.kernel.pinned")
-    sub = parser.add_subparsers(dest="command", required=True)
-    p_fetch = sub.add_parser("fetch", help="fetch pinned kernels into the cache (default: all)")
-    p_fetch.add_argument("names", nargs="*", metavar="NAME", help="pinned kernel name")
-    args = parser.parse_args(argv)
-    try:
-        kernels = load_manifest()
-        names = args.names or list(kernels)
-        for name in names:
-            k = fetch_pinned(_lookup(name, kernels))
-            state = "fetched" if k.downloaded else "cached"
-            print(f"{name}: {k.vmlinuz} ({state}, {k.pinned.package} {k.pinned.version})")
-    except BootfuzzError as exc:
-        print(str(exc), file=sys.stderr)
-        return EXIT_CONFIG if isinstance(exc, ConfigError) else EXIT_INFRASTRUCTURE
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -11,14 +11,10 @@ from pathlib import Path
 
 import pytest
 
+from bootfuzz.compression import Compression
 from bootfuzz.errors import ImageError
-from bootfuzz.kernel.payload import (
-    PayloadCompression,
-    PvhReloc,
-    decompress_payload,
-    detect_compression,
-    read_vmlinux,
-)
+from bootfuzz.kernel.payload import decompress_payload, detect_compression
+from bootfuzz.kernel.vmlinux import PvhReloc, read_vmlinux
 
 # The slice of a bzImage that holds the payload, found by hand so this test does not
 # depend on bootfuzz.kernel.image.  source: Documentation/arch/x86/boot.rst
@@ -40,7 +36,7 @@ def payload_of(image: bytes) -> bytes:
 class Kernel:
     name: str  # in kernels/ manifest (bootfuzz.kernel.pinned)
     release: str
-    compression: PayloadCompression
+    compression: Compression
     entry: int
     paddrs: tuple[int, ...]
     pvh_entry: int
@@ -52,7 +48,7 @@ KERNELS = [
     Kernel(
         name="debian-6.1-amd64",
         release="6.1.0-56-amd64",
-        compression=PayloadCompression.XZ,
+        compression=Compression.XZ,
         entry=0x1000000,
         paddrs=(0x1000000, 0x2A00000, 0x3044000, 0x3079000),
         pvh_entry=0x1000850,
@@ -61,7 +57,7 @@ KERNELS = [
     Kernel(
         name="debian-6.1-cloud",
         release="6.1.0-56-cloud-amd64",
-        compression=PayloadCompression.LZ4,
+        compression=Compression.LZ4,
         entry=0x1000000,
         paddrs=(0x1000000, 0x2A00000, 0x301A000, 0x304E000),
         pvh_entry=0x1000850,
@@ -70,7 +66,7 @@ KERNELS = [
     Kernel(
         name="debian-6.12-cloud",
         release="6.12.117+deb12-cloud-amd64",
-        compression=PayloadCompression.ZSTD,
+        compression=Compression.ZSTD,
         entry=0x1000B53,
         paddrs=(0x1000000, 0x2C00000, 0x32DD000, 0x3316000),
         pvh_entry=0x1000A30,
@@ -125,20 +121,20 @@ def test_decompress_payload_debian_kernel_cut_by_one_byte_raises(kernel: Kernel)
 # --- the compressor command lines of scripts/Makefile.lib ------------------------------
 
 TOOLS = {
-    PayloadCompression.GZIP: ["gzip", "-n", "-f", "-9"],  # cmd_gzip: no size_append
-    PayloadCompression.BZIP2: ["bzip2", "-9"],
-    PayloadCompression.LZMA: ["lzma", "-9"],
+    Compression.GZIP: ["gzip", "-n", "-f", "-9"],  # cmd_gzip: no size_append
+    Compression.BZIP2: ["bzip2", "-9"],
+    Compression.LZMA: ["lzma", "-9"],
     # scripts/xz_wrap.sh on x86: BCJ x86, CRC32 check, 32 MiB dictionary
-    PayloadCompression.XZ: ["xz", "--check=crc32", "--x86", "--lzma2=,dict=32MiB"],
+    Compression.XZ: ["xz", "--check=crc32", "--x86", "--lzma2=,dict=32MiB"],
     # Kbuild spells it `lz4 -l -c1 stdin stdout`; lz4 1.9.4 wants a pipe instead
-    PayloadCompression.LZ4: ["lz4", "-l", "-c1"],
-    PayloadCompression.ZSTD: ["zstd", "-22", "--ultra"],
+    Compression.LZ4: ["lz4", "-l", "-c1"],
+    Compression.ZSTD: ["zstd", "-22", "--ultra"],
 }
 
 
 @pytest.mark.parametrize("compression", list(TOOLS), ids=[c.value for c in TOOLS])
 def test_decompress_payload_kbuild_compressor_output_returns_elf(
-    compression: PayloadCompression,
+    compression: Compression,
 ) -> None:
     argv = TOOLS[compression]
     if shutil.which(argv[0]) is None:
@@ -147,7 +143,7 @@ def test_decompress_payload_kbuild_compressor_output_returns_elf(
     assert true is not None
     elf = Path(true).resolve().read_bytes()
     stream = subprocess.run(argv, input=elf, capture_output=True, check=True).stdout
-    if compression is not PayloadCompression.GZIP:
+    if compression is not Compression.GZIP:
         stream += struct.pack("<I", len(elf))  # size_append
     assert detect_compression(stream) is compression
     assert decompress_payload(stream) == elf

@@ -45,7 +45,7 @@ def test_manifest_compression_matches_cached_payload(name: str) -> None:
     """The manifest's compression field names the payload format of the cached kernel."""
     status = next(s for s in list_kernels() if s.pinned.name == name)
     if not status.cached:
-        pytest.skip(f"{name} is not in the default cache (python -m bootfuzz.kernel.pinned fetch)")
+        pytest.skip(f"{name} is not in the default cache (bootfuzz kernels fetch)")
     assert sha256(status.vmlinuz) == status.pinned.vmlinuz_sha256
     image = load_kernel_image(status.vmlinuz)
     assert detect_compression(image.payload).value == status.pinned.compression

@@ -1,7 +1,6 @@
 from __future__ import annotations
 
-from bootfuzz.judge.observation import UnpackStart
-from bootfuzz.kernel.capabilities import config_unpack_message, parse_config
+from bootfuzz.kernel.capabilities import UnpackStart, config_unpack_message, parse_config
 
 CONFIG = """\
 #

@@ -1,5 +1,6 @@
-"""bootfuzz.kernel.payload on payloads built here: a small fake vmlinux, compressed in-process
-the way Kbuild does it (scripts/Makefile.lib), followed by the size_append trailer."""
+"""bootfuzz.kernel.payload and bootfuzz.kernel.vmlinux on payloads built here: a small
+fake vmlinux, compressed in-process the way Kbuild does it (scripts/Makefile.lib),
+followed by the size_append trailer."""
 
 from __future__ import annotations
 
@@ -8,24 +9,23 @@ import functools
 import gzip
 import lzma
 import random
+import shutil
 import struct
+import subprocess
 from collections.abc import Callable
 
 import lz4.block
 import pytest
 import zstandard
 
+from bootfuzz.compression import LZ4_LEGACY_CHUNK_SIZE, LZ4_LEGACY_MAGIC, Compression
 from bootfuzz.errors import ImageError
-from bootfuzz.kernel.payload import (
-    LZ4_LEGACY_CHUNK_SIZE,
-    LZ4_LEGACY_MAGIC,
+from bootfuzz.kernel.payload import decompress_payload, detect_compression
+from bootfuzz.kernel.vmlinux import (
     XEN_ELFNOTE_PHYS32_ENTRY,
     XEN_ELFNOTE_PHYS32_RELOC,
     LoadSegment,
-    PayloadCompression,
     PvhReloc,
-    decompress_payload,
-    detect_compression,
     read_vmlinux,
 )
 
@@ -167,24 +167,24 @@ def zstd22(data: bytes) -> bytes:
     return cctx.compress(data)
 
 
-COMPRESSORS: dict[PayloadCompression, Callable[[bytes], bytes]] = {
-    PayloadCompression.GZIP: lambda d: gzip.compress(d, compresslevel=9, mtime=0),
-    PayloadCompression.BZIP2: lambda d: bz2.compress(d, 9),
-    PayloadCompression.LZMA: lambda d: lzma.compress(d, format=lzma.FORMAT_ALONE),
-    PayloadCompression.XZ: xzkern,
-    PayloadCompression.LZ4: lz4_legacy,
-    PayloadCompression.ZSTD: zstd22,
+COMPRESSORS: dict[Compression, Callable[[bytes], bytes]] = {
+    Compression.GZIP: lambda d: gzip.compress(d, compresslevel=9, mtime=0),
+    Compression.BZIP2: lambda d: bz2.compress(d, 9),
+    Compression.LZMA: lambda d: lzma.compress(d, format=lzma.FORMAT_ALONE),
+    Compression.XZ: xzkern,
+    Compression.LZ4: lz4_legacy,
+    Compression.ZSTD: zstd22,
 }
 FORMATS = list(COMPRESSORS)
 
 
 @functools.cache
-def payload(compression: PayloadCompression, data: bytes = ELF, trailer: bool = True) -> bytes:
+def payload(compression: Compression, data: bytes = ELF, trailer: bool = True) -> bytes:
     stream = COMPRESSORS[compression](data)
     return stream + size_append(data) if trailer else stream
 
 
-def does_not_decompress(compression: PayloadCompression) -> str:
+def does_not_decompress(compression: Compression) -> str:
     return f"kernel image: payload ({compression.value}) does not decompress: "
 
 
@@ -194,26 +194,26 @@ def does_not_decompress(compression: PayloadCompression) -> str:
 @pytest.mark.parametrize(
     ("magic", "expected"),
     [
-        (b"\x1f\x8b\x08\x00", PayloadCompression.GZIP),
-        (b"\x1f\x9e\x08\x00", PayloadCompression.GZIP),
-        (b"BZh9", PayloadCompression.BZIP2),
-        (b"\x5d\x00\x00\x80\x00", PayloadCompression.LZMA),
-        (b"\xfd7zXZ\x00\x00\x01", PayloadCompression.XZ),
-        (b"\x89LZO\x00", PayloadCompression.LZO),
-        (b"\x02\x21\x4c\x18", PayloadCompression.LZ4),
-        (b"\x28\xb5\x2f\xfd", PayloadCompression.ZSTD),
-        (b"\x7fELF\x02", PayloadCompression.NONE),
+        (b"\x1f\x8b\x08\x00", Compression.GZIP),
+        (b"\x1f\x9e\x08\x00", Compression.GZIP),
+        (b"BZh9", Compression.BZIP2),
+        (b"\x5d\x00\x00\x80\x00", Compression.LZMA),
+        (b"\xfd7zXZ\x00\x00\x01", Compression.XZ),
+        (b"\x89LZO\x00", Compression.LZO),
+        (b"\x02\x21\x4c\x18", Compression.LZ4),
+        (b"\x28\xb5\x2f\xfd", Compression.ZSTD),
+        (b"\x7fELF\x02", Compression.NONE),
     ],
 )
 def test_detect_compression_known_magic_names_format(
-    magic: bytes, expected: PayloadCompression
+    magic: bytes, expected: Compression
 ) -> None:
     assert detect_compression(magic) is expected
 
 
 @pytest.mark.parametrize("compression", FORMATS)
 def test_detect_compression_compressor_output_names_format(
-    compression: PayloadCompression,
+    compression: Compression,
 ) -> None:
     assert detect_compression(payload(compression)) is compression
 
@@ -239,7 +239,7 @@ def test_detect_compression_unknown_magic_raises(data: bytes, shown: str) -> Non
 @pytest.mark.parametrize("trailer", [True, False], ids=["size_append", "bare"])
 @pytest.mark.parametrize("compression", FORMATS)
 def test_decompress_payload_each_format_returns_elf(
-    compression: PayloadCompression, trailer: bool
+    compression: Compression, trailer: bool
 ) -> None:
     assert decompress_payload(payload(compression, trailer=trailer)) == ELF
 
@@ -282,7 +282,7 @@ def test_decompress_payload_lz4_chunk_over_8mib_raises() -> None:
     stream = lz4_legacy(big, chunk=len(big))
     with pytest.raises(ImageError) as excinfo:
         decompress_payload(stream + size_append(big))
-    assert str(excinfo.value).startswith(does_not_decompress(PayloadCompression.LZ4))
+    assert str(excinfo.value).startswith(does_not_decompress(Compression.LZ4))
 
 
 def test_decompress_payload_lz4_wrong_size_trailer_raises() -> None:
@@ -299,21 +299,43 @@ def test_decompress_payload_lz4_cut_stream_before_trailer_raises() -> None:
     stream = lz4_legacy(ELF)[:-1] + size_append(ELF)
     with pytest.raises(ImageError) as excinfo:
         decompress_payload(stream)
-    assert str(excinfo.value).startswith(does_not_decompress(PayloadCompression.LZ4))
+    assert str(excinfo.value).startswith(does_not_decompress(Compression.LZ4))
 
 
-def test_decompress_payload_lzo_raises_unsupported() -> None:
+def lzop9(data: bytes) -> bytes:
+    """Kbuild's cmd_lzo: `lzop -9`, then size_append."""
+    lzop = shutil.which("lzop")
+    if lzop is None:
+        pytest.skip("needs lzop (Debian package lzop)")
+    return subprocess.run([lzop, "-9", "-c"], input=data, capture_output=True, check=True).stdout
+
+
+def test_decompress_payload_lzo_through_lzop_ignores_the_trailer() -> None:
+    assert decompress_payload(lzop9(ELF) + size_append(ELF)) == ELF
+
+
+def test_decompress_payload_lzo_corrupt_header_raises() -> None:
+    lzop9(b"")  # skips without lzop
+    with pytest.raises(ImageError) as excinfo:
+        decompress_payload(b"\x89LZO\x00\r\n\x1a\n" + bytes(64))
+    assert str(excinfo.value).startswith(does_not_decompress(Compression.LZO))
+
+
+def test_decompress_payload_lzo_without_lzop_says_what_is_missing(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr("bootfuzz.compression.LZOP", "no-such-lzop")
     with pytest.raises(ImageError) as excinfo:
         decompress_payload(b"\x89LZO\x00\r\n\x1a\n" + bytes(64))
     assert str(excinfo.value) == (
-        "kernel image: payload (lzo) is not supported: bootfuzz has no LZO decompressor"
+        "kernel image: payload (lzo) needs the no-such-lzop command (Debian package lzop)"
     )
 
 
 # --- decompress_payload: bad streams -----------------------------------------------
 
 
-def flip_middle(compression: PayloadCompression, stream: bytes) -> bytes:
+def flip_middle(compression: Compression, stream: bytes) -> bytes:
     """Flip one byte in the middle of the compressed data.
 
     lz4 legacy and lzma-alone carry no checksum, so a changed literal would decode
@@ -322,7 +344,7 @@ def flip_middle(compression: PayloadCompression, stream: bytes) -> bytes:
     loses its range decoder's sync and never meets its end marker.
     """
     at = len(stream) // 2
-    if compression is PayloadCompression.LZ4:
+    if compression is Compression.LZ4:
         (first,) = struct.unpack_from("<I", stream, 4)
         at = 8 + first + 3  # most significant byte of the second size field
     damaged = bytearray(stream)
@@ -331,9 +353,9 @@ def flip_middle(compression: PayloadCompression, stream: bytes) -> bytes:
 
 
 @pytest.mark.parametrize("compression", FORMATS)
-def test_decompress_payload_flipped_byte_raises(compression: PayloadCompression) -> None:
+def test_decompress_payload_flipped_byte_raises(compression: Compression) -> None:
     data = ELF
-    if compression is PayloadCompression.LZ4:
+    if compression is Compression.LZ4:
         data = make_elf(load=body(LZ4_LEGACY_CHUNK_SIZE + 4096))
     damaged = flip_middle(compression, COMPRESSORS[compression](data)) + size_append(data)
     with pytest.raises(ImageError) as excinfo:
@@ -344,7 +366,7 @@ def test_decompress_payload_flipped_byte_raises(compression: PayloadCompression)
 @pytest.mark.parametrize("cut", [1, 2], ids=["one_byte", "half"])
 @pytest.mark.parametrize("compression", FORMATS)
 def test_decompress_payload_truncated_stream_raises(
-    compression: PayloadCompression, cut: int
+    compression: Compression, cut: int
 ) -> None:
     stream = payload(compression, trailer=False)
     short = stream[:-1] if cut == 1 else stream[: len(stream) // 2]
@@ -365,22 +387,22 @@ def test_decompress_payload_lz4_truncated_chunk_names_offset() -> None:
 
 
 @pytest.mark.parametrize("compression", FORMATS)
-def test_decompress_payload_not_elf_raises(compression: PayloadCompression) -> None:
+def test_decompress_payload_not_elf_raises(compression: Compression) -> None:
     not_elf = b"\x7fELG" + ELF[4:]  # one byte off the ELF magic
     with pytest.raises(ImageError) as excinfo:
         decompress_payload(payload(compression, not_elf))
     assert str(excinfo.value) == "kernel image: decompressed payload is not an ELF image"
 
 
-@pytest.mark.parametrize("compression", [*FORMATS, PayloadCompression.NONE])
-def test_decompress_payload_max_size_exact_passes(compression: PayloadCompression) -> None:
-    stream = ELF if compression is PayloadCompression.NONE else payload(compression)
+@pytest.mark.parametrize("compression", [*FORMATS, Compression.NONE])
+def test_decompress_payload_max_size_exact_passes(compression: Compression) -> None:
+    stream = ELF if compression is Compression.NONE else payload(compression)
     assert decompress_payload(stream, max_size=len(ELF)) == ELF
 
 
-@pytest.mark.parametrize("compression", [*FORMATS, PayloadCompression.NONE])
-def test_decompress_payload_max_size_one_short_raises(compression: PayloadCompression) -> None:
-    stream = ELF if compression is PayloadCompression.NONE else payload(compression)
+@pytest.mark.parametrize("compression", [*FORMATS, Compression.NONE])
+def test_decompress_payload_max_size_one_short_raises(compression: Compression) -> None:
+    stream = ELF if compression is Compression.NONE else payload(compression)
     with pytest.raises(ImageError) as excinfo:
         decompress_payload(stream, max_size=len(ELF) - 1)
     assert str(excinfo.value) == (

@@ -13,15 +13,15 @@ from pathlib import Path
 import pytest
 from fake_deb import build_deb
 
+from bootfuzz.cache import REPO_ROOT, CacheDirError, cache_root
+from bootfuzz.cli.main import main as bootfuzz_main
 from bootfuzz.errors import KernelError, KernelFetchError
-from bootfuzz.kernel import pinned as kernels
 from bootfuzz.kernel.pinned import (
     DEFAULT_MANIFEST,
     CommandResult,
     PinnedKernel,
     abi_search_pattern,
     apt_download_argv,
-    cache_root,
     fetch,
     kernel_cache_dir,
     list_kernels,
@@ -225,34 +225,37 @@ def write_one(tmp_path: Path, **change: str | None) -> Path:
 @pytest.mark.parametrize(
     ("change", "problem"),
     [
-        ({"package": None}, "lacks 'package'"),
-        ({"version": "7"}, "'version' must be a string, got int"),
-        ({"arch": '"i386"'}, "arch must be one of amd64, got 'i386'"),
+        ({"package": None}, ".package: missing"),
+        ({"version": "7"}, ".version: expected a string, got int"),
+        ({"arch": '"i386"'}, ".arch: 'i386' is not one of amd64"),
         (
             {"compression": '"brotli"'},
-            "compression must be one of gzip, bzip2, lzma, xz, lzo, lz4, zstd, none, got 'brotli'",
+            ".compression: 'brotli' is not one of none, gzip, bzip2, lzma, xz, lzo, lz4, zstd",
         ),
         (
             {"vmlinuz_sha256": '"' + "a" * 63 + '"'},
-            f"vmlinuz_sha256 must be 64 lowercase hex digits, got '{'a' * 63}'",
+            f".vmlinuz_sha256: must be 64 lowercase hex digits, got '{'a' * 63}'",
         ),
         (
             {"config_sha256": '"' + "A" * 64 + '"'},
-            f"config_sha256 must be 64 lowercase hex digits, got '{'A' * 64}'",
+            f".config_sha256: must be 64 lowercase hex digits, got '{'A' * 64}'",
         ),
-        ({"package": '"Linux_Image"'}, "package must be a Debian package name, got 'Linux_Image'"),
-        ({"version": '"6.1 beta"'}, "version must be a Debian version, got '6.1 beta'"),
+        (
+            {"package": '"Linux_Image"'},
+            ".package: must be a Debian package name, got 'Linux_Image'",
+        ),
+        ({"version": '"6.1 beta"'}, ".version: must be a Debian version, got '6.1 beta'"),
         (
             {"vmlinuz_member": '"../boot/vmlinuz"'},
-            "vmlinuz_member must be a relative path inside the package, got '../boot/vmlinuz'",
+            ".vmlinuz_member: must be a relative path inside the package, got '../boot/vmlinuz'",
         ),
         (
             {"config_member": '"/boot/config"'},
-            "config_member must be a relative path inside the package, got '/boot/config'",
+            ".config_member: must be a relative path inside the package, got '/boot/config'",
         ),
         (
             {"description": '"two\\nlines"'},
-            "description must be one non-empty line of printable text",
+            ".description: must be one non-empty line of printable text",
         ),
     ],
     ids=lambda v: next(iter(v)) if isinstance(v, dict) else None,
@@ -263,7 +266,7 @@ def test_load_manifest_bad_field_raises(
     path = write_one(tmp_path, **change)
     with pytest.raises(KernelError) as exc:
         load_manifest(path)
-    assert str(exc.value) == f"kernels: {path}: [fake-9.9] {problem}"
+    assert str(exc.value) == f"kernels: {path}: [fake-9.9]{problem}"
 
 
 def test_load_manifest_sha_64_hex_digits_accepted(tmp_path: Path) -> None:
@@ -283,9 +286,9 @@ def test_load_manifest_unknown_key_raises(tmp_path: Path) -> None:
     with pytest.raises(KernelError) as exc:
         load_manifest(path)
     assert str(exc.value) == (
-        f"kernels: {path}: [fake-9.9] unknown key 'sha512' (known: description, package, "
-        "version, arch, vmlinuz_member, config_member, vmlinuz_sha256, config_sha256, "
-        "compression)"
+        f"kernels: {path}: [fake-9.9]: unknown key 'sha512' (known: arch, compression, "
+        "config_member, config_sha256, description, package, version, vmlinuz_member, "
+        "vmlinuz_sha256)"
     )
 
 
@@ -294,7 +297,7 @@ def test_load_manifest_top_level_value_raises(tmp_path: Path) -> None:
     path.write_text('schema = "1"\n')
     with pytest.raises(KernelError) as exc:
         load_manifest(path)
-    assert str(exc.value) == f"kernels: {path}: 'schema' must be a table, one per kernel"
+    assert str(exc.value) == f"kernels: {path}: [schema]: must be a table, one per kernel"
 
 
 def test_load_manifest_name_with_slash_raises(tmp_path: Path) -> None:
@@ -320,11 +323,11 @@ def test_cache_root_env_then_default(monkeypatch: pytest.MonkeyPatch, tmp_path: 
 
 
 def test_cache_root_inside_git_tree_raises() -> None:
-    repo = kernels.REPO_ROOT
-    with pytest.raises(KernelError) as exc:
+    repo = REPO_ROOT
+    with pytest.raises(CacheDirError) as exc:
         cache_root(repo / "kernels" / "cache")
     assert str(exc.value) == (
-        f"kernels: cache directory {repo / 'kernels' / 'cache'} is inside the git tree {repo}; "
+        f"bootfuzz: cache directory {repo / 'kernels' / 'cache'} is inside the git tree {repo}; "
         "set BOOTFUZZ_CACHE to a directory outside it"
     )
 
@@ -648,7 +651,7 @@ def test_repin_unknown_name_without_package_raises(apt: FakeApt, manifest: Path)
     )
 
 
-# ----------------------------------------------------------------------------- __main__
+# ---------------------------------------------------------------- bootfuzz kernels fetch
 
 
 def test_main_fetch_cached_prints_one_line_each(
@@ -661,18 +664,18 @@ def test_main_fetch_cached_prints_one_line_each(
     fetch("fake-9.9", cache_dir=cache, manifest=manifest, runner=apt)
     monkeypatch.setenv("BOOTFUZZ_KERNEL_MANIFEST", str(manifest))
     monkeypatch.setenv("BOOTFUZZ_CACHE", str(cache))
-    assert kernels.main(["fetch", "fake-9.9"]) == 0
+    assert bootfuzz_main(["kernels", "fetch", "fake-9.9"]) == 0
     path = kernel_cache_dir(PINNED, cache) / "vmlinuz"
-    assert capsys.readouterr().out == f"fake-9.9: {path} (cached, {PKG} {VERSION})\n"
+    assert capsys.readouterr().out == f"fake-9.9: {path} (cached, sha256 verified)\n"
 
 
 def test_main_fetch_unknown_name_exits_2(
     manifest: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     monkeypatch.setenv("BOOTFUZZ_KERNEL_MANIFEST", str(manifest))
-    assert kernels.main(["fetch", "nope"]) == 2
+    assert bootfuzz_main(["kernels", "fetch", "nope"]) == 2
     assert capsys.readouterr().err == (
-        "kernels: unknown kernel 'nope' (known: fake-9.9, other-1.0)\n"
+        "bootfuzz: error: kernels: unknown kernel 'nope' (known: fake-9.9, other-1.0)\n"
     )
 
 
@@ -686,5 +689,6 @@ def test_main_fetch_without_apt_exits_3(
     monkeypatch.setenv("BOOTFUZZ_CACHE", str(tmp_path / "cache"))
     monkeypatch.setenv("PATH", str(tmp_path / "empty-path"))
     assert shutil.which("apt-get") is None
-    assert kernels.main(["fetch", "fake-9.9"]) == 3
-    assert capsys.readouterr().err.startswith("kernels: apt-get not found")
+    assert bootfuzz_main(["kernels", "fetch", "fake-9.9"]) == 3
+    err = capsys.readouterr().err
+    assert err.startswith("bootfuzz: infrastructure: kernels: apt-get not found")
