@@ -2,25 +2,22 @@
 
 Both are built on the machine that runs bootfuzz, by its own gcc and binutils,
 rather than shipped as binaries: the sources under harness/ are the reviewable
-artefact.  Constants both sides must agree on (the hand-off layout, the exit
-port) are declared here or in bootfuzz/abi/handoff.py and handed to the
-compiler with ``-D`` or to the assembler through a generated include, so each
-exists once.
+artefact.  Constants both sides must agree on (the exit port, the console
+markers, the hand-off layout) are declared in bootfuzz.guest.protocol and
+bootfuzz.abi.handoff and handed to the compiler with ``-D`` or to the assembler
+through a generated include, so each exists once.
 
-Builds are cached under ``$BOOTFUZZ_CACHE/harness/<key>/`` (default
-``~/.cache/bootfuzz``), keyed by a hash of the sources, the flags, the generated
-include and the tools, and published with one atomic rename so concurrent
-runs never see half a build.
+Builds are cached under ``<cache root>/harness/<key>/`` (bootfuzz.cache), keyed by
+a hash of the sources, the flags, the generated include and the tools, and
+published with one atomic rename so concurrent runs never see half a build.
 """
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import os
 import shutil
 import subprocess
-import sys
 import tempfile
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -29,60 +26,44 @@ from pathlib import Path
 from bootfuzz.abi import handoff as ho
 from bootfuzz.abi.bootparam import E820_ENTRY_SIZE
 from bootfuzz.abi.handoff import HANDOFF, HANDOFF_MAGIC, HandoffMode
+from bootfuzz.cache import cache_root
 from bootfuzz.errors import HarnessBug, HarnessBuildError
+from bootfuzz.guest.protocol import (
+    AGENT_EXIT_PORT,
+    AGENT_EXIT_VALUE,
+    AGENT_FORMAT_VERSION,
+    AGENT_LINE_PREFIX,
+    CMOS_DATA,
+    CMOS_INDEX,
+    COM1_BASE,
+    FIRMWARE_BAD_MAGIC_MESSAGE,
+    FIRMWARE_BAD_MODE_MESSAGE,
+    FIRMWARE_DEBUG_ENV,
+    FIRMWARE_ENTERING_MESSAGE,
+    FIRMWARE_UNSERVED_MESSAGE,
+    PIC_MASTER_IMR,
+    PIC_SLAVE_IMR,
+    PORT_SYS_CTRL_A,
+    RTC_HOURS,
+    RTC_MINUTES,
+    RTC_SECONDS,
+    UART_LSR,
+    UART_LSR_THRE,
+    firmware_debug,
+)
 from bootfuzz.loader import layout
+from bootfuzz.loader.platform import FIRMWARE_SIZE, FIRMWARE_TOP_BASE
 from bootfuzz.loader.x86 import MSR_EFER, Cr0
 
 #: Where the sources live: harness/ next to the package in the source tree.
 HARNESS_SOURCE_DIR = Path(__file__).resolve().parents[2] / "harness"
 
-#: The agent ends the guest by writing AGENT_EXIT_VALUE to this I/O port.
-#: QEMU's ``-device isa-debug-exit,iobase=0xf4,iosize=0x04`` traps it; our KVM VMM
-#: traps the same port.  0xf4 is the address QEMU's own tests use for the device.
-AGENT_EXIT_PORT = 0xF4
-AGENT_EXIT_VALUE = 0x31
-#: source: QEMU hw/misc/debugexit.c, debug_exit_write(): exit((val << 1) | 1).
-QEMU_AGENT_EXIT_STATUS = (AGENT_EXIT_VALUE << 1) | 1  # = 99
-#: The agent's report line starts with this word, a space, then one JSON object.
-AGENT_LINE_PREFIX = "BOOTFUZZ-AGENT"
-#: The JSON object's "v": bump when the report's shape changes.
-AGENT_FORMAT_VERSION = 1
-
-#: A -bios image must be a multiple of 64 KiB; ours is exactly one such block,
-#: which QEMU maps at the top of 4 GiB and again at BIOS_AREA_START.
-FIRMWARE_SIZE = 64 * layout.KiB
+#: A -bios image must be a multiple of 64 KiB; ours is exactly one such block
+#: (loader.platform.FIRMWARE_SIZE), which QEMU maps at the top of 4 GiB and again
+#: at BIOS_AREA_START.
 #: source: Intel SDM vol. 3A, 9.1.4: the first instruction is fetched at 0xFFFFFFF0.
 RESET_VECTOR = 0xFFFF_FFF0
-RESET_VECTOR_OFFSET = RESET_VECTOR - (layout.FOUR_GIB - FIRMWARE_SIZE)
-#: What the stub prints on COM1; the backend may wait for FIRMWARE_ENTERING_MESSAGE.
-FIRMWARE_ENTERING_MESSAGE = "bootfuzz-fw: entering kernel\n"
-FIRMWARE_BAD_MAGIC_MESSAGE = "bootfuzz-fw: bad handoff magic\n"
-FIRMWARE_BAD_MODE_MESSAGE = "bootfuzz-fw: bad handoff mode\n"
-
-#: source: include/uapi/linux/serial_reg.h (UART_LSR, UART_LSR_THRE); COM1 is the
-#: PC/AT standard base the kernel's early serial console also assumes for ttyS0.
-COM1_BASE = 0x3F8
-UART_LSR = 5
-UART_LSR_THRE = 0x20
-#: System control port A; bit 1 gates A20 (source: QEMU hw/i386/pc.c, port92).
-PORT_SYS_CTRL_A = 0x92
-#: 8259 interrupt mask registers (OCW1): the 16-bit entry masks every input, so
-#: the setup code's `sti` lets no timer tick in.  source: Intel 8259A data sheet;
-#: arch/x86/boot/pm.c mask_all_interrupts writes the same ports.
-PIC_MASTER_IMR = 0x21
-PIC_SLAVE_IMR = 0xA1
-#: CMOS RTC index/data ports and the time registers INT 1Ah AH=02h reads.
-#: source: MC146818 data sheet; arch/x86/include/asm/mc146818rtc.h (RTC_PORT).
-CMOS_INDEX = 0x70
-CMOS_DATA = 0x71
-RTC_SECONDS = 0x00
-RTC_MINUTES = 0x02
-RTC_HOURS = 0x04
-#: Set BOOTFUZZ_FIRMWARE_DEBUG=1 to build a firmware whose BIOS logs every
-#: interrupt it does not serve on COM1 (a separate cache entry: the include differs).
-FIRMWARE_DEBUG_ENV = "BOOTFUZZ_FIRMWARE_DEBUG"
-#: The debug build's line for an unserved interrupt: this, the vector, " ax=", AX.
-FIRMWARE_UNSERVED_MESSAGE = "bootfuzz-fw: unserved int 0x"
+RESET_VECTOR_OFFSET = RESET_VECTOR - FIRMWARE_TOP_BASE
 
 #: Flags for the agent.  Freestanding and static: /init runs before anything else
 #: exists.  -fno-tree-loop-distribute-patterns stops gcc turning our memset loop
@@ -179,8 +160,8 @@ def handoff_include() -> str:
     ]
     equ += _bios_equates()
     lines = [
-        "# Generated by bootfuzz/harness.py from bootfuzz/abi/handoff.py and",
-        "# bootfuzz/layout.py.  Do not edit.",
+        "# Generated by bootfuzz/guest/harness.py from bootfuzz/abi/handoff.py,",
+        "# bootfuzz/guest/protocol.py and bootfuzz/loader/layout.py.  Do not edit.",
     ]
     lines += [f".equ {name}, {value:#x}  # {why}" for name, value, why in equ]
     messages = (
@@ -194,15 +175,10 @@ def handoff_include() -> str:
     return "\n".join(lines) + "\n"
 
 
-def firmware_debug() -> bool:
-    """Whether $BOOTFUZZ_FIRMWARE_DEBUG asks for the logging BIOS."""
-    return os.environ.get(FIRMWARE_DEBUG_ENV, "") not in ("", "0")
-
-
 def _bios_equates() -> list[tuple[str, int, str]]:
     """The 16-bit entry's BIOS: its data block, the BDA and the ports it drives."""
     equ: list[tuple[str, int, str]] = [
-        ("BIOS_DATA_ADDR", ho.BIOS_DATA_ADDR, "handoff.BIOS_DATA_ADDR"),
+        ("BIOS_DATA_ADDR", layout.BIOS_DATA_ADDR, "layout.BIOS_DATA_ADDR"),
         ("BIOS_DATA_MAGIC", ho.BIOS_DATA_MAGIC, "handoff.BIOS_DATA_MAGIC"),
         ("BIOS_E820_TABLE", ho.BIOS_E820_TABLE_OFFSET, "entries after the header"),
         ("E820_ENTRY_SIZE", E820_ENTRY_SIZE, "struct boot_e820_entry"),
@@ -227,12 +203,6 @@ def _bios_equates() -> list[tuple[str, int, str]]:
     equ += [(f"BD_{f.name.upper()}", f.offset, f"{f.size} bytes") for f in ho.BIOS_DATA]
     equ += [(f"BDA_{f.name.upper()}", f.offset, f"{f.size} bytes") for f in ho.BDA]
     return equ
-
-
-def default_cache_dir() -> Path:
-    """``$BOOTFUZZ_CACHE``, else ``~/.cache/bootfuzz``."""
-    env = os.environ.get("BOOTFUZZ_CACHE")
-    return Path(env) if env else Path.home() / ".cache" / "bootfuzz"
 
 
 #: Subdirectories of harness/ that other builders own (bootfuzz.guest.probes): a change
@@ -357,7 +327,7 @@ def build_harness(cache_dir: Path | None = None) -> HarnessArtifacts:
     """Builds the agent and the firmware stub, or returns the cached build."""
     tools = _tools()
     include = handoff_include()
-    root = (cache_dir if cache_dir is not None else default_cache_dir()) / "harness"
+    root = cache_root(cache_dir) / "harness"
     final = cached_build(root, _cache_key(tools, include),
                          lambda out: _build_into(out, tools, include))
     return _artifacts(final)
@@ -392,23 +362,3 @@ def cached_build(root: Path, key: str, build: Callable[[Path], None]) -> Path:
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return final
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m bootfuzz.guest.harness``: build (or find) the harness, print its paths."""
-    parser = argparse.ArgumentParser(prog="python -m bootfuzz.guest.harness", description=__doc__)
-    parser.add_argument("--cache-dir", type=Path, default=None, help="cache root")
-    args = parser.parse_args(argv)
-    try:
-        built = build_harness(args.cache_dir)
-    except HarnessBuildError as e:
-        print(e, file=sys.stderr)
-        return 3
-    print(f"agent={built.agent}")
-    print(f"firmware={built.firmware}")
-    print(f"agent_selftest={built.agent_selftest}")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

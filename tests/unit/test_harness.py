@@ -16,18 +16,17 @@ import pytest
 from elftools.elf.elffile import ELFFile
 
 from bootfuzz.abi.handoff import HANDOFF, HANDOFF_MAGIC, HandoffMode
+from bootfuzz.cli import harness as cli_harness
 from bootfuzz.errors import HarnessBuildError
-from bootfuzz.guest import harness
-from bootfuzz.guest.harness import (
+from bootfuzz.guest import harness, protocol
+from bootfuzz.guest.harness import HarnessArtifacts, build_harness, handoff_include
+from bootfuzz.guest.protocol import (
     AGENT_FORMAT_VERSION,
     AGENT_LINE_PREFIX,
     FIRMWARE_ENTERING_MESSAGE,
-    FIRMWARE_SIZE,
-    HarnessArtifacts,
-    build_harness,
-    handoff_include,
 )
 from bootfuzz.loader import layout
+from bootfuzz.loader.platform import FIRMWARE_SIZE
 
 pytestmark = pytest.mark.skipif(
     any(shutil.which(t) is None for t in ("gcc", "as", "ld")),
@@ -84,12 +83,14 @@ def test_build_harness_layout_is_cache_harness_key(built: HarnessArtifacts, cach
 
 
 def test_build_harness_default_cache_follows_env(
-    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+    built: HarnessArtifacts, cache: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv("BOOTFUZZ_CACHE", str(tmp_path))
-    assert harness.default_cache_dir() == tmp_path
-    monkeypatch.delenv("BOOTFUZZ_CACHE")
-    assert harness.default_cache_dir() == Path.home() / ".cache" / "bootfuzz"
+    def no_build(*args: object) -> None:
+        raise AssertionError("rebuilt: $BOOTFUZZ_CACHE was not the cache root")
+
+    monkeypatch.setenv("BOOTFUZZ_CACHE", str(cache))
+    monkeypatch.setattr(harness, "_run", no_build)
+    assert build_harness() == built
 
 
 def test_build_harness_source_change_gets_new_key(
@@ -148,7 +149,7 @@ def test_build_harness_assembler_error_carries_stderr(
 def test_main_prints_paths(
     built: HarnessArtifacts, cache: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    assert harness.main(["--cache-dir", str(cache)]) == 0
+    assert cli_harness.main(["--cache-dir", str(cache)]) == 0
     assert capsys.readouterr().out.splitlines() == [
         f"agent={built.agent}",
         f"firmware={built.firmware}",
@@ -157,7 +158,7 @@ def test_main_prints_paths(
 
 
 def test_qemu_exit_status_is_debug_exit_formula() -> None:
-    assert harness.QEMU_AGENT_EXIT_STATUS == 99
+    assert protocol.QEMU_AGENT_EXIT_STATUS == 99
 
 
 # ---- firmware image ----
