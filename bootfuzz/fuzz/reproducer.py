@@ -38,11 +38,20 @@ from typing import Any
 
 from bootfuzz.abi.bootparam import BOOT_PARAMS
 from bootfuzz.abi.e820 import E820Entry
-from bootfuzz.case import BootCase, EntryProtocol, InitrdPlacement, Overrides, SetupDataNode
+from bootfuzz.case import (
+    BootCase,
+    EntryProtocol,
+    InitrdPlacement,
+    InitrdSpec,
+    Overrides,
+    SetupDataNode,
+)
+from bootfuzz.compression import Compression
 from bootfuzz.errors import ConfigError
 from bootfuzz.fileio import atomic_write_text
-from bootfuzz.guest.initramfs import Compression, InitrdSpec
-from bootfuzz.judge.oracles import StopPoint, Verdict
+from bootfuzz.jsonread import JsonReader
+from bootfuzz.judge.oracles import StopPoint
+from bootfuzz.judge.verdict import Verdict
 
 FORMAT_KEY = "bootfuzz_reproducer"
 FORMAT_VERSION = 1
@@ -81,65 +90,7 @@ class Reproducer:
     extra: Mapping[str, Any] = field(default_factory=dict)
 
 
-class _Reader:
-    """Typed access to a JSON document, with the path of each value for errors."""
-
-    def __init__(self, where: str) -> None:
-        self.where = where
-
-    def fail(self, path: str, message: str) -> ReproducerError:
-        return ReproducerError(f"{self.where}: {path}: {message}")
-
-    def as_obj(self, value: object, path: str) -> dict[str, Any]:
-        if not isinstance(value, dict):
-            raise self.fail(path, f"expected an object, got {type(value).__name__}")
-        return value
-
-    def keys(self, doc: dict[str, Any], allowed: set[str], path: str) -> None:
-        unknown = sorted(set(doc) - allowed)
-        if unknown:
-            known = ", ".join(sorted(allowed))
-            raise self.fail(path, f"unknown key {unknown[0]!r} (known: {known})")
-
-    def as_int(self, value: object, path: str, lo: int = 0, hi: int = (1 << 64) - 1) -> int:
-        if isinstance(value, bool):
-            raise self.fail(path, "expected an integer, got a boolean")
-        if isinstance(value, str):
-            try:
-                value = int(value, 0)
-            except ValueError:
-                raise self.fail(path, f"{value!r} is not an integer") from None
-        if not isinstance(value, int):
-            raise self.fail(path, f"expected an integer, got {type(value).__name__}")
-        if not lo <= value <= hi:
-            raise self.fail(path, f"{value:#x} is out of range [{lo:#x}, {hi:#x}]")
-        return value
-
-    def as_str(self, value: object, path: str) -> str:
-        if not isinstance(value, str):
-            raise self.fail(path, f"expected a string, got {type(value).__name__}")
-        return value
-
-    def as_hex(self, value: object, path: str) -> bytes:
-        text = self.as_str(value, path)
-        try:
-            return bytes.fromhex(text)
-        except ValueError:
-            raise self.fail(path, "not a string of hex digits") from None
-
-    def as_list(self, value: object, path: str) -> list[Any]:
-        if not isinstance(value, list):
-            raise self.fail(path, f"expected a list, got {type(value).__name__}")
-        return value
-
-    def as_choice(self, value: object, path: str, choices: list[str]) -> str:
-        text = self.as_str(value, path)
-        if text not in choices:
-            raise self.fail(path, f"{text!r} is not one of {', '.join(choices)}")
-        return text
-
-
-def _overrides(r: _Reader, doc: dict[str, Any]) -> Overrides:
+def _overrides(r: JsonReader, doc: dict[str, Any]) -> Overrides:
     r.keys(doc, _OVERRIDE_KEYS, "overrides")
     fields = []
     for name, value in r.as_obj(doc.get("fields", {}), "overrides.fields").items():
@@ -190,7 +141,7 @@ def _overrides(r: _Reader, doc: dict[str, Any]) -> Overrides:
 
 def parse_reproducer(doc: object, where: str = "<reproducer>") -> Reproducer:
     """Check and convert a decoded JSON document."""
-    r = _Reader(where)
+    r = JsonReader(where, error=ReproducerError)
     top = r.as_obj(doc, "(top level)")
     if top.get(FORMAT_KEY) != FORMAT_VERSION:
         raise r.fail(FORMAT_KEY, f"this is not a bootfuzz reproducer of format {FORMAT_VERSION} "
