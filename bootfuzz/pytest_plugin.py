@@ -21,9 +21,9 @@ from typing import Protocol
 
 import pytest
 
-from bootfuzz.case import HARNESS_CMDLINE, BootCase, EntryProtocol
-from bootfuzz.guest.initramfs import Compression, InitrdSpec
-from bootfuzz.judge.oracles import Verdict
+from bootfuzz.case import HARNESS_CMDLINE, BootCase, EntryProtocol, InitrdSpec
+from bootfuzz.compression import Compression
+from bootfuzz.judge.verdict import Verdict
 from bootfuzz.run.boot import DEFAULT_TIMEOUT, BootResult, run_case
 from bootfuzz.units import parse_size
 

@@ -5,21 +5,11 @@ from __future__ import annotations
 import textwrap
 from typing import Any
 
-from bootfuzz.judge.oracles import OracleResult, Verdict
+from bootfuzz.judge.verdict import Verdict, oracle_json
 from bootfuzz.run.boot import BootResult
 from bootfuzz.units import format_size
 
 JSON_FORMAT_VERSION = 1
-
-
-def oracle_json(result: OracleResult) -> dict[str, str]:
-    return {
-        "name": result.name,
-        "verdict": result.verdict.value,
-        "expected": result.expected,
-        "observed": result.observed,
-        "detail": result.detail,
-    }
 
 
 def result_json(result: BootResult) -> dict[str, Any]:

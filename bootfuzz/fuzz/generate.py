@@ -15,8 +15,8 @@ from dataclasses import dataclass
 
 from bootfuzz.abi.bootparam import BOOT_PARAMS
 from bootfuzz.abi.e820 import E820Entry, E820Type
-from bootfuzz.case import HARNESS_CMDLINE, BootCase, Overrides, SetupDataNode
-from bootfuzz.guest.initramfs import SUPPORTED, Compression, InitrdSpec
+from bootfuzz.case import HARNESS_CMDLINE, BootCase, InitrdSpec, Overrides, SetupDataNode
+from bootfuzz.compression import SUPPORTED, Compression
 from bootfuzz.kernel.image import KernelImage
 from bootfuzz.loader.layout import FOUR_GIB, PAGE_SIZE, GiB, KiB, MiB, align_up
 from bootfuzz.loader.platform import PC_LOWMEM_WHEN_SPLIT, PC_SPLIT_THRESHOLD, QEMU_RAM_ALIGN

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bootfuzz.fuzz.reproducer import Reproducer, check_kernel_sha256
-from bootfuzz.judge.oracles import Verdict
+from bootfuzz.judge.verdict import Verdict
 from bootfuzz.kernel.pinned import resolve_kernel
 from bootfuzz.run.boot import DEFAULT_TIMEOUT, BootResult, execute, new_run_dir, prepare
 

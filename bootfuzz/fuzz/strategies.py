@@ -25,7 +25,16 @@ from hypothesis.strategies import SearchStrategy
 
 from bootfuzz.abi.bootparam import E820_MAX_ENTRIES_ZEROPAGE
 from bootfuzz.abi.e820 import E820Entry
-from bootfuzz.case import HARNESS_CMDLINE, BootCase, EntryProtocol, Overrides, SetupDataNode
+from bootfuzz.case import (
+    HARNESS_CMDLINE,
+    MAX_PAYLOAD_SIZE,
+    BootCase,
+    EntryProtocol,
+    InitrdSpec,
+    Overrides,
+    SetupDataNode,
+)
+from bootfuzz.compression import Compression
 from bootfuzz.fuzz.generate import (
     COMPRESSIONS,
     DEBIAN_CLOUD_LIMITS,
@@ -49,7 +58,6 @@ from bootfuzz.fuzz.generate import (
     header_value_edges,
     min_memory,
 )
-from bootfuzz.guest.initramfs import MAX_PAYLOAD_SIZE, Compression, InitrdSpec
 from bootfuzz.kernel.image import KernelImage
 from bootfuzz.loader.layout import FOUR_GIB, PAGE_SIZE, GiB, MiB
 
@@ -171,7 +179,7 @@ def initrd_specs(
 ) -> SearchStrategy[InitrdSpec]:
     """Initrd specs: payload sizes 0, 1, either side of 4 KiB and 2 MiB, whole MiBs, or
     uniform in [min_size, max_size]; every compression bootfuzz can build
-    (bootfuzz.guest.initramfs.SUPPORTED).  Always buildable.
+    (bootfuzz.compression.SUPPORTED).  Always buildable.
     """
     _int(min_size, "min_size", 0, MAX_PAYLOAD_SIZE)
     _int(max_size, "max_size", 0, MAX_PAYLOAD_SIZE)

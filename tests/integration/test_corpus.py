@@ -10,7 +10,7 @@ import pytest
 from bootfuzz.case import Overrides
 from bootfuzz.fuzz.replay import replay
 from bootfuzz.fuzz.reproducer import load_reproducer
-from bootfuzz.judge.oracles import Verdict
+from bootfuzz.judge.verdict import Verdict
 
 pytestmark = pytest.mark.qemu
 CORPUS = Path(__file__).resolve().parents[2] / "corpus" / "regressions"

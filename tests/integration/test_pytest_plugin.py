@@ -19,7 +19,7 @@ def _plugin_args() -> list[str]:
 def test_pytest_plugin_boot_fixture_real_boot_passes(pytester: pytest.Pytester) -> None:
     pytester.makepyfile(
         """
-        from bootfuzz.judge.oracles import Verdict
+        from bootfuzz.judge.verdict import Verdict
 
         def test_boot(boot, bootfuzz_verdict, tmp_path):
             result = boot(kernel="debian-6.1-cloud", mem="256M", initrd_size="1M")

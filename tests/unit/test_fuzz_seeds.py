@@ -32,7 +32,7 @@ def test_fuzz_seeds_empty_and_truncated_inputs_run_clean(target: str) -> None:
 def test_fuzz_seeds_planted_bug_crasher_gets_exact_error() -> None:
     """The input atheris found when parse_newc's name bounds check was removed on purpose."""
     from bootfuzz.errors import InitramfsError
-    from bootfuzz.guest.initramfs import parse_newc
+    from bootfuzz.guest.cpio import parse_newc
     from tests.fuzz._common import SEEDS
 
     data = (SEEDS / "cpio" / "fuzz_name-past-end.bin").read_bytes()

@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 from bootfuzz.abi.e820 import E820Entry
-from bootfuzz.case import BootCase, EntryProtocol, Overrides, SetupDataNode
+from bootfuzz.case import BootCase, EntryProtocol, InitrdSpec, Overrides, SetupDataNode
+from bootfuzz.compression import Compression
 from bootfuzz.fuzz.reproducer import (
     Expectation,
     Reproducer,
@@ -18,8 +19,8 @@ from bootfuzz.fuzz.reproducer import (
     reproducer_json,
     write_reproducer,
 )
-from bootfuzz.guest.initramfs import Compression, InitrdSpec
-from bootfuzz.judge.oracles import StopPoint, Verdict
+from bootfuzz.judge.oracles import StopPoint
+from bootfuzz.judge.verdict import Verdict
 
 CORPUS = Path(__file__).resolve().parents[2] / "corpus" / "regressions"
 

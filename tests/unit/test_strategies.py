@@ -11,7 +11,8 @@ from hypothesis.errors import InvalidArgument
 
 from bootfuzz.abi.bootparam import BOOT_PARAMS
 from bootfuzz.abi.e820 import E820Entry
-from bootfuzz.case import HARNESS_CMDLINE, BootCase
+from bootfuzz.case import HARNESS_CMDLINE, BootCase, InitrdSpec
+from bootfuzz.compression import SUPPORTED
 from bootfuzz.fuzz.generate import (
     COMPRESSIONS,
     DEBIAN_CLOUD_LIMITS,
@@ -30,7 +31,6 @@ from bootfuzz.fuzz.strategies import (
     overrides,
     setup_header_values,
 )
-from bootfuzz.guest.initramfs import SUPPORTED, InitrdSpec
 from bootfuzz.loader.layout import FOUR_GIB, PAGE_SIZE, GiB, MiB
 from bootfuzz.loader.platform import PC_SPLIT_THRESHOLD
 
