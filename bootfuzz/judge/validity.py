@@ -2,8 +2,8 @@
 
 The exact oracles (bootfuzz.judge.oracles) compare the kernel's view with the bytes our
 loader wrote, which only works for our loader.  These judge any target by the boot
-protocol and the platform the target promised (bootfuzz.peers.targets.TargetPromises):
-pure functions of the request (:class:`Expectation`), the promises and the
+protocol and the platform the target promised (bootfuzz.judge.promises.TargetPromises):
+pure functions of the request (:class:`LoadRequest`), the promises and the
 :class:`Observation`.  Where a target promised nothing, the oracle says unknown.
 
 RAM accounting: the kernel's usable RAM adds up to the memory asked for, less what
@@ -19,6 +19,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from bootfuzz.abi.e820 import firmware_memmap_type
+from bootfuzz.case import EntryProtocol
 from bootfuzz.judge.observation import E820Line, Observation
 from bootfuzz.judge.oracles import (
     judge_agent_cmdline,
@@ -27,9 +28,9 @@ from bootfuzz.judge.oracles import (
     judge_payload,
     judge_unpack,
 )
+from bootfuzz.judge.promises import TargetPromises
 from bootfuzz.judge.verdict import OracleResult, judged, unknown
 from bootfuzz.loader.layout import FOUR_GIB, PAGE_SIZE, align_up
-from bootfuzz.peers.targets import Expectation, TargetPromises
 from bootfuzz.transcript import GuestExit
 
 #: What a kernel with no initrd (and so no /init) must end in.  source:
@@ -38,8 +39,26 @@ USABLE = "usable"
 
 
 @dataclass(frozen=True)
+class LoadRequest:
+    """What any loader was asked to do, from the case and the files built for it, with
+    the kernel's own limits on where the initrd may go."""
+
+    memory: int
+    cmdline: bytes
+    initrd_size: int | None  # bytes of the initrd image
+    payload_size: int | None
+    payload_sha256: str | None
+    initrd_addr_max: int
+    initrd_high_ok: bool  # XLF_CAN_BE_LOADED_ABOVE_4G
+    entry: EntryProtocol = EntryProtocol.BOOT64
+
+
+@dataclass(frozen=True)
 class ValidityEvidence:
-    expect: Expectation
+    """What a validity oracle may look at: the request, the target's promises, and what
+    the kernel printed (compare bootfuzz.judge.oracles.ExactEvidence: our own plan)."""
+
+    request: LoadRequest
     promises: TargetPromises
     observation: Observation
     guest_exit: GuestExit
@@ -60,7 +79,7 @@ def usable_lines(obs: Observation) -> list[E820Line]:
 def check_boot(ev: ValidityEvidence) -> OracleResult:
     """With an initrd: our agent reported and powered off.  Without: the no-root panic."""
     return judge_boot(ev.observation, ev.guest_exit, ev.end_detail,
-                      agent=ev.expect.initrd_size is not None, firmware_marker=False)
+                      agent=ev.request.initrd_size is not None, firmware_marker=False)
 
 
 def check_gap(ev: ValidityEvidence) -> OracleResult:
@@ -68,7 +87,7 @@ def check_gap(ev: ValidityEvidence) -> OracleResult:
     gap = ev.promises.gap
     if gap is None:
         return unknown("e820-gap", "(no gap promised)", "the target promised no MMIO gap")
-    start, end = gap.gap(ev.expect.memory)
+    start, end = gap.gap(ev.request.memory)
     expected = f"no usable RAM in the MMIO gap {_fmt(start, end - 1)}"
     lines = ev.observation.bios_e820
     if not lines:
@@ -80,8 +99,8 @@ def check_gap(ev: ValidityEvidence) -> OracleResult:
 
 def check_ram_total(ev: ValidityEvidence) -> OracleResult:
     """Printed usable RAM == memory asked for - what the target's firmware withholds."""
-    promised = ev.promises.ram_promised(ev.expect.memory)
-    withheld = ev.promises.withheld_ranges(ev.expect.memory)
+    promised = ev.promises.ram_promised(ev.request.memory)
+    withheld = ev.promises.withheld_ranges(ev.request.memory)
     if promised is None or withheld is None:
         return unknown("ram-total", "(nothing promised)",
                        "the target promised no memory layout or withheld areas")
@@ -105,7 +124,7 @@ def _inside_usable(obs: Observation, start: int, last: int) -> bool:
 
 def check_ramdisk(ev: ValidityEvidence) -> OracleResult:
     """RAMDISK: inside printed usable RAM, page aligned, its size, not moved, allowed."""
-    exp, obs = ev.expect, ev.observation
+    exp, obs = ev.request, ev.observation
     if exp.initrd_size is None:
         ok = obs.ramdisk is None
         return judged("ramdisk", ok, "no RAMDISK line (no initrd)",
@@ -145,8 +164,8 @@ def check_ramdisk(ev: ValidityEvidence) -> OracleResult:
 
 def check_ramdisk_rule(ev: ValidityEvidence) -> OracleResult:
     """The initrd is where the target's own placement rule puts it (where it states one)."""
-    exp, obs = ev.expect, ev.observation
-    rule, gap = ev.promises.initrd_rule(ev.expect.entry), ev.promises.gap
+    exp, obs = ev.request, ev.observation
+    rule, gap = ev.promises.initrd_rule(ev.request.entry), ev.promises.gap
     if exp.initrd_size is None:
         return judged("ramdisk-rule", obs.ramdisk is None, "no initrd", str(obs.ramdisk))
     if rule is None or gap is None:
@@ -164,20 +183,20 @@ def check_ramdisk_rule(ev: ValidityEvidence) -> OracleResult:
 
 
 def check_cmdline(ev: ValidityEvidence) -> OracleResult:
-    return judge_cmdline(ev.observation, ev.expect.cmdline)
+    return judge_cmdline(ev.observation, ev.request.cmdline)
 
 
 def check_agent_cmdline(ev: ValidityEvidence) -> OracleResult:
-    return judge_agent_cmdline(ev.observation, ev.expect.cmdline)
+    return judge_agent_cmdline(ev.observation, ev.request.cmdline)
 
 
 def check_unpacked(ev: ValidityEvidence) -> OracleResult:
     """The initramfs was unpacked without error and exactly its pages were freed."""
-    return judge_unpack(ev.observation, ev.expect.initrd_size)
+    return judge_unpack(ev.observation, ev.request.initrd_size)
 
 
 def check_payload(ev: ValidityEvidence) -> OracleResult:
-    exp = ev.expect
+    exp = ev.request
     if exp.payload_size is None or exp.payload_sha256 is None:
         return unknown("payload-digest", "(no initrd)", "no initrd in the case")
     return judge_payload(ev.observation, exp.payload_size, exp.payload_sha256)
@@ -224,9 +243,9 @@ VALIDITY_ORACLES: tuple[ValidityOracle, ...] = (
 def judge_validity(ev: ValidityEvidence) -> list[OracleResult]:
     """Every validity oracle that applies to the case (agent ones need an initrd)."""
     results = [oracle(ev) for oracle in VALIDITY_ORACLES]
-    if ev.expect.initrd_size is None:
+    if ev.request.initrd_size is None:
         results = [r for r in results if r.name not in AGENT_VALIDITY]
     return results
 
 
-__all__ = ["VALIDITY_ORACLES", "ValidityEvidence", "judge_validity"]
+__all__ = ["VALIDITY_ORACLES", "LoadRequest", "ValidityEvidence", "judge_validity"]

@@ -32,266 +32,19 @@ from bootfuzz.errors import BackendError, ConfigError
 from bootfuzz.guest.initrd import BuiltInitrd
 from bootfuzz.guest.protocol import AGENT_EXIT_PORT, QEMU_AGENT_EXIT_STATUS
 from bootfuzz.judge.observation import Observation, parse_transcript
+from bootfuzz.judge.promises import TargetPromises
+from bootfuzz.judge.validity import LoadRequest, ValidityEvidence, judge_validity
 from bootfuzz.judge.verdict import OracleResult, Verdict, overall
 from bootfuzz.kernel.image import KernelImage
-from bootfuzz.loader.layout import (
-    FOUR_GIB,
-    HIGH_MEMORY_START,
-    LOW_RAM_END,
-    PAGE_SIZE,
-    GiB,
-    align_down,
-)
-from bootfuzz.loader.platform import PC_LOWMEM_WHEN_SPLIT, PC_SPLIT_THRESHOLD, Platform, RamRange
+from bootfuzz.peers.promises import KNOWN_PROMISES, OURS_QEMU_TCG, QEMU_MICROVM, QEMU_PC
 from bootfuzz.run.backends.qemu_tcg import QEMU_EXIT_STATUSES
 from bootfuzz.run.console import run_console
 from bootfuzz.run.exits import ExitStatuses, classify_exit
 from bootfuzz.transcript import GuestExit, SessionEnd, Transcript
 
-#: The largest 32-bit address (QEMU's initrd_max when the kernel may go above it).
-U32_MAX = 0xFFFF_FFFF
-#: SeaBIOS's extended BIOS data area: the top KiB below 640 KiB.  Measured on QEMU
-#: 7.2 pc and microvm (qboot): "BIOS-e820: [mem 0x9fc00-0x9ffff] reserved".
-EBDA_START = 0x9FC00
-#: RAM QEMU 7.2's pc firmware keeps at the top of low RAM (ACPI tables and
-#: SeaBIOS's high tables): "BIOS-e820: [mem 0xbffe0000-0xbfffffff] reserved" at 5G,
-#: "[mem 0xffe0000-0xfffffff]" at 256M.  source: measured.
-QEMU_PC_TOP_RESERVED = 0x20000
-#: QEMU microvm: min(memory, 3 GiB) below 4 GiB.  source: qemu-tcg-backend.md.
-MICROVM_LOWMEM_MAX = 3 * GiB
-
-
-# --------------------------------------------------------------------------------------
-# Promises: what a target tells us about the machine it builds, as data
-# --------------------------------------------------------------------------------------
-
-
-class MemoryMeaning(enum.StrEnum):
-    """What "memory size N" means on a target."""
-
-    #: N bytes of RAM in total, split around the 32-bit MMIO gap (QEMU -m).
-    TOTAL_RAM = "total-ram"
-    #: RAM up to guest address N; the part of [0, N) inside the gap is lost.
-    ADDRESS_SPAN = "address-span"
-
-
-class Anchor(enum.StrEnum):
-    ABSOLUTE = "absolute"  # start/end are guest-physical addresses
-    TOP_OF_LOW = "top-of-low"  # start/end are offsets below the top of low RAM
-
-
-@dataclass(frozen=True)
-class Withheld:
-    """RAM the target's firmware keeps from the kernel (never printed as usable)."""
-
-    name: str
-    start: int
-    end: int
-    anchor: Anchor = Anchor.ABSOLUTE
-
-    def resolve(self, low_end: int) -> tuple[int, int]:
-        if self.anchor is Anchor.ABSOLUTE:
-            return self.start, self.end
-        return low_end - self.start, low_end - self.end
-
-    @property
-    def size(self) -> int:
-        return abs(self.end - self.start)
-
-
-@dataclass(frozen=True)
-class GapRule:
-    """Where RAM lies around the 32-bit MMIO gap for a memory size."""
-
-    split_at: int  # from this size on, RAM is split: low part below, the rest from 4 GiB
-    low_when_split: int
-
-    def low_end(self, memory: int) -> int:
-        return memory if memory < self.split_at else self.low_when_split
-
-    def gap(self, memory: int) -> tuple[int, int]:
-        """[start, end) of the hole below 4 GiB that is never RAM."""
-        return self.low_end(memory), FOUR_GIB
-
-    def platform(self, name: str, memory: int) -> Platform:
-        low = self.low_end(memory)
-        high = RamRange(FOUR_GIB, memory - low) if memory > low else None
-        return Platform(name, memory, RamRange(0, low), high)
-
-
-class KernelLimit(enum.StrEnum):
-    """Which of the kernel's limits a loader's initrd placement consults."""
-
-    ADDR_MAX = "initrd_addr_max"  # the header's initrd_addr_max
-    ADDR_MAX_OR_4G = "initrd_addr_max, or 4 GiB - 1 with XLF_CAN_BE_LOADED_ABOVE_4G"
-    NONE = "none"  # the PVH paths: no setup header is read
-
-
-@dataclass(frozen=True)
-class InitrdRule:
-    """Where a loader puts the initrd: page aligned at the top of its allowed window.
-
-    The window ends at the lower of the top of low RAM less ``reserve_top`` and the
-    kernel limit the loader consults.  QEMU and qboot subtract the size from the
-    *inclusive* limit (``(initrd_max - size) & ~4095``), one byte lower than from
-    the exclusive end: ``inclusive_limit``.
-    """
-
-    description: str
-    reserve_top: int = 0
-    kernel_limit: KernelLimit = KernelLimit.ADDR_MAX
-    inclusive_limit: bool = False
-
-    def address(self, low_end: int, initrd_addr_max: int, high_ok: bool, size: int) -> int:
-        limit = {
-            KernelLimit.ADDR_MAX: initrd_addr_max,
-            KernelLimit.ADDR_MAX_OR_4G: U32_MAX if high_ok else initrd_addr_max,
-            KernelLimit.NONE: U32_MAX,
-        }[self.kernel_limit]
-        limit = min(limit, low_end - self.reserve_top - 1)  # inclusive
-        top = limit if self.inclusive_limit else limit + 1
-        return align_down(top - size, PAGE_SIZE)
-
-
-@dataclass(frozen=True)
-class TargetPromises:
-    """What a target promises about the machine it gives the kernel; None: no promise."""
-
-    description: str
-    memory_meaning: MemoryMeaning = MemoryMeaning.TOTAL_RAM
-    gap: GapRule | None = None
-    withheld: tuple[Withheld, ...] | None = None
-    #: Per entry protocol: the loader's initrd placement rule, where known.
-    initrd_rules: tuple[tuple[EntryProtocol, InitrdRule], ...] = ()
-    #: The plan (every byte written) is known: the exact oracles apply.
-    exact: bool = False
-    #: Entry protocols a case may ask for, and what the target really does for each.
-    entries: tuple[tuple[EntryProtocol, str], ...] = ()
-
-    def platform(self, memory: int) -> Platform | None:
-        return None if self.gap is None else self.gap.platform(self.description, memory)
-
-    def ram_promised(self, memory: int) -> int | None:
-        """Bytes of RAM the kernel should see, before what the firmware withholds."""
-        if self.gap is None:
-            return None
-        if self.memory_meaning is MemoryMeaning.TOTAL_RAM:
-            return memory
-        start, end = self.gap.gap(memory)
-        return memory - max(0, min(memory, end) - start)
-
-    def withheld_ranges(self, memory: int) -> tuple[tuple[str, int, int], ...] | None:
-        if self.gap is None or self.withheld is None:
-            return None
-        low = self.gap.low_end(memory)
-        return tuple((w.name, *w.resolve(low)) for w in self.withheld)
-
-    def entry_note(self, entry: EntryProtocol) -> str | None:
-        return dict(self.entries).get(entry)
-
-    def initrd_rule(self, entry: EntryProtocol) -> InitrdRule | None:
-        return dict(self.initrd_rules).get(entry)
-
-
-LEGACY_HOLE = Withheld("legacy VGA/ROM hole", LOW_RAM_END, HIGH_MEMORY_START)
-SEABIOS_LOW = Withheld("EBDA + legacy VGA/ROM hole", EBDA_START, HIGH_MEMORY_START)
-PC_GAP = GapRule(PC_SPLIT_THRESHOLD, PC_LOWMEM_WHEN_SPLIT)
-MICROVM_GAP = GapRule(MICROVM_LOWMEM_MAX, MICROVM_LOWMEM_MAX)
-
-_OURS_RULE = InitrdRule("top of low RAM, below initrd_addr_max + 1 (bootfuzz.loader.plan)")
-
-OURS_QEMU_TCG = TargetPromises(
-    description=("our loader on QEMU-TCG pc "
-                 "(bootfuzz.loader.plan, bootfuzz.loader.platform.qemu_pc)"),
-    gap=PC_GAP,
-    withheld=(LEGACY_HOLE,),
-    # The default placement (InitrdPlacement.TOP) is the same for every entry path.
-    initrd_rules=tuple((e, _OURS_RULE) for e in EntryProtocol),
-    exact=True,
-    entries=((EntryProtocol.BOOT64, "64-bit entry, zero page in RSI"),
-             (EntryProtocol.BOOT32, "32-bit entry, zero page in ESI"),
-             (EntryProtocol.REAL16, "16-bit entry through the kernel's setup code and our BIOS"),
-             (EntryProtocol.PVH, "PVH entry of the vmlinux, hvm_start_info in EBX"),
-             (EntryProtocol.VMLINUX, "the vmlinux's own 64-bit entry, zero page in RSI")),
-)
-
-_QEMU_ENTRIES = (
-    (EntryProtocol.BOOT64, "bzImage through QEMU's linuxboot option ROM (16-bit real-mode "
-     "setup entry): QEMU has no 64-bit entry, so this is its default bzImage path"),
-    (EntryProtocol.PVH, "the decompressed ELF vmlinux given to -kernel: QEMU enters its "
-     "XEN_ELFNOTE_PHYS32_ENTRY with hvm_start_info (pvh.bin option ROM / qboot)"),
-)
-#: QEMU pc's acpi_data_size (128 KiB ACPI + 32 KiB other BIOS data).
-#: source: hw/i386/pc.c pc_machine_class_init, "acpi_data_size = 0x20000 + 0x8000".
-QEMU_PC_ACPI_DATA_SIZE = 0x28000
-
-QEMU_PC = TargetPromises(
-    description="QEMU pc with SeaBIOS, -kernel/-initrd/-append",
-    gap=PC_GAP,
-    withheld=(SEABIOS_LOW, Withheld("ACPI/SeaBIOS tables at the top of low RAM",
-                                    QEMU_PC_TOP_RESERVED, 0, Anchor.TOP_OF_LOW)),
-    initrd_rules=(
-        # Measured on QEMU 7.2 with 1 MiB and 1 MiB + 1 initrds at 256M and 5G: the
-        # initrd ends at below_4g - 128 KiB (exclusive), above initrd_addr_max when
-        # the kernel allows it.  hw/i386/x86.c would give below_4g - acpi_data_size.
-        (EntryProtocol.BOOT64, InitrdRule(
-            "QEMU 7.2 pc bzImage path: align_down(below_4g - 0x20000 - size), up to "
-            "4 GiB - 1 with XLF_CAN_BE_LOADED_ABOVE_4G (measured)",
-            reserve_top=QEMU_PC_TOP_RESERVED, kernel_limit=KernelLimit.ADDR_MAX_OR_4G)),
-        # source: hw/i386/x86.c x86_load_linux(), PVH branch: initrd_max =
-        # below_4g - acpi_data_size - 1; (initrd_max - size) & ~4095.
-        (EntryProtocol.PVH, InitrdRule(
-            "QEMU x86_load_linux PVH branch: (below_4g - acpi_data_size - 1 - size) & ~4095",
-            reserve_top=QEMU_PC_ACPI_DATA_SIZE, kernel_limit=KernelLimit.NONE,
-            inclusive_limit=True)),
-    ),
-    entries=_QEMU_ENTRIES,
-)
-
-QEMU_MICROVM = TargetPromises(
-    description="QEMU microvm with qboot, -kernel/-initrd/-append",
-    gap=MICROVM_GAP,
-    withheld=(SEABIOS_LOW,),
-    initrd_rules=(
-        # qboot re-reads the header and places the initrd itself, ignoring QEMU's
-        # ramdisk_image and XLF_CAN_BE_LOADED_ABOVE_4G: at 5G a 6.1 initrd ends below
-        # 2 GiB, not 3 GiB (measured).  source: qboot linuxboot.c parse_bzimage().
-        (EntryProtocol.BOOT64, InitrdRule(
-            "qboot parse_bzimage: (min(initrd_addr_max, lowmem - 1) - size) & ~4095",
-            kernel_limit=KernelLimit.ADDR_MAX, inclusive_limit=True)),
-        # source: hw/i386/x86.c PVH branch with acpi_data_size 0 (hw/i386/microvm.c).
-        (EntryProtocol.PVH, InitrdRule(
-            "QEMU x86_load_linux PVH branch, acpi_data_size 0: (below_4g - 1 - size) & ~4095",
-            kernel_limit=KernelLimit.NONE, inclusive_limit=True)),
-    ),
-    entries=_QEMU_ENTRIES,
-)
-
-#: Promises a command template may name (``promises = "qemu-pc"``).
-KNOWN_PROMISES: dict[str, TargetPromises] = {
-    "qemu-pc": QEMU_PC,
-    "qemu-microvm": QEMU_MICROVM,
-    "none": TargetPromises(description="no promises"),
-}
-
-
 # --------------------------------------------------------------------------------------
 # What every target boots: the same files, and what the kernel should therefore see
 # --------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Expectation:
-    """What any loader was asked to do, from the case and the files built for it."""
-
-    memory: int
-    cmdline: bytes
-    initrd_size: int | None  # bytes of the initrd image
-    payload_size: int | None
-    payload_sha256: str | None
-    initrd_addr_max: int
-    initrd_high_ok: bool  # XLF_CAN_BE_LOADED_ABOVE_4G
-    entry: EntryProtocol = EntryProtocol.BOOT64
 
 
 @dataclass(frozen=True)
@@ -316,8 +69,9 @@ def materials(case: BootCase) -> Materials:
     return Materials(kernel, image, initrd)
 
 
-def expectation(case: BootCase, image: KernelImage, initrd: BuiltInitrd | None) -> Expectation:
-    return Expectation(
+def load_request(case: BootCase, image: KernelImage, initrd: BuiltInitrd | None) -> LoadRequest:
+    """What every loader is asked to do for *case*, with the kernel's limits."""
+    return LoadRequest(
         memory=case.memory,
         cmdline=case.cmdline.encode(),
         initrd_size=None if initrd is None else initrd.size,
@@ -342,7 +96,7 @@ class TargetRun:
     transcript: Transcript
     observation: Observation
     guest_exit: GuestExit
-    expectation: Expectation
+    request: LoadRequest
     promises: TargetPromises
     validity: tuple[OracleResult, ...]
     exact: tuple[OracleResult, ...]  # empty unless the target is exact
@@ -376,19 +130,17 @@ AGENT_ORACLES = frozenset({"boot", "agent-cmdline", "payload-digest", "firmware-
 
 
 def _judge(name: str, case: BootCase, argv: Sequence[str], transcript: Transcript,
-           guest_exit: GuestExit, exp: Expectation, promises: TargetPromises,
+           guest_exit: GuestExit, request: LoadRequest, promises: TargetPromises,
            run_dir: Path, started: float, exact: Sequence[OracleResult] = ()) -> TargetRun:
-    from bootfuzz.judge.validity import ValidityEvidence, judge_validity
-
     observation = parse_transcript(transcript.text)
-    validity = judge_validity(ValidityEvidence(exp, promises, observation, guest_exit,
+    validity = judge_validity(ValidityEvidence(request, promises, observation, guest_exit,
                                                transcript.end_detail))
-    if exp.initrd_size is None:
+    if request.initrd_size is None:
         exact = [r for r in exact if r.name not in AGENT_ORACLES]
     results = [*validity, *exact]
     return TargetRun(
         target=name, case=case, argv=tuple(argv), transcript=transcript,
-        observation=observation, guest_exit=guest_exit, expectation=exp, promises=promises,
+        observation=observation, guest_exit=guest_exit, request=request, promises=promises,
         validity=tuple(validity), exact=tuple(exact), verdict=overall(results),
         run_dir=run_dir, duration=time.monotonic() - started,
     )
@@ -438,12 +190,12 @@ class OursTarget:
             from bootfuzz.guest.initrd import cached_initrd
 
             initrd = cached_initrd(case.initrd, prepared.harness.agent)
-        exp = expectation(case, prepared.image, initrd)
+        request = load_request(case, prepared.image, initrd)
         argv = json.loads((run_dir / "command.json").read_text())
         promises = self.promises
         if str(getattr(case, "initrd_placement", "top")) != "top":
             promises = replace(promises, initrd_rules=())  # the exact oracles judge it
-        return _judge(self.name, case, argv, result.transcript, result.guest_exit, exp,
+        return _judge(self.name, case, argv, result.transcript, result.guest_exit, request,
                       promises, run_dir, started, result.oracles)
 
 
@@ -532,7 +284,7 @@ class QemuDirectTarget:
                 kernel.unlink(missing_ok=True)
         guest_exit = classify_exit(transcript, QEMU_EXIT_STATUSES)
         return _judge(self.name, case, argv, transcript, guest_exit,
-                      expectation(case, mats.image, mats.initrd), self.promises, run_dir,
+                      load_request(case, mats.image, mats.initrd), self.promises, run_dir,
                       started)
 
 
@@ -679,7 +431,7 @@ class CommandTarget:
         transcript = _run_argv(argv, run_dir, timeout, silence_timeout, self.name)
         guest_exit = classify_exit(transcript, self.template.exit_statuses)
         return _judge(self.name, case, argv, transcript, guest_exit,
-                      expectation(case, mats.image, mats.initrd), self.promises, run_dir,
+                      load_request(case, mats.image, mats.initrd), self.promises, run_dir,
                       started)
 
 

@@ -12,15 +12,18 @@ from bootfuzz.cli.case_args import case_from_args
 from bootfuzz.cli.main import parse_args
 from bootfuzz.errors import ConfigError
 from bootfuzz.judge.observation import parse_transcript
+from bootfuzz.judge.promises import TargetPromises
+from bootfuzz.judge.validity import LoadRequest
 from bootfuzz.judge.verdict import Verdict
 from bootfuzz.peers import differential
-from bootfuzz.peers.targets import OURS_QEMU_TCG, QEMU_PC, Expectation, TargetPromises, TargetRun
+from bootfuzz.peers.promises import OURS_QEMU_TCG, QEMU_PC
+from bootfuzz.peers.targets import TargetRun
 from bootfuzz.transcript import GuestExit, SessionEnd, Transcript
 
 DATA = Path(__file__).resolve().parent.parent / "data"
 CASE = BootCase(kernel="debian-6.1-cloud", memory=256 << 20)
-EXPECT = Expectation(256 << 20, HARNESS_CMDLINE.encode(), 1055736, 1 << 20, "x", 0x7FFFFFFF,
-                     True)
+REQUEST = LoadRequest(256 << 20, HARNESS_CMDLINE.encode(), 1055736, 1 << 20, "x", 0x7FFFFFFF,
+                      True)
 
 
 def recorded(path: Path, target: str, promises: TargetPromises) -> TargetRun:
@@ -28,7 +31,7 @@ def recorded(path: Path, target: str, promises: TargetPromises) -> TargetRun:
     t = Transcript(text=text, raw=b"", end=SessionEnd.AGENT_REPORT, exit_status=99, signal=None,
                    duration=1.0, first_output_after=0.1, firmware_entered=True,
                    end_detail="", killed=False)
-    return TargetRun(target, CASE, (), t, parse_transcript(text), GuestExit.POWER_OFF, EXPECT,
+    return TargetRun(target, CASE, (), t, parse_transcript(text), GuestExit.POWER_OFF, REQUEST,
                      promises, (), (), Verdict.PASS, Path("/runs") / target, 1.0)
 
 

@@ -8,19 +8,16 @@ from pathlib import Path
 
 import pytest
 
-from bootfuzz.case import EntryProtocol
+from bootfuzz.case import BootCase, EntryProtocol, InitrdSpec, Overrides
 from bootfuzz.errors import ConfigError
+from bootfuzz.judge.promises import InitrdRule, KernelLimit, TargetPromises
 from bootfuzz.loader.layout import GiB, MiB
+from bootfuzz.peers.differential import run_diff
+from bootfuzz.peers.matrix import Cell, CellResult, Outcome, run_cell
+from bootfuzz.peers.promises import MICROVM_GAP, OURS_QEMU_TCG, PC_GAP, QEMU_MICROVM, QEMU_PC
 from bootfuzz.peers.targets import (
-    MICROVM_GAP,
-    OURS_QEMU_TCG,
-    PC_GAP,
-    QEMU_MICROVM,
-    QEMU_PC,
     CommandTarget,
     CommandTemplate,
-    InitrdRule,
-    KernelLimit,
     OursTarget,
     QemuDirectTarget,
     QemuMachine,
@@ -173,9 +170,8 @@ def test_promises_withheld_pc_256m() -> None:
     (QEMU_MICROVM, 5 * GiB, 1055736, 0x7FEFE000),
     (QEMU_MICROVM, 256 * MiB, 1055736, 0x0FEFE000),
 ])
-def test_initrd_rule_matches_measured(promises: object, memory: int, size: int,
+def test_initrd_rule_matches_measured(promises: TargetPromises, memory: int, size: int,
                                       addr: int) -> None:
-    assert isinstance(promises, type(QEMU_PC))
     rule = promises.initrd_rule(EntryProtocol.BOOT64)
     assert rule is not None and promises.gap is not None
     assert rule.address(promises.gap.low_end(memory), 0x7FFFFFFF, True, size) == addr
@@ -188,9 +184,66 @@ def test_initrd_rule_inclusive_limit_pair() -> None:
     assert inclusive.address(0x10000000, 0, False, 0x1000) == 0x0FFFE000
 
 
-def test_ours_target_supports_everything_command_not_pvh() -> None:
-    from bootfuzz.case import BootCase, InitrdSpec
+NO_OVERRIDES = Overrides()
 
-    pvh = BootCase(kernel="k", memory=256 * MiB, initrd=InitrdSpec(1), entry=EntryProtocol.PVH)
-    assert OursTarget().unsupported(pvh) is None
-    assert "entry pvh" in (CommandTarget(load_template(EXAMPLE)).unsupported(pvh) or "")
+
+def boot_case(entry: EntryProtocol = EntryProtocol.BOOT64, *, initrd: bool = True,
+              overrides: Overrides = NO_OVERRIDES) -> BootCase:
+    return BootCase(kernel="no-such-kernel", memory=256 * MiB,
+                    initrd=InitrdSpec(1) if initrd else None, entry=entry, overrides=overrides)
+
+
+QEMU_ENTRY_REASON = ("QEMU's -kernel boots a bzImage through its 16-bit setup or an ELF "
+                     "vmlinux through PVH, nothing else")
+
+
+@pytest.mark.parametrize(("case", "reason"), [
+    (boot_case(), None),
+    (boot_case(EntryProtocol.PVH), "entry pvh: a command template boots the bzImage as given"),
+    (boot_case(EntryProtocol.REAL16), "entry 16: a command template boots the bzImage as given"),
+    (boot_case(initrd=False), "the template passes {initrd} and the case has no initrd"),
+], ids=["64", "pvh", "16", "no-initrd"])
+def test_command_target_unsupported_names_the_reason(case: BootCase, reason: str | None) -> None:
+    assert CommandTarget(load_template(EXAMPLE)).unsupported(case) == reason
+
+
+@pytest.mark.parametrize(("case", "reason"), [
+    (boot_case(), None),
+    (boot_case(EntryProtocol.PVH), None),
+    (boot_case(initrd=False), None),
+    (boot_case(EntryProtocol.BOOT32), f"entry 32: {QEMU_ENTRY_REASON}"),
+    (boot_case(EntryProtocol.VMLINUX), f"entry vmlinux: {QEMU_ENTRY_REASON}"),
+    (boot_case(overrides=Overrides(initrd_addr=0x1000000)),
+     "QEMU's loader takes no overrides of boot_params or addresses"),
+], ids=["64", "pvh", "no-initrd", "32", "vmlinux", "overrides"])
+def test_qemu_direct_unsupported_names_the_reason(case: BootCase, reason: str | None) -> None:
+    assert QemuDirectTarget(QemuMachine.PC).unsupported(case) == reason
+
+
+# What the callers do with the reason: refuse before any boot, and say why.
+
+
+def test_command_target_run_refuses_unsupported_case_before_booting(tmp_path: Path) -> None:
+    target = CommandTarget(load_template(EXAMPLE))
+    with pytest.raises(ConfigError) as e:
+        target.run(boot_case(EntryProtocol.PVH), tmp_path / "run", timeout=1, silence_timeout=1)
+    assert str(e.value) == ("bootfuzz: command:qemu-pc: entry pvh: a command template "
+                            "boots the bzImage as given")
+    assert not (tmp_path / "run").exists()
+
+
+def test_matrix_cell_its_target_cannot_run_is_a_skip_with_the_reason(tmp_path: Path) -> None:
+    cell = Cell("no-such-kernel", "32", "256M", "gzip", "qemu-direct:pc:tcg")
+    assert run_cell(cell, tmp_path) == CellResult(cell, Outcome.SKIP,
+                                                  f"entry 32: {QEMU_ENTRY_REASON}")
+    assert not (tmp_path / "runs").exists()
+
+
+def test_diff_refuses_a_case_a_target_cannot_run_before_booting(tmp_path: Path) -> None:
+    case = boot_case(EntryProtocol.VMLINUX)
+    with pytest.raises(ConfigError) as e:
+        run_diff(case, OursTarget(), QemuDirectTarget(), tmp_path / "diff", timeout=1,
+                 silence_timeout=1)
+    assert str(e.value) == ("bootfuzz: qemu-direct:pc:tcg cannot run this case: entry "
+                            f"vmlinux: {QEMU_ENTRY_REASON}")
+    assert not (tmp_path / "diff").exists()

@@ -10,30 +10,24 @@ import pytest
 
 from bootfuzz.case import HARNESS_CMDLINE
 from bootfuzz.judge.observation import parse_transcript
-from bootfuzz.judge.validity import ValidityEvidence, judge_validity
+from bootfuzz.judge.promises import TargetPromises
+from bootfuzz.judge.validity import LoadRequest, ValidityEvidence, judge_validity
 from bootfuzz.judge.verdict import OracleResult, Verdict
-from bootfuzz.peers.targets import (
-    KNOWN_PROMISES,
-    OURS_QEMU_TCG,
-    QEMU_MICROVM,
-    QEMU_PC,
-    Expectation,
-    TargetPromises,
-)
+from bootfuzz.peers.promises import KNOWN_PROMISES, OURS_QEMU_TCG, QEMU_MICROVM, QEMU_PC
 from bootfuzz.transcript import GuestExit
 
 DATA = Path(__file__).resolve().parent.parent / "data"
-#: As console.Transcript.text has it: the pty's "\r\r\n" line ends become "\n".
+#: As Transcript.text has it: the pty's "\r\r\n" line ends become "\n".
 LOG = re.sub(r"\r+\n", "\n",
              (DATA / "targets" / "qemu-direct-pc-256M-6.1-cloud.txt").read_bytes().decode())
 SHA = "6c000e37611d7fb99394778bdfaa2aee1e743db58cbd2a2fded707da7cf470a6"
-GOOD = Expectation(
+GOOD = LoadRequest(
     memory=256 << 20, cmdline=HARNESS_CMDLINE.encode(), initrd_size=1055736,
     payload_size=1 << 20, payload_sha256=SHA, initrd_addr_max=0x7FFFFFFF, initrd_high_ok=True,
 )
 
 
-def judge(text: str = LOG, expect: Expectation = GOOD, promises: TargetPromises = QEMU_PC,
+def judge(text: str = LOG, expect: LoadRequest = GOOD, promises: TargetPromises = QEMU_PC,
           exit_: GuestExit = GuestExit.POWER_OFF) -> dict[str, OracleResult]:
     ev = ValidityEvidence(expect, promises, parse_transcript(text), exit_, "test")
     return {r.name: r for r in judge_validity(ev)}
