@@ -28,8 +28,10 @@ from bootfuzz.transcript import GuestExit
 
 
 @dataclass(frozen=True)
-class Evidence:
-    """Everything an oracle may look at."""
+class ExactEvidence:
+    """Everything an exact oracle may look at: our plan (every byte we wrote) and what
+    the kernel printed.  A peer's boot is judged from ValidityEvidence instead
+    (bootfuzz.judge.validity), which knows only the request and the promises."""
 
     plan: BootPlan
     observation: Observation
@@ -40,7 +42,7 @@ class Evidence:
 
 
 #: An oracle answers, or returns None where it does not apply to this plan.
-Oracle = Callable[[Evidence], OracleResult | None]
+Oracle = Callable[[ExactEvidence], OracleResult | None]
 
 
 def expected_kernel_map(plan: BootPlan) -> list[E820Entry] | None:
@@ -91,14 +93,14 @@ def judge_boot(obs: Observation, guest_exit: GuestExit, end_detail: str, *,
     return judged("boot", False, expected, "; ".join(what))
 
 
-def check_boot(ev: Evidence) -> OracleResult:
+def check_boot(ev: ExactEvidence) -> OracleResult:
     """The guest reached our /init agent and powered off by itself (or, with no agent to
     run, ended in the no-root panic)."""
     return judge_boot(ev.observation, ev.guest_exit, ev.end_detail,
                       agent=agent_expected(ev.plan), firmware_marker=True)
 
 
-def check_e820(ev: Evidence) -> OracleResult:
+def check_e820(ev: ExactEvidence) -> OracleResult:
     """The kernel's BIOS-e820 lines equal the sanitized table we wrote, exactly."""
     want = expected_kernel_map(ev.plan)
     expected = (
@@ -116,7 +118,7 @@ def check_e820(ev: Evidence) -> OracleResult:
     return judged("e820", observed == expected, expected, observed)
 
 
-def check_e820_extended(ev: Evidence) -> OracleResult | None:
+def check_e820_extended(ev: ExactEvidence) -> OracleResult | None:
     """With a SETUP_E820_EXT node, the kernel's "extended:" map is the whole table, sanitized."""
     full = ev.plan.kernel_e820_ext
     if full is None:
@@ -212,7 +214,7 @@ def _format_setup_data(nodes: Sequence[AgentSetupData]) -> str:
     return "\n".join(f"{i}: type {n.type:#x}, {show(n)}" for i, n in enumerate(nodes)) or "(none)"
 
 
-def check_setup_data(ev: Evidence) -> OracleResult | None:
+def check_setup_data(ev: ExactEvidence) -> OracleResult | None:
     """/sys/kernel/boot_params/setup_data shows our nodes, in chain order, as the kernel
     left them."""
     if not any(b.name.startswith("setup_data") for b in ev.plan.blobs):
@@ -257,7 +259,7 @@ def expected_user_map(plan: BootPlan) -> UserMap:
     return apply_user_options(plan.cmdline.decode(errors="replace"), tuple(base))
 
 
-def check_e820_user(ev: Evidence) -> OracleResult | None:
+def check_e820_user(ev: ExactEvidence) -> OracleResult | None:
     """With mem= or memmap= on the command line, the "user:" map is our model's."""
     user = expected_user_map(ev.plan)
     if not user.options:
@@ -308,7 +310,7 @@ def judge_cmdline(obs: Observation, cmdline: bytes) -> OracleResult:
     return judged("cmdline", seen == expected, expected, seen)
 
 
-def check_cmdline(ev: Evidence) -> OracleResult:
+def check_cmdline(ev: ExactEvidence) -> OracleResult:
     """The kernel's "Command line:" is the string we wrote."""
     return judge_cmdline(ev.observation, ev.plan.cmdline)
 
@@ -322,14 +324,14 @@ def judge_agent_cmdline(obs: Observation, cmdline: bytes) -> OracleResult:
                   obs.agent.cmdline.decode(errors="replace"))
 
 
-def check_agent_cmdline(ev: Evidence) -> OracleResult | None:
+def check_agent_cmdline(ev: ExactEvidence) -> OracleResult | None:
     """/proc/cmdline inside the guest is the string we wrote."""
     if not agent_expected(ev.plan):
         return None  # no agent can run: nothing of its to judge
     return judge_agent_cmdline(ev.observation, ev.plan.cmdline)
 
 
-def check_initrd_placement(ev: Evidence) -> OracleResult:
+def check_initrd_placement(ev: ExactEvidence) -> OracleResult:
     """RAMDISK: is [planned address, PAGE_ALIGN(end) - 1] and the kernel did not move it."""
     placed = ev.plan.initrd
     obs = ev.observation
@@ -400,7 +402,7 @@ def judge_rejected_image(obs: Observation, initrd_size: int) -> OracleResult:
     return judged("initrd-unpacked", ok, expected, observed)
 
 
-def check_initrd_unpacked(ev: Evidence) -> OracleResult:
+def check_initrd_unpacked(ev: ExactEvidence) -> OracleResult:
     """The kernel unpacked the initramfs without error and freed exactly its pages."""
     spec = ev.plan.case.initrd
     if ev.plan.initrd is not None and spec is not None and spec.raw:
@@ -423,7 +425,7 @@ def judge_payload(obs: Observation, size: int, sha256: str) -> OracleResult:
     return judged("payload-digest", observed == expected, expected, observed)
 
 
-def check_payload(ev: Evidence) -> OracleResult | None:
+def check_payload(ev: ExactEvidence) -> OracleResult | None:
     """The agent read /payload back with the digest and size the host generated."""
     if not agent_expected(ev.plan):
         return None  # no agent can run: nothing of its to judge
@@ -434,7 +436,7 @@ def check_payload(ev: Evidence) -> OracleResult | None:
     return judge_payload(ev.observation, spec.size, placed.payload_sha256)
 
 
-def check_firmware_memmap(ev: Evidence) -> OracleResult | None:
+def check_firmware_memmap(ev: ExactEvidence) -> OracleResult | None:
     """/sys/firmware/memmap (the kernel's firmware table) equals the sanitized E820.
 
     That table includes SETUP_E820_EXT entries (boot-protocol.md 4.3).
@@ -504,7 +506,7 @@ def boot_params_field_differences(
     return diffs
 
 
-def check_boot_params(ev: Evidence) -> OracleResult | None:
+def check_boot_params(ev: ExactEvidence) -> OracleResult | None:
     """The zero page the kernel kept equals the one we wrote, but for what it writes itself.
 
     Where the kernel builds its own boot_params (PVH), the fields its entry code
@@ -569,7 +571,7 @@ ORACLES: tuple[Oracle, ...] = (
 )
 
 
-def judge(ev: Evidence, until: StopPoint | None = None) -> list[OracleResult]:
+def judge(ev: ExactEvidence, until: StopPoint | None = None) -> list[OracleResult]:
     """Every oracle's answer; with *until*, the ones not asked are unknown, never pass."""
     results = [r for oracle in ORACLES if (r := oracle(ev)) is not None]
     if until is None:

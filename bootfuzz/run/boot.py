@@ -20,7 +20,7 @@ from bootfuzz.guest.harness import HarnessArtifacts, build_harness
 from bootfuzz.guest.initrd import cached_initrd
 from bootfuzz.judge.layout_rules import check_layout
 from bootfuzz.judge.observation import Observation, parse_transcript
-from bootfuzz.judge.oracles import STOP_POINTS, Evidence, StopPoint, judge
+from bootfuzz.judge.oracles import STOP_POINTS, ExactEvidence, StopPoint, judge
 from bootfuzz.judge.verdict import OracleResult, Verdict, overall
 from bootfuzz.kernel.capabilities import UnpackStart, config_unpack_message, find_config
 from bootfuzz.kernel.image import KernelImage, load_kernel_image
@@ -138,7 +138,7 @@ def execute(
             f"last output: {' | '.join(tail) or '(none)'}; log: {run_dir / 'console.log'}"
         )
     results = check_layout(prepared.plan) + judge(
-        Evidence(prepared.plan, observation, guest_exit, transcript.end_detail,
+        ExactEvidence(prepared.plan, observation, guest_exit, transcript.end_detail,
                  prepared.unpack_message), until
     )
     return BootResult(

@@ -18,7 +18,7 @@ from bootfuzz.case import (
 )
 from bootfuzz.compression import SUPPORTED, Compression
 from bootfuzz.judge.observation import MapKind
-from bootfuzz.judge.oracles import Evidence, StopPoint, judge
+from bootfuzz.judge.oracles import ExactEvidence, StopPoint, judge
 from bootfuzz.judge.verdict import Verdict
 from bootfuzz.loader.layout import FOUR_GIB, GiB, MiB
 from bootfuzz.loader.plan import PlacedInitrd
@@ -92,7 +92,7 @@ def test_boot_64mib_xz_initrd_unpacks(tmp_path: Path) -> None:
 
 def rejudge(result: BootResult, **changes: object) -> dict[str, Verdict]:
     plan = dataclasses.replace(result.plan, **changes)  # type: ignore[arg-type]
-    ev = Evidence(plan, result.observation, result.guest_exit, result.transcript.end_detail)
+    ev = ExactEvidence(plan, result.observation, result.guest_exit, result.transcript.end_detail)
     return {r.name: r.verdict for r in judge(ev)}
 
 
@@ -157,7 +157,7 @@ def test_boot_until_ramdisk_stops_early_and_answers_only_early_oracles(tmp_path:
 def _many_entries(memory: int, holes: int) -> tuple[E820Entry, ...]:
     """Our table with RAM above 128 MiB (clear of the decompressor's window) cut by *holes*
     reserved pages: 3 + 2 * holes entries."""
-    from bootfuzz.loader.plan import plan_e820
+    from bootfuzz.loader.placement import plan_e820
     from bootfuzz.loader.platform import qemu_pc
 
     base = [e for e in plan_e820(qemu_pc(memory)) if e.addr != 0x100000]

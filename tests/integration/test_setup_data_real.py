@@ -11,10 +11,10 @@ import pytest
 from bootfuzz.abi.setup_data import SETUP_DATA_HEADER, SETUP_INDIRECT_PAYLOAD, SetupType
 from bootfuzz.case import BootCase, InitrdSpec, Overrides, SetupDataNode
 from bootfuzz.judge.observation import AgentSetupData
-from bootfuzz.judge.oracles import Evidence, check_setup_data
+from bootfuzz.judge.oracles import ExactEvidence, check_setup_data
 from bootfuzz.judge.verdict import Verdict
 from bootfuzz.loader.layout import MiB
-from bootfuzz.loader.plan import place_setup_data
+from bootfuzz.loader.placement import place_setup_data
 from bootfuzz.run.boot import BootResult, run_case
 from tests.integration.test_boot_real import _many_entries, assert_all_pass
 
@@ -95,7 +95,7 @@ def rejudge(result: BootResult, node: int, offset: int, byte: int) -> Verdict:
             b = dataclasses.replace(b, data=bytes(data))
         blobs.append(b)
     plan = dataclasses.replace(result.plan, blobs=tuple(blobs))
-    ev = Evidence(plan, result.observation, result.guest_exit, result.transcript.end_detail)
+    ev = ExactEvidence(plan, result.observation, result.guest_exit, result.transcript.end_detail)
     verdict = check_setup_data(ev)
     assert verdict is not None
     return verdict.verdict

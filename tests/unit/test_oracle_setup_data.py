@@ -14,7 +14,7 @@ from bootfuzz.case import BootCase, InitrdSpec, Overrides, SetupDataNode
 from bootfuzz.judge.observation import AgentReport, AgentSetupData, parse_transcript
 from bootfuzz.judge.oracles import (
     ORACLES,
-    Evidence,
+    ExactEvidence,
     check_e820_extended,
     check_setup_data,
     expected_setup_data,
@@ -22,7 +22,9 @@ from bootfuzz.judge.oracles import (
 from bootfuzz.judge.verdict import OracleResult, Verdict
 from bootfuzz.kernel.image import parse_kernel_image
 from bootfuzz.loader.layout import SETUP_DATA_AREA, MiB
-from bootfuzz.loader.plan import Blob, BootPlan, place_setup_data, plan_boot
+from bootfuzz.loader.placement import place_setup_data
+from bootfuzz.loader.plan import Blob, BootPlan
+from bootfuzz.loader.planner import plan_boot
 from bootfuzz.loader.platform import qemu_pc
 from bootfuzz.transcript import GuestExit
 from tests.fakes import FakeInitrd, fake_bzimage
@@ -67,7 +69,7 @@ def judge(p: BootPlan, shown: tuple[AgentSetupData, ...] | None,
         agent = AgentReport(version=1, cmdline=p.cmdline, payload=None, memmap=(),
                             boot_params=p.zero_page, errors=errors, setup_data=shown)
     obs = dataclasses.replace(parse_transcript(""), agent=agent)
-    return check_setup_data(Evidence(p, obs, GuestExit.POWER_OFF, "powered off"))
+    return check_setup_data(ExactEvidence(p, obs, GuestExit.POWER_OFF, "powered off"))
 
 
 def verdict(p: BootPlan, shown: tuple[AgentSetupData, ...]) -> Verdict:
