@@ -14,8 +14,6 @@ from bootfuzz.judge.promises import InitrdRule, KernelLimit, TargetPromises
 from bootfuzz.loader.layout import GiB, MiB
 from bootfuzz.peers.differential import run_diff
 from bootfuzz.peers.matrix import Cell, CellResult, Outcome, run_cell
-from bootfuzz.peers.differential import run_diff
-from bootfuzz.peers.matrix import Cell, CellResult, Outcome, run_cell
 from bootfuzz.peers.promises import MICROVM_GAP, OURS_QEMU_TCG, PC_GAP, QEMU_MICROVM, QEMU_PC
 from bootfuzz.peers.targets import (
     CommandTarget,
@@ -23,7 +21,6 @@ from bootfuzz.peers.targets import (
     OursTarget,
     QemuDirectTarget,
     QemuMachine,
-    TargetPromises,
     TargetSpecError,
     TemplateError,
     load_template,
