@@ -17,8 +17,8 @@ from bootfuzz.judge.oracles import (
     ExactEvidence,
     check_e820_extended,
     check_setup_data,
-    expected_setup_data,
 )
+from bootfuzz.judge.setup_data_model import expected_setup_data
 from bootfuzz.judge.verdict import OracleResult, Verdict
 from bootfuzz.kernel.image import parse_kernel_image
 from bootfuzz.loader.layout import SETUP_DATA_AREA, MiB
