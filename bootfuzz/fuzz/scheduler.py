@@ -26,9 +26,13 @@ def shard_indices(shard: tuple[int, int], start: int = 0) -> Iterator[int]:
 
 
 def pending_indices(state: CampaignState) -> Iterator[int]:
-    """The shard's cases *state* has not finished, in order."""
-    return (k for k in shard_indices(state.shard, state.next_index)
-            if k not in state.done_beyond)
+    """The shard's cases *state* has not finished, in order.
+
+    The finished set is copied now: marking cases done moves them out of
+    ``done_beyond`` (into ``next_index``), and a live view would then hand them out again.
+    """
+    finished = frozenset(state.done_beyond)
+    return (k for k in shard_indices(state.shard, state.next_index) if k not in finished)
 
 
 @dataclass(frozen=True)

@@ -1,19 +1,32 @@
 """The campaign without QEMU: seeded generation, shards, signatures, the minimizer with
-a fake boot, the state file, and the report writers."""
+a fake boot, the state file, the report writers, and run_campaign itself with a fake
+boot in this process."""
 
 from __future__ import annotations
 
 import dataclasses
+import io
+import json
 import xml.etree.ElementTree as ET
+from collections.abc import Callable
+from concurrent.futures import Executor, Future
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, TypeVar
 
 import pytest
 
 from bootfuzz.case import HARNESS_CMDLINE, BootCase, InitrdSpec, Overrides
 from bootfuzz.cli.fuzz import parse_duration, parse_shard
 from bootfuzz.compression import Compression
-from bootfuzz.errors import LayoutError
+from bootfuzz.errors import BackendError, LayoutError
+from bootfuzz.fuzz.campaign import (
+    MAX_CONSECUTIVE_INFRA,
+    CampaignOptions,
+    KernelFacts,
+    Runtime,
+    run_campaign,
+)
 from bootfuzz.fuzz.generate import (
     DEBIAN_CLOUD_LIMITS,
     GeneratorConfig,
@@ -22,7 +35,8 @@ from bootfuzz.fuzz.generate import (
     split_cmdline,
 )
 from bootfuzz.fuzz.minimize import minimize
-from bootfuzz.fuzz.scheduler import shard_indices
+from bootfuzz.fuzz.reproducer import Expectation, load_reproducer
+from bootfuzz.fuzz.scheduler import BootCaseNumber, Minimize, Scheduler, shard_indices
 from bootfuzz.fuzz.state import CampaignError, CampaignState, Finding, load_state, save_state
 from bootfuzz.fuzz.summary import CampaignSummary, junit_xml, summary_json, summary_markdown
 from bootfuzz.fuzz.triage import Signature, evidence, normalize, signature
@@ -31,6 +45,7 @@ from bootfuzz.judge.verdict import OracleResult, Verdict
 from bootfuzz.loader.layout import GiB, MiB
 from bootfuzz.transcript import GuestExit
 
+T = TypeVar("T")
 CONFIG = GeneratorConfig(kernels=(("debian-6.1-cloud", DEBIAN_CLOUD_LIMITS),), seed=7)
 
 
@@ -265,14 +280,18 @@ def test_state_corrupt_file_is_refused(tmp_path: Path) -> None:
         load_state(path)
 
 
-def test_state_resume_skips_done_cases(tmp_path: Path) -> None:
-    """Resuming starts at next_index and skips cases already finished beyond it."""
+def test_scheduler_minimizes_first_then_skips_done_cases() -> None:
+    """Work comes from next_index on, without the cases finished beyond it; a queued
+    minimization goes before any new case; max_cases bounds the new cases."""
     state = CampaignState(seed=0, shard=(0, 1), generator="g", next_index=0)
     for k in (0, 1, 3):
         state.mark_done(k)
-    todo = [k for k, _ in zip(shard_indices(state.shard, state.next_index), range(4),
-                              strict=False) if k not in state.done_beyond]
-    assert state.next_index == 2 and todo == [2, 4, 5]
+    sched = Scheduler(state, max_cases=3, minimize=["boot|a"])
+    assert sched.next() == Minimize("boot|a")
+    assert sched.next() == BootCaseNumber(2)
+    sched.add_minimization("boot|b")
+    assert [sched.next() for _ in range(4)] == [Minimize("boot|b"), BootCaseNumber(4),
+                                                BootCaseNumber(5), None]
 
 
 # -- reports -----------------------------------------------------------------------------
@@ -308,3 +327,149 @@ def test_report_json_and_markdown_carry_counts() -> None:
 def test_report_markdown_no_failures() -> None:
     md = summary_markdown(dataclasses.replace(SUMMARY, findings=()))
     assert "No failures." in md
+
+
+# -- the campaign loop, with a fake boot ---------------------------------------------------
+
+FAKE_SHA256 = "ab" * 32
+
+
+class InlineExecutor(Executor):
+    """Runs each call at once, in this process: the campaign's loop without workers, so a
+    fake boot's record is visible and an exception from it behaves as in the parent."""
+
+    def __init__(self, max_workers: int) -> None:
+        self.max_workers = max_workers
+
+    def submit(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> Future[T]:
+        future: Future[T] = Future()
+        try:
+            future.set_result(fn(*args, **kwargs))
+        except Exception as exc:  # a worker's exception reaches the loop through result()
+            future.set_exception(exc)
+        return future
+
+
+def fake_kernels(names: tuple[str, ...]) -> dict[str, KernelFacts]:
+    return {n: KernelFacts(DEBIAN_CLOUD_LIMITS, FAKE_SHA256) for n in names}
+
+
+class CampaignBoot:
+    """Cases with more than 1 GiB of RAM panic (all one signature), the others pass.
+
+    ``infra`` says, by campaign boot number, which boots hit an infrastructure error;
+    ``interrupt_at`` raises KeyboardInterrupt at that campaign boot (a Ctrl-C mid-run).
+    Campaign boots and minimization boots (run dirs under runs/minimize) are recorded
+    apart; a boot is recorded once it finished.
+    """
+
+    def __init__(self, infra: Callable[[int], bool] = lambda n: False,
+                 interrupt_at: int | None = None) -> None:
+        self.infra = infra
+        self.interrupt_at = interrupt_at
+        self.cases: list[BootCase] = []
+        self.minimizing: list[BootCase] = []
+
+    def __call__(self, case: BootCase, run_dir: Path, *, timeout: float,
+                 silence_timeout: float) -> FakeResult:
+        if "minimize" in run_dir.parts:
+            self.minimizing.append(case)
+        else:
+            n = len(self.cases)
+            if n == self.interrupt_at:
+                raise KeyboardInterrupt
+            if self.infra(n):
+                self.cases.append(case)
+                raise BackendError("qemu-system-x86_64 vanished")
+            self.cases.append(case)
+        if case.memory > 1 * GiB:
+            return fail_result(("boot",), PANIC_A)
+        return FakeResult(Verdict.PASS, (), parse_transcript(""), GuestExit.POWER_OFF)
+
+
+def campaign_options(out: Path, **changes: Any) -> CampaignOptions:
+    """Seed 7 with default bounds: CONFIG's cases, in order."""
+    opts = CampaignOptions(kernels=("debian-6.1-cloud",), seconds=3600, out=out, seed=7,
+                           max_cases=12, max_boots=40)
+    return dataclasses.replace(opts, **changes)
+
+
+def run_fake(opts: CampaignOptions, boot: CampaignBoot) -> CampaignSummary:
+    return run_campaign(opts, io.StringIO(), Runtime(boot=boot, kernels=fake_kernels,
+                                                     executor=InlineExecutor))
+
+
+def fails(case: BootCase) -> bool:
+    return case.memory > 1 * GiB
+
+
+def test_campaign_new_failure_minimized_and_repeats_counted(tmp_path: Path) -> None:
+    boot = CampaignBoot()
+    summary = run_fake(campaign_options(tmp_path), boot)
+    cases = [generate_case(CONFIG, i) for i in range(12)]
+    assert boot.cases == cases  # case k of the seed, in order, each once
+    failing = [i for i, c in enumerate(cases) if fails(c)]
+    assert 2 <= len(failing) < 12  # the seed gives repeats and passes
+    assert summary.counts == {"pass": 12 - len(failing), "fail": len(failing),
+                              "rejected": 0, "infra": 0}
+    (finding,) = summary.findings  # the repeats are counted, not new findings
+    assert (finding.count, finding.first_index) == (len(failing), failing[0])
+    assert finding.minimized and 0 < finding.boots == len(boot.minimizing) <= 40
+    rep = load_reproducer(Path(finding.file))
+    assert Path(finding.file).parent == tmp_path
+    assert rep.expect == Expectation(Verdict.FAIL, ("boot",))
+    assert rep.kernel_sha256 == FAKE_SHA256 and "minimized" in rep.description
+    small = rep.case  # what the minimizer kept: only the memory matters to this bug
+    assert small.cmdline == HARNESS_CMDLINE and small.initrd == InitrdSpec(0, Compression.GZIP)
+    assert 1 * GiB < small.memory <= 1 * GiB + 4 * MiB + 4096
+    assert "Kernel panic" in rep.evidence
+    doc = json.loads((tmp_path / "campaign" / "summary.json").read_text())
+    assert doc["cases"] == 12 and len(doc["findings"]) == 1 and doc["aborted"] is None
+
+
+def test_campaign_aborts_after_consecutive_infrastructure_errors(tmp_path: Path) -> None:
+    boot = CampaignBoot(infra=lambda n: n >= 2)
+    summary = run_fake(campaign_options(tmp_path, max_cases=50), boot)
+    assert len(boot.cases) == 2 + MAX_CONSECUTIVE_INFRA  # nothing started after the abort
+    assert summary.counts["infra"] == MAX_CONSECUTIVE_INFRA
+    assert "in a row failed for infrastructure" in summary.aborted
+    suite = ET.parse(tmp_path / "campaign" / "junit.xml").getroot().find("testsuite")
+    assert suite is not None and suite.get("errors") == "1"
+
+
+def test_campaign_goes_on_when_infrastructure_errors_are_not_consecutive(
+    tmp_path: Path,
+) -> None:
+    boot = CampaignBoot(infra=lambda n: n % 2 == 1)
+    summary = run_fake(campaign_options(tmp_path, max_cases=20, max_boots=0), boot)
+    assert len(boot.cases) == 20 and summary.counts["infra"] == 10
+    assert summary.aborted == "" and not boot.minimizing  # max_boots 0: no minimization
+
+
+def test_campaign_resume_after_interrupt_does_not_redo_finished_cases(tmp_path: Path) -> None:
+    first = CampaignBoot(interrupt_at=4)
+    with pytest.raises(KeyboardInterrupt):
+        run_fake(campaign_options(tmp_path), first)
+    state_path = tmp_path / "campaign" / "state.json"
+    state = load_state(state_path)
+    assert state.next_index == 4 and sum(state.counts.values()) == 4
+    # A worker had also finished case 6 before the kill (parallel jobs finish out of order).
+    state.mark_done(6)
+    state.counts["fail" if fails(generate_case(CONFIG, 6)) else "pass"] += 1
+    save_state(state, state_path)
+    with pytest.raises(CampaignError, match="exists: continue it with --resume"):
+        run_fake(campaign_options(tmp_path), CampaignBoot())
+
+    second = CampaignBoot()
+    summary = run_fake(campaign_options(tmp_path, resume=True, max_cases=5), second)
+    assert second.cases == [generate_case(CONFIG, i) for i in (4, 5, 7, 8, 9)]
+    assert load_state(state_path).next_index == 10 and summary.cases == 10
+    (finding,) = summary.findings  # found before the interrupt, counted across both runs
+    assert finding.count == sum(fails(generate_case(CONFIG, i)) for i in range(10))
+    assert finding.minimized and not second.minimizing  # minimized once, in the first run
+
+
+def test_campaign_resume_refuses_another_seed(tmp_path: Path) -> None:
+    run_fake(campaign_options(tmp_path, max_cases=1), CampaignBoot())
+    with pytest.raises(CampaignError, match="is for seed 7"):
+        run_fake(campaign_options(tmp_path, resume=True, seed=8), CampaignBoot())
