@@ -81,8 +81,7 @@ def make_parser(command: str | None = None) -> Parser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND",
                                 parser_class=Parser)
     for s in SUBCOMMANDS:
-        p = sub.add_parser(s.name, help=s.help,
-                           formatter_class=argparse.RawDescriptionHelpFormatter)
+        p = sub.add_parser(s.name, help=s.help)
         if s.name == command:
             module = load(s.name)
             module.add_arguments(p)

@@ -1,4 +1,5 @@
-"""CLI exit codes and messages for bad input: one clear line on stderr, exit 2, no traceback."""
+"""CLI exit codes and messages for bad input (one clear line on stderr, exit 2, no
+traceback), and the case flags read alike by every subcommand that takes them."""
 
 from __future__ import annotations
 
@@ -6,8 +7,11 @@ from pathlib import Path
 
 import pytest
 
+from bootfuzz.case import HARNESS_CMDLINE, EntryProtocol, InitrdPlacement, InitrdSpec, Overrides
+from bootfuzz.cli.case_args import case_from_args
 from bootfuzz.cli.exits import ExitStatus
-from bootfuzz.cli.main import main
+from bootfuzz.cli.main import SUBCOMMANDS, main, parse_args
+from bootfuzz.compression import Compression
 from tests.fakes import fake_bzimage
 
 
@@ -100,3 +104,54 @@ def test_cli_unknown_backend_exit_2(good_fake: Path, capsys: pytest.CaptureFixtu
 
 def test_cli_missing_subcommand_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
     assert main([]) == ExitStatus.USAGE
+
+
+@pytest.mark.parametrize("command", [s.name for s in SUBCOMMANDS])
+def test_cli_every_subcommand_has_help(command: str, capsys: pytest.CaptureFixture[str]
+                                       ) -> None:
+    with pytest.raises(SystemExit) as exc:
+        main([command, "--help"])
+    assert exc.value.code == 0
+    assert capsys.readouterr().out.startswith(f"usage: bootfuzz {command}")
+
+
+CASE_FLAGS = ["--kernel", "k", "--mem", "5G", "--initrd-size", "64M", "--initrd-compression",
+              "xz", "--initrd-seed", "3", "--initrd-split", "--cmdline", 'quiet=0 foo="a b"',
+              "--entry", "pvh", "--initrd-placement", "high", "--kernel-load", "0x2000000",
+              "--cmdline-addr", "0x4b000"]
+
+
+def test_cli_boot_and_diff_read_the_case_flags_alike() -> None:
+    boot = parse_args(["boot", *CASE_FLAGS])
+    diff = parse_args(["diff", *CASE_FLAGS, "--peer", "ours:kvm"])
+    case = case_from_args(boot)
+    assert case == case_from_args(diff)
+    assert case.memory == 5 << 30 and case.cmdline == f'{HARNESS_CMDLINE} quiet=0 foo="a b"'
+    assert case.initrd == InitrdSpec(64 << 20, Compression.XZ, 3, split=True)
+    assert case.overrides == Overrides(kernel_load=0x2000000, cmdline_addr=0x4B000)
+    assert (case.entry, case.initrd_placement) == (EntryProtocol.PVH, InitrdPlacement.HIGH)
+
+
+def test_cli_no_initrd_and_raw_cmdline() -> None:
+    args = parse_args(["boot", "--kernel", "k", "--initrd-compression", "none-initrd",
+                       "--raw-cmdline", "console=ttyS0"])
+    case = case_from_args(args)
+    assert case.initrd is None and case.cmdline == "console=ttyS0"
+
+
+def test_cli_no_initrd_cannot_be_split(capsys: pytest.CaptureFixture[str]) -> None:
+    code, err = run(["boot", "--kernel", "k", "--initrd-compression", "none-initrd",
+                     "--initrd-split"], capsys)
+    assert code == ExitStatus.USAGE
+    assert_one_clear_line(err, "no initrd to split")
+
+
+def test_cli_diff_refuses_loader_decisions_for_a_peer(
+    good_fake: Path, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    """A peer would silently make its own choice; the diff would compare nothing."""
+    code, err = run(["diff", "--kernel", str(good_fake), "--peer", "qemu-direct:pc",
+                     "--initrd-placement", "high", "--run-dir", str(tmp_path / "runs")], capsys)
+    assert code == ExitStatus.USAGE
+    assert_one_clear_line(err, "qemu-direct:pc", "initrd placement high")
+    assert not (tmp_path / "runs").exists()  # refused before anything booted
