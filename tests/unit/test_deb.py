@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 from pathlib import Path
 
@@ -267,18 +266,55 @@ def test_extract_members_directory_raises(deb: Path) -> None:
 
 
 @pytest.mark.parametrize("suffix", [".xz", ".zst", ".gz"])
-def test_extract_members_any_truncation_or_flip_raises_only_deb_error(
+def test_extract_members_cut_inside_data_member_names_the_shortfall(
     tmp_path: Path, suffix: str
 ) -> None:
-    """No foreign exception escapes for any prefix or single flipped byte of a good .deb."""
+    """Every cut of the data member is detected, and the error says what is missing."""
     good = build_deb({CONFIG: FILES[CONFIG]}, data_suffix=suffix)
-    path = tmp_path / "k.deb"
-    variants = [good[:n] for n in range(len(good))]
+    path = write(tmp_path, good)
+    offset, size = data_member_offset(path)
+    got, want = [], []
+    for n in range(offset, offset + size):
+        path.write_bytes(good[:n])
+        with pytest.raises(DebError) as exc:
+            extract_members(path, [CONFIG])
+        got.append(str(exc.value))
+        want.append(f"deb: {path}: truncated: ar member 'data.tar{suffix}' needs {size} "
+                    f"bytes, {n - offset} remain")
+    assert got == want
+
+
+GZ_TRAILER_UNREAD = pytest.mark.xfail(
+    strict=True,
+    reason="bootfuzz.kernel.deb stops reading once the wanted members are out, before the "
+    "gzip trailer's CRC32: a flipped byte in the deflate stream gives altered contents",
+)
+
+
+@pytest.mark.parametrize("suffix", [".xz", ".zst", pytest.param(".gz", marks=GZ_TRAILER_UNREAD)])
+def test_extract_members_any_cut_or_flip_raises_deb_error_or_reads_the_same(
+    tmp_path: Path, suffix: str
+) -> None:
+    """Any prefix or single flipped byte of a good .deb: a DebError naming the file (no
+    foreign exception), or, for a flip in a byte the reader does not use (an ar date,
+    the control member), the very contents of the good one; never other contents.  Only
+    the ar padding byte after the data member may be cut without an error."""
+    good = build_deb({CONFIG: FILES[CONFIG]}, data_suffix=suffix)
+    path = write(tmp_path, good)
+    offset, size = data_member_offset(path)
+    prefix = f"deb: {path}: "
+    for n in range(offset + size):
+        path.write_bytes(good[:n])
+        with pytest.raises(DebError) as exc:
+            extract_members(path, [CONFIG])
+        assert str(exc.value).startswith(prefix), (n, str(exc.value))
     for i in range(len(good)):
         flipped = bytearray(good)
         flipped[i] ^= 0xFF
-        variants.append(bytes(flipped))
-    for data in variants:
-        path.write_bytes(data)
-        with contextlib.suppress(DebError):
-            extract_members(path, [CONFIG])
+        path.write_bytes(bytes(flipped))
+        try:
+            got = extract_members(path, [CONFIG])
+        except DebError as e:
+            assert str(e).startswith(prefix), (i, str(e))
+            continue
+        assert got == {CONFIG: FILES[CONFIG]}, f"byte {i} flipped, read {got!r}"
