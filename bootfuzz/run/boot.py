@@ -40,7 +40,7 @@ DEFAULT_TIMEOUT = 300.0
 #: The longest quiet stretch of a healthy boot is the initramfs unpack.
 DEFAULT_SILENCE_TIMEOUT = 90.0
 #: Blob files the backend needs only while it runs (the console log stays).
-_BULKY_SUFFIX = ".bin"
+BULKY_SUFFIX = ".bin"
 
 
 @dataclass(frozen=True)
@@ -125,7 +125,7 @@ def execute(
         )
     finally:
         if not keep_blobs:
-            for path in run_dir.glob(f"*{_BULKY_SUFFIX}"):
+            for path in run_dir.glob(f"*{BULKY_SUFFIX}"):
                 path.unlink(missing_ok=True)
     guest_exit = classify_exit(transcript, prepared.backend.exit_statuses)
     observation = parse_transcript(transcript.text)

@@ -13,10 +13,12 @@ import pytest
 
 from bootfuzz.case import EntryProtocol
 from bootfuzz.errors import BootfuzzError
-from bootfuzz.guest.probes import PROBE_ENTRIES, ProbeReport, ProbeResult, run_probe
+from bootfuzz.guest.probes import PROBE_ENTRIES
+from bootfuzz.judge.probe import ProbeReport
 from bootfuzz.judge.verdict import Verdict
 from bootfuzz.loader.layout import GiB, MiB
 from bootfuzz.run.backends import get_backend
+from bootfuzz.run.probe import ProbeResult, run_probe
 from bootfuzz.transcript import GuestExit
 
 MEMORIES = [pytest.param(256 * MiB, id="256M"), pytest.param(5 * GiB, id="5G")]

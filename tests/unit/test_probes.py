@@ -1,5 +1,6 @@
-"""bootfuzz.guest.probes: the probe images (our loader takes them), the generated include,
-the report parser and the checker, on synthetic reports built from real plans."""
+"""Probes: the images (bootfuzz.guest.probes; our loader takes them), the generated
+include, the report parser and the checker (bootfuzz.judge.probe), on synthetic reports
+built from real plans."""
 
 from __future__ import annotations
 
@@ -30,20 +31,19 @@ from bootfuzz.guest.probes import (
     REGS_64,
     REGS_PVH,
     ProbeImages,
-    ProbeReport,
-    ProbeReportError,
     build_probes,
-    check_probe,
-    parse_probe_report,
     probes_include,
 )
+from bootfuzz.judge.probe import ProbeReport, ProbeReportError, check_probe, parse_probe_report
 from bootfuzz.judge.verdict import OracleResult, Verdict
 from bootfuzz.kernel.image import KernelImage, load_kernel_image
 from bootfuzz.kernel.payload import detect_compression
 from bootfuzz.kernel.vmlinux import read_vmlinux
 from bootfuzz.loader.layout import PAGE_SIZE, GiB, MiB
-from bootfuzz.loader.plan import BootPlan, plan_boot
+from bootfuzz.loader.plan import BootPlan
+from bootfuzz.loader.planner import plan_boot
 from bootfuzz.loader.platform import qemu_pc
+from bootfuzz.run.probe import PROBE_CMDLINE, initrd_edges, run_probe
 from tests.fakes import FakeInitrd
 
 pytestmark = pytest.mark.skipif(
@@ -78,9 +78,14 @@ def initrd(tmp_path_factory: pytest.TempPathFactory) -> FakeInitrd:
 
 
 def make_plan(image: KernelImage, entry: EntryProtocol, memory: int = 256 * MiB,
-              initrd: FakeInitrd | None = None, cmdline: str = probes.PROBE_CMDLINE) -> BootPlan:
+              initrd: FakeInitrd | None = None, cmdline: str = PROBE_CMDLINE) -> BootPlan:
     case = BootCase(kernel="probe", memory=memory, cmdline=cmdline, entry=entry)
     return plan_boot(case, image, qemu_pc(memory), initrd)
+
+
+def check_read(plan: BootPlan, report: ProbeReport) -> list[OracleResult]:
+    """check_probe with the initrd's edges read back from the plan's file, as run_probe does."""
+    return check_probe(plan, report, edges=initrd_edges(plan))
 
 
 # ---- the image ----
@@ -342,7 +347,7 @@ def test_check_probe_good_report_passes_every_oracle(
     image: KernelImage, initrd: FakeInitrd, entry: EntryProtocol, memory: int
 ) -> None:
     plan = make_plan(image, entry, memory, initrd)
-    results = check_probe(plan, parsed("noise\n" + line(good_report(plan, EDGES)) + "\n"))
+    results = check_read(plan, parsed("noise\n" + line(good_report(plan, EDGES)) + "\n"))
     assert [r.name for r in results] == (NAMES_64 if entry is EntryProtocol.BOOT64 else NAMES_PVH)
     assert failing(results) == []
 
@@ -351,8 +356,9 @@ def test_check_probe_reads_initrd_edges_from_the_plan_file(
     image: KernelImage, initrd: FakeInitrd
 ) -> None:
     plan = make_plan(image, EntryProtocol.BOOT64, initrd=initrd)
-    assert probes.initrd_edges(plan) == EDGES
-    assert failing(check_probe(plan, parsed(line(good_report(plan, EDGES))))) == []
+    assert initrd_edges(plan) == EDGES
+    report = parsed(line(good_report(plan, EDGES)))
+    assert failing(check_read(plan, report)) == []
 
 
 @pytest.mark.parametrize("entry", PROBE_ENTRIES)
@@ -361,7 +367,7 @@ def test_check_probe_without_initrd_expects_no_ramdisk(
 ) -> None:
     plan = make_plan(image, entry)
     report = parsed(line(good_report(plan, (b"", b""))))
-    assert failing(check_probe(plan, report)) == []
+    assert failing(check_read(plan, report)) == []
     if entry is EntryProtocol.PVH:
         assert report.module0 is None
 
@@ -437,7 +443,7 @@ def test_check_probe_interrupts_enabled_fails(image: KernelImage) -> None:
     plan = make_plan(image, EntryProtocol.PVH)
     report = good_report(plan, (b"", b""))
     report["regs"]["eflags"] = "0x00000246"
-    assert failing(check_probe(plan, parsed(line(report)))) == ["probe-interrupts"]
+    assert failing(check_read(plan, parsed(line(report)))) == ["probe-interrupts"]
 
 
 @pytest.mark.parametrize(
@@ -451,14 +457,14 @@ def test_check_probe_cr0_needs_planned_bits_and_paging(
     plan = make_plan(image, EntryProtocol.BOOT64)
     report = good_report(plan, (b"", b""))
     report["regs"]["cr0"] = "0x" + cr0[2:].rjust(16, "0")
-    assert failing(check_probe(plan, parsed(line(report)))) == ([] if ok else ["probe-cr0"])
+    assert failing(check_read(plan, parsed(line(report)))) == ([] if ok else ["probe-cr0"])
 
 
 def test_check_probe_pvh_paging_on_fails_cr0(image: KernelImage) -> None:
     plan = make_plan(image, EntryProtocol.PVH)
     report = good_report(plan, (b"", b""))
     report["regs"]["cr0"] = "0x80000011"
-    assert failing(check_probe(plan, parsed(line(report)))) == ["probe-cr0"]
+    assert failing(check_read(plan, parsed(line(report)))) == ["probe-cr0"]
 
 
 def test_check_probe_module_missing_fails_module0(image: KernelImage, initrd: FakeInitrd) -> None:
@@ -480,13 +486,13 @@ def test_check_probe_long_cmdline_compares_first_bytes_only(image: KernelImage) 
     plan = make_plan(image, EntryProtocol.BOOT64, cmdline="a" * 100)
     report = good_report(plan, (b"", b""))
     assert report["cmdline_hex"] == "61" * PROBE_CMDLINE_BYTES
-    assert failing(check_probe(plan, parsed(line(report)))) == []
+    assert failing(check_read(plan, parsed(line(report)))) == []
 
 
 def test_check_probe_other_entry_is_one_failure(image: KernelImage) -> None:
     plan64 = make_plan(image, EntryProtocol.BOOT64)
     pvh_report = parsed(line(good_report(make_plan(image, EntryProtocol.PVH), (b"", b""))))
-    results = check_probe(plan64, pvh_report)
+    results = check_read(plan64, pvh_report)
     assert [(r.name, r.verdict) for r in results] == [("probe-entry", Verdict.FAIL)]
 
 
@@ -531,22 +537,26 @@ def test_parse_probe_report_two_lines_is_error(report64: dict[str, Any]) -> None
 
 
 def test_parse_probe_report_wrong_version_is_error(report64: dict[str, Any]) -> None:
-    assert error_of(line(report64 | {"v": 2})) == "format version 2, expected 1"
+    assert error_of(line(report64 | {"v": 2})) == "probe report: v: format version 2, expected 1"
 
 
 def test_parse_probe_report_unknown_entry_is_error(report64: dict[str, Any]) -> None:
-    assert error_of(line(report64 | {"entry": "32"})) == "unknown probe entry '32'"
-    assert error_of(line(report64 | {"entry": None})) == "unknown probe entry None"
+    assert error_of(line(report64 | {"entry": "32"})) == (
+        "probe report: entry: '32' is not a probe's entry (64, pvh)")
+    assert error_of(line(report64 | {"entry": None})) == (
+        "probe report: entry: None is not a probe's entry (64, pvh)")
 
 
 def test_parse_probe_report_missing_key_is_error(report64: dict[str, Any]) -> None:
     broken = {k: v for k, v in report64.items() if k != "gdt_hex"}
-    assert error_of(line(broken)).startswith("keys ['v', 'entry', 'regs', 'boot_params'")
+    assert error_of(line(broken)).startswith(
+        "probe report: (top level): keys ['v', 'entry', 'regs', 'boot_params'")
 
 
 def test_parse_probe_report_missing_register_is_error(report64: dict[str, Any]) -> None:
     regs = {k: v for k, v in report64["regs"].items() if k != "efer"}
-    assert error_of(line(report64 | {"regs": regs})).startswith("regs has keys [")
+    assert error_of(line(report64 | {"regs": regs})).startswith(
+        "probe report: regs: keys [")
 
 
 @pytest.mark.parametrize(
@@ -557,18 +567,18 @@ def test_parse_probe_report_bad_register_value_is_error(
 ) -> None:
     regs = report64["regs"] | {"rsi": value}
     assert error_of(line(report64 | {"regs": regs})) == (
-        f"regs.rsi is {value!r}, not a 0x hex string"
+        f"probe report: regs.rsi: {value!r} is not a 0x hex string"
     )
 
 
 def test_parse_probe_report_odd_hex_is_error(report64: dict[str, Any]) -> None:
     message = error_of(line(report64 | {"cmdline_hex": "616"}))
-    assert message == "cmdline_hex is not an even number of hex digits"
+    assert message == "probe report: cmdline_hex: not a string of hex digits"
 
 
 def test_parse_probe_report_partial_e820_entry_is_error(report64: dict[str, Any]) -> None:
     message = error_of(line(report64 | {"e820_hex": "00" * 21}))
-    assert message == "e820_hex is 21 bytes, not whole entries"
+    assert message == "probe report: e820_hex: 21 bytes, not whole entries of 20"
 
 
 @pytest.mark.parametrize("size", [BOOT_PARAMS_SIZE - 1, BOOT_PARAMS_SIZE + 1])
@@ -576,12 +586,12 @@ def test_parse_probe_report_zero_page_size_is_checked(
     report64: dict[str, Any], size: int
 ) -> None:
     message = error_of(line(report64 | {"zero_page_hex": "00" * size}))
-    assert message == f"zero_page_hex is {size} bytes, not {BOOT_PARAMS_SIZE}"
+    assert message == f"probe report: zero_page_hex: expected {BOOT_PARAMS_SIZE} bytes, got {size}"
 
 
 def test_run_probe_entry_without_probe_is_config_error() -> None:
     with pytest.raises(ConfigError) as info:
-        probes.run_probe("16", "qemu-tcg", 256 * MiB)
+        run_probe("16", "qemu-tcg", 256 * MiB)
     assert str(info.value) == (
         "bootfuzz: no probe answers the entry '16' (probes exist for: 64, pvh)"
     )
