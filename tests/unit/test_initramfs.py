@@ -6,7 +6,6 @@ checks the same archives with the real cpio, gzip, xz, lz4 and zstd tools.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import io
 import json
@@ -91,6 +90,13 @@ GOLDEN_ONE_FILE = (
     b"TRAILER!!!\0"  # offset 226 .. 237
     b"\0\0\0" + b"\0" * (512 - 240)  # to 240  # archive padded to 512
 )
+#: Where GOLDEN_ONE_FILE's parts are, by the comments above.
+GOLDEN_DATA_OFFSET = 112
+GOLDEN_DATA_END = 114
+GOLDEN_TRAILER_OFFSET = 116
+GOLDEN_TRAILER_END = 237
+#: The trailer's name padded to 4 bytes; the padding is not read, as in init/initramfs.c.
+GOLDEN_TRAILER_PADDED_END = 240
 
 
 def one_file_archive() -> bytes:
@@ -307,7 +313,35 @@ def test_parse_newc_golden_reads_one_entry() -> None:
 
 
 def test_parse_newc_trailer_without_block_padding_is_accepted() -> None:
-    assert [e.name for e in parse_newc(GOLDEN_ONE_FILE[:237])] == ["a"]
+    assert [e.name for e in parse_newc(GOLDEN_ONE_FILE[:GOLDEN_TRAILER_END])] == ["a"]
+
+
+def golden_cut_message(cut: int) -> str:
+    """What parse_newc must say of GOLDEN_ONE_FILE[:cut], from the golden layout above."""
+    end = f"runs past the end of the archive ({cut} bytes)"
+    if cut == 0 or GOLDEN_DATA_END <= cut <= GOLDEN_TRAILER_OFFSET:
+        return f"archive ends at offset {cut} without a TRAILER!!! record"
+    if cut < NEWC_HEADER_SIZE:
+        return f"truncated header at offset 0: {cut} of {NEWC_HEADER_SIZE} bytes"
+    if cut < GOLDEN_DATA_OFFSET:
+        return f"name at offset {NEWC_HEADER_SIZE} (2 bytes) {end}"
+    if cut < GOLDEN_DATA_END:
+        return f"data of 'a' at offset {GOLDEN_DATA_OFFSET} (2 bytes) {end}"
+    trailer_name = GOLDEN_TRAILER_OFFSET + NEWC_HEADER_SIZE
+    if cut < trailer_name:
+        return (f"truncated header at offset {GOLDEN_TRAILER_OFFSET}: "
+                f"{cut - GOLDEN_TRAILER_OFFSET} of {NEWC_HEADER_SIZE} bytes")
+    return f"name at offset {trailer_name} (11 bytes) {end}"
+
+
+def test_parse_newc_every_cut_before_the_trailer_ends_is_named() -> None:
+    got, want = [], []
+    for cut in range(GOLDEN_TRAILER_END):
+        with pytest.raises(InitramfsError) as info:
+            parse_newc(GOLDEN_ONE_FILE[:cut])
+        got.append(str(info.value))
+        want.append(f"initramfs: {golden_cut_message(cut)}")
+    assert got == want
 
 
 @pytest.mark.parametrize(
@@ -352,14 +386,24 @@ def test_parse_newc_defect_raises_exact_error(data: bytes, message: str) -> None
     st.lists(st.tuples(st.integers(0, 511), st.integers(0, 255)), max_size=4),
     st.integers(0, 512),
 )
-def test_parse_newc_any_mutation_raises_only_initramfs_error(
+def test_parse_newc_any_mutation_is_refused_or_parses_inside_the_archive(
     edits: list[tuple[int, int]], cut: int
 ) -> None:
+    """Up to four changed bytes and a cut: an InitramfsError (no foreign exception), or
+    an archive that still ends in the golden TRAILER!!! record, uncut, with only NULs
+    after its padding, and its one entry inside it (four bytes make no second record)."""
     data = bytearray(GOLDEN_ONE_FILE)
     for offset, value in edits:
         data[offset] = value
-    with contextlib.suppress(InitramfsError):
-        parse_newc(bytes(data[:cut]))
+    data = data[:cut]
+    try:
+        entries = parse_newc(bytes(data))
+    except InitramfsError:
+        return
+    assert cut >= GOLDEN_TRAILER_END
+    assert not any(data[GOLDEN_TRAILER_PADDED_END:])
+    (entry,) = entries
+    assert entry.offset + entry.size <= GOLDEN_TRAILER_OFFSET
 
 
 # ---------------------------------------------------------------------- payload
