@@ -66,3 +66,8 @@ class FakeInitrd:
     size: int
     path: Path = Path("/nonexistent/initrd")
     payload_sha256: str = "0" * 64
+
+
+#: Stands in for the static /init agent where an initrd is built (an ELF magic and filler;
+#: the tests/conftest.py fixture `agent` puts it in a file).
+FAKE_AGENT = b"\x7fELF" + bytes(range(256)) * 4

@@ -17,8 +17,7 @@ import pytest
 from bootfuzz.case import InitrdSpec
 from bootfuzz.compression import LZ4_LEGACY_CHUNK_SIZE, Compression
 from bootfuzz.guest.initrd import build_initrd, write_initrd_archive
-
-AGENT = b"\x7fELF" + bytes(range(256)) * 8
+from tests.fakes import FAKE_AGENT as AGENT  # what the `agent` fixture (tests/conftest.py) holds
 
 #: The command that decompresses each format to stdout, as a user would run it.
 DECOMPRESSORS: dict[Compression, list[str]] = {
@@ -48,13 +47,6 @@ def archive(spec: InitrdSpec) -> bytes:
     out = io.BytesIO()
     write_initrd_archive(out, spec, AGENT)
     return out.getvalue()
-
-
-@pytest.fixture
-def agent(tmp_path: Path) -> Path:
-    path = tmp_path / "agent"
-    path.write_bytes(AGENT)
-    return path
 
 
 def test_cpio_lists_our_names_in_order() -> None:

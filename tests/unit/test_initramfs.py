@@ -51,8 +51,7 @@ from bootfuzz.guest.initrd import (
     payload_bytes,
     write_initrd_archive,
 )
-
-AGENT = b"\x7fELF" + bytes(range(256)) * 4  # stands in for the static /init agent
+from tests.fakes import FAKE_AGENT as AGENT  # what the `agent` fixture (tests/conftest.py) holds
 
 # One regular file "a" (mode 0644, data "hi"), then the trailer, padded to 512.
 # Written out by hand from buffer-format.rst, field by field.
@@ -113,13 +112,6 @@ def mutated(data: bytes, offset: int, value: bytes) -> bytes:
 
 def field_offset(name: str, entry_offset: int = 0) -> int:
     return entry_offset + 6 + NEWC_FIELDS.index(name) * 8
-
-
-@pytest.fixture
-def agent(tmp_path: Path) -> Path:
-    path = tmp_path / "agent"
-    path.write_bytes(AGENT)
-    return path
 
 
 def small_archive(spec: InitrdSpec) -> tuple[bytes, str]:
