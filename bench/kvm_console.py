@@ -21,7 +21,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from bootfuzz.guest.harness import (
+from bootfuzz.guest.protocol import (
     AGENT_EXIT_PORT,
     AGENT_EXIT_VALUE,
     COM1_BASE,
@@ -64,7 +64,7 @@ def run(tmp: Path, code: bytes, n: int) -> float:
     cpu = _cpu()
     manifest = tmp / "manifest.json"
     manifest.write_text(Manifest(MEMORY, ((0, MEMORY),), tuple(blobs), cpu).to_json())
-    proc = subprocess.Popen([sys.executable, "-m", "bootfuzz.run.kvm", "run", str(manifest)],
+    proc = subprocess.Popen([sys.executable, "-m", "bootfuzz.cli.vmm", "run", str(manifest)],
                             stdout=subprocess.PIPE, stdin=subprocess.DEVNULL)
     assert proc.stdout is not None
     fd = proc.stdout.fileno()

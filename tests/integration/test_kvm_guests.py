@@ -3,7 +3,7 @@
 Each payload (tests/payloads.py) checks the registers and segments the boot protocol
 promises, prints OK or BAD<n> on COM1 and leaves through the agent's exit port; the
 firmware tests run the same payloads under QEMU (tests/integration/test_firmware.py).  The VMM
-runs as its own process (``python -m bootfuzz.run.kvm run``), as the backend runs it.
+runs as its own process (``python -m bootfuzz.cli.vmm run``), as the backend runs it.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from bootfuzz.abi.handoff import HandoffMode
-from bootfuzz.guest.harness import AGENT_EXIT_VALUE, FIRMWARE_ENTERING_MESSAGE
+from bootfuzz.guest.protocol import AGENT_EXIT_VALUE, FIRMWARE_ENTERING_MESSAGE
 from bootfuzz.loader import layout
 from bootfuzz.loader.plan import CpuState
 from bootfuzz.loader.x86 import (
@@ -107,7 +107,7 @@ def write_manifest(tmp: Path, mode: HandoffMode, payload: bytes,
 
 def run_vmm(manifest: Path, *extra: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "bootfuzz.run.kvm", "run", str(manifest), *extra],
+        [sys.executable, "-m", "bootfuzz.cli.vmm", "run", str(manifest), *extra],
         capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL,
         cwd=Path(__file__).resolve().parents[2],
     )

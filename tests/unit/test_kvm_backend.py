@@ -61,8 +61,21 @@ def test_manifest_round_trips_through_json() -> None:
 def test_manifest_unknown_mode_is_refused() -> None:
     raw = json.loads(manifest().to_json())
     raw["cpu"]["mode"] = "NO_SUCH_MODE"
-    with pytest.raises(ManifestError, match="malformed manifest: KeyError"):
+    with pytest.raises(ManifestError, match=r"cpu\.mode: 'NO_SUCH_MODE' is not one of "):
         Manifest.from_json(json.dumps(raw))
+
+
+def test_manifest_missing_register_names_its_path() -> None:
+    raw = json.loads(manifest().to_json())
+    del raw["cpu"]["rip"]
+    with pytest.raises(ManifestError) as info:
+        Manifest.from_json(json.dumps(raw), "run/kvm-manifest.json")
+    assert str(info.value) == "kvm manifest: run/kvm-manifest.json: cpu.rip: missing"
+
+
+def test_manifest_not_json_is_refused() -> None:
+    with pytest.raises(ManifestError, match=r"\(top level\): not JSON: "):
+        Manifest.from_json("{")
 
 
 def test_manifest_ram_not_adding_up_is_refused() -> None:

@@ -1,12 +1,12 @@
-"""Our own minimal KVM VMM as an executor of BootPlans (bootfuzz/kvm/).
+"""Our own minimal KVM VMM as an executor of BootPlans (bootfuzz.run.kvm).
 
-The VMM is a separate process (``python -m bootfuzz.run.kvm run MANIFEST``) so the
+The VMM is a separate process (``python -m bootfuzz.cli.vmm run MANIFEST``) so the
 console session treats it exactly like QEMU: serial on stdout, an exit status
 at the end.  There is no firmware: the VMM writes the plan's CPU state into
-the vCPU directly (bootfuzz/kvm/cpu.py), and prints the firmware stub's
+the vCPU directly (bootfuzz.run.kvm.cpu), and prints the firmware stub's
 "entering kernel" line at that moment so transcripts read the same.
 
-The platform is QEMU ``pc``'s RAM split (bootfuzz/platform.py), not a layout
+The platform is QEMU ``pc``'s RAM split (bootfuzz.loader.platform), not a layout
 of our own: the plan, its E820 table and so every oracle's expectation are
 then identical on both backends, and a difference in what the kernel reports
 is a difference in execution, not in the machine.
@@ -102,4 +102,4 @@ class KvmBackend:
             path.write_text(manifest.to_json())
         except OSError as e:
             raise BackendError(f"cannot write {path}: {e.strerror}") from None
-        return [sys.executable, "-m", "bootfuzz.run.kvm", "run", os.fspath(path)]
+        return [sys.executable, "-m", "bootfuzz.cli.vmm", "run", os.fspath(path)]

@@ -2,7 +2,8 @@
 
 Runs as its own process under the same pexpect console session as QEMU: guest
 serial output on stdout, our diagnostics on stderr, and an exit status the
-backend classifies (bootfuzz/backends/kvm.py).
+backend classifies (bootfuzz.run.backends.kvm).  The process entry point is
+``python -m bootfuzz.cli.vmm``.
 
 With the in-kernel irqchip KVM handles HLT itself: a halted vCPU sleeps inside
 KVM_RUN until an interrupt arrives, and never exits to us.  So a periodic
@@ -14,7 +15,6 @@ console session's silence timeout).
 
 from __future__ import annotations
 
-import argparse
 import ctypes
 import json
 import os
@@ -22,15 +22,14 @@ import signal
 import sys
 import time
 from collections import Counter
-from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from types import FrameType
-from typing import Any
 
 from bootfuzz.abi.handoff import HandoffMode
-from bootfuzz.errors import BootfuzzError, ConfigError, HarnessBug
-from bootfuzz.guest.harness import FIRMWARE_ENTERING_MESSAGE
+from bootfuzz.errors import ConfigError
+from bootfuzz.guest.protocol import FIRMWARE_ENTERING_MESSAGE
+from bootfuzz.jsonread import JsonReader
 from bootfuzz.loader.plan import CpuState
 from bootfuzz.run.kvm import abi
 from bootfuzz.run.kvm.cpu import make_regs, make_sregs
@@ -45,7 +44,7 @@ from bootfuzz.run.kvm.vm import GuestMemory, Kvm, KvmError, Vcpu, Vm, create_mac
 
 MANIFEST_VERSION = 1
 
-# Exit statuses of `python -m bootfuzz.run.kvm run`.  The agent's power-off is
+# Exit statuses of `python -m bootfuzz.cli.vmm run`.  The agent's power-off is
 # (value << 1) | 1 = 99, as under QEMU's isa-debug-exit.
 EXIT_RESET = 0  # as QEMU under -no-reboot
 EXIT_USAGE = 2  # a bad manifest
@@ -68,12 +67,19 @@ class ManifestError(ConfigError):
     component = "kvm manifest"
 
 
+_ROOT = "(top level)"
+
+
 @dataclass(frozen=True)
 class ManifestBlob:
     name: str
     addr: int
     size: int
     path: str
+
+
+_BLOB_FIELDS = tuple(f.name for f in fields(ManifestBlob))
+_CPU_FIELDS = tuple(f.name for f in fields(CpuState))
 
 
 @dataclass(frozen=True)
@@ -100,26 +106,43 @@ class Manifest:
         ) + "\n"
 
     @classmethod
-    def from_json(cls, text: str) -> Manifest:
+    def from_json(cls, text: str, where: str = "<text>") -> Manifest:
+        """The manifest in *text* (read from *where*); errors name the field."""
+        r = JsonReader(where, error=ManifestError)
         try:
             raw = json.loads(text)
-            if raw.get("version") != MANIFEST_VERSION:
-                raise ManifestError(f"version {raw.get('version')!r}, expected {MANIFEST_VERSION}")
-            cpu: dict[str, Any] = dict(raw["cpu"])
-            cpu["mode"] = HandoffMode[cpu["mode"]]
-            manifest = cls(
-                memory=int(raw["memory"]),
-                ram=tuple((int(s), int(n)) for s, n in raw["ram"]),
-                blobs=tuple(
-                    ManifestBlob(str(b["name"]), int(b["addr"]), int(b["size"]), str(b["path"]))
-                    for b in raw["blobs"]
-                ),
-                cpu=CpuState(**cpu),
-            )
-        except ManifestError:
-            raise
-        except (ValueError, KeyError, TypeError, AttributeError) as e:
-            raise ManifestError(f"malformed manifest: {type(e).__name__}: {e}") from None
+        except ValueError as e:
+            raise r.fail(_ROOT, f"not JSON: {e}") from None
+        doc = r.as_obj(raw, _ROOT)
+        r.keys(doc, ("version", "memory", "ram", "blobs", "cpu"), _ROOT)
+        version = r.field(doc, "version", "")
+        if version != MANIFEST_VERSION:
+            raise r.fail("version", f"{version!r}, expected {MANIFEST_VERSION}")
+        ram = []
+        for i, item in enumerate(r.as_list(r.field(doc, "ram", ""), "ram")):
+            pair = r.as_list(item, f"ram[{i}]")
+            if len(pair) != 2:
+                raise r.fail(f"ram[{i}]", f"expected [start, size], got {pair!r}")
+            ram.append((r.as_int(pair[0], f"ram[{i}][0]"), r.as_int(pair[1], f"ram[{i}][1]")))
+        blobs = []
+        for i, item in enumerate(r.as_list(r.field(doc, "blobs", ""), "blobs")):
+            path = f"blobs[{i}]"
+            blob = r.as_obj(item, path)
+            r.keys(blob, _BLOB_FIELDS, path)
+            blobs.append(ManifestBlob(
+                r.as_str(r.field(blob, "name", path), f"{path}.name"),
+                r.as_int(r.field(blob, "addr", path), f"{path}.addr"),
+                r.as_int(r.field(blob, "size", path), f"{path}.size"),
+                r.as_str(r.field(blob, "path", path), f"{path}.path"),
+            ))
+        cpu = r.as_obj(r.field(doc, "cpu", ""), "cpu")
+        r.keys(cpu, _CPU_FIELDS, "cpu")
+        mode = HandoffMode[r.as_choice(r.field(cpu, "mode", "cpu"), "cpu.mode",
+                                       HandoffMode.__members__)]
+        registers = {name: r.as_int(r.field(cpu, name, "cpu"), f"cpu.{name}")
+                     for name in _CPU_FIELDS if name != "mode"}
+        manifest = cls(r.as_int(r.field(doc, "memory", ""), "memory"), tuple(ram), tuple(blobs),
+                       CpuState(mode=mode, **registers))
         manifest.check()
         return manifest
 
@@ -146,7 +169,8 @@ def _stdout_sink(data: bytes) -> None:
         view = view[n:]
 
 
-def _err(text: str) -> None:
+def diagnostic(text: str) -> None:
+    """One line for a person on stderr (the guest's console is stdout)."""
     print(f"{_PREFIX} {text}", file=sys.stderr, flush=True)
 
 
@@ -242,7 +266,7 @@ class Machine:
             return e.status
         except GuestReset as e:
             self.console.flush()
-            _err(f"guest reset ({e})")
+            diagnostic(f"guest reset ({e})")
             return EXIT_RESET
         finally:
             signal.setitimer(signal.ITIMER_REAL, 0, 0)
@@ -279,7 +303,7 @@ class Machine:
     def _tick(self, deadline: float | None) -> int | None:
         self.console.flush()
         if deadline is not None and time.monotonic() >= deadline:
-            _err(f"timeout: the guest ran for {time.monotonic() - self.started:.1f} s")
+            diagnostic(f"timeout: the guest ran for {time.monotonic() - self.started:.1f} s")
             self._dump_registers()
             return EXIT_TIMEOUT
         halted = self.vcpu.mp_state() == abi.KVM_MP_STATE_HALTED
@@ -291,7 +315,7 @@ class Machine:
 
     def _halted(self) -> int:
         self.console.flush()
-        _err("guest halted with interrupts off")
+        diagnostic("guest halted with interrupts off")
         self._dump_registers()
         return EXIT_HALTED
 
@@ -305,10 +329,10 @@ class Machine:
             return None
         self.console.flush()
         if reason == abi.KVM_EXIT_SHUTDOWN:
-            _err("guest reset (triple fault)")
+            diagnostic("guest reset (triple fault)")
             return EXIT_RESET
         if reason == abi.KVM_EXIT_SYSTEM_EVENT:
-            _err(f"guest reset (system event {run.system_event.type})")
+            diagnostic(f"guest reset (system event {run.system_event.type})")
             return EXIT_RESET
         if reason == abi.KVM_EXIT_HLT:  # only without the in-kernel irqchip
             if not self.vcpu.get_regs().rflags & RFLAGS_IF:
@@ -317,14 +341,14 @@ class Machine:
         if reason == abi.KVM_EXIT_INTERNAL_ERROR:
             self._internal_error(run.internal, run.emulation_failure)
         elif reason == abi.KVM_EXIT_FAIL_ENTRY:
-            _err(
+            diagnostic(
                 "KVM_EXIT_FAIL_ENTRY: hardware_entry_failure_reason="
                 f"{run.fail_entry.hardware_entry_failure_reason:#x} cpu={run.fail_entry.cpu}"
             )
         elif reason == abi.KVM_EXIT_EXCEPTION:
-            _err(f"KVM_EXIT_EXCEPTION {run.ex.exception} error_code={run.ex.error_code:#x}")
+            diagnostic(f"KVM_EXIT_EXCEPTION {run.ex.exception} error_code={run.ex.error_code:#x}")
         else:
-            _err(f"unexpected exit reason {reason} "
+            diagnostic(f"unexpected exit reason {reason} "
                  f"(hardware_exit_reason={run.hw.hardware_exit_reason:#x})")
         self._dump_registers()
         return EXIT_INTERNAL_ERROR
@@ -340,13 +364,13 @@ class Machine:
         sub = internal.suberror
         ndata = min(internal.ndata, 16)
         data = " ".join(f"{internal.data[i]:#x}" for i in range(ndata))
-        _err(f"KVM_EXIT_INTERNAL_ERROR suberror={sub} ({names.get(sub, 'unknown')}) "
+        diagnostic(f"KVM_EXIT_INTERNAL_ERROR suberror={sub} ({names.get(sub, 'unknown')}) "
              f"ndata={internal.ndata} data=[{data}]")
         if (sub == abi.KVM_INTERNAL_ERROR_EMULATION and ndata >= 1
                 and emulation.flags & abi.KVM_INTERNAL_ERROR_EMULATION_FLAG_INSTRUCTION_BYTES):
             size = min(emulation.insn_size, 15)
             insn = bytes(emulation.insn_bytes[:size]).hex(" ")
-            _err(f"instruction bytes ({size}): {insn}")
+            diagnostic(f"instruction bytes ({size}): {insn}")
 
     def _dump_registers(self) -> None:
         try:
@@ -354,7 +378,7 @@ class Machine:
         except KvmError as e:
             text = f"(registers unavailable: {e})"
         for line in text.splitlines():
-            _err(line)
+            diagnostic(line)
 
     def _pio(self, io: abi.kvm_run_io) -> None:
         data = self.vcpu.io_data(io.data_offset, io.size * io.count)
@@ -368,7 +392,7 @@ class Machine:
         page = mmio.phys_addr & ~0xFFF
         if self.verbose and page not in self.mmio_unhandled and len(self.mmio_unhandled) < 16:
             what = "write" if mmio.is_write else "read"
-            _err(f"unhandled MMIO {what} at {mmio.phys_addr:#x} ({mmio.len} bytes)")
+            diagnostic(f"unhandled MMIO {what} at {mmio.phys_addr:#x} ({mmio.len} bytes)")
         self.mmio_unhandled[page] += 1
         if not mmio.is_write:
             ctypes.memset(ctypes.addressof(mmio.data), 0xFF, 8)
@@ -376,10 +400,10 @@ class Machine:
     def _summary(self) -> None:
         took = time.monotonic() - self.started
         exits = ", ".join(f"{r}:{n}" for r, n in sorted(self.exits.items()))
-        _err(f"{took:.2f} s, exits by reason {{{exits}}}, console {self.console.total} bytes")
+        diagnostic(f"{took:.2f} s, exits by reason {{{exits}}}, console {self.console.total} bytes")
         if self.devices.bus.unknown:
             top = ", ".join(f"{p:#x}:{n}" for p, n in self.devices.bus.unknown.most_common(8))
-            _err(f"unknown ports (accesses): {top}")
+            diagnostic(f"unknown ports (accesses): {top}")
 
 
 def handle_pio(devices: PcDevices, direction: int, port: int, size: int, count: int,
@@ -406,38 +430,7 @@ def run_manifest(path: Path, *, timeout: float | None, verbose: bool) -> int:
         text = path.read_text()
     except OSError as e:
         raise ManifestError(f"cannot read {path}: {e.strerror}") from None
-    manifest = Manifest.from_json(text)
+    manifest = Manifest.from_json(text, str(path))
     machine = Machine(manifest, verbose=verbose)
     machine.load()
     return machine.run(timeout)
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bootfuzz.run.kvm",
-                                     description="bootfuzz's KVM VMM")
-    sub = parser.add_subparsers(dest="command", required=True)
-    run = sub.add_parser("run", help="run the guest a manifest describes")
-    run.add_argument("manifest", type=Path)
-    run.add_argument("--timeout", type=float, default=None,
-                     help="stop the guest after this many seconds (exit 124)")
-    run.add_argument("-v", "--verbose", action="store_true",
-                     help="name unhandled ports and MMIO on stderr, print exit counts")
-    cal = sub.add_parser("calibrate", help="print guest instructions per second")
-    cal.add_argument("--seconds", type=float, default=1.0)
-    args = parser.parse_args(argv)
-    try:
-        if args.command == "calibrate":
-            from bootfuzz.run.kvm.calibrate import measure_guest_ips
-
-            print(f"{measure_guest_ips(args.seconds):.0f} guest instructions/s")
-            return 0
-        return run_manifest(args.manifest, timeout=args.timeout, verbose=args.verbose)
-    except ConfigError as e:
-        _err(str(e))
-        return EXIT_USAGE
-    except HarnessBug as e:
-        _err(str(e))
-        return EXIT_INTERNAL_ERROR
-    except BootfuzzError as e:
-        _err(str(e))
-        return EXIT_INFRASTRUCTURE
