@@ -13,7 +13,7 @@ import time
 
 from bootfuzz.abi.handoff import HandoffMode
 from bootfuzz.errors import HarnessBug
-from bootfuzz.guest.harness import AGENT_EXIT_PORT, AGENT_EXIT_VALUE, QEMU_AGENT_EXIT_STATUS
+from bootfuzz.guest.protocol import AGENT_EXIT_PORT, AGENT_EXIT_VALUE, QEMU_AGENT_EXIT_STATUS
 from bootfuzz.loader import layout
 from bootfuzz.loader.plan import CpuState
 from bootfuzz.loader.x86 import FLAT_CODE32, FLAT_DATA, Cr0

@@ -18,7 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from bootfuzz.guest.harness import AGENT_EXIT_PORT, COM1_BASE, PORT_SYS_CTRL_A
+from bootfuzz.guest.protocol import AGENT_EXIT_PORT, COM1_BASE, PORT_SYS_CTRL_A
 
 IrqCallback = Callable[[int, bool], None]
 
