@@ -3,6 +3,14 @@
 Takes a ``Transcript`` (the console text and how the guest ended) and the ``BootPlan``
 that was meant; gives an ``Observation`` (parsed ``BIOS-e820:``, ``RAMDISK:``,
 ``Command line:``, the agent's report), ``OracleResult`` values and a ``Verdict``.
-Holds the models of what the kernel does with our input (E820 sanitizer, mem=/memmap=,
-setup_data), the layout rules on a plan, and the validity rules on any loader's boot.
+
+- ``patterns``: the console lines that matter (panic, oops/BUG, banner, our markers),
+  once for the console session, the observation and reproducer evidence.
+- ``observation``: transcript -> ``Observation``.
+- ``verdict``: ``Verdict``, ``OracleResult``, ``overall``, the one oracle -> JSON.
+- ``oracles``: the exact oracles on our own plan (``ExactEvidence``), ``layout_rules``
+  on the plan alone, ``validity`` on any loader's boot (``LoadRequest`` and the
+  target's ``promises``), ``probe`` on a probe guest's report.
+- Models of what the kernel does with our input: ``e820_model`` (sanitizer),
+  ``user_memmap`` (mem=/memmap=), ``setup_data_model`` (the setup_data sysfs view).
 """

@@ -2,6 +2,8 @@
 
 Takes a ``BootPlan`` and built guest artifacts; gives a ``Transcript`` from a backend
 (``qemu-tcg``, or ``kvm``: our own VMM over /dev/kvm in ``run.kvm``) driven through a
-pexpect console session, the guest's exit classified once, and (``run.boot``) a
-``BootResult``: case -> plan -> backend -> transcript -> observation -> verdict.
+pexpect console session (``run.console``), the guest's exit classified once from each
+backend's exit-status table (``run.exits``), and (``run.boot``) a ``BootResult``:
+case -> plan -> backend -> transcript -> observation -> verdict.  ``run.probe`` boots a
+probe guest the same way.
 """
