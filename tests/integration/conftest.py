@@ -6,6 +6,7 @@ import shutil
 
 import pytest
 
+from bootfuzz.guest.harness import HarnessArtifacts, build_harness
 from bootfuzz.run.backends.qemu_tcg import QEMU_BINARY
 
 #: The pinned kernels every real-boot test runs against.
@@ -42,6 +43,12 @@ def full_boot_backend(request: pytest.FixtureRequest) -> str:
     elif shutil.which(QEMU_BINARY) is None:
         pytest.skip(f"{QEMU_BINARY} is not installed")
     return name
+
+
+@pytest.fixture(scope="session")
+def harness(tmp_path_factory: pytest.TempPathFactory) -> HarnessArtifacts:
+    """Agent and firmware built from harness/ into an empty cache, as a first run builds them."""
+    return build_harness(tmp_path_factory.mktemp("cache"))
 
 
 @pytest.fixture

@@ -22,7 +22,6 @@ from bootfuzz.guest.harness import (
     FIRMWARE_ENTERING_MESSAGE,
     QEMU_AGENT_EXIT_STATUS,
     HarnessArtifacts,
-    build_harness,
 )
 from bootfuzz.loader import layout
 from tests.payloads import (
@@ -53,11 +52,6 @@ GDT_CODE64 = 0x00AF_9A00_0000_FFFF
 GDT_DATA = 0x00CF_9200_0000_FFFF
 PTE_P_W = 0x3
 PTE_PS = 1 << 7
-
-@pytest.fixture(scope="module")
-def harness(tmp_path_factory: pytest.TempPathFactory) -> HarnessArtifacts:
-    return build_harness(tmp_path_factory.mktemp("cache"))
-
 
 def gdt(code_selector_entry: int) -> bytes:
     words = [0, GDT_CODE32, code_selector_entry, GDT_DATA]

@@ -21,7 +21,6 @@ from bootfuzz.guest.harness import (
     FIRMWARE_ENTERING_MESSAGE,
     QEMU_AGENT_EXIT_STATUS,
     HarnessArtifacts,
-    build_harness,
 )
 from bootfuzz.loader import layout
 from bootfuzz.loader.layout import GiB
@@ -180,11 +179,6 @@ putc:
     popw %dx
     ret
 """
-
-
-@pytest.fixture(scope="module")
-def harness(tmp_path_factory: pytest.TempPathFactory) -> HarnessArtifacts:
-    return build_harness(tmp_path_factory.mktemp("cache"))
 
 
 def assemble16(tmp: Path, symbols: dict[str, int]) -> bytes:
