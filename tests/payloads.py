@@ -13,7 +13,7 @@ import subprocess
 from collections.abc import Mapping
 from pathlib import Path
 
-from bootfuzz.guest.harness import AGENT_EXIT_PORT, AGENT_EXIT_VALUE
+from bootfuzz.guest.protocol import AGENT_EXIT_PORT, AGENT_EXIT_VALUE
 from bootfuzz.loader import layout
 
 #: Where the payloads are linked and loaded: the protected-mode kernel's usual address.
