@@ -11,6 +11,7 @@ import json
 import os
 import tempfile
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -40,7 +41,7 @@ DEFAULT_TIMEOUT = 300.0
 #: The longest quiet stretch of a healthy boot is the initramfs unpack.
 DEFAULT_SILENCE_TIMEOUT = 90.0
 #: Blob files the backend needs only while it runs (the console log stays).
-BULKY_SUFFIX = ".bin"
+_BULKY_SUFFIX = ".bin"
 
 
 @dataclass(frozen=True)
@@ -100,6 +101,34 @@ def new_run_dir(case: BootCase, parent: Path | None = None) -> Path:
                                  dir=parent))
 
 
+def run_backend(
+    backend: Backend,
+    plan: BootPlan,
+    harness: HarnessArtifacts,
+    run_dir: Path,
+    *,
+    timeout: float,
+    silence_timeout: float,
+    keep_blobs: bool = False,
+    stop_patterns: Sequence[str] = (),
+) -> tuple[Transcript, GuestExit]:
+    """Run *plan* on *backend* and say how the guest ended.
+
+    Leaves command.json and console.log in *run_dir*; the blob files the backend
+    wrote there go afterwards unless *keep_blobs*.
+    """
+    argv = backend.prepare(plan, harness, run_dir)
+    (run_dir / "command.json").write_text(json.dumps(argv, indent=1) + "\n")
+    try:
+        transcript = run_console(argv, timeout=timeout, silence_timeout=silence_timeout,
+                                 log_path=run_dir / "console.log", stop_patterns=stop_patterns)
+    finally:
+        if not keep_blobs:
+            for path in run_dir.glob(f"*{_BULKY_SUFFIX}"):
+                path.unlink(missing_ok=True)
+    return transcript, classify_exit(transcript, backend.exit_statuses)
+
+
 def execute(
     prepared: PreparedBoot,
     run_dir: Path,
@@ -115,19 +144,11 @@ def execute(
     can answer; the others are reported unknown.
     """
     started = time.monotonic()
-    argv = prepared.backend.prepare(prepared.plan, prepared.harness, run_dir)
-    (run_dir / "command.json").write_text(json.dumps(argv, indent=1) + "\n")
-    try:
-        transcript = run_console(
-            argv, timeout=timeout, silence_timeout=silence_timeout,
-            log_path=run_dir / "console.log",
-            stop_patterns=[STOP_POINTS[until][0]] if until else [],
-        )
-    finally:
-        if not keep_blobs:
-            for path in run_dir.glob(f"*{BULKY_SUFFIX}"):
-                path.unlink(missing_ok=True)
-    guest_exit = classify_exit(transcript, prepared.backend.exit_statuses)
+    transcript, guest_exit = run_backend(
+        prepared.backend, prepared.plan, prepared.harness, run_dir, timeout=timeout,
+        silence_timeout=silence_timeout, keep_blobs=keep_blobs,
+        stop_patterns=[STOP_POINTS[until][0]] if until else [],
+    )
     observation = parse_transcript(transcript.text)
     if not observation.firmware_entered and guest_exit in (
         GuestExit.BACKEND_ERROR, GuestExit.KILLED, GuestExit.UNKNOWN
@@ -139,7 +160,7 @@ def execute(
         )
     results = check_layout(prepared.plan) + judge(
         ExactEvidence(prepared.plan, observation, guest_exit, transcript.end_detail,
-                 prepared.unpack_message), until
+                      prepared.unpack_message), until
     )
     return BootResult(
         case=prepared.case,

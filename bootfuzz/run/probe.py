@@ -7,7 +7,6 @@ backend process, reading the initrd's edges back from its file).
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,9 +28,7 @@ from bootfuzz.kernel.image import load_kernel_image
 from bootfuzz.loader.plan import BootPlan
 from bootfuzz.loader.planner import plan_boot
 from bootfuzz.run.backends import get_backend
-from bootfuzz.run.boot import BULKY_SUFFIX, new_run_dir
-from bootfuzz.run.console import run_console
-from bootfuzz.run.exits import classify_exit
+from bootfuzz.run.boot import new_run_dir, run_backend
 from bootfuzz.transcript import GuestExit, Transcript
 
 #: The probe's command line: short enough to be read whole, NUL included.
@@ -84,15 +81,8 @@ def run_probe(
                     entry=entry, backend=backend)
     plan = plan_boot(case, image, platform, built)
     run_dir = run_dir or new_run_dir(case)
-    argv = be.prepare(plan, harness, run_dir)
-    (run_dir / "command.json").write_text(json.dumps(argv, indent=1) + "\n")
-    try:
-        transcript = run_console(argv, timeout=timeout, silence_timeout=silence_timeout,
-                                 log_path=run_dir / "console.log")
-    finally:
-        for path in run_dir.glob(f"*{BULKY_SUFFIX}"):
-            path.unlink(missing_ok=True)
-    guest_exit = classify_exit(transcript, be.exit_statuses)
+    transcript, guest_exit = run_backend(be, plan, harness, run_dir, timeout=timeout,
+                                         silence_timeout=silence_timeout)
     report = parse_probe_report(transcript.text)
     results = [check_probe_exit(report, guest_exit, transcript.end_detail)]
     if isinstance(report, ProbeReport):
