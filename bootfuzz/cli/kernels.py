@@ -73,16 +73,3 @@ def run(args: argparse.Namespace) -> int:
         _repin(args.name, args.package)
     return ExitStatus.PASS
 
-
-def main() -> int:
-    """``python -m bootfuzz.cli.kernels fetch [NAME...]``, for set-up scripts that run
-    before the ``bootfuzz`` script is installed."""
-    import sys
-
-    from bootfuzz.cli.main import main as bootfuzz_main
-
-    return bootfuzz_main(["kernels", *sys.argv[1:]])
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
