@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from bootfuzz.guest.harness import AGENT_EXIT_PORT, AGENT_EXIT_VALUE, QEMU_AGENT_EXIT_STATUS
+from bootfuzz.guest.protocol import AGENT_EXIT_PORT, AGENT_EXIT_VALUE, QEMU_AGENT_EXIT_STATUS
 from bootfuzz.run.kvm.devices import (
     I8042,
     AgentPowerOff,

@@ -12,7 +12,8 @@ from bootfuzz.judge.layout_rules import check_layout
 from bootfuzz.judge.verdict import Verdict
 from bootfuzz.kernel.image import parse_kernel_image
 from bootfuzz.loader.layout import PAGE_SIZE, GiB, MiB, align_up
-from bootfuzz.loader.plan import BootPlan, plan_boot
+from bootfuzz.loader.plan import BootPlan
+from bootfuzz.loader.planner import plan_boot
 from bootfuzz.loader.platform import qemu_pc
 from tests.fakes import FakeInitrd, fake_bzimage
 
@@ -105,7 +106,7 @@ def test_rules_setup_data_chain_checked() -> None:
 
 
 def test_rules_ram_forgotten_above_4g_is_flagged() -> None:
-    from bootfuzz.loader.plan import plan_e820
+    from bootfuzz.loader.placement import plan_e820
 
     low_only = tuple(e for e in plan_e820(qemu_pc(5 * GiB)) if e.addr < 4 * GiB)
     p = plan(memory=5 * GiB, overrides=Overrides(e820=low_only))
@@ -113,7 +114,7 @@ def test_rules_ram_forgotten_above_4g_is_flagged() -> None:
 
 
 def test_rules_reserved_holes_inside_ram_are_fine() -> None:
-    from bootfuzz.loader.plan import plan_e820
+    from bootfuzz.loader.placement import plan_e820
 
     table = (*plan_e820(qemu_pc(256 * MiB)), E820Entry(0x8000000, 0x1000, 2))
     assert failing(plan(overrides=Overrides(e820=table))) == set()
