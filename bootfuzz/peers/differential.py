@@ -43,7 +43,7 @@ _AGENT_WIDTH = 40
 
 
 @dataclass(frozen=True)
-class Evidence:
+class QuotedLine:
     """A console line quoted as evidence: where it is and what it says."""
 
     log: str
@@ -59,8 +59,8 @@ class DiffRow:
     field: str
     left: str
     right: str
-    left_evidence: tuple[Evidence, ...]
-    right_evidence: tuple[Evidence, ...]
+    left_evidence: tuple[QuotedLine, ...]
+    right_evidence: tuple[QuotedLine, ...]
 
     @property
     def differs(self) -> bool:
@@ -86,13 +86,13 @@ class _Log:
         self.name = str(run.run_dir / "console.log")
         self.lines = run.transcript.text.split("\n")
 
-    def find(self, pred: Callable[[str], bool], limit: int | None = None) -> list[Evidence]:
+    def find(self, pred: Callable[[str], bool], limit: int | None = None) -> list[QuotedLine]:
         out = []
         for i, line in enumerate(self.lines, 1):
             if pred(line):
                 width = _AGENT_WIDTH if line.startswith(AGENT_PREFIX) else _EVIDENCE_WIDTH
                 text = line if len(line) <= width else line[:width] + "..."
-                out.append(Evidence(self.name, i, text))
+                out.append(QuotedLine(self.name, i, text))
                 if limit is not None and len(out) >= limit:
                     break
         return out
@@ -113,7 +113,7 @@ def aligned(left: Sequence[str], right: Sequence[str]
 
 
 def _table_rows(name: str, lt: Sequence[str], rt: Sequence[str],
-                lev: Sequence[Evidence], rev: Sequence[Evidence]) -> list[DiffRow]:
+                lev: Sequence[QuotedLine], rev: Sequence[QuotedLine]) -> list[DiffRow]:
     rows = []
     for i, j in aligned(lt, rt):
         label = f"{name}[{'-' if i is None else i}|{'-' if j is None else j}]"
@@ -176,11 +176,11 @@ def _boot_param(run: TargetRun, name: str) -> str:
     return value.hex() if isinstance(value, bytes) else f"{value:#x}"
 
 
-def _boot_param_evidence(log: _Log, name: str) -> tuple[Evidence, ...]:
+def _boot_param_evidence(log: _Log, name: str) -> tuple[QuotedLine, ...]:
     field = BOOT_PARAMS[name]
     return tuple(
-        Evidence(e.log, e.line, f"boot_params.{name} (offset {field.offset:#x}, "
-                 f"{field.size} bytes) in: {e.text}")
+        QuotedLine(e.log, e.line, f"boot_params.{name} (offset {field.offset:#x}, "
+                   f"{field.size} bytes) in: {e.text}")
         for e in log.find(_agent_line, 1)
     )
 
@@ -324,5 +324,5 @@ def report_table(report: DiffReport, show_all: bool = False) -> str:
     return "\n".join(out)
 
 
-__all__: Sequence[str] = ("DiffReport", "DiffRow", "Evidence", "compare", "report_json",
+__all__: Sequence[str] = ("DiffReport", "DiffRow", "QuotedLine", "compare", "report_json",
                           "report_table", "run_diff")
