@@ -21,11 +21,11 @@ import tempfile
 import time
 from pathlib import Path
 
-from bootfuzz.case import HARNESS_CMDLINE, BootCase
-from bootfuzz.guest.harness import AGENT_EXIT_PORT, QEMU_AGENT_EXIT_STATUS
-from bootfuzz.guest.initramfs import Compression, InitrdSpec
+from bootfuzz.case import HARNESS_CMDLINE, BootCase, InitrdSpec
+from bootfuzz.compression import Compression
+from bootfuzz.guest.protocol import AGENT_EXIT_PORT, QEMU_AGENT_EXIT_STATUS
 from bootfuzz.kernel.pinned import resolve_kernel
-from bootfuzz.loader.plan import plan_boot
+from bootfuzz.loader.planner import plan_boot
 from bootfuzz.run.boot import prepare
 from bootfuzz.run.console import run_console
 from bootfuzz.units import parse_size
@@ -73,7 +73,7 @@ def main() -> int:
 
     def ours(i: int) -> float:
         start = time.monotonic()
-        from bootfuzz.guest.initramfs import cached_initrd
+        from bootfuzz.guest.initrd import cached_initrd
 
         plan = plan_boot(case, prepared.image, prepared.plan.platform,
                          cached_initrd(case.initrd, prepared.harness.agent)

@@ -19,8 +19,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from bootfuzz.case import HARNESS_CMDLINE, BootCase, EntryProtocol
-from bootfuzz.guest.initramfs import InitrdSpec
+from bootfuzz.case import HARNESS_CMDLINE, BootCase, EntryProtocol, InitrdSpec
 from bootfuzz.run.boot import prepare
 from bootfuzz.run.console import run_console
 from bootfuzz.units import parse_size

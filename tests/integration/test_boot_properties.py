@@ -11,7 +11,7 @@ from hypothesis.strategies import SearchStrategy
 
 from bootfuzz.case import BootCase
 from bootfuzz.fuzz.strategies import boot_cases, cmdlines, initrd_specs, memory_sizes
-from bootfuzz.judge.oracles import Verdict
+from bootfuzz.judge.verdict import Verdict
 from bootfuzz.kernel.image import load_kernel_image
 from bootfuzz.kernel.pinned import resolve_kernel
 from bootfuzz.loader.layout import GiB, MiB

@@ -11,12 +11,11 @@ from pathlib import Path
 import pytest
 
 from bootfuzz.abi.e820 import E820Entry, E820Type
-from bootfuzz.case import BootCase, EntryProtocol, Overrides
-from bootfuzz.guest.initramfs import InitrdSpec
+from bootfuzz.case import BootCase, EntryProtocol, InitrdSpec, Overrides
 from bootfuzz.judge.e820_model import sanitize
-from bootfuzz.judge.oracles import Verdict
+from bootfuzz.judge.verdict import Verdict
 from bootfuzz.loader.layout import LOW_RAM_END, GiB, KiB, MiB
-from bootfuzz.loader.plan import plan_e820
+from bootfuzz.loader.placement import plan_e820
 from bootfuzz.loader.platform import qemu_pc
 from bootfuzz.run.boot import BootResult, run_case
 from tests.integration.conftest import PINNED

@@ -15,13 +15,13 @@ from pathlib import Path
 import pytest
 
 from bootfuzz.abi.handoff import HANDOFF, HANDOFF_MAGIC, HandoffMode
-from bootfuzz.guest.harness import (
+from bootfuzz.guest.harness import HarnessArtifacts
+from bootfuzz.guest.protocol import (
     AGENT_EXIT_PORT,
     FIRMWARE_BAD_MAGIC_MESSAGE,
     FIRMWARE_BAD_MODE_MESSAGE,
     FIRMWARE_ENTERING_MESSAGE,
     QEMU_AGENT_EXIT_STATUS,
-    HarnessArtifacts,
 )
 from bootfuzz.loader import layout
 from tests.payloads import (

@@ -14,17 +14,16 @@ from pathlib import Path
 import pytest
 
 from bootfuzz.abi.e820 import E820Entry
-from bootfuzz.abi.handoff import BIOS_DATA_ADDR
-from bootfuzz.guest.harness import (
+from bootfuzz.guest.harness import HarnessArtifacts
+from bootfuzz.guest.protocol import (
     AGENT_EXIT_PORT,
     AGENT_EXIT_VALUE,
     FIRMWARE_ENTERING_MESSAGE,
     QEMU_AGENT_EXIT_STATUS,
-    HarnessArtifacts,
 )
 from bootfuzz.loader import layout
-from bootfuzz.loader.layout import GiB
-from bootfuzz.loader.plan import plan_e820
+from bootfuzz.loader.layout import BIOS_DATA_ADDR, GiB
+from bootfuzz.loader.placement import plan_e820
 from bootfuzz.loader.platform import qemu_pc
 from bootfuzz.loader.real16 import (
     HEAP_END,
