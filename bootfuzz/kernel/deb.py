@@ -17,7 +17,9 @@ never escape.
 
 from __future__ import annotations
 
+import bz2
 import enum
+import gzip
 import hashlib
 import io
 import lzma
@@ -30,7 +32,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, BinaryIO, Literal
+from typing import IO, BinaryIO
 
 import zstandard
 
@@ -193,23 +195,33 @@ def _open(deb_path: Path) -> BinaryIO:
         raise DebError(f"{deb_path}: cannot open ({exc.strerror})") from None
 
 
-#: ar member suffix -> tarfile stream mode.  zstd is undone before tarfile sees it.
-_TarMode = Literal["r|", "r|gz", "r|xz", "r|bz2"]
-_TAR_MODES: dict[str, _TarMode] = {
-    "": "r|",
-    ".gz": "r|gz",
-    ".xz": "r|xz",
-    ".bz2": "r|bz2",
-    ".zst": "r|",
-}
-_ZSTD_SUFFIX = ".zst"
+#: ar member suffix -> a decompressing reader over the member's bytes.  tarfile then
+#: reads plain tar ("r|"), and we can read the decompressed stream to its very end:
+#: only there do gzip (CRC32 and size), xz (its check) and zstd (content checksum)
+#: verify what they produced.  tarfile's own "r|gz" never checks the gzip trailer.
+_SUFFIXES = ("", ".gz", ".xz", ".bz2", ".zst")
 
 
-def _stream_tar(raw: IO[bytes], suffix: str) -> tarfile.TarFile:
-    src: IO[bytes] = raw
-    if suffix == _ZSTD_SUFFIX:
-        src = zstandard.ZstdDecompressor().stream_reader(raw, read_across_frames=True)
-    return tarfile.open(fileobj=src, mode=_TAR_MODES[suffix])
+def _decompressing(raw: IO[bytes], suffix: str) -> IO[bytes]:
+    # The reader lives as long as the ar member window under it (see _open_tar).
+    if suffix == ".gz":
+        return gzip.GzipFile(fileobj=raw, mode="rb")  # type: ignore[return-value]
+    if suffix == ".xz":
+        return lzma.LZMAFile(raw)
+    if suffix == ".bz2":
+        return bz2.BZ2File(raw)
+    if suffix == ".zst":
+        return zstandard.ZstdDecompressor().stream_reader(raw, read_across_frames=True)
+    return raw
+
+
+def _drain(src: IO[bytes], deb_path: Path, ar_name: str) -> None:
+    """Read the decompressed stream to its end, so its integrity check runs."""
+    try:
+        while src.read(CHUNK_SIZE):
+            pass
+    except _DECODE_ERRORS as exc:
+        raise _corrupt(deb_path, ar_name) from exc
 
 
 @contextmanager
@@ -221,19 +233,23 @@ def _open_tar(deb_path: Path, part: DebPart) -> Iterator[tuple[tarfile.TarFile, 
             raise DebError(f"{deb_path}: no {part.value}.* member in the package")
         member = found[0]
         suffix = member.name.removeprefix(part.value)
-        if suffix not in _TAR_MODES:
-            known = ", ".join(part.value + s for s in _TAR_MODES)
+        if suffix not in _SUFFIXES:
+            known = ", ".join(part.value + s for s in _SUFFIXES)
             raise DebError(
                 f"{deb_path}: {member.name} uses an unsupported compression (known: {known})"
             )
         f.seek(member.offset)
         window = io.BufferedReader(_Window(f, member.size))
+        src = _decompressing(window, suffix)
         try:
-            tar = _stream_tar(window, suffix)
+            tar = tarfile.open(fileobj=src, mode="r|")  # noqa: SIM115 (closed by `with tar`)
         except _DECODE_ERRORS as exc:
             raise _corrupt(deb_path, member.name) from exc
         with tar:
             yield tar, member.name
+            # Whatever the caller read, the rest of the stream must decode and check
+            # out: a flipped byte must never pass as other contents.
+            _drain(src, deb_path, member.name)
 
 
 def _corrupt(deb_path: Path, ar_name: str) -> DebError:
