@@ -160,6 +160,13 @@ def _run_argv(argv: Sequence[str], run_dir: Path, timeout: float, silence_timeou
     return transcript
 
 
+def refuse_unsupported(target: Target, case: BootCase) -> None:
+    """Refuse, before anything starts, a case the target cannot boot as asked."""
+    reason = target.unsupported(case)
+    if reason:
+        raise ConfigError(f"{target.name}: {reason}")
+
+
 @dataclass(frozen=True)
 class OursTarget:
     """Our loader on one of our backends."""
@@ -261,9 +268,7 @@ class QemuDirectTarget:
     def run(self, case: BootCase, run_dir: Path, *, timeout: float,
             silence_timeout: float) -> TargetRun:
         started = time.monotonic()
-        reason = self.unsupported(case)
-        if reason:
-            raise ConfigError(f"{self.name}: {reason}")
+        refuse_unsupported(self, case)
         if shutil.which(self.binary) is None:
             raise BackendError(f"{self.binary} not found: install qemu-system-x86")
         mats = materials(case)
@@ -419,9 +424,7 @@ class CommandTarget:
     def run(self, case: BootCase, run_dir: Path, *, timeout: float,
             silence_timeout: float) -> TargetRun:
         started = time.monotonic()
-        reason = self.unsupported(case)
-        if reason:
-            raise ConfigError(f"{self.name}: {reason}")
+        refuse_unsupported(self, case)
         mats = materials(case)
         argv = self.template.expand(placeholder_values(
             mats.kernel, None if mats.initrd is None else mats.initrd.path, case.cmdline,
