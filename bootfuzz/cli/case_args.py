@@ -10,9 +10,11 @@ lists of values and ``fuzz`` bounds, built from the same pieces.
 from __future__ import annotations
 
 import argparse
+import math
 
 from bootfuzz.case import (
     HARNESS_CMDLINE,
+    SEED_LIMIT,
     BootCase,
     EntryProtocol,
     InitrdPlacement,
@@ -46,13 +48,50 @@ def size(text: str) -> int:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
+def seconds(text: str) -> float:
+    """argparse type for a duration: a finite number of seconds above zero (a zero or
+    negative timeout would end every boot before it starts)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"{text!r}: give a number of seconds above 0")
+    return value
+
+
+def count(text: str) -> int:
+    """argparse type for how many times, boots or jobs: an integer of at least 1."""
+    try:
+        value = int(text, 10)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: give an integer of at least 1")
+    return value
+
+
+def seed(text: str) -> int:
+    """argparse type for a payload seed: an integer in 0 .. 2**64-1."""
+    try:
+        value = int(text, 0)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if not 0 <= value < SEED_LIMIT:
+        raise argparse.ArgumentTypeError(f"{text!r} is outside 0 .. 2**64-1")
+    return value
+
+
 def address(text: str) -> int:
     """argparse type for an address: decimal or 0x hex."""
     try:
-        return int(text, 0)
+        value = int(text, 0)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not an address (decimal or 0x...)"
                                          ) from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{text!r}: an address is not negative")
+    return value
 
 
 def add_case_arguments(parser: argparse.ArgumentParser) -> None:
@@ -68,7 +107,7 @@ def add_case_arguments(parser: argparse.ArgumentParser) -> None:
                    choices=[*COMPRESSIONS, NO_INITRD],
                    help=f"initramfs compression: {', '.join(COMPRESSIONS)}; or {NO_INITRD} "
                    "to boot without an initrd; default gzip")
-    g.add_argument("--initrd-seed", type=int, default=0, metavar="N",
+    g.add_argument("--initrd-seed", type=seed, default=0, metavar="N",
                    help="seed of the payload content; default 0")
     g.add_argument("--initrd-split", action="store_true",
                    help="two concatenated archives: /init uncompressed, then the payload "
@@ -126,8 +165,8 @@ def case_from_args(args: argparse.Namespace, backend: str = "qemu-tcg") -> BootC
 
 def add_guest_timeouts(group: argparse._ArgumentGroup, timeout: float, silence: float) -> None:
     """``--timeout`` and ``--silence-timeout`` with these defaults."""
-    group.add_argument("--timeout", type=float, default=timeout, metavar="SECONDS",
+    group.add_argument("--timeout", type=seconds, default=timeout, metavar="SECONDS",
                        help=f"give up on a guest after this long; default {timeout:.0f}")
-    group.add_argument("--silence-timeout", type=float, default=silence, metavar="SECONDS",
+    group.add_argument("--silence-timeout", type=seconds, default=silence, metavar="SECONDS",
                        help="give up after this long without console output (a hang); "
                        f"default {silence:.0f}")

@@ -6,7 +6,7 @@ import argparse
 import os
 from pathlib import Path
 
-from bootfuzz.cli.case_args import COMPRESSIONS, ENTRIES, KERNEL_HELP
+from bootfuzz.cli.case_args import COMPRESSIONS, ENTRIES, KERNEL_HELP, count, seconds
 from bootfuzz.cli.exits import ExitStatus
 from bootfuzz.errors import ConfigError
 from bootfuzz.kernel.pinned import load_manifest
@@ -28,7 +28,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     s = p.add_argument_group("selection")
     s.add_argument("--nightly", action="store_true",
                    help="the full cross product (hours on TCG) instead of a covering array")
-    s.add_argument("--strength", type=int, default=2, metavar="N",
+    s.add_argument("--strength", type=count, default=2, metavar="N",
                    help="cover every N-tuple of dimension values; default 2 (pairwise)")
     s.add_argument("--kernels", nargs="+", default=None, metavar="NAME",
                    help=f"each {KERNEL_HELP}; default: every pinned one")
@@ -44,9 +44,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help=f"default: {' '.join(matrix.TARGETS)}")
     s.add_argument("--list", action="store_true", help="print the selected cells and stop")
     r = p.add_argument_group("run")
-    r.add_argument("--jobs", "-j", type=int, default=os.cpu_count() or 1, metavar="N",
+    r.add_argument("--jobs", "-j", type=count, default=os.cpu_count() or 1, metavar="N",
                    help="boots at once; default os.cpu_count()")
-    r.add_argument("--timeout", type=float, default=matrix.CELL_TIMEOUT, metavar="SECONDS",
+    r.add_argument("--timeout", type=seconds, default=matrix.CELL_TIMEOUT, metavar="SECONDS",
                    help=f"per boot; default {matrix.CELL_TIMEOUT:.0f}")
     r.add_argument("--out", default=DEFAULT_OUT, metavar="DIR",
                    help=f"output directory for reports and runs; default {DEFAULT_OUT}")

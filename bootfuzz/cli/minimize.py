@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from bootfuzz.case import BootCase
+from bootfuzz.cli.case_args import count, seconds
 from bootfuzz.cli.exits import ExitStatus
 from bootfuzz.fuzz.generate import KernelLimits, min_memory
 from bootfuzz.fuzz.minimize import DEFAULT_MAX_BOOTS, minimize
@@ -36,9 +37,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("file", metavar="FILE", help="a reproducer JSON file that fails")
     p.add_argument("--out", default=None, metavar="FILE",
                    help="where to write the result; default FILE with .min.json")
-    p.add_argument("--max-boots", type=int, default=DEFAULT_MAX_BOOTS, metavar="N",
+    p.add_argument("--max-boots", type=count, default=DEFAULT_MAX_BOOTS, metavar="N",
                    help=f"boot at most N candidates; default {DEFAULT_MAX_BOOTS}")
-    p.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT, metavar="SECONDS",
+    p.add_argument("--timeout", type=seconds, default=DEFAULT_TIMEOUT, metavar="SECONDS",
                    help=f"give up on one guest after this long; default {DEFAULT_TIMEOUT:.0f}")
 
 

@@ -8,6 +8,7 @@ import json
 from pathlib import Path
 
 from bootfuzz.case import Overrides
+from bootfuzz.cli.case_args import count, seconds
 from bootfuzz.cli.exits import EPILOG, ExitStatus
 from bootfuzz.cli.report import result_json, result_table
 from bootfuzz.fuzz.replay import replay
@@ -22,11 +23,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "overrides.  With --times N it boots N times and checks every verdict is the same.")
     p.epilog = EPILOG
     p.add_argument("file", metavar="FILE", help="a reproducer JSON file")
-    p.add_argument("--times", type=int, default=1, metavar="N",
+    p.add_argument("--times", type=count, default=1, metavar="N",
                    help="replay N times; exit 1 if the verdicts differ")
     p.add_argument("--without-overrides", action="store_true",
                    help="replay the case with the loader's own decisions instead")
-    p.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT, metavar="SECONDS")
+    p.add_argument("--timeout", type=seconds, default=DEFAULT_TIMEOUT, metavar="SECONDS")
     p.add_argument("--json", action="store_true", help="print the results as JSON")
     p.add_argument("-v", "--verbose", action="store_true")
 
@@ -36,7 +37,7 @@ def run(args: argparse.Namespace) -> int:
     if args.without_overrides:
         rep = dataclasses.replace(rep, case=dataclasses.replace(rep.case, overrides=Overrides()),
                                   expect=None)
-    outcomes = [replay(rep, timeout=args.timeout) for _ in range(max(1, args.times))]
+    outcomes = [replay(rep, timeout=args.timeout) for _ in range(args.times)]
     signatures = {(o.result.verdict, o.failing) for o in outcomes}
     if args.json:
         print(json.dumps({

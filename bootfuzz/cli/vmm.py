@@ -17,6 +17,7 @@ from bootfuzz.errors import BootfuzzError, ConfigError, HarnessBug
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from bootfuzz.cli.case_args import seconds
     from bootfuzz.run.kvm.vmm import (
         EXIT_INFRASTRUCTURE,
         EXIT_INTERNAL_ERROR,
@@ -30,12 +31,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="run the guest a manifest describes")
     run.add_argument("manifest", type=Path)
-    run.add_argument("--timeout", type=float, default=None,
+    run.add_argument("--timeout", type=seconds, default=None,
                      help="stop the guest after this many seconds (exit 124)")
     run.add_argument("-v", "--verbose", action="store_true",
                      help="name unhandled ports and MMIO on stderr, print exit counts")
     cal = sub.add_parser("calibrate", help="print guest instructions per second")
-    cal.add_argument("--seconds", type=float, default=1.0)
+    cal.add_argument("--seconds", type=seconds, default=1.0)
     args = parser.parse_args(argv)
     try:
         if args.command == "calibrate":

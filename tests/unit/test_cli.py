@@ -155,3 +155,37 @@ def test_cli_diff_refuses_loader_decisions_for_a_peer(
     assert code == ExitStatus.USAGE
     assert_one_clear_line(err, "qemu-direct:pc", "initrd placement high")
     assert not (tmp_path / "runs").exists()  # refused before anything booted
+
+
+# --- issue 13: numbers a run cannot use are usage errors ---------------------------------
+
+
+@pytest.mark.parametrize("argv", [
+    ["boot", "--kernel", "k", "--timeout", "0"],
+    ["boot", "--kernel", "k", "--timeout", "-1"],
+    ["boot", "--kernel", "k", "--timeout", "nan"],
+    ["boot", "--kernel", "k", "--silence-timeout", "inf"],
+    ["boot", "--kernel", "k", "--silence-timeout", "0"],
+    ["diff", "--kernel", "k", "--peer", "ours:kvm", "--timeout", "-0.5"],
+    ["boot", "--kernel", "k", "--initrd-seed", "-1"],
+    ["boot", "--kernel", "k", "--initrd-seed", str(1 << 64)],
+    ["boot", "--kernel", "k", "--kernel-load", "-4096"],
+    ["replay", "x.json", "--times", "0"],
+    ["replay", "x.json", "--timeout", "0"],
+    ["minimize", "x.json", "--max-boots", "0"],
+    ["matrix", "--jobs", "0"],
+    ["matrix", "--timeout", "-3"],
+])
+def test_cli_numbers_a_run_cannot_use_are_usage_errors(
+    argv: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, err = run(argv, capsys)
+    assert code == ExitStatus.USAGE
+    assert "Traceback" not in err and "internal error" not in err
+    assert err.splitlines()[-1].startswith(f"bootfuzz {argv[0]}: error: argument {argv[-2]}")
+
+
+def test_cli_positive_numbers_are_taken() -> None:
+    args = parse_args(["boot", "--kernel", "k", "--timeout", "0.5", "--silence-timeout", "2",
+                       "--initrd-seed", "0x10"])
+    assert (args.timeout, args.silence_timeout, args.initrd_seed) == (0.5, 2.0, 16)
