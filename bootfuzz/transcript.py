@@ -36,6 +36,9 @@ class GuestExit(enum.StrEnum):
     RESET = "reset"  # triple fault, or a reboot (panic=-1) under -no-reboot
     BACKEND_ERROR = "backend-error"  # the backend process failed on its own
     KILLED = "killed"  # the session ended it (timeout, silence, early stop)
+    #: The backend saw the guest halted with interrupts off: nothing can wake it
+    #: (our VMM says so at once; QEMU gives no sign, its guest is KILLED on silence).
+    HUNG = "hung"
     UNKNOWN = "unknown"
 
 

@@ -34,7 +34,7 @@ def test_backend_platform_is_qemu_pc_split() -> None:
     [
         (99, None, GuestExit.POWER_OFF),
         (0, None, GuestExit.RESET),
-        (4, None, GuestExit.KILLED),
+        (4, None, GuestExit.HUNG),
         (124, None, GuestExit.KILLED),
         (5, None, GuestExit.BACKEND_ERROR),
         (3, None, GuestExit.BACKEND_ERROR),

@@ -42,12 +42,12 @@ from bootfuzz.transcript import GuestExit
 MANIFEST_NAME = "kvm-manifest.json"
 
 #: The VMM's exit statuses (bootfuzz.run.kvm.vmm).  A guest halted with interrupts
-#: off is KILLED: on QEMU the same guest sits until the session's silence timeout
-#: kills it, and the VMM's own --timeout is the same verdict reached sooner.
+#: off is HUNG: the VMM sees it (QEMU's same guest sits until the session's silence
+#: timeout kills it).  The VMM's own --timeout is the session's deadline reached sooner.
 VMM_EXIT_STATUSES: ExitStatuses = {
     QEMU_AGENT_EXIT_STATUS: GuestExit.POWER_OFF,
     EXIT_RESET: GuestExit.RESET,
-    EXIT_HALTED: GuestExit.KILLED,
+    EXIT_HALTED: GuestExit.HUNG,
     EXIT_TIMEOUT: GuestExit.KILLED,
     EXIT_INTERNAL_ERROR: GuestExit.BACKEND_ERROR,
     EXIT_INFRASTRUCTURE: GuestExit.BACKEND_ERROR,
