@@ -31,8 +31,8 @@ def test_qemu_statuses(status: int, expected: GuestExit) -> None:
     assert classify_exit(ended(status), QemuTcgBackend.exit_statuses) is expected
 
 
-def test_the_vmm_halted_guest_is_killed_where_qemu_sees_a_backend_error() -> None:
-    assert classify_exit(ended(4), KvmBackend.exit_statuses) is GuestExit.KILLED
+def test_the_vmm_halted_guest_is_hung_where_qemu_sees_a_backend_error() -> None:
+    assert classify_exit(ended(4), KvmBackend.exit_statuses) is GuestExit.HUNG
     assert classify_exit(ended(4), QemuTcgBackend.exit_statuses) is GuestExit.BACKEND_ERROR
 
 
