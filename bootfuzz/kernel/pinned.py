@@ -1,15 +1,25 @@
-"""Pinned real Debian kernels: the manifest, the cache and apt-get as the fetcher.
+"""Pinned real Debian kernels: the manifest, the cache, apt-get and the snapshot archive.
 
-A kernel is pinned by package name, exact version and the sha256 of the two files
-we use (vmlinuz and its config), not of the .deb: the files are what a boot case
-depends on.  The manifest (kernels/manifest.toml) lives in the git tree; the
-kernels never do.  They go to the cache root (bootfuzz.cache: ``$BOOTFUZZ_CACHE``
-or ``~/.cache/bootfuzz``).
+A kernel is pinned by package name, exact version, the sha256 of the .deb and the
+sha256 of the two files we use (vmlinuz and its config): the files are what a boot
+case depends on, the .deb's hash is what lets us take the package from anywhere.
+The manifest (kernels/manifest.toml) lives in the git tree; the kernels never do.
 
-apt-get fetches because it already knows the host's configured archive, proxy and
+The cache (bootfuzz.cache: ``$BOOTFUZZ_CACHE`` or ``~/.cache/bootfuzz``) keeps each
+kernel by the sha256 of its vmlinuz, ``kernels/by-sha256/SHA256/`` holding vmlinuz,
+config and kernel.json (what they are): two pins of the same bytes share one entry,
+a reproducer that names a sha256 finds its kernel whatever the manifest says today,
+and ``export_kernels``/``import_kernels`` carry entries to a machine without network.
+A verified file gets a stamp (its size, times and inode when hashed), so a boot does
+not re-read 10 MB to check a file nobody touched; any change to the file re-hashes.
+
+apt-get fetches first because it knows the host's configured archive, proxy and
 signatures; we never name a mirror.  Debian drops old kernel versions (and bumps
 the ABI number in the package name) with every security update, so "the pinned
-version has gone" is an expected state, and its error says how to re-pin.
+version has gone" is an expected state: then the package is taken by its exact
+version from the snapshot archive (bootfuzz.kernel.snapshot, configured by URL) and
+kept only if its sha256 is the pinned one.  Without that URL the error says how to
+set it, and how to re-pin.
 
 Every subprocess goes through a ``runner`` callable so tests can fake apt.
 """
@@ -29,13 +39,14 @@ import tomllib
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 from bootfuzz.cache import REPO_ROOT, cache_root
 from bootfuzz.compression import Compression
 from bootfuzz.errors import ImageError, KernelError, KernelFetchError
-from bootfuzz.fileio import atomic_write_text
+from bootfuzz.fileio import atomic_output, atomic_write_text
 from bootfuzz.jsonread import JsonReader
+from bootfuzz.kernel import snapshot
 from bootfuzz.kernel.deb import DebError, extract_to_files, list_members
 from bootfuzz.kernel.image import parse_kernel_image
 from bootfuzz.kernel.payload import detect_compression
@@ -50,10 +61,15 @@ __all__ = [
     "KernelStatus",
     "PinnedKernel",
     "Runner",
+    "StoredKernel",
     "abi_search_pattern",
     "apt_download_argv",
+    "cached_kernels",
+    "export_kernels",
     "fetch",
     "fetch_pinned",
+    "find_cached",
+    "import_kernels",
     "kernel_cache_dir",
     "list_kernels",
     "load_manifest",
@@ -63,15 +79,22 @@ __all__ = [
     "repin",
     "resolve_kernel",
     "run_command",
+    "store_dir",
 ]
 
 DEFAULT_MANIFEST = REPO_ROOT / "kernels" / "manifest.toml"
 MANIFEST_ENV = "BOOTFUZZ_KERNEL_MANIFEST"
 
-#: Hex digits of the vmlinuz sha256 that name its cache directory.
-CACHE_KEY_DIGITS = 16
+#: Cache entries and exports: kernels/by-sha256/<vmlinuz sha256>/{vmlinuz,config,kernel.json}.
+STORE_DIR = "by-sha256"
 VMLINUZ_FILE = "vmlinuz"
 CONFIG_FILE = "config"
+RECORD_FILE = "kernel.json"
+#: Per entry, where each file was when last hashed (never exported).
+STAMP_FILE = ".verified.json"
+#: Hex digits of the vmlinuz sha256 that named a kernel's directory before the cache
+#: was keyed by the whole sha256 (kernels/<name>/<digits>/); such entries are moved.
+LEGACY_KEY_DIGITS = 16
 
 #: The only Debian architecture whose kernels bootfuzz boots.
 ARCHES = ("amd64",)
@@ -102,6 +125,8 @@ class PinnedKernel:
     config_member: str
     vmlinuz_sha256: str
     config_sha256: str
+    #: Of the .deb itself: how a package from the snapshot archive is verified.
+    deb_sha256: str
     #: bzImage payload compression; documentation, the sha pins the bytes.
     compression: str
     description: str
@@ -117,6 +142,7 @@ _KEYS = (
     "config_member",
     "vmlinuz_sha256",
     "config_sha256",
+    "deb_sha256",
     "compression",
 )
 assert set(_KEYS) == {f.name for f in dataclasses.fields(PinnedKernel)} - {"name"}
@@ -201,6 +227,7 @@ _CHECKS: dict[str, tuple[re.Pattern[str], str]] = {
     "version": (_VERSION_RE, "a Debian version"),
     "vmlinuz_sha256": (_SHA256_RE, "64 lowercase hex digits"),
     "config_sha256": (_SHA256_RE, "64 lowercase hex digits"),
+    "deb_sha256": (_SHA256_RE, "64 lowercase hex digits"),
 }
 
 
@@ -247,16 +274,29 @@ def load_manifest(path: Path | None = None) -> dict[str, PinnedKernel]:
         raise KernelError(f"{path}: not valid TOML ({exc})") from None
     if not data:
         raise KernelError(f"{path}: no kernels (expected one table per kernel)")
-    return {name: _pinned_from_table(str(path), name, data[name]) for name in sorted(data)}
+    kernels = {name: _pinned_from_table(str(path), name, data[name]) for name in sorted(data)}
+    # Pins of the same vmlinuz share one cache entry, so they must agree on its config.
+    by_vmlinuz: dict[str, PinnedKernel] = {}
+    for k in kernels.values():
+        first = by_vmlinuz.setdefault(k.vmlinuz_sha256, k)
+        if first.config_sha256 != k.config_sha256:
+            raise KernelError(
+                f"{path}: [{first.name}] and [{k.name}] pin the same vmlinuz_sha256 with "
+                "different config_sha256 (one build has one config)"
+            )
+    return kernels
 
 
 MANIFEST_HEADER = """\
 # Pinned real kernels for bootfuzz: one table per kernel name.
 #
 # package/version: the Debian binary package, fetched with `apt-get download`
-#   from whatever archive the host's apt is configured for.
+#   from whatever archive the host's apt is configured for, or, once that archive
+#   has dropped the version, from the snapshot archive at $BOOTFUZZ_SNAPSHOT_URL.
 # vmlinuz_member/config_member: paths inside the package's data.tar.
-# vmlinuz_sha256/config_sha256: of the extracted files (not of the .deb).
+# vmlinuz_sha256/config_sha256: of the extracted files; the cache keeps kernels by
+#   vmlinuz_sha256.
+# deb_sha256: of the .deb itself; a package from anywhere is kept only if it matches.
 # compression: the bzImage payload format (documentation; the sha pins the bytes).
 #
 # Generated by `bootfuzz kernels repin NAME`, which rewrites this whole file from
@@ -284,10 +324,35 @@ def render_manifest(kernels: Mapping[str, PinnedKernel]) -> str:
 # --------------------------------------------------------------------------- cache
 
 
+@dataclass(frozen=True)
+class StoredKernel:
+    """One cache (or export) entry: a vmlinuz, its config, and the package they came from."""
+
+    directory: Path
+    vmlinuz_sha256: str
+    config_sha256: str
+    #: The package, version and .deb sha256 the entry was last stored from.
+    package: str
+    version: str
+    deb_sha256: str
+
+    @property
+    def vmlinuz(self) -> Path:
+        return self.directory / VMLINUZ_FILE
+
+    @property
+    def config(self) -> Path:
+        return self.directory / CONFIG_FILE
+
+
+def store_dir(vmlinuz_sha256: str, cache_dir: Path | None = None) -> Path:
+    """The cache entry of the kernel whose vmlinuz has this sha256."""
+    return cache_root(cache_dir) / "kernels" / STORE_DIR / vmlinuz_sha256
+
+
 def kernel_cache_dir(pinned: PinnedKernel, cache_dir: Path | None = None) -> Path:
-    return (
-        cache_root(cache_dir) / "kernels" / pinned.name / pinned.vmlinuz_sha256[:CACHE_KEY_DIGITS]
-    )
+    """Where a pinned kernel is cached: one entry for every pin of the same vmlinuz."""
+    return store_dir(pinned.vmlinuz_sha256, cache_dir)
 
 
 def _sha256_file(path: Path) -> str | None:
@@ -298,15 +363,190 @@ def _sha256_file(path: Path) -> str | None:
         return None
 
 
+#: kernel.json: what an entry holds and where it came from.
+_RECORD_KEYS = ("vmlinuz_sha256", "config_sha256", "package", "version", "deb_sha256")
+_RECORD_CHECKS = {
+    "vmlinuz_sha256": _CHECKS["vmlinuz_sha256"],
+    "config_sha256": _CHECKS["config_sha256"],
+    "deb_sha256": _CHECKS["deb_sha256"],
+    "package": _CHECKS["package"],
+    "version": _CHECKS["version"],
+}
+
+
+def _record_text(source: PinnedKernel | StoredKernel) -> str:
+    return json.dumps({key: getattr(source, key) for key in _RECORD_KEYS}, indent=2) + "\n"
+
+
+def _read_record(directory: Path) -> StoredKernel:
+    """DIR/kernel.json, checked: one KernelError naming the file and field otherwise.
+
+    Unknown keys are ignored, so an export from a newer bootfuzz still imports.
+    """
+    path = directory / RECORD_FILE
+    r = JsonReader(str(path), error=KernelError)
+    try:
+        doc = json.loads(path.read_bytes())
+    except FileNotFoundError:
+        raise KernelError(f"{path}: missing") from None
+    except OSError as exc:
+        raise KernelError(f"{path}: cannot read ({exc.strerror})") from None
+    except ValueError as exc:
+        raise KernelError(f"{path}: not valid JSON ({exc})") from None
+    if not isinstance(doc, dict):
+        raise KernelError(f"{path}: expected a JSON object")
+    values = {key: r.as_str(r.field(doc, key, ""), key) for key in _RECORD_KEYS}
+    for key, (pattern, what) in _RECORD_CHECKS.items():
+        if not pattern.fullmatch(values[key]):
+            raise r.fail(key, f"must be {what}, got {values[key]!r}")
+    if values["vmlinuz_sha256"] != directory.name:
+        raise r.fail("vmlinuz_sha256", f"is not the entry's name {directory.name!r}")
+    return StoredKernel(directory, **values)
+
+
+def _stat_key(path: Path) -> list[int] | None:
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return [st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino, st.st_dev]
+
+
+def _read_stamp(directory: Path) -> dict[str, Any]:
+    try:
+        doc = json.loads((directory / STAMP_FILE).read_bytes())
+    except (OSError, ValueError):
+        return {}
+    return doc if isinstance(doc, dict) else {}
+
+
+def _write_stamp(directory: Path, stamp: Mapping[str, Any]) -> None:
+    """Best effort: in a read-only cache the files are simply hashed again next time."""
+    with contextlib.suppress(OSError):
+        atomic_write_text(directory / STAMP_FILE, json.dumps(stamp, sort_keys=True) + "\n")
+
+
+def _verified(directory: Path, files: Mapping[str, str]) -> bool:
+    """Whether each file (name -> sha256) in directory has its sha256.
+
+    A file whose size, mtime, ctime, inode and device are those stamped when it last
+    hashed right is not read again; any other file is hashed (and stamped if right).
+    ctime is in the key because nobody can set it back: an edit that restores the
+    mtime still re-hashes.  The key is taken before hashing, so a write during the
+    hash leaves a stamp that no longer matches.
+    """
+    stamp = _read_stamp(directory)
+    new = dict(stamp)
+    for name, sha in files.items():
+        key = _stat_key(directory / name)
+        if key is None:
+            return False
+        if stamp.get(name) == [sha, *key]:
+            continue
+        if _sha256_file(directory / name) != sha:
+            return False
+        new[name] = [sha, *key]
+    if new != stamp:
+        _write_stamp(directory, new)
+    return True
+
+
+def _install(src: Path, dest: Path) -> None:
+    """Move a verified file into the cache atomically.
+
+    ``src`` lives in the cache root (its tmp/, see _scratch), so this is a rename on
+    one filesystem: readers see the old file or the whole new one, never a part.
+    """
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    os.chmod(src, 0o644)
+    os.replace(src, dest)
+
+
+def _store(
+    source: PinnedKernel | StoredKernel, vmlinuz: Path, config: Path, cache_dir: Path | None
+) -> StoredKernel:
+    """Move a vmlinuz and config already verified against ``source`` into their entry."""
+    dest = store_dir(source.vmlinuz_sha256, cache_dir)
+    _install(config, dest / CONFIG_FILE)
+    _install(vmlinuz, dest / VMLINUZ_FILE)
+    atomic_write_text(dest / RECORD_FILE, _record_text(source))
+    stamp: dict[str, Any] = {}
+    for name, sha in ((VMLINUZ_FILE, source.vmlinuz_sha256), (CONFIG_FILE, source.config_sha256)):
+        key = _stat_key(dest / name)
+        if key is not None:
+            stamp[name] = [sha, *key]
+    _write_stamp(dest, stamp)
+    return StoredKernel(dest, **{key: getattr(source, key) for key in _RECORD_KEYS})
+
+
+def _files(pinned: PinnedKernel) -> dict[str, str]:
+    return {VMLINUZ_FILE: pinned.vmlinuz_sha256, CONFIG_FILE: pinned.config_sha256}
+
+
+def _adopt_legacy(pinned: PinnedKernel, cache_dir: Path | None) -> FetchedKernel | None:
+    """A kernel cached under the old layout (kernels/NAME/DIGITS/), moved to its entry."""
+    old = (cache_root(cache_dir) / "kernels" / pinned.name
+           / pinned.vmlinuz_sha256[:LEGACY_KEY_DIGITS])
+    if not (old / VMLINUZ_FILE).is_file():
+        return None
+    if any(_sha256_file(old / name) != sha for name, sha in _files(pinned).items()):
+        return None
+    try:
+        stored = _store(pinned, old / VMLINUZ_FILE, old / CONFIG_FILE, cache_dir)
+    except OSError:  # a read-only cache: use the files where they are
+        return FetchedKernel(pinned.name, old / VMLINUZ_FILE, old / CONFIG_FILE, pinned)
+    for d in (old, old.parent):
+        with contextlib.suppress(OSError):
+            d.rmdir()
+    return FetchedKernel(pinned.name, stored.vmlinuz, stored.config, pinned)
+
+
 def _cached(pinned: PinnedKernel, cache_dir: Path | None) -> FetchedKernel | None:
     d = kernel_cache_dir(pinned, cache_dir)
-    vmlinuz, config = d / VMLINUZ_FILE, d / CONFIG_FILE
-    if (
-        _sha256_file(vmlinuz) == pinned.vmlinuz_sha256
-        and _sha256_file(config) == pinned.config_sha256
-    ):
-        return FetchedKernel(pinned.name, vmlinuz, config, pinned)
-    return None
+    if not _verified(d, _files(pinned)):
+        return _adopt_legacy(pinned, cache_dir)
+    if not (d / RECORD_FILE).is_file():
+        with contextlib.suppress(OSError):
+            atomic_write_text(d / RECORD_FILE, _record_text(pinned))
+    return FetchedKernel(pinned.name, d / VMLINUZ_FILE, d / CONFIG_FILE, pinned)
+
+
+def find_cached(vmlinuz_sha256: str, cache_dir: Path | None = None) -> StoredKernel | None:
+    """The cached kernel whose vmlinuz has this sha256, verified; None if there is none."""
+    d = store_dir(vmlinuz_sha256, cache_dir)
+    if not _SHA256_RE.fullmatch(vmlinuz_sha256) or not (d / RECORD_FILE).is_file():
+        return None
+    try:
+        stored = _read_record(d)
+    except KernelError:
+        return None
+    files = {VMLINUZ_FILE: stored.vmlinuz_sha256, CONFIG_FILE: stored.config_sha256}
+    return stored if _verified(d, files) else None
+
+
+def cached_kernels(cache_dir: Path | None = None) -> list[StoredKernel]:
+    """Every complete cache entry, verified, sorted by sha256.
+
+    An entry without kernel.json (a fetch cut short) is skipped; one whose files do
+    not match their sha256 is an error, so that nothing damaged is carried elsewhere.
+    """
+    root = cache_root(cache_dir) / "kernels" / STORE_DIR
+    out = []
+    for d in sorted(root.iterdir()) if root.is_dir() else []:
+        if not _SHA256_RE.fullmatch(d.name) or not (d / RECORD_FILE).is_file():
+            continue
+        try:
+            stored = _read_record(d)
+        except KernelError as exc:
+            raise KernelFetchError(f"cache entry {d} is damaged: {exc.args[0]}") from None
+        if not _verified(d, {VMLINUZ_FILE: stored.vmlinuz_sha256,
+                             CONFIG_FILE: stored.config_sha256}):
+            raise KernelFetchError(
+                f"cache entry {d} is damaged: its files do not match their sha256; remove it "
+                "(`bootfuzz kernels fetch` brings a pinned kernel back)"
+            )
+        out.append(stored)
+    return out
 
 
 def list_kernels(
@@ -433,7 +673,7 @@ def _gone_message(pinned: PinnedKernel, apt_said: str, policy: AptPolicy) -> str
     return "\n".join(lines)
 
 
-def _download(pinned: PinnedKernel, workdir: Path, runner: Runner) -> Path:
+def _apt_download(pinned: PinnedKernel, workdir: Path, runner: Runner) -> Path:
     """apt-get download pinned.package=pinned.version into workdir; the .deb it left."""
     package, version = pinned.package, pinned.version
     argv = apt_download_argv(package, version, as_root=os.geteuid() == 0)
@@ -460,6 +700,47 @@ def _download(pinned: PinnedKernel, workdir: Path, runner: Runner) -> Path:
     return debs[0]
 
 
+def _from_snapshot(
+    pinned: PinnedKernel, workdir: Path, apt_failed: KernelFetchError, snapshot_url: str | None
+) -> Path:
+    """After apt-get failed: the pinned .deb from the snapshot archive, sha256 verified."""
+    apt_said = str(apt_failed.args[0])
+    spec = f"{pinned.package}={pinned.version}"
+    base = snapshot.snapshot_base_url(snapshot_url)
+    if base is None:
+        raise KernelFetchError(
+            f"{apt_said}\n  or take {spec} from Debian's snapshot archive: {snapshot.HOW_TO_SET}"
+        ) from None
+    try:
+        return snapshot.fetch_deb(
+            base, pinned.package, pinned.version, pinned.arch, pinned.deb_sha256, workdir
+        )
+    except snapshot.SnapshotError as exc:
+        first = apt_said.splitlines()[0].removeprefix(f"{pinned.name}: ")
+        raise KernelFetchError(
+            f"{pinned.name}: neither apt-get nor the snapshot archive gave {spec}\n"
+            f"  apt-get: {first}\n  snapshot archive: {exc.args[0]}"
+        ) from None
+
+
+def _obtain_deb(
+    pinned: PinnedKernel, workdir: Path, runner: Runner, snapshot_url: str | None
+) -> Path:
+    """The pinned .deb in workdir, its sha256 the pinned one: from apt-get if it still
+    has the version, else from the snapshot archive."""
+    try:
+        deb = _apt_download(pinned, workdir, runner)
+    except KernelFetchError as exc:
+        return _from_snapshot(pinned, workdir, exc, snapshot_url)
+    got = _sha256_file(deb)
+    if got != pinned.deb_sha256:
+        raise KernelFetchError(
+            f"{pinned.name}: {pinned.package}={pinned.version} from apt-get has sha256 {got}, "
+            f"expected deb_sha256 {pinned.deb_sha256}; not kept"
+        )
+    return deb
+
+
 @contextlib.contextmanager
 def _scratch(parent: Path) -> Iterator[Path]:
     parent.mkdir(parents=True, exist_ok=True)
@@ -480,27 +761,23 @@ def _unpack(
     return v.path, v.sha256, c.path, c.sha256
 
 
-def _install(src: Path, dest: Path) -> None:
-    """Move a verified file into the cache atomically.
-
-    ``src`` lives in the cache root's tmp/ (see _scratch), so this is a rename on
-    one filesystem: readers see the old file or the whole new one, never a part.
-    """
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    os.chmod(src, 0o644)
-    os.replace(src, dest)
-
-
 def fetch_pinned(
-    pinned: PinnedKernel, *, cache_dir: Path | None = None, runner: Runner = run_command
+    pinned: PinnedKernel,
+    *,
+    cache_dir: Path | None = None,
+    runner: Runner = run_command,
+    snapshot_url: str | None = None,
 ) -> FetchedKernel:
-    """Return the cached kernel if it verifies, else download, verify and cache it."""
+    """Return the cached kernel if it verifies, else download, verify and cache it.
+
+    ``snapshot_url``: the snapshot archive's base URL (default ``$BOOTFUZZ_SNAPSHOT_URL``),
+    asked only when apt-get cannot give the pinned version.
+    """
     hit = _cached(pinned, cache_dir)
     if hit is not None:
         return hit
-    dest = kernel_cache_dir(pinned, cache_dir)
     with _scratch(cache_root(cache_dir) / "tmp") as work:
-        deb = _download(pinned, work, runner)
+        deb = _obtain_deb(pinned, work, runner, snapshot_url)
         vmlinuz, vsha, config, csha = _unpack(
             pinned, deb, pinned.vmlinuz_member, pinned.config_member, work
         )
@@ -513,9 +790,8 @@ def fetch_pinned(
                     f"{pinned.name}: {what} from {pinned.package}={pinned.version} has "
                     f"sha256 {got}, expected {expected}; not kept"
                 )
-        _install(config, dest / CONFIG_FILE)
-        _install(vmlinuz, dest / VMLINUZ_FILE)
-    return FetchedKernel(pinned.name, dest / VMLINUZ_FILE, dest / CONFIG_FILE, pinned, True)
+        stored = _store(pinned, vmlinuz, config, cache_dir)
+    return FetchedKernel(pinned.name, stored.vmlinuz, stored.config, pinned, True)
 
 
 def _lookup(name: str, manifest: Mapping[str, PinnedKernel]) -> PinnedKernel:
@@ -533,25 +809,41 @@ def fetch(
     cache_dir: Path | None = None,
     manifest: Path | None = None,
     runner: Runner = run_command,
+    snapshot_url: str | None = None,
 ) -> FetchedKernel:
     """Fetch the pinned kernel ``name`` (see :func:`fetch_pinned`)."""
-    return fetch_pinned(_lookup(name, load_manifest(manifest)), cache_dir=cache_dir, runner=runner)
+    return fetch_pinned(_lookup(name, load_manifest(manifest)), cache_dir=cache_dir,
+                        runner=runner, snapshot_url=snapshot_url)
 
 
 def resolve_kernel(
     spec: str,
     *,
+    sha256: str | None = None,
     cache_dir: Path | None = None,
     manifest: Path | None = None,
     runner: Runner = run_command,
 ) -> Path:
     """A pinned name -> its fetched vmlinuz; otherwise an existing file path.
 
-    A pinned name wins over a file of the same name in the working directory.
+    A pinned name wins over a file of the same name in the working directory.  With
+    ``sha256`` (a reproducer's record of its kernel), a pinned name whose pin has moved
+    on resolves to the cached kernel of that sha256 instead.
     """
     pinned = load_manifest(manifest)
-    if spec in pinned:
-        return fetch_pinned(pinned[spec], cache_dir=cache_dir, runner=runner).vmlinuz
+    pin = pinned.get(spec)
+    if pin is not None and sha256 in (None, pin.vmlinuz_sha256):
+        return fetch_pinned(pin, cache_dir=cache_dir, runner=runner).vmlinuz
+    if pin is not None and sha256 is not None:
+        stored = find_cached(sha256, cache_dir)
+        if stored is not None:
+            return stored.vmlinuz
+        raise KernelError(
+            f"kernel {spec!r} was recorded with sha256 {sha256}, but it is pinned to "
+            f"{pin.vmlinuz_sha256} now and the cache has no kernel of that sha256: "
+            "bring it with `bootfuzz kernels import DIR` from a machine that has it, or "
+            "fetch it with the kernels/manifest.toml that pinned it"
+        )
     path = Path(spec).expanduser()
     if path.is_file():
         return path
@@ -560,6 +852,107 @@ def resolve_kernel(
     raise KernelError(
         f"unknown kernel {spec!r}: not a pinned name (known: {', '.join(pinned)}) and no such file"
     )
+
+
+# --------------------------------------------------------------------------- export / import
+
+
+def _copy_verified(src: Path, dest: Path, sha256: str, what: str) -> None:
+    """Copy src to dest (atomically), hashing on the way; refuse bytes of another sha256."""
+    digest = hashlib.sha256()
+    try:
+        with open(src, "rb") as fin, atomic_output(dest) as fout:
+            while chunk := fin.read(1 << 20):
+                digest.update(chunk)
+                fout.write(chunk)
+            if digest.hexdigest() != sha256:
+                raise KernelError(
+                    f"{what} has sha256 {digest.hexdigest()}, expected {sha256}: refused"
+                )
+    except FileNotFoundError:
+        raise KernelError(f"{what} is missing") from None
+
+
+def export_kernels(
+    dest: Path,
+    names: Sequence[str] = (),
+    *,
+    cache_dir: Path | None = None,
+    manifest: Path | None = None,
+    runner: Runner = run_command,
+) -> list[StoredKernel]:
+    """Copy kernels from the cache to DEST/by-sha256/SHA256/, re-verified on the way.
+
+    ``names``: these pinned kernels (fetched first if they are not cached); none:
+    every entry of the cache, including kernels no longer pinned, which old
+    reproducers may still name by sha256.
+    """
+    if names:
+        kernels = load_manifest(manifest)
+        pins = [_lookup(name, kernels) for name in names]
+        entries = []
+        for pin in pins:
+            fetch_pinned(pin, cache_dir=cache_dir, runner=runner)
+            stored = find_cached(pin.vmlinuz_sha256, cache_dir)
+            if stored is None:
+                raise KernelFetchError(f"{pin.name}: fetched but not found in the cache")
+            entries.append(stored)
+    else:
+        entries = cached_kernels(cache_dir)
+    out = []
+    for e in entries:
+        d = dest / STORE_DIR / e.vmlinuz_sha256
+        for name, sha in ((VMLINUZ_FILE, e.vmlinuz_sha256), (CONFIG_FILE, e.config_sha256)):
+            _copy_verified(e.directory / name, d / name, sha, f"cache entry {e.directory / name}")
+        atomic_write_text(d / RECORD_FILE, _record_text(e))
+        out.append(StoredKernel(d, **{key: getattr(e, key) for key in _RECORD_KEYS}))
+    return out
+
+
+def import_kernels(
+    src: Path, *, cache_dir: Path | None = None, manifest: Path | None = None
+) -> list[tuple[StoredKernel, bool]]:
+    """Verify every entry of an export in SRC and add it to the cache.
+
+    Each vmlinuz must hash to its entry's name and each config to the sha256 its
+    kernel.json records (and, for a pinned vmlinuz, to the manifest's config_sha256).
+    All entries are checked before any is kept: one bad file refuses the whole import.
+    Returns each entry with whether it was new to the cache.
+    """
+    root = src / STORE_DIR
+    dirs = sorted(root.iterdir()) if root.is_dir() else []
+    if not dirs:
+        raise KernelError(
+            f"{src} holds no exported kernels (expected {root}/SHA256/ "
+            "from `bootfuzz kernels export`)"
+        )
+    pinned_config = {k.vmlinuz_sha256: k for k in load_manifest(manifest).values()}
+    out: list[tuple[StoredKernel, bool]] = []
+    with _scratch(cache_root(cache_dir) / "tmp") as work:
+        staged = []
+        for d in dirs:
+            if not _SHA256_RE.fullmatch(d.name):
+                raise KernelError(f"{d}: not an exported kernel (its name must be a sha256)")
+            record = _read_record(d)
+            pin = pinned_config.get(record.vmlinuz_sha256)
+            if pin is not None and pin.config_sha256 != record.config_sha256:
+                raise KernelError(
+                    f"{d / RECORD_FILE}: config_sha256 {record.config_sha256} is not the one "
+                    f"pinned for {pin.name} ({pin.config_sha256}): refused"
+                )
+            have = find_cached(record.vmlinuz_sha256, cache_dir)
+            if have is not None:
+                out.append((have, False))
+                continue
+            stage = work / d.name
+            for name, sha in ((VMLINUZ_FILE, record.vmlinuz_sha256),
+                              (CONFIG_FILE, record.config_sha256)):
+                _copy_verified(d / name, stage / name, sha, str(d / name))
+            staged.append((stage, record))
+        for stage, record in staged:
+            stored = _store(record, stage / VMLINUZ_FILE, stage / CONFIG_FILE, cache_dir)
+            out.append((stored, True))
+    return sorted(out, key=lambda entry: entry[0].vmlinuz_sha256)
 
 
 def _single(members: Sequence[str], prefix: str, package: str) -> str:
@@ -581,9 +974,9 @@ def repin(
 ) -> PinnedKernel:
     """Pin ``name`` to the current candidate of its package (or of ``package``).
 
-    Downloads it, finds boot/vmlinuz-* and boot/config-*, records their sha256
-    and payload compression, rewrites the manifest and leaves the files cached.
-    A new name needs ``package``; its description then names the package.
+    Downloads it, finds boot/vmlinuz-* and boot/config-*, records their sha256,
+    the .deb's sha256 and the payload compression, rewrites the manifest and leaves
+    the files cached.  A new name needs ``package``; its description then names the package.
     """
     path = manifest_path(manifest)
     kernels = load_manifest(path)
@@ -617,11 +1010,13 @@ def repin(
         config_member="",
         vmlinuz_sha256="",
         config_sha256="",
+        deb_sha256="",
         compression="",
         description=old.description if old else f"{pkg} (pinned by repin)",
     )
     with _scratch(cache_root(cache_dir) / "tmp") as work:
-        deb = _download(draft, work, runner)
+        deb = _apt_download(draft, work, runner)
+        deb_sha256 = _sha256_file(deb) or ""
         try:
             members = list_members(deb)
         except DebError as exc:
@@ -642,14 +1037,13 @@ def repin(
                 config_member=cfg_member,
                 vmlinuz_sha256=vsha,
                 config_sha256=csha,
+                deb_sha256=deb_sha256,
                 compression=compression,
             )
         )
         del table["name"]
         new = _pinned_from_table(f"repin of {pkg}", name, table)
-        dest = kernel_cache_dir(new, cache_dir)
-        _install(config, dest / CONFIG_FILE)
-        _install(vmlinuz, dest / VMLINUZ_FILE)
+        _store(new, vmlinuz, config, cache_dir)
     kernels[name] = new
     atomic_write_text(path, render_manifest(kernels))
     return new

@@ -58,6 +58,8 @@ def fake_deb(vmlinuz: bytes = VMLINUZ, config: bytes = CONFIG, abi: str = "9.9.0
     return deb
 
 
+DEB = fake_deb()
+
 PINNED = PinnedKernel(
     name="fake-9.9",
     package=PKG,
@@ -67,10 +69,19 @@ PINNED = PinnedKernel(
     config_member=CONFIG_MEMBER,
     vmlinuz_sha256=sha(VMLINUZ),
     config_sha256=sha(CONFIG),
+    deb_sha256=sha(DEB),
     compression="lz4",
     description="a fake kernel for the unit tests",
 )
-OTHER = dataclasses.replace(PINNED, name="other-1.0", package="linux-image-other", version="1.0-1")
+OTHER = dataclasses.replace(
+    PINNED, name="other-1.0", package="linux-image-other", version="1.0-1",
+    vmlinuz_sha256=sha(OTHER_VMLINUZ),
+)
+#: Said after every apt failure while no snapshot archive is configured.
+SNAPSHOT_HINT = (
+    f"\n  or take {PKG}={VERSION} from Debian's snapshot archive: set BOOTFUZZ_SNAPSHOT_URL "
+    "(or pass --snapshot-url) to the base URL of Debian's snapshot archive or of a mirror of it"
+)
 
 
 def policy_text(package: str, candidate: str | None, versions: Sequence[str]) -> str:
@@ -134,8 +145,14 @@ class FakeApt:
 @pytest.fixture
 def apt() -> FakeApt:
     fake = FakeApt()
-    fake.offer(PKG, VERSION, fake_deb())
+    fake.offer(PKG, VERSION, DEB)
     return fake
+
+
+@pytest.fixture(autouse=True)
+def no_snapshot_url(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Unit tests never reach a snapshot archive configured in the caller's environment."""
+    monkeypatch.delenv("BOOTFUZZ_SNAPSHOT_URL", raising=False)
 
 
 @pytest.fixture
@@ -148,6 +165,13 @@ def manifest(tmp_path: Path) -> Path:
 @pytest.fixture
 def cache(tmp_path: Path) -> Path:
     return tmp_path / "cache"
+
+
+def pin_deb(manifest: Path, deb: bytes) -> None:
+    """Re-pin fake-9.9's deb_sha256 to this .deb, to reach the checks after the .deb's."""
+    kernels = load_manifest(manifest)
+    kernels["fake-9.9"] = dataclasses.replace(kernels["fake-9.9"], deb_sha256=sha(deb))
+    manifest.write_text(render_manifest(kernels))
 
 
 def leftovers(cache: Path) -> list[Path]:
@@ -287,8 +311,8 @@ def test_load_manifest_unknown_key_raises(tmp_path: Path) -> None:
         load_manifest(path)
     assert str(exc.value) == (
         f"kernels: {path}: [fake-9.9]: unknown key 'sha512' (known: arch, compression, "
-        "config_member, config_sha256, description, package, version, vmlinuz_member, "
-        "vmlinuz_sha256)"
+        "config_member, config_sha256, deb_sha256, description, package, version, "
+        "vmlinuz_member, vmlinuz_sha256)"
     )
 
 
@@ -332,9 +356,9 @@ def test_cache_root_inside_git_tree_raises() -> None:
     )
 
 
-def test_kernel_cache_dir_named_by_sha_prefix(cache: Path) -> None:
+def test_kernel_cache_dir_named_by_vmlinuz_sha256(cache: Path) -> None:
     assert kernel_cache_dir(PINNED, cache) == (
-        cache / "kernels" / "fake-9.9" / PINNED.vmlinuz_sha256[:16]
+        cache / "kernels" / "by-sha256" / PINNED.vmlinuz_sha256
     )
 
 
@@ -374,7 +398,9 @@ def test_fetch_sha_mismatch_rejected_and_not_cached(
 ) -> None:
     bad_vmlinuz = OTHER_VMLINUZ if which == "vmlinuz" else VMLINUZ
     bad_config = b"CONFIG_FAKE=m\n" if which == "config" else CONFIG
-    apt.offer(PKG, VERSION, fake_deb(bad_vmlinuz, bad_config))
+    bad_deb = fake_deb(bad_vmlinuz, bad_config)
+    apt.offer(PKG, VERSION, bad_deb)
+    pin_deb(manifest, bad_deb)
     member, expected, got = {
         "vmlinuz": (VMLINUZ_MEMBER, PINNED.vmlinuz_sha256, sha(bad_vmlinuz)),
         "config": (CONFIG_MEMBER, PINNED.config_sha256, sha(bad_config)),
@@ -406,6 +432,7 @@ def test_fetch_version_gone_names_available_and_repin_command(
         f"apt-cache search --names-only '{pattern}'\n"
         "  and re-pin to it with: bootfuzz kernels repin fake-9.9 --package NEW-PACKAGE\n"
         "  if the package lists are empty or stale, run `apt-get update` (as root) first"
+        + SNAPSHOT_HINT
     )
     assert ("apt-cache", "policy", PKG) in apt.calls
     assert leftovers(cache) == []
@@ -435,7 +462,7 @@ def test_fetch_apt_get_missing_raises(apt: FakeApt, manifest: Path, cache: Path)
         fetch("fake-9.9", cache_dir=cache, manifest=manifest, runner=apt)
     assert str(exc.value) == (
         "kernels: apt-get not found: fetching pinned kernels needs apt (a Debian or Ubuntu "
-        "host); elsewhere pass a kernel image path instead of a pinned name"
+        "host); elsewhere pass a kernel image path instead of a pinned name" + SNAPSHOT_HINT
     )
 
 
@@ -447,6 +474,7 @@ def test_fetch_stale_lists_404_suggests_update(apt: FakeApt, manifest: Path, cac
     assert str(exc.value) == (
         f"kernels: fake-9.9: apt-get could not download {PKG}={VERSION} (apt-get: {said}); "
         "the package lists are probably stale: run `apt-get update` (as root) and retry"
+        + SNAPSHOT_HINT
     )
 
 
@@ -459,14 +487,16 @@ def test_fetch_other_apt_failure_reports_exit_status(
     argv = " ".join(apt_download_argv(PKG, VERSION, as_root=AS_ROOT))
     assert str(exc.value) == (
         f"kernels: fake-9.9: {argv} failed with exit status 100 "
-        "(apt-get: E: Could not open lock file)"
+        "(apt-get: E: Could not open lock file)" + SNAPSHOT_HINT
     )
 
 
 def test_fetch_member_missing_from_package_raises(
     apt: FakeApt, manifest: Path, cache: Path
 ) -> None:
-    apt.offer(PKG, VERSION, fake_deb(abi="9.9.0-2"))
+    other_abi = fake_deb(abi="9.9.0-2")
+    apt.offer(PKG, VERSION, other_abi)
+    pin_deb(manifest, other_abi)
     with pytest.raises(KernelFetchError) as exc:
         fetch("fake-9.9", cache_dir=cache, manifest=manifest, runner=apt)
     msg = str(exc.value)
@@ -599,10 +629,12 @@ def test_repin_new_candidate_rewrites_only_that_table(
     apt: FakeApt, manifest: Path, cache: Path
 ) -> None:
     new_image = fake_bzimage(payload=b"\x28\xb5\x2f\xfd")  # zstd
-    apt.offer(PKG, "9.9.2-1", fake_deb(vmlinuz=new_image))
+    new_deb = fake_deb(vmlinuz=new_image)
+    apt.offer(PKG, "9.9.2-1", new_deb)
     got = repin("fake-9.9", manifest=manifest, cache_dir=cache, runner=apt)
     expected = dataclasses.replace(
-        PINNED, version="9.9.2-1", vmlinuz_sha256=sha(new_image), compression="zstd"
+        PINNED, version="9.9.2-1", vmlinuz_sha256=sha(new_image), deb_sha256=sha(new_deb),
+        compression="zstd",
     )
     assert got == expected
     assert load_manifest(manifest) == {"fake-9.9": expected, "other-1.0": OTHER}
