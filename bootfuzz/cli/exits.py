@@ -12,7 +12,10 @@ class ExitStatus(enum.IntEnum):
     FINDING = 1  # an oracle failed or could not answer: the product of a run
     USAGE = 2  # bad input: fix the command line or the file
     INFRASTRUCTURE = 3  # this machine: backend missing, guest never started, fetch failed
-    INTERRUPTED = 130  # Ctrl-C, as a shell reports SIGINT
+    INTERRUPTED = 130  # Ctrl-C or SIGTERM, as a shell reports SIGINT
+    #: The reader of our output went away (``bootfuzz kernels list | head -1``): we
+    #: stop quietly, with the status a shell gives a tool that SIGPIPE ended.
+    BROKEN_PIPE = 141
 
 
 EPILOG = """\

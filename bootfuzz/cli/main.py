@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -95,7 +96,23 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run ``bootfuzz`` with *argv*; every error bootfuzz expects becomes one line on
+    stderr and an exit status (cli/exits.py)."""
     argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        try:
+            status = _run(argv)
+        except SystemExit:  # --help and --version print, then exit through argparse
+            sys.stdout.flush()
+            raise
+        sys.stdout.flush()  # here, not at exit: a closed pipe is then ours to handle
+        return status
+    except BrokenPipeError:
+        _silence_stdout()
+        return ExitStatus.BROKEN_PIPE
+
+
+def _run(argv: list[str]) -> int:
     try:
         args = parse_args(argv)
         return int(args.run(args))
@@ -117,6 +134,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("bootfuzz: interrupted", file=sys.stderr)
         return ExitStatus.INTERRUPTED
+
+
+def _silence_stdout() -> None:
+    """Point stdout at /dev/null: its reader is gone, and the interpreter's own flush at
+    exit would otherwise print a second BrokenPipeError."""
+    try:
+        fd = sys.stdout.fileno()
+    except (AttributeError, OSError, ValueError):
+        return  # not a real file (a test's capture): nothing is flushed at exit
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, fd)
+    finally:
+        os.close(devnull)
 
 
 def entry() -> None:

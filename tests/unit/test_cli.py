@@ -3,7 +3,13 @@ traceback), and the case flags read alike by every subcommand that takes them.""
 
 from __future__ import annotations
 
+import io
+import json
+import os
+import subprocess
+import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -12,6 +18,7 @@ from bootfuzz.cli.case_args import case_from_args
 from bootfuzz.cli.exits import ExitStatus
 from bootfuzz.cli.main import SUBCOMMANDS, main, parse_args
 from bootfuzz.compression import Compression
+from bootfuzz.judge.verdict import Verdict
 from tests.fakes import fake_bzimage
 
 
@@ -189,3 +196,53 @@ def test_cli_positive_numbers_are_taken() -> None:
     args = parse_args(["boot", "--kernel", "k", "--timeout", "0.5", "--silence-timeout", "2",
                        "--initrd-seed", "0x10"])
     assert (args.timeout, args.silence_timeout, args.initrd_seed) == (0.5, 2.0, 16)
+
+
+# --- issue 13: a reader that goes away -------------------------------------------------
+
+
+ENTRY = "from bootfuzz.cli.main import entry; entry()"
+
+
+def _closed_pipe() -> int:
+    """The write end of a pipe whose reader is already gone (as in ``| true``)."""
+    r, w = os.pipe()
+    os.close(r)
+    return w
+
+
+@pytest.mark.parametrize("argv", [["kernels", "list"], ["--help"], ["boot", "--help"]])
+def test_cli_output_into_a_closed_pipe_is_a_quiet_exit(argv: list[str]) -> None:
+    w = _closed_pipe()
+    try:
+        proc = subprocess.run([sys.executable, "-c", ENTRY, *argv], stdout=w,
+                              stderr=subprocess.PIPE, check=False, timeout=60)
+    finally:
+        os.close(w)
+    assert proc.stderr == b""  # no traceback, no "Exception ignored" at exit
+    # kernels list sees the pipe close: 141, as a shell reports a tool SIGPIPE ended;
+    # argparse's help swallows the failed write itself and exits 0.
+    assert proc.returncode == (ExitStatus.BROKEN_PIPE if argv[0] == "kernels" else 0)
+
+
+class _GoneReader(io.StringIO):
+    def write(self, s: str) -> int:
+        raise BrokenPipeError(32, "Broken pipe")
+
+
+def test_cli_boot_json_into_a_closed_pipe_keeps_the_verdict(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The verdict is on disk before the report is printed; a gone reader loses nothing."""
+    import bootfuzz.cli.boot as boot_cli
+
+    monkeypatch.setattr(boot_cli, "prepare", lambda case: case)
+    monkeypatch.setattr(boot_cli, "execute",
+                        lambda prepared, run_dir, **kw: SimpleNamespace(verdict=Verdict.PASS))
+    monkeypatch.setattr(boot_cli, "result_json", lambda result: {"verdict": "pass"})
+    monkeypatch.setattr(sys, "stdout", _GoneReader())
+    code = main(["boot", "--kernel", "k", "--json", "--run-dir", str(tmp_path)])
+    assert code == ExitStatus.BROKEN_PIPE
+    assert capsys.readouterr().err == ""
+    (verdict,) = tmp_path.glob("*/verdict.json")
+    assert json.loads(verdict.read_text()) == {"verdict": "pass"}
