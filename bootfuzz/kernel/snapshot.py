@@ -27,7 +27,7 @@ import urllib.error
 import urllib.parse
 import urllib.request
 from collections.abc import Mapping
-from http.client import HTTPResponse
+from http.client import HTTPException, HTTPResponse
 from pathlib import Path
 
 from bootfuzz.errors import KernelError, KernelFetchError
@@ -128,19 +128,27 @@ def _open(url: str) -> HTTPResponse:
         raise SnapshotError(f"cannot reach {url} ({reason})") from None
     except TimeoutError:
         raise SnapshotError(f"{url}: no answer within {HTTP_TIMEOUT_S} s") from None
-    except (OSError, ValueError) as exc:
-        raise SnapshotError(f"cannot fetch {url} ({exc})") from None
+    except (OSError, ValueError, HTTPException) as exc:
+        raise SnapshotError(f"cannot fetch {url} ({exc!r})") from None
     return response
+
+
+def _check_complete(url: str, response: HTTPResponse, size: int) -> None:
+    """A body shorter than its Content-Length reads as an early end, not an error."""
+    declared = response.headers.get("Content-Length", "")
+    if declared.isdigit() and int(declared) != size:
+        raise SnapshotError(f"{url}: transfer broke off after {size} of {declared} bytes")
 
 
 def _read_listing(url: str) -> bytes:
     with _open(url) as response:
         try:
             data: bytes = response.read(MAX_LISTING_BYTES + 1)
-        except OSError as exc:
-            raise SnapshotError(f"{url}: transfer broke off ({exc})") from None
-    if len(data) > MAX_LISTING_BYTES:
-        raise SnapshotError(f"{url}: listing larger than {MAX_LISTING_BYTES} bytes")
+        except (OSError, HTTPException) as exc:
+            raise SnapshotError(f"{url}: transfer broke off ({exc!r})") from None
+        if len(data) > MAX_LISTING_BYTES:
+            raise SnapshotError(f"{url}: listing larger than {MAX_LISTING_BYTES} bytes")
+        _check_complete(url, response, len(data))
     return data
 
 
@@ -152,8 +160,8 @@ def _download(url: str, dest: Path) -> str:
         while True:
             try:
                 chunk = response.read(_CHUNK)
-            except (OSError, ValueError) as exc:
-                raise SnapshotError(f"{url}: transfer broke off ({exc})") from None
+            except (OSError, ValueError, HTTPException) as exc:
+                raise SnapshotError(f"{url}: transfer broke off ({exc!r})") from None
             if not chunk:
                 break
             size += len(chunk)
@@ -163,6 +171,7 @@ def _download(url: str, dest: Path) -> str:
                 )
             digest.update(chunk)
             out.write(chunk)
+        _check_complete(url, response, size)
     return digest.hexdigest()
 
 
