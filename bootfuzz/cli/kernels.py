@@ -1,8 +1,9 @@
-"""``bootfuzz kernels list|fetch|show|repin``: the pinned real kernels."""
+"""``bootfuzz kernels list|fetch|show|repin|export|import``: the pinned real kernels."""
 
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 from bootfuzz.cli.exits import ExitStatus
 from bootfuzz.kernel import pinned
@@ -16,12 +17,24 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     ks.add_parser("list", help="show the pinned kernels and whether they are cached")
     f = ks.add_parser("fetch", help="download, verify and cache pinned kernels")
     f.add_argument("names", nargs="*", metavar="NAME", help="default: all")
+    f.add_argument("--snapshot-url", default=None, metavar="URL",
+                   help="when apt-get no longer has a pinned version, take it from Debian's "
+                        "snapshot archive (or a mirror of it) at this base URL "
+                        "(default: $BOOTFUZZ_SNAPSHOT_URL)")
     sh = ks.add_parser("show", help="what a kernel supports, read from its image and config")
     sh.add_argument("name", metavar="NAME|PATH")
     rp = ks.add_parser("repin", help="pin a kernel to its package's current version")
     rp.add_argument("name", metavar="NAME")
     rp.add_argument("--package", default=None, metavar="PACKAGE",
                     help="pin to another package (a new ABI number)")
+    ex = ks.add_parser("export", help="copy cached kernels to DIR (e.g. a CI cache), verified")
+    ex.add_argument("dir", metavar="DIR", type=Path)
+    ex.add_argument("names", nargs="*", metavar="NAME",
+                    help="pinned kernels to export, fetched if needed "
+                         "(default: every kernel in the cache, pinned or not)")
+    im = ks.add_parser("import", help="verify the kernels a `kernels export` left in DIR "
+                                      "and add them to the cache (no network)")
+    im.add_argument("dir", metavar="DIR", type=Path)
 
 
 def _list() -> None:
@@ -32,9 +45,9 @@ def _list() -> None:
         print(f"{'':<20} {k.description}")
 
 
-def _fetch(names: list[str]) -> None:
+def _fetch(names: list[str], snapshot_url: str | None) -> None:
     for name in names or list(pinned.load_manifest()):
-        got = pinned.fetch(name)
+        got = pinned.fetch(name, snapshot_url=snapshot_url)
         how = "downloaded" if got.downloaded else "cached"
         print(f"{name}: {got.vmlinuz} ({how}, sha256 verified)")
 
@@ -62,13 +75,28 @@ def _repin(name: str, package: str | None) -> None:
           f"(vmlinuz sha256 {got.vmlinuz_sha256})")
 
 
+def _export(dest: Path, names: list[str]) -> None:
+    for e in pinned.export_kernels(dest, names):
+        print(f"{e.vmlinuz_sha256[:16]} {e.package}={e.version}: exported to {e.directory}")
+
+
+def _import(src: Path) -> None:
+    for e, new in pinned.import_kernels(src):
+        how = "imported" if new else "already cached"
+        print(f"{e.vmlinuz_sha256[:16]} {e.package}={e.version}: {how} (sha256 verified)")
+
+
 def run(args: argparse.Namespace) -> int:
     if args.kernels_cmd == "list":
         _list()
     elif args.kernels_cmd == "fetch":
-        _fetch(args.names)
+        _fetch(args.names, args.snapshot_url)
     elif args.kernels_cmd == "show":
         _show(args.name)
+    elif args.kernels_cmd == "export":
+        _export(args.dir, args.names)
+    elif args.kernels_cmd == "import":
+        _import(args.dir)
     else:
         _repin(args.name, args.package)
     return ExitStatus.PASS
