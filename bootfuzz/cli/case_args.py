@@ -21,6 +21,7 @@ from bootfuzz.case import (
     InitrdSpec,
     Overrides,
 )
+from bootfuzz.cmdline import from_argv
 from bootfuzz.compression import Compression
 from bootfuzz.errors import ConfigError
 from bootfuzz.units import parse_size
@@ -115,11 +116,12 @@ def add_case_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--initrd-raw", action="store_true",
                    help="no cpio archive: the payload alone (the kernel rejects it, so no "
                    "/init runs and the boot must end in the no-root panic)")
-    g.add_argument("--cmdline", default="", metavar="TEXT",
-                   help=f"arguments appended to the harness's {HARNESS_CMDLINE!r}")
-    g.add_argument("--raw-cmdline", default=None, metavar="TEXT",
-                   help="the whole command line, exactly (the console and panic "
-                   "settings are then yours to give)")
+    g.add_argument("--cmdline", default="", type=from_argv, metavar="TEXT",
+                   help=f"arguments appended to the harness's {HARNESS_CMDLINE!r} after "
+                   "one space, as the bytes given (UTF-8 or not, newlines too)")
+    g.add_argument("--raw-cmdline", default=None, type=from_argv, metavar="TEXT",
+                   help="the whole command line, exactly the bytes given (the console "
+                   "and panic settings are then yours to give)")
     g.add_argument("--entry", default=EntryProtocol.BOOT64.value, choices=ENTRIES,
                    help=f"{ENTRY_HELP}; default 64")
     d = parser.add_argument_group(
@@ -149,8 +151,10 @@ def initrd_from_args(args: argparse.Namespace) -> InitrdSpec | None:
 
 def case_from_args(args: argparse.Namespace, backend: str = "qemu-tcg") -> BootCase:
     """The case :func:`add_case_arguments` describes, to be run on *backend*."""
-    cmdline = args.raw_cmdline if args.raw_cmdline is not None else (
-        f"{HARNESS_CMDLINE} {args.cmdline}".strip())
+    if args.raw_cmdline is not None:
+        cmdline = args.raw_cmdline
+    else:  # the user's bytes exactly: a trailing space or newline is theirs to give
+        cmdline = f"{HARNESS_CMDLINE} {args.cmdline}" if args.cmdline else HARNESS_CMDLINE
     return BootCase(
         kernel=args.kernel,
         memory=args.mem,

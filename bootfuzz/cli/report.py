@@ -5,6 +5,7 @@ from __future__ import annotations
 import textwrap
 from typing import Any
 
+from bootfuzz.cmdline import cmdline_shown
 from bootfuzz.judge.verdict import Verdict, oracle_json
 from bootfuzz.run.boot import BootResult
 from bootfuzz.units import format_size
@@ -67,7 +68,7 @@ def result_table(result: BootResult, verbose: bool = False) -> str:
     out = [
         f"kernel {case.kernel}, {format_size(case.memory)} RAM, {initrd}, "
         f"entry {case.entry.value}, backend {case.backend}",
-        f"command line: {case.cmdline}",
+        f"command line: {cmdline_shown(case.cmdline)}",
         "",
     ]
     width = max(len(r.name) for r in result.oracles)

@@ -24,7 +24,9 @@ read better in hex).  Format version 1:
       "description": "...", "evidence": "console lines that showed it"
     }
 
-Only "bootfuzz_reproducer", "kernel", "memory" and "cmdline" are required.
+Only "bootfuzz_reproducer", "kernel", "memory" and "cmdline" are required.  The
+command line is text; a byte that is not UTF-8 is written as its escape "\\udc80" ..
+"\\udcff" (bootfuzz.cmdline), as json.dumps writes Python's escaped bytes.
 """
 
 from __future__ import annotations
@@ -46,8 +48,9 @@ from bootfuzz.case import (
     Overrides,
     SetupDataNode,
 )
+from bootfuzz.cmdline import cmdline_bytes
 from bootfuzz.compression import Compression
-from bootfuzz.errors import ConfigError
+from bootfuzz.errors import CmdlineError, ConfigError
 from bootfuzz.fileio import atomic_write_text
 from bootfuzz.jsonread import JsonReader
 from bootfuzz.judge.oracles import StopPoint
@@ -139,6 +142,17 @@ def _overrides(r: JsonReader, doc: dict[str, Any]) -> Overrides:
     )
 
 
+def _cmdline(r: JsonReader, value: object) -> str:
+    """The command line: text, a byte that is not UTF-8 as its escape \\udc80..\\udcff
+    (bootfuzz.cmdline); json.dumps writes it so."""
+    text = r.as_str(value, "cmdline")
+    try:
+        cmdline_bytes(text)
+    except CmdlineError as exc:
+        raise r.fail("cmdline", str(exc.args[0])) from None
+    return text
+
+
 def parse_reproducer(doc: object, where: str = "<reproducer>") -> Reproducer:
     """Check and convert a decoded JSON document."""
     r = JsonReader(where, error=ReproducerError)
@@ -174,7 +188,7 @@ def parse_reproducer(doc: object, where: str = "<reproducer>") -> Reproducer:
     case = BootCase(
         kernel=name,
         memory=r.as_int(top["memory"], "memory", 1, 1 << 50),
-        cmdline=r.as_str(top["cmdline"], "cmdline"),
+        cmdline=_cmdline(r, top["cmdline"]),
         initrd=initrd,
         entry=EntryProtocol(r.as_choice(top.get("entry", "64"), "entry",
                                      [e.value for e in EntryProtocol])),

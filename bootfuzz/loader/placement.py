@@ -17,6 +17,7 @@ from bootfuzz.abi.bootparam import XLoadFlags
 from bootfuzz.abi.e820 import E820Entry, E820Type
 from bootfuzz.abi.setup_data import SETUP_DATA_ALIGN, SETUP_DATA_HEADER
 from bootfuzz.case import BootCase, EntryProtocol, InitrdPlacement, SetupDataNode
+from bootfuzz.cmdline import cmdline_bytes
 from bootfuzz.errors import CmdlineError, HarnessBug, ImageError, LayoutError
 from bootfuzz.kernel.image import KernelImage
 from bootfuzz.kernel.vmlinux import VmlinuxInfo, read_vmlinux
@@ -60,7 +61,7 @@ def plan_e820(platform: Platform) -> tuple[E820Entry, ...]:
 
 def encode_cmdline(cmdline: str, image: KernelImage) -> bytes:
     """The command line bytes without NUL, checked against the image's cmdline_size."""
-    raw = cmdline.encode()
+    raw = cmdline_bytes(cmdline)
     if b"\0" in raw:
         raise CmdlineError("contains a NUL byte; the kernel would stop reading there")
     if len(raw) > image.cmdline_size:
@@ -85,7 +86,7 @@ def cmdline_blob(case: BootCase, image: KernelImage) -> tuple[bytes, Blob]:
         cmdline = encode_cmdline(case.cmdline, image)
         return cmdline, Blob("cmdline", addr, len(cmdline) + 1, data=cmdline + b"\0")
     raw = ov.cmdline_raw
-    return case.cmdline.encode(), Blob("cmdline", addr, len(raw), data=raw)
+    return cmdline_bytes(case.cmdline), Blob("cmdline", addr, len(raw), data=raw)
 
 
 # ---- The kernel ------------------------------------------------------------

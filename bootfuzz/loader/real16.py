@@ -36,6 +36,7 @@ from bootfuzz.abi.handoff import (
     HandoffMode,
 )
 from bootfuzz.case import BootCase
+from bootfuzz.cmdline import cmdline_bytes
 from bootfuzz.errors import HarnessBug, LayoutError
 from bootfuzz.kernel.image import KernelImage
 from bootfuzz.loader.layout import (
@@ -242,7 +243,7 @@ def plan_boot16(
         cmdline = encode_cmdline(case.cmdline, image)
         cmdline_data = cmdline + b"\0"
     else:
-        cmdline, cmdline_data = case.cmdline.encode(), ov.cmdline_raw
+        cmdline, cmdline_data = cmdline_bytes(case.cmdline), ov.cmdline_raw
     if ov.cmdline_addr is None and cmdline_addr + len(cmdline_data) > LOW_RAM_END:
         raise HarnessBug("the command line does not fit between the heap and 640 KiB")
 

@@ -28,6 +28,7 @@ from typing import Protocol
 
 from bootfuzz.abi.bootparam import XLoadFlags
 from bootfuzz.case import BootCase, EntryProtocol
+from bootfuzz.cmdline import cmdline_bytes
 from bootfuzz.errors import BackendError, ConfigError
 from bootfuzz.guest.initrd import BuiltInitrd
 from bootfuzz.guest.protocol import AGENT_EXIT_PORT, QEMU_AGENT_EXIT_STATUS
@@ -73,7 +74,7 @@ def load_request(case: BootCase, image: KernelImage, initrd: BuiltInitrd | None)
     """What every loader is asked to do for *case*, with the kernel's limits."""
     return LoadRequest(
         memory=case.memory,
-        cmdline=case.cmdline.encode(),
+        cmdline=cmdline_bytes(case.cmdline),
         initrd_size=None if initrd is None else initrd.size,
         payload_size=None if case.initrd is None else case.initrd.size,
         payload_sha256=None if initrd is None else initrd.payload_sha256,
