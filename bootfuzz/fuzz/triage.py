@@ -1,10 +1,15 @@
 """Failure signatures: what makes two failed boots "the same bug".
 
-A signature is the oracles that failed plus one word on how the guest ended (the
-first panic line with its numbers blanked, or a hang/reset).  The campaign keeps
-one reproducer per signature and counts the rest; the minimizer accepts a smaller
-case only while its signature is unchanged.  ``evidence`` picks the console lines
-that show a signature, for the reproducer's reader.  Pure: reads boot results.
+A signature is the oracles that failed plus a title: the crash the console shows,
+named as syzkaller names Linux crashes (by its site: ``kernel BUG at FILE:LINE``,
+``BUG: ... in FUNC``, ``WARNING: at FILE:LINE FUNC``, ...; the precedence is
+bootfuzz.judge.patterns.CRASH_PATTERNS), or how the guest ended when nothing crashed.
+Titles keep what identifies a site (source line, function) and blank what changes
+from boot to boot (addresses, KASLR offsets, numbers, PIDs), so one bug has one
+signature and two bugs two.  The campaign keeps one reproducer per signature and
+counts the rest; the minimizer accepts a smaller case only while its signature is
+unchanged.  ``evidence`` picks the console lines that show a signature, for the
+reproducer's reader.  Pure: reads boot results.
 """
 
 from __future__ import annotations
@@ -16,7 +21,19 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from bootfuzz.judge.observation import Observation
-from bootfuzz.judge.patterns import ORACLE_EVIDENCE, PANIC_EVIDENCE, line_body
+from bootfuzz.judge.patterns import (
+    CRASH_EVIDENCE,
+    CRASH_PATTERNS,
+    DIE_HEADER,
+    LINUX_VERSION,
+    ORACLE_EVIDENCE,
+    RIP,
+    SOURCE_SITE,
+    SYMBOL_OFFSET,
+    UNNAMED_TRAP,
+    CrashPattern,
+    line_body,
+)
 from bootfuzz.judge.verdict import OracleResult, Verdict
 from bootfuzz.transcript import GuestExit
 
@@ -45,25 +62,87 @@ class BootOutcome(Protocol):
     def transcript(self) -> _Transcript: ...
 
 
-_HEX = re.compile(r"0x[0-9a-fA-F]+|\b[0-9a-fA-F]{8,}\b")
-_NUM = re.compile(r"\d+")
+#: What a title keeps (a source site; a symbol, its offsets dropped) and what it blanks
+#: (addresses and long hex words; numbers not inside an identifier, so ``ext4_...``
+#: stays while PIDs, CPU numbers, sizes and counters go).
+_KEEP_OR_BLANK = re.compile(
+    rf"(?P<site>{SOURCE_SITE.pattern})|{SYMBOL_OFFSET.pattern}"
+    r"|(?P<hex>0x[0-9a-fA-F]+|\b[0-9a-fA-F]{8,}\b)|(?<![A-Za-z_])\d+"
+)
+#: Titles longer than this are cut (a panic's text can run on).
+TITLE_LENGTH = 160
+
+
+def _keep_or_blank(m: re.Match[str]) -> str:
+    if m.group("site"):
+        return m.group("site")
+    if m.group("func"):
+        return m.group("func")
+    return "0x?" if m.group("hex") else "N"
 
 
 def normalize(line: str) -> str:
-    """A console message with its addresses and numbers blanked, so runs compare."""
-    return _NUM.sub("N", _HEX.sub("ADDR", line.strip())).replace("ADDR", "0x?")[:160]
+    """A console message with what varies between boots blanked: addresses and KASLR
+    offsets become ``0x?``, other numbers ``N``; source sites and symbols stay."""
+    return _KEEP_OR_BLANK.sub(_keep_or_blank, line.strip())[:TITLE_LENGTH]
+
+
+def _first_boot(console: str) -> list[str]:
+    """The line bodies of the first boot (a reset guest prints a second banner)."""
+    bodies: list[str] = []
+    banners = 0
+    for line in console.split("\n"):
+        body = line_body(line.rstrip("\r"))
+        if LINUX_VERSION.regex.match(body):
+            banners += 1
+            if banners > 1:
+                break
+        bodies.append(body)
+    return bodies
+
+
+def _title(pattern: CrashPattern, match: re.Match[str], bodies: Sequence[str], at: int
+           ) -> str:
+    fields = {k: v for k, v in match.groupdict().items() if v is not None}
+    if pattern.text_before:
+        fields["text"] = next((b for b in reversed(bodies[:at]) if b.strip()), "")
+    if "text" in fields:
+        fields["text"] = normalize(fields["text"])
+    if pattern.name == "rip":
+        traps = [m for b in bodies[:at] if (m := DIE_HEADER.match(b))]
+        fields["trap"] = (traps[-1].group("trap") or traps[-1].group("early")
+                          if traps else UNNAMED_TRAP)
+    title = pattern.title.format(**fields)
+    if pattern.needs_function:
+        rip = next((m for b in bodies[at + 1:] if (m := RIP.match(b))), None)
+        if rip is not None:
+            title += f" in {rip.group('func')}"
+    return title[:TITLE_LENGTH]
+
+
+def crash_title(console: str) -> str | None:
+    """The title of the crash in a console transcript; None when nothing crashed.
+
+    The first pattern of CRASH_PATTERNS found anywhere in the first boot wins, at
+    its first line: a ``kernel BUG at`` line beats the oops and panic it causes."""
+    bodies = _first_boot(console)
+    for pattern in CRASH_PATTERNS:
+        for at, body in enumerate(bodies):
+            if m := pattern.regex.match(body):
+                return _title(pattern, m, bodies, at)
+    return None
 
 
 @dataclass(frozen=True, order=True)
 class Signature:
-    """The failing oracles and how the guest ended: one bug, whatever the case."""
+    """The failing oracles and the crash's title: one bug, whatever the case."""
 
     failing: tuple[str, ...]
-    kind: str
+    title: str  # crash_title(), or how the guest ended: "mismatch", "exit: killed", ...
 
     @property
     def key(self) -> str:
-        return f"{','.join(self.failing) or '-'}|{self.kind}"
+        return f"{','.join(self.failing) or '-'}|{self.title}"
 
     @property
     def slug(self) -> str:
@@ -73,8 +152,8 @@ class Signature:
 
     @classmethod
     def parse(cls, key: str) -> Signature:
-        failing, _, kind = key.partition("|")
-        return cls(tuple(f for f in failing.split(",") if f and f != "-"), kind)
+        failing, _, title = key.partition("|")
+        return cls(tuple(f for f in failing.split(",") if f and f != "-"), title)
 
 
 def signature(result: BootOutcome) -> Signature | None:
@@ -83,26 +162,26 @@ def signature(result: BootOutcome) -> Signature | None:
         return None
     failing = tuple(sorted(r.name for r in result.oracles
                            if r.asked and r.verdict is Verdict.FAIL))
-    obs = result.observation
-    if obs.panics:
-        kind = "panic: " + normalize(obs.panics[0])
-    elif result.guest_exit is GuestExit.POWER_OFF:
-        kind = "mismatch" if failing else "unknown"
-    else:
-        kind = f"exit: {result.guest_exit.value}"
-    return Signature(failing, kind)
+    title = crash_title(result.transcript.text)
+    if title is None:
+        if result.guest_exit is GuestExit.POWER_OFF:
+            title = "mismatch" if failing else "unknown"
+        else:
+            title = f"exit: {result.guest_exit.value}"
+    return Signature(failing, title)
 
 
 def evidence(result: BootOutcome, sig: Signature) -> str:
-    """The console lines that show *sig*: the panic, and the lines its oracles read."""
+    """The console lines that show *sig*: its oracles' lines and the crash's lines."""
     lines = result.transcript.text.splitlines()
     wanted = [ORACLE_EVIDENCE[n] for n in sig.failing if n in ORACLE_EVIDENCE]
-    if sig.kind.startswith("panic"):
-        wanted.append(PANIC_EVIDENCE)
-    picked: list[str] = []
-    if wanted:
-        pattern = re.compile("|".join(wanted))
-        picked = [ln.rstrip() for ln in lines if pattern.search(line_body(ln))]
+    oracle_lines = re.compile("|".join(wanted)) if wanted else None
+
+    def shows(body: str) -> bool:
+        return (oracle_lines is not None and oracle_lines.search(body) is not None) or any(
+            p.match(body) for p in CRASH_EVIDENCE)
+
+    picked = [ln.rstrip() for ln in lines if shows(line_body(ln.rstrip("\r")))]
     if not picked:
         picked = [ln.rstrip() for ln in lines[-EVIDENCE_LINES // 2:]]
     for r in result.oracles:
@@ -111,4 +190,5 @@ def evidence(result: BootOutcome, sig: Signature) -> str:
     return "\n".join(picked[:EVIDENCE_LINES])
 
 
-__all__ = ["EVIDENCE_LINES", "BootOutcome", "Signature", "evidence", "normalize", "signature"]
+__all__ = ["EVIDENCE_LINES", "TITLE_LENGTH", "BootOutcome", "Signature", "crash_title",
+           "evidence", "normalize", "signature"]

@@ -85,6 +85,90 @@ NO_ROOT_PANIC = "VFS: Unable to mount root fs"
 #: arch/x86/kernel/e820.c, e820__finish_early_params().
 INVALID_USER_MAP_PANIC = "Invalid user supplied memory map"
 
+# --- crash titles ------------------------------------------------------------------------
+
+#: A kernel symbol as %pS prints it (``func``, ``func.isra.0``, ``func.cold``).
+_SYMBOL = r"[A-Za-z_][\w.]*"
+#: A symbol with its offset and size, ``func+0x4d/0x2f0``: the offsets are dropped.
+SYMBOL_OFFSET = re.compile(rf"(?P<func>{_SYMBOL})\+0x[0-9a-f]+/0x[0-9a-f]+")
+#: A source location, ``lib/string_helpers.c:1027``: kept whole in a title.
+SOURCE_SITE = re.compile(r"[\w/.-]+\.[chS]:\d+")
+
+#: The faulting instruction of a register dump, 64-bit (``RIP: 0010:func+0x4d/0x2f0``,
+#: before 4.x ``RIP: 0010:[<ffffffff8131d0a4>]  [<ffffffff8131d0a4>] func+0x../0x..``)
+#: or 32-bit (``EIP: func+0x../0x..``).  Group ``func``; a RIP outside any symbol
+#: (``RIP: 0010:0x1234``) does not match.  source: arch/x86/kernel/process_64.c,
+#: __show_regs(); show_ip().
+RIP = re.compile(
+    rf"E?[RE]IP: (?:[0-9a-f]{{4}}:)?(?:\[<[0-9a-f]+>\] *)*{SYMBOL_OFFSET.pattern}"
+)
+#: The header of a die() report (``invalid opcode: 0000 [#1] SMP``; 6.12 prefixes
+#: ``Oops: ``), or the early exception handler's line before the console is up.  Group
+#: ``trap`` names the trap.  source: arch/x86/kernel/dumpstack.c, __die_header();
+#: arch/x86/kernel/head64.c / traps.c, early_fixup_exception().
+DIE_HEADER = re.compile(
+    r"(?:Oops: )?(?P<trap>[A-Za-z][\w ]*?): [0-9a-f]{4} \[#\d+\]"
+    r"|PANIC: (?P<early>early exception 0x[0-9a-f]{2})"
+)
+
+
+@dataclass(frozen=True)
+class CrashPattern:
+    """One kind of crash line, matched at the start of a line body.
+
+    ``title`` is a str.format template over the regex's named groups: ``site``
+    (FILE:LINE) and ``func`` (a symbol) are taken as printed, ``text`` is normalized
+    (bootfuzz.fuzz.triage) so addresses, numbers and PIDs drop out.  ``needs_function``:
+    the line names no code location, so the title adds ``in FUNC`` from the next
+    :data:`RIP` line, as two crashes of one kind at different sites must differ.
+    ``text_before``: the message is the line before this one (the decompressor's).
+    """
+
+    name: str
+    regex: re.Pattern[str]
+    title: str
+    needs_function: bool = False
+    text_before: bool = False  # ``text`` is the last non-blank line before this one
+
+
+#: Crash lines in their order of precedence for a title: the first pattern found
+#: anywhere in a boot's console names the crash, whatever else it printed.  Sources:
+#: lib/bug.c (report_bug: BUG() and WARN()), kernel/panic.c (__warn, panic),
+#: arch/x86/mm/fault.c (page_fault_oops), arch/x86/kernel/traps.c (the GP handler).
+CRASH_PATTERNS: tuple[CrashPattern, ...] = (
+    CrashPattern("kernel-bug", re.compile(rf"kernel BUG at (?P<site>{SOURCE_SITE.pattern})"),
+                 "kernel BUG at {site}"),
+    # "watchdog: BUG: soft lockup - ..." prints its subsystem first.
+    CrashPattern("bug", re.compile(r"(?:\w+: )?BUG: (?P<text>.*)"), "BUG: {text}",
+                 needs_function=True),
+    # WARN(): 4.x-6.x "WARNING: CPU: 0 PID: 1 at FILE:LINE func+0x../0x.."; before 4.x
+    # "WARNING: at FILE:LINE func+0x../0x..()".
+    CrashPattern("warning", re.compile(
+        rf"WARNING: (?:CPU: \d+ PID: \d+ )?at (?P<site>{SOURCE_SITE.pattern}) "
+        rf"{SYMBOL_OFFSET.pattern}"), "WARNING: at {site} {func}"),
+    # WARN() where the file is not recorded: "WARNING: CPU: 0 PID: 1 at func+0x../0x..".
+    CrashPattern("warning-function", re.compile(
+        rf"WARNING: (?:CPU: \d+ PID: \d+ )?at {SYMBOL_OFFSET.pattern}"), "WARNING: at {func}"),
+    # Other warnings (lockdep, RCU): the text, and the function where a RIP follows.
+    CrashPattern("warning-text", re.compile(r"WARNING: (?P<text>.*)"), "WARNING: {text}",
+                 needs_function=True),
+    CrashPattern("general-protection-fault",
+                 re.compile(r"(?:Oops: )?general protection fault"),
+                 "general protection fault", needs_function=True),
+    # Any other oops: the trap (DIE_HEADER) before the first RIP, and its function.
+    CrashPattern("rip", RIP, "{trap} in {func}"),
+    CrashPattern("kernel-panic", re.compile(r"Kernel panic - not syncing: (?P<text>.*)"),
+                 "Kernel panic - not syncing: {text}"),
+    # The bzImage decompressor's error(): "\n\nMESSAGE\n\n -- System halted", then hlt
+    # forever (a kernel placed where it cannot run).  source:
+    # arch/x86/boot/compressed/misc.c, error().
+    CrashPattern("decompressor-error", re.compile(r"\s*-- System halted"),
+                 "decompressor: {text}", text_before=True),
+)
+
+#: The title of a RIP line that no DIE_HEADER preceded.
+UNNAMED_TRAP = "crash"
+
 # --- what a reproducer quotes ------------------------------------------------------------
 
 _PANIC_LINES = f"{PANIC.regex.pattern}|{PANIC_END.regex.pattern}"
@@ -100,4 +184,7 @@ ORACLE_EVIDENCE: Mapping[str, str] = {
     "initrd-placement": r"RAMDISK",
     "initrd-unpacked": r"initramfs|Initramfs|initrd",
 }
-PANIC_EVIDENCE = _PANIC_LINES
+#: The lines of a crash report a reader wants (its title line, its trap, its RIP, the
+#: panic), each matched at the start of a line body.
+CRASH_EVIDENCE: tuple[re.Pattern[str], ...] = (
+    *(p.regex for p in CRASH_PATTERNS), DIE_HEADER, PANIC_END.regex)

@@ -140,7 +140,7 @@ def test_signature_same_panic_other_numbers_dedups() -> None:
     a = signature(fail_result(("boot",), PANIC_A))
     b = signature(fail_result(("boot",), PANIC_B))
     assert a == b and a is not None
-    assert a.key == "boot|panic: VFS: Unable to mount root fs on unknown-block(N,N)"
+    assert a.key == f"boot|{_VFS}(N,N)"
 
 
 def test_signature_other_failing_oracles_differ() -> None:
@@ -151,8 +151,8 @@ def test_signature_other_failing_oracles_differ() -> None:
 def test_signature_hang_and_mismatch_kinds() -> None:
     hang = signature(fail_result(("boot",), "", GuestExit.KILLED))
     mismatch = signature(fail_result(("cmdline",), "", GuestExit.POWER_OFF))
-    assert hang is not None and hang.kind == "exit: killed"
-    assert mismatch is not None and mismatch.kind == "mismatch"
+    assert hang is not None and hang.title == "exit: killed"
+    assert mismatch is not None and mismatch.title == "mismatch"
 
 
 def test_signature_pass_is_none() -> None:
@@ -214,7 +214,7 @@ FAILING = BootCase(
     overrides=Overrides(fields=(("vid_mode", 1), ("type_of_loader", 0)), initrd_addr=0x100000,
                         kernel_load=0x2000000),
 )
-TARGET = Signature(("boot",), "panic: VFS: Unable to mount root fs on unknown-block(N,N)")
+TARGET = Signature(("boot",), f"{_VFS}(N,N)")
 
 
 def test_minimize_keeps_only_what_the_failure_needs() -> None:
