@@ -8,7 +8,7 @@ import re
 import sys
 from pathlib import Path
 
-from bootfuzz.cli.case_args import KERNEL_HELP, add_guest_timeouts, size
+from bootfuzz.cli.case_args import KERNEL_HELP, add_guest_timeouts, count, size
 from bootfuzz.cli.exits import ExitStatus
 from bootfuzz.fuzz.campaign import (
     DEFAULT_BOOT_TIMEOUT,
@@ -26,8 +26,9 @@ from bootfuzz.units import format_size
 
 EPILOG = """\
 exit status: 0 no failure, 1 failures found (reproducers written under --out),
-2 bad options or a state file that does not match them, 3 aborted for infrastructure
-reasons (boots in a row that could not run)."""
+2 bad options, a state file that does not match them, or another campaign running on
+--out, 3 aborted for infrastructure reasons (boots in a row that could not run),
+128+N stopped by signal N (SIGINT 130, SIGTERM 143: state saved, --resume continues)."""
 
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)([hms]?)")
 _UNIT = {"h": 3600.0, "m": 60.0, "s": 1.0, "": 1.0}
@@ -56,6 +57,11 @@ def parse_shard(text: str) -> tuple[int, int]:
     return int(m.group(1)), int(m.group(2))
 
 
+def usable_cpus() -> int:
+    """The CPUs this process may run on (its affinity mask, as a CI runner's cgroup sets)."""
+    return len(os.sched_getaffinity(0)) or 1
+
+
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.description = (
         "Generate boot cases from the boot protocol's edge values (seeded: --seed and "
@@ -68,8 +74,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help=f"{KERNEL_HELP}; repeat for several")
     g.add_argument("--time", default="30m", metavar="DURATION",
                    help="how long to generate new cases, e.g. 90s, 30m, 2h; default 30m")
-    g.add_argument("--jobs", type=int, default=1, metavar="N",
-                   help="boots at once (one QEMU process each); default 1")
+    g.add_argument("--jobs", type=count, default=usable_cpus(), metavar="N",
+                   help="boots at once (one QEMU process each); default the CPUs this "
+                   f"process may use ({usable_cpus()} here)")
     g.add_argument("--out", default=str(DEFAULT_OUT), metavar="DIR",
                    help=f"reproducers go here, state and summaries in DIR/campaign; "
                    f"default {DEFAULT_OUT}")
@@ -79,8 +86,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="run only cases k with k %% N == I; default 0/1")
     g.add_argument("--resume", action="store_true",
                    help="continue the campaign whose state is in DIR/campaign")
-    g.add_argument("--max-cases", type=int, default=None, metavar="N",
-                   help="stop after N new cases even if time is left")
+    g.add_argument("--max-cases", type=count, default=None, metavar="N",
+                   help="run only the seed's cases 0..N-1 (with --shard, this shard's share "
+                   "of them), even if time is left; a resumed campaign finishes the same set")
     c = p.add_argument_group("cases")
     c.add_argument("--mem-min", type=size, default=0, metavar="SIZE",
                    help="smallest guest RAM (QEMU -m); default the least the loader accepts")
@@ -121,6 +129,8 @@ def run(args: argparse.Namespace) -> int:
           f"{opts.jobs} job(s), {opts.seconds:.0f} s, out {opts.out}", file=sys.stderr)
     summary = run_campaign(opts)
     print(summary_markdown(summary))
+    if summary.stop_signal:
+        return 128 + summary.stop_signal
     if summary.findings:
         return ExitStatus.FINDING
     return ExitStatus.INFRASTRUCTURE if summary.aborted else ExitStatus.PASS

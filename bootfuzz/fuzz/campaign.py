@@ -10,9 +10,19 @@ rewritten.  A hung or crashed guest is a verdict like any other.  The state file
 continue after a kill; the summary (bootfuzz.fuzz.summary) is written as JSON,
 JUnit XML and markdown.
 
+Every case goes on record in the case log (bootfuzz.fuzz.caselog), in this order:
+its log line, then its reproducer (a new failure), then the state that counts it.
+The log is the journal: a resume counts the lines a killed campaign wrote past the
+state's mark, so no finding is lost between the reproducer and the state.
+
+One campaign at a time per ``out``: ``out/campaign/lock`` is held (flock) while it
+runs.  SIGINT, SIGTERM and SIGHUP stop it at the next case boundary: its workers
+and their QEMUs are ended (bootfuzz.fuzz.workers), the state and the summary saved.
+SIGKILL cannot be caught, but the workers notice their parent died and end too.
+
 Layout of ``out`` (default corpus/crashes): one ``<signature>.json`` reproducer per
-failure; ``out/campaign/`` holds state.json, summary.json, junit.xml, summary.md
-and the runs of failing cases.
+failure; ``out/campaign/`` holds state.json, cases.jsonl, summary.json, junit.xml,
+summary.md, the lock and the runs of failing cases.
 
 The side effects (booting, reading the kernels, the worker pool) come in a
 :class:`Runtime`, so the whole loop runs in a unit test with a fake boot.
@@ -20,19 +30,26 @@ The side effects (booting, reading the kernels, the worker pool) come in a
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import fcntl
 import hashlib
+import os
 import shutil
+import signal
 import sys
+import threading
 import time
-from collections.abc import Callable
-from concurrent.futures import FIRST_COMPLETED, Executor, Future, ProcessPoolExecutor, wait
+from collections.abc import Callable, Iterator
+from concurrent.futures import FIRST_COMPLETED, Executor, Future, wait
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol, TextIO
+from types import FrameType
+from typing import IO, Protocol, TextIO
 
 from bootfuzz.case import BootCase
 from bootfuzz.errors import ConfigError, HarnessBug, InfrastructureError
+from bootfuzz.fuzz.caselog import CASES_NAME, CaseLog, CaseRecord, read_cases, read_tail, truncate
 from bootfuzz.fuzz.generate import (
     DEFAULT_MAX_MEMORY,
     GeneratorConfig,
@@ -51,8 +68,9 @@ from bootfuzz.fuzz.state import (
     load_state,
     save_state,
 )
-from bootfuzz.fuzz.summary import CampaignSummary, write_summaries
+from bootfuzz.fuzz.summary import CampaignSummary, case_table, write_summaries
 from bootfuzz.fuzz.triage import BootOutcome, Signature, evidence, signature
+from bootfuzz.fuzz.workers import stop_workers, worker_pool
 from bootfuzz.judge.verdict import Verdict
 from bootfuzz.loader.layout import MiB
 from bootfuzz.run.boot import new_run_dir, run_case
@@ -67,6 +85,9 @@ DEFAULT_MAX_INITRD = 8 * MiB
 PROGRESS_INTERVAL = 30.0
 #: The first few refused cases are kept in the summary (a generator bug shows there).
 MAX_REJECTIONS_KEPT = 10
+LOCK_NAME = "lock"
+#: The signals that stop a campaign cleanly (state and summary saved).
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 
 # --------------------------------------------------------------------------------------
@@ -109,7 +130,7 @@ class Runtime:
 
     boot: BootFunction = run_case
     kernels: Callable[[tuple[str, ...]], dict[str, KernelFacts]] = read_kernels
-    executor: Callable[[int], Executor] = ProcessPoolExecutor
+    executor: Callable[[int], Executor] = worker_pool
 
 
 # --------------------------------------------------------------------------------------
@@ -137,6 +158,9 @@ class CaseOutcome:
     message: str = ""
     run_dir: str = ""
     duration: float = 0.0
+    verdict: Verdict | None = None  # None: never judged (refused, infrastructure)
+    failing: tuple[str, ...] = ()
+    coverage: int | None = None  # None: not measured
 
 
 def boot_one(index: int, case: BootCase, settings: BootSettings) -> CaseOutcome:
@@ -148,16 +172,19 @@ def boot_one(index: int, case: BootCase, settings: BootSettings) -> CaseOutcome:
                                silence_timeout=settings.silence_timeout)
     except ConfigError as exc:
         shutil.rmtree(run_dir, ignore_errors=True)
-        return CaseOutcome(index, case, "rejected", message=str(exc))
+        return CaseOutcome(index, case, "rejected", message=str(exc),
+                           duration=time.monotonic() - started)
     except (InfrastructureError, HarnessBug) as exc:
         return CaseOutcome(index, case, "infra", message=str(exc), run_dir=str(run_dir),
                            duration=time.monotonic() - started)
     sig = signature(result)
     if sig is None:
         shutil.rmtree(run_dir, ignore_errors=True)  # keep only what explains a failure
-        return CaseOutcome(index, case, "pass", duration=time.monotonic() - started)
+        return CaseOutcome(index, case, "pass", duration=time.monotonic() - started,
+                           verdict=result.verdict)
     return CaseOutcome(index, case, "fail", sig.key, evidence(result, sig),
-                       run_dir=str(run_dir), duration=time.monotonic() - started)
+                       run_dir=str(run_dir), duration=time.monotonic() - started,
+                       verdict=result.verdict, failing=sig.failing)
 
 
 @dataclass(frozen=True)
@@ -208,6 +235,7 @@ class CampaignOptions:
     timeout: float = DEFAULT_BOOT_TIMEOUT
     silence_timeout: float = DEFAULT_SILENCE
     max_boots: int = DEFAULT_MAX_BOOTS  # per minimization; 0: no minimization
+    #: Only the seed's cases 0..max_cases-1 (this shard's share of them); None: no bound.
     max_cases: int | None = None
 
     @property
@@ -217,6 +245,10 @@ class CampaignOptions:
     @property
     def state_path(self) -> Path:
         return self.work_dir / "state.json"
+
+    @property
+    def cases_path(self) -> Path:
+        return self.work_dir / CASES_NAME
 
 
 class _Progress:
@@ -245,6 +277,57 @@ class _Progress:
             self.stream.write("\n")
 
 
+@contextlib.contextmanager
+def campaign_lock(work_dir: Path) -> Iterator[None]:
+    """Hold ``work_dir/lock`` for the campaign's life; refuse when another process does.
+
+    flock, not a pid file: the kernel drops it when the holder dies however it dies
+    (workers inherit it, so it is held until the last of them is gone too).
+    """
+    work_dir.mkdir(parents=True, exist_ok=True)
+    path = work_dir / LOCK_NAME
+    fh: IO[str] = path.open("a+")
+    try:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            fh.seek(0)
+            holder = fh.read().strip() or "unknown"
+            raise CampaignError(
+                f"{work_dir.parent}: another campaign (pid {holder}) is running on this "
+                "--out; wait for it to end, or give another --out") from None
+        fh.seek(0)
+        fh.truncate()
+        fh.write(f"{os.getpid()}\n")
+        fh.flush()
+        yield
+    finally:
+        fh.close()
+
+
+class _StopSignals:
+    """SIGINT/SIGTERM/SIGHUP ask the loop to stop at the next case boundary (a handler
+    that only sets a flag, so no outcome is ever half applied)."""
+
+    def __init__(self) -> None:
+        self.signum: int | None = None
+        self._previous: dict[int, object] = {}
+
+    def _handler(self, signum: int, frame: FrameType | None) -> None:
+        if self.signum is None:
+            self.signum = signum
+
+    def __enter__(self) -> _StopSignals:
+        if threading.current_thread() is threading.main_thread():
+            for sig in STOP_SIGNALS:
+                self._previous[sig] = signal.signal(sig, self._handler)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)  # type: ignore[arg-type]
+
+
 def _open_state(opts: CampaignOptions, digest: str) -> CampaignState:
     """The state to continue (--resume) or a fresh one; refuses to mix campaigns."""
     path = opts.state_path
@@ -252,6 +335,9 @@ def _open_state(opts: CampaignOptions, digest: str) -> CampaignState:
         if path.exists():
             raise CampaignError(f"{path} exists: continue it with --resume, or give "
                                 "another --out")
+        if opts.cases_path.exists():
+            raise CampaignError(f"{opts.cases_path} exists without a state file: remove "
+                                "it, or give another --out")
         return CampaignState(opts.seed, opts.shard, digest, next_index=opts.shard[0])
     if not path.exists():
         raise CampaignError(f"--resume: no state file {path}")
@@ -271,49 +357,82 @@ class _Campaign:
     opts: CampaignOptions
     state: CampaignState
     kernels: dict[str, KernelFacts]
-    scheduler: Scheduler
     stream: TextIO
     cases_by_key: dict[str, BootCase] = field(default_factory=dict)
+    scheduler: Scheduler | None = None  # None while recovering: minimizations wait
     consecutive_infra: int = 0
+
+    def kernel_sha256(self, case: BootCase) -> str | None:
+        facts = self.kernels.get(case.kernel)
+        return None if facts is None else facts.sha256
 
     def reproducer(self, case: BootCase, key: str, ev: str, minimized: bool) -> Reproducer:
         how = "minimized" if minimized else "found"
-        facts = self.kernels.get(case.kernel)
         return Reproducer(
-            case=case, kernel_sha256=None if facts is None else facts.sha256,
+            case=case, kernel_sha256=self.kernel_sha256(case),
             expect=Expectation(Verdict.FAIL, Signature.parse(key).failing), evidence=ev,
             description=f"{how} by bootfuzz fuzz (seed {self.opts.seed}): {key}",
+        )
+
+    def record(self, outcome: CaseOutcome) -> CaseRecord:
+        """The case log's line for *outcome*: the case as a reproducer that expects
+        what the case showed."""
+        expect = (None if outcome.verdict is None
+                  else Expectation(outcome.verdict, outcome.failing))
+        rep = Reproducer(
+            case=outcome.case, kernel_sha256=self.kernel_sha256(outcome.case), expect=expect,
+            evidence=outcome.evidence,
+            description=f"case #{outcome.index} of bootfuzz fuzz (seed {self.opts.seed})",
+        )
+        title = None if outcome.signature is None else outcome.signature.partition("|")[2]
+        return CaseRecord(
+            index=outcome.index, status=outcome.status, reproducer=rep,
+            verdict=outcome.verdict, failing=outcome.failing, signature=outcome.signature,
+            title=title, duration=outcome.duration, coverage=outcome.coverage,
+            message=outcome.message, run_dir=outcome.run_dir,
         )
 
     def memory_floor(self, case: BootCase) -> int:
         return max(self.opts.min_memory, min_memory(self.kernels[case.kernel].limits,
                                                     case.initrd))
 
-    def booted(self, outcome: CaseOutcome) -> None:
-        state = self.state
-        state.counts[outcome.status] += 1
+    def booted(self, outcome: CaseOutcome, log: CaseLog) -> None:
+        """Journal the outcome in the case log, then count it."""
+        record = self.record(outcome)
+        self.apply(record, log.append(record))
         infra = outcome.status == "infra"
         self.consecutive_infra = self.consecutive_infra + 1 if infra else 0
-        if outcome.status == "rejected" and len(state.rejections) < MAX_REJECTIONS_KEPT:
-            state.rejections.append(f"case #{outcome.index}: {outcome.message}")
         if infra:
             self.stream.write(f"\ncase #{outcome.index}: infrastructure: {outcome.message}\n")
-        if outcome.status == "fail" and outcome.signature is not None:
-            self.failed(outcome, outcome.signature)
-        state.mark_done(outcome.index)
 
-    def failed(self, outcome: CaseOutcome, key: str) -> None:
+    def apply(self, record: CaseRecord, log_end: int) -> None:
+        """Count a logged case in the state (*log_end*: the log offset past its line).
+
+        What can fail (writing a new failure's reproducer) goes first; the state
+        changes after it, so it never holds half a case."""
+        state = self.state
+        if not state.is_done(record.index):
+            if record.status == "fail" and record.signature is not None:
+                self.failed(record, record.signature)
+            state.counts[record.status] += 1
+            if record.status == "rejected" and len(state.rejections) < MAX_REJECTIONS_KEPT:
+                state.rejections.append(f"case #{record.index}: {record.message}")
+            state.mark_done(record.index)
+        state.cases_bytes = log_end
+
+    def failed(self, record: CaseRecord, key: str) -> None:
         known = self.state.findings.get(key)
         if known is not None:
             known.count += 1
             return
+        case = record.reproducer.case
         path = self.opts.out / f"{Signature.parse(key).slug}.json"
-        write_reproducer(self.reproducer(outcome.case, key, outcome.evidence, False), path)
-        self.state.findings[key] = Finding(key, str(path), outcome.index)
-        self.cases_by_key[key] = outcome.case
-        if self.opts.max_boots:
+        write_reproducer(self.reproducer(case, key, record.reproducer.evidence, False), path)
+        self.state.findings[key] = Finding(key, str(path), record.index)
+        self.cases_by_key[key] = case
+        if self.opts.max_boots and self.scheduler is not None:
             self.scheduler.add_minimization(key)
-        self.stream.write(f"\nnew failure: {key} (case #{outcome.index}) -> {path}\n")
+        self.stream.write(f"\nnew failure: {key} (case #{record.index}) -> {path}\n")
 
     def minimized(self, outcome: MinimizeOutcome) -> None:
         finding = self.state.findings[outcome.key]
@@ -325,6 +444,17 @@ class _Campaign:
         finding.minimized = outcome.complete
         finding.boots += outcome.boots
         finding.steps += outcome.steps
+
+    def recover(self) -> int:
+        """Count the log's lines past the state's mark (booted by a campaign killed
+        before it saved them); cut a torn last line.  Returns how many were counted."""
+        path = self.opts.cases_path
+        tail = read_tail(path, self.state.cases_bytes)
+        if tail.torn:
+            truncate(path, tail.end)
+        for end, record in tail.records:
+            self.apply(record, end)
+        return len(tail.records)
 
 
 def _known_cases(state: CampaignState) -> dict[str, BootCase]:
@@ -339,9 +469,22 @@ def _known_cases(state: CampaignState) -> dict[str, BootCase]:
     return cases
 
 
+Pending = set[Future[CaseOutcome | MinimizeOutcome]]
+
+
+def _finished(pending: Pending) -> list[CaseOutcome | MinimizeOutcome]:
+    """Outcomes of work that ended while the campaign was stopping (counted, not lost)."""
+    return [f.result() for f in pending
+            if f.done() and not f.cancelled() and f.exception() is None]
+
+
 def run_campaign(opts: CampaignOptions, stream: TextIO = sys.stderr,
                  runtime: Runtime | None = None) -> CampaignSummary:
-    """Run (or resume) a campaign; returns its summary, also written to ``out/campaign``."""
+    """Run (or resume) a campaign; returns its summary, also written to ``out/campaign``.
+
+    Stopped by a signal (SIGINT, SIGTERM, SIGHUP), it returns a summary whose
+    ``stop_signal`` names it; the state is saved and ``--resume`` continues.
+    """
     runtime = runtime or Runtime()
     if opts.jobs < 1:
         raise CampaignError(f"--jobs {opts.jobs}: must be at least 1")
@@ -351,29 +494,49 @@ def run_campaign(opts: CampaignOptions, stream: TextIO = sys.stderr,
         min_memory=opts.min_memory, max_memory=opts.max_memory, max_initrd=opts.max_initrd,
         overrides=opts.overrides, max_cmdline=opts.max_cmdline,
     )
+    with campaign_lock(opts.work_dir), _StopSignals() as stop:
+        return _run_locked(opts, stream, runtime, kernels, config, stop)
+
+
+def _run_locked(opts: CampaignOptions, stream: TextIO, runtime: Runtime,
+                kernels: dict[str, KernelFacts], config: GeneratorConfig,
+                stop: _StopSignals) -> CampaignSummary:
     state = _open_state(opts, generator_digest(config))
-    cases_by_key = _known_cases(state)
+    run = _Campaign(opts, state, kernels, stream, _known_cases(state))
+    recovered = run.recover() if opts.resume else 0
+    if recovered:
+        stream.write(f"counted {recovered} case(s) the last run booted but did not save\n")
+    # After recovery: the scheduler skips what it counted and minimizes what it found.
     unminimized = [f.key for f in state.findings.values()
-                   if not f.minimized and f.key in cases_by_key] if opts.max_boots else []
-    run = _Campaign(opts, state, kernels,
-                    Scheduler(state, max_cases=opts.max_cases, minimize=unminimized), stream,
-                    cases_by_key)
+                   if not f.minimized and f.key in run.cases_by_key] if opts.max_boots else []
+    scheduler = run.scheduler = Scheduler(state, max_cases=opts.max_cases,
+                                          minimize=unminimized)
+    save_state(state, opts.state_path)  # from here on, the state exists: --resume
     settings = BootSettings(opts.work_dir / "runs", opts.timeout, opts.silence_timeout,
                             runtime.boot)
     started = time.monotonic()
     deadline = started + opts.seconds
     progress = _Progress(stream)
     aborted = ""
+    log = CaseLog(opts.cases_path)
 
     def elapsed() -> float:
         return state.elapsed + time.monotonic() - started
 
-    pending: set[Future[CaseOutcome | MinimizeOutcome]] = set()
-    pool = runtime.executor(opts.jobs)
+    def take(outcome: CaseOutcome | MinimizeOutcome) -> None:
+        if isinstance(outcome, CaseOutcome):
+            run.booted(outcome, log)
+        else:
+            run.minimized(outcome)
+        save_state(dataclasses.replace(state, elapsed=elapsed()), opts.state_path)
+
+    pending: Pending = set()
+    pool: Executor | None = None
     try:
-        while True:
+        pool = runtime.executor(opts.jobs)
+        while stop.signum is None:
             while len(pending) < opts.jobs and time.monotonic() < deadline:
-                work = run.scheduler.next()
+                work = scheduler.next()
                 if work is None:
                     break
                 if isinstance(work, BootCaseNumber):
@@ -387,23 +550,29 @@ def run_campaign(opts: CampaignOptions, stream: TextIO = sys.stderr,
                 break
             done, pending = wait(pending, timeout=1.0, return_when=FIRST_COMPLETED)
             for fut in done:
-                outcome = fut.result()
-                if isinstance(outcome, CaseOutcome):
-                    run.booted(outcome)
-                else:
-                    run.minimized(outcome)
-                save_state(dataclasses.replace(state, elapsed=elapsed()), opts.state_path)
+                take(fut.result())
             progress.show(state, elapsed(), len(pending))
             if run.consecutive_infra >= MAX_CONSECUTIVE_INFRA and not aborted:
                 aborted = (f"{run.consecutive_infra} boots in a row failed for infrastructure "
                            "reasons")
                 deadline = time.monotonic()  # drain what is running, start nothing new
+        if stop.signum is not None:
+            name = signal.Signals(stop.signum).name
+            aborted = f"stopped by {name}; continue with --resume"
+            stream.write(f"\n{name}: stopping {len(pending)} running boot(s), saving the "
+                         "state\n")
+            for outcome in _finished(pending):
+                take(outcome)
     except KeyboardInterrupt:
         aborted = "interrupted"
-        pool.shutdown(wait=False, cancel_futures=True)
         raise
     finally:
-        pool.shutdown(wait=True, cancel_futures=True)
+        if pool is not None:
+            if pending:
+                stop_workers(pool)  # abandoned boots stay undone: --resume runs them
+            else:
+                pool.shutdown(wait=True)
+        log.close()
         state.elapsed = elapsed()
         save_state(state, opts.state_path)
         progress.show(state, state.elapsed, 0, force=True)
@@ -412,12 +581,15 @@ def run_campaign(opts: CampaignOptions, stream: TextIO = sys.stderr,
             kernels=opts.kernels, seed=opts.seed, shard=opts.shard, elapsed=state.elapsed,
             counts=dict(state.counts), findings=tuple(state.findings.values()),
             rejections=tuple(state.rejections), aborted=aborted,
+            table=case_table(read_cases(opts.cases_path, state.cases_bytes)),
+            stop_signal=stop.signum or 0,
         )
         write_summaries(summary, opts.work_dir)
     return summary
 
 
 __all__ = [
-    "BootFunction", "BootSettings", "CampaignOptions", "CaseOutcome", "KernelFacts",
-    "MinimizeOutcome", "Runtime", "boot_one", "minimize_one", "read_kernels", "run_campaign",
+    "LOCK_NAME", "BootFunction", "BootSettings", "CampaignOptions", "CaseOutcome",
+    "KernelFacts", "MinimizeOutcome", "Runtime", "boot_one", "campaign_lock", "minimize_one",
+    "read_kernels", "run_campaign",
 ]

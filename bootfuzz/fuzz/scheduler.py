@@ -4,7 +4,9 @@ Case *k* of a campaign belongs to shard ``k % n``, so ``--shard i/n`` on n machi
 splits one seed's cases without overlap.  Within a shard cases run in index order,
 skipping those a resumed state has already finished; a new failure's minimization
 goes before any new case, so a campaign's findings get small even when its time
-runs out.
+runs out.  ``max_cases`` bounds the case *numbers* (cases 0..N-1 of the seed), not
+how many one run starts: a shard runs its share of them, shards together run them
+all, and a resumed campaign finishes the same set.
 """
 
 from __future__ import annotations
@@ -54,14 +56,14 @@ Work = BootCaseNumber | Minimize
 
 class Scheduler:
     """Hands out work: queued minimizations first, then the shard's next unfinished
-    case, until *max_cases* new cases were handed out (None: no limit)."""
+    case while its number is below *max_cases* (None: no limit)."""
 
     def __init__(self, state: CampaignState, *, max_cases: int | None = None,
                  minimize: Iterable[str] = ()) -> None:
         self._indices = pending_indices(state)
         self._minimize: deque[str] = deque(minimize)
         self.max_cases = max_cases
-        self.cases = 0
+        self._exhausted = False
 
     def add_minimization(self, key: str) -> None:
         self._minimize.append(key)
@@ -69,10 +71,13 @@ class Scheduler:
     def next(self) -> Work | None:
         if self._minimize:
             return Minimize(self._minimize.popleft())
-        if self.max_cases is not None and self.cases >= self.max_cases:
+        if self._exhausted:
             return None
-        self.cases += 1
-        return BootCaseNumber(next(self._indices))
+        index = next(self._indices)
+        if self.max_cases is not None and index >= self.max_cases:
+            self._exhausted = True  # numbers only grow: nothing more to hand out
+            return None
+        return BootCaseNumber(index)
 
 
 __all__ = ["BootCaseNumber", "Minimize", "Scheduler", "Work", "pending_indices",

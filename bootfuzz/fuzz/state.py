@@ -2,8 +2,10 @@
 
 Rewritten atomically after every case, so ``bootfuzz fuzz --resume`` continues
 after a kill without redoing a finished case or writing a second reproducer for a
-known signature.  Read back through the typed JSON reader: a hand-edited or
-truncated file is one error naming the field.
+known signature.  ``cases_bytes`` says how much of the case log
+(bootfuzz.fuzz.caselog) the state has counted: lines past it were booted by a
+campaign killed before it saved, and a resume counts them.  Read back through the
+typed JSON reader: a hand-edited or truncated file is one error naming the field.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from bootfuzz.fileio import atomic_write_text
 from bootfuzz.fuzz.generate import GeneratorConfig
 from bootfuzz.jsonread import JsonReader
 
-STATE_VERSION = 1
+STATE_VERSION = 2
 #: How each finished case ended (the keys of CampaignState.counts).
 STATUSES = ("pass", "fail", "rejected", "infra")
 
@@ -60,6 +62,7 @@ class CampaignState:
     counts: dict[str, int] = field(default_factory=lambda: dict.fromkeys(STATUSES, 0))
     elapsed: float = 0.0  # seconds spent before this run
     rejections: list[str] = field(default_factory=list)  # first few messages
+    cases_bytes: int = 0  # how much of the case log these counts include
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -68,6 +71,7 @@ class CampaignState:
             "done_beyond": sorted(self.done_beyond), "counts": self.counts,
             "elapsed": self.elapsed, "rejections": self.rejections,
             "findings": [dataclasses.asdict(f) for f in self.findings.values()],
+            "cases_bytes": self.cases_bytes,
         }
 
     @classmethod
@@ -79,7 +83,8 @@ class CampaignState:
             raise CampaignError(f"{where}: state version {version!r}, this bootfuzz reads "
                                 f"{STATE_VERSION}")
         r.keys(top, ("version", "seed", "shard", "generator", "next_index", "done_beyond",
-                     "counts", "elapsed", "rejections", "findings"), "(top level)")
+                     "counts", "elapsed", "rejections", "findings", "cases_bytes"),
+               "(top level)")
         shard = r.as_list(r.field(top, "shard", ""), "shard")
         if len(shard) != 2:
             raise r.fail("shard", f"expected [i, n], got {len(shard)} numbers")
@@ -100,7 +105,13 @@ class CampaignState:
             elapsed=r.as_float(r.field(top, "elapsed", ""), "elapsed"),
             rejections=[r.as_str(m, f"rejections[{i}]") for i, m in enumerate(
                 r.as_list(top.get("rejections", []), "rejections"))],
+            cases_bytes=r.as_int(r.field(top, "cases_bytes", ""), "cases_bytes"),
         )
+
+    def is_done(self, index: int) -> bool:
+        """Whether case *index* of this shard is finished."""
+        i, n = self.shard
+        return index % n == i and (index < self.next_index or index in self.done_beyond)
 
     def mark_done(self, index: int) -> None:
         """Record case *index* and move next_index past every finished case."""

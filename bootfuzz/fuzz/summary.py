@@ -1,20 +1,61 @@
 """A campaign's summary, for programs (JSON), CI (JUnit XML) and people (markdown).
 
-Written to ``OUT/campaign/`` at the end of every run, interrupted or not; JUnit
-shows one testcase per failure signature, so a CI page lists the distinct bugs.
+Written to ``OUT/campaign/`` at the end of every run, interrupted or not, and by
+``bootfuzz merge`` for shards taken together; JUnit shows one testcase per failure
+signature, so a CI page lists the distinct bugs.  The per-kernel, per-entry table is
+computed from the case log (bootfuzz.fuzz.caselog), so it covers every run of a
+resumed campaign and every shard of a merged one.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import statistics
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from bootfuzz import junit
 from bootfuzz.fileio import atomic_write_text
-from bootfuzz.fuzz.state import Finding
+from bootfuzz.fuzz.caselog import CaseRecord
+from bootfuzz.fuzz.state import STATUSES, Finding
+
+
+@dataclass(frozen=True)
+class TableRow:
+    """Cases of one kernel and entry path: how many ended each way, and how long they took
+    (booted cases only: a refused case never started)."""
+
+    kernel: str
+    entry: str
+    counts: dict[str, int]
+    seconds: float  # total
+    median: float
+    slowest: float
+
+    @property
+    def cases(self) -> int:
+        return sum(self.counts.values())
+
+
+def case_table(records: Iterable[CaseRecord]) -> tuple[TableRow, ...]:
+    """One row per (kernel, entry) of *records*, sorted."""
+    groups: dict[tuple[str, str], list[CaseRecord]] = {}
+    for rec in records:
+        case = rec.reproducer.case
+        groups.setdefault((case.kernel, case.entry.value), []).append(rec)
+    rows = []
+    for (kernel, entry), recs in sorted(groups.items()):
+        counts = dict.fromkeys(STATUSES, 0)
+        for rec in recs:
+            counts[rec.status] += 1
+        booted = [r.duration for r in recs if r.status != "rejected"]
+        median = statistics.median(booted) if booted else 0.0
+        rows.append(TableRow(kernel, entry, counts, sum(booted), median,
+                             max(booted, default=0.0)))
+    return tuple(rows)
 
 
 @dataclass(frozen=True)
@@ -27,6 +68,11 @@ class CampaignSummary:
     findings: tuple[Finding, ...]
     rejections: tuple[str, ...] = ()
     aborted: str = ""
+    table: tuple[TableRow, ...] = ()
+    stop_signal: int = 0  # the signal that stopped the run early; 0: none
+    #: Set by merge: the shards taken together (then ``shard`` is unused).
+    shards: tuple[tuple[int, int], ...] = ()
+    sources: tuple[str, ...] = ()
 
     @property
     def cases(self) -> int:
@@ -36,15 +82,29 @@ class CampaignSummary:
     def rate(self) -> float:
         return self.cases / self.elapsed if self.elapsed > 0 else 0.0
 
+    @property
+    def shard_label(self) -> str:
+        return "+".join(f"{i}/{n}" for i, n in (self.shards or (self.shard,)))
+
+
+def _row_json(row: TableRow) -> dict[str, Any]:
+    return {"kernel": row.kernel, "entry": row.entry, "cases": row.cases, **row.counts,
+            "seconds": round(row.seconds, 1), "median_seconds": round(row.median, 2),
+            "slowest_seconds": round(row.slowest, 2)}
+
 
 def summary_json(s: CampaignSummary) -> dict[str, Any]:
-    return {
-        "kernels": list(s.kernels), "seed": s.seed, "shard": f"{s.shard[0]}/{s.shard[1]}",
+    doc = {
+        "kernels": list(s.kernels), "seed": s.seed, "shard": s.shard_label,
         "elapsed_seconds": round(s.elapsed, 1), "cases": s.cases,
         "cases_per_second": round(s.rate, 3), "counts": s.counts, "aborted": s.aborted or None,
         "findings": [dataclasses.asdict(f) for f in s.findings],
         "rejections": list(s.rejections),
+        "by_kernel_and_entry": [_row_json(r) for r in s.table],
     }
+    if s.sources:
+        doc["merged_from"] = list(s.sources)
+    return doc
 
 
 def junit_xml(s: CampaignSummary) -> str:
@@ -62,7 +122,7 @@ def junit_xml(s: CampaignSummary) -> str:
     ) for f in s.findings]
     return junit.junit_xml(junit.Suite(
         "bootfuzz-fuzz", [campaign, *findings], s.elapsed,
-        properties=(("seed", str(s.seed)), ("shard", f"{s.shard[0]}/{s.shard[1]}"),
+        properties=(("seed", str(s.seed)), ("shard", s.shard_label),
                     ("kernels", ",".join(s.kernels))),
     ))
 
@@ -71,11 +131,22 @@ def _md(text: str) -> str:
     return text.replace("|", "\\|").replace("\n", " ")
 
 
+def _table_markdown(rows: tuple[TableRow, ...]) -> list[str]:
+    lines = ["| kernel | entry | cases | " + " | ".join(STATUSES)
+             + " | seconds | median s | slowest s |",
+             "|---|---|---|" + "---|" * len(STATUSES) + "---|---|---|"]
+    lines += [f"| {_md(r.kernel)} | {r.entry} | {r.cases} | "
+              + " | ".join(str(r.counts[k]) for k in STATUSES)
+              + f" | {r.seconds:.0f} | {r.median:.1f} | {r.slowest:.1f} |" for r in rows]
+    return lines
+
+
 def summary_markdown(s: CampaignSummary) -> str:
+    merged = f" (merged from {len(s.sources)} shard outputs)" if s.sources else ""
     lines = [
         "# bootfuzz campaign",
         "",
-        f"Kernels {', '.join(s.kernels)}; seed {s.seed}; shard {s.shard[0]}/{s.shard[1]}; "
+        f"Kernels {', '.join(s.kernels)}; seed {s.seed}; shard {s.shard_label}{merged}; "
         f"{s.cases} cases in {s.elapsed:.0f} s ({s.rate:.2f}/s): "
         + ", ".join(f"{v} {k}" for k, v in s.counts.items()) + ".",
         "",
@@ -89,6 +160,9 @@ def summary_markdown(s: CampaignSummary) -> str:
                   f"{'yes' if f.minimized else 'no'} | `{f.file}` |" for f in s.findings]
     else:
         lines.append("No failures.")
+    if s.table:
+        lines += ["", "Cases by kernel and entry path (seconds: booted cases):", "",
+                  *_table_markdown(s.table)]
     if s.rejections:
         lines += ["", "Cases the loader refused (a generator bug):", ""]
         lines += [f"- {_md(r)}" for r in s.rejections]
@@ -101,5 +175,5 @@ def write_summaries(s: CampaignSummary, directory: Path) -> None:
     atomic_write_text(directory / "summary.md", summary_markdown(s))
 
 
-__all__ = ["CampaignSummary", "junit_xml", "summary_json", "summary_markdown",
-           "write_summaries"]
+__all__ = ["CampaignSummary", "TableRow", "case_table", "junit_xml", "summary_json",
+           "summary_markdown", "write_summaries"]

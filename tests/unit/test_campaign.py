@@ -7,6 +7,10 @@ from __future__ import annotations
 import dataclasses
 import io
 import json
+import os
+import signal
+import subprocess
+import sys
 import xml.etree.ElementTree as ET
 from collections.abc import Callable
 from concurrent.futures import Executor, Future
@@ -20,6 +24,7 @@ from bootfuzz.case import HARNESS_CMDLINE, BootCase, InitrdSpec, Overrides
 from bootfuzz.cli.fuzz import parse_duration, parse_shard
 from bootfuzz.compression import Compression
 from bootfuzz.errors import BackendError, LayoutError
+from bootfuzz.fuzz import campaign as campaign_module
 from bootfuzz.fuzz.campaign import (
     MAX_CONSECUTIVE_INFRA,
     CampaignOptions,
@@ -27,6 +32,7 @@ from bootfuzz.fuzz.campaign import (
     Runtime,
     run_campaign,
 )
+from bootfuzz.fuzz.caselog import load_replay_source, read_cases
 from bootfuzz.fuzz.generate import (
     DEBIAN_CLOUD_LIMITS,
     GeneratorConfig,
@@ -42,7 +48,7 @@ from bootfuzz.fuzz.summary import CampaignSummary, junit_xml, summary_json, summ
 from bootfuzz.fuzz.triage import Signature, evidence, normalize, signature
 from bootfuzz.judge.observation import Observation, parse_transcript
 from bootfuzz.judge.verdict import OracleResult, Verdict
-from bootfuzz.loader.layout import GiB, MiB
+from bootfuzz.loader.layout import GiB, KiB, MiB
 from bootfuzz.transcript import GuestExit
 
 T = TypeVar("T")
@@ -225,7 +231,7 @@ def test_minimize_keeps_only_what_the_failure_needs() -> None:
     assert c.overrides == Overrides(fields=(("type_of_loader", 0),))
     assert c.cmdline == f"{HARNESS_CMDLINE} {BAD_TOKEN}"
     assert c.initrd == InitrdSpec(0, Compression.GZIP, 0)
-    assert 1 * GiB < c.memory <= 1 * GiB + 4 * MiB + 4096  # bisected to the resolution
+    assert 1 * GiB < c.memory <= 1 * GiB + 8 * KiB  # bisected to the granule
     assert signature(boot(c)) == TARGET and done.complete
 
 
@@ -275,23 +281,37 @@ def test_state_round_trips_and_advances(tmp_path: Path) -> None:
 
 def test_state_corrupt_file_is_refused(tmp_path: Path) -> None:
     path = tmp_path / "state.json"
-    path.write_text('{"version": 1}')
+    path.write_text('{"version": 2}')
     with pytest.raises(CampaignError, match="not a campaign state file"):
         load_state(path)
 
 
 def test_scheduler_minimizes_first_then_skips_done_cases() -> None:
     """Work comes from next_index on, without the cases finished beyond it; a queued
-    minimization goes before any new case; max_cases bounds the new cases."""
+    minimization goes before any new case; max_cases bounds the case numbers."""
     state = CampaignState(seed=0, shard=(0, 1), generator="g", next_index=0)
     for k in (0, 1, 3):
         state.mark_done(k)
-    sched = Scheduler(state, max_cases=3, minimize=["boot|a"])
+    sched = Scheduler(state, max_cases=6, minimize=["boot|a"])
     assert sched.next() == Minimize("boot|a")
     assert sched.next() == BootCaseNumber(2)
     sched.add_minimization("boot|b")
-    assert [sched.next() for _ in range(4)] == [Minimize("boot|b"), BootCaseNumber(4),
-                                                BootCaseNumber(5), None]
+    assert [sched.next() for _ in range(5)] == [Minimize("boot|b"), BootCaseNumber(4),
+                                                BootCaseNumber(5), None, None]
+    sched.add_minimization("boot|c")  # past the bound, minimizations still come
+    assert [sched.next(), sched.next()] == [Minimize("boot|c"), None]
+
+
+def test_scheduler_max_cases_is_the_shards_share_of_case_numbers() -> None:
+    """Shard i/n with max_cases N runs exactly its k < N: the shards together run 0..N-1."""
+    handed = []
+    for i in range(3):
+        sched = Scheduler(CampaignState(seed=0, shard=(i, 3), generator="g", next_index=i),
+                          max_cases=10)
+        while (work := sched.next()) is not None:
+            assert isinstance(work, BootCaseNumber)
+            handed.append(work.index)
+    assert sorted(handed) == list(range(10))
 
 
 # -- reports -----------------------------------------------------------------------------
@@ -358,15 +378,19 @@ class CampaignBoot:
     """Cases with more than 1 GiB of RAM panic (all one signature), the others pass.
 
     ``infra`` says, by campaign boot number, which boots hit an infrastructure error;
-    ``interrupt_at`` raises KeyboardInterrupt at that campaign boot (a Ctrl-C mid-run).
+    ``interrupt_at`` raises KeyboardInterrupt at that campaign boot (a Ctrl-C mid-run);
+    the cases of CONFIG numbered in ``passes`` pass whatever their memory (a failure
+    that does not repeat).
     Campaign boots and minimization boots (run dirs under runs/minimize) are recorded
     apart; a boot is recorded once it finished.
     """
 
     def __init__(self, infra: Callable[[int], bool] = lambda n: False,
-                 interrupt_at: int | None = None) -> None:
+                 interrupt_at: int | None = None, passes: frozenset[int] | set[int] = frozenset(),
+                 ) -> None:
         self.infra = infra
         self.interrupt_at = interrupt_at
+        self.passes = {generate_case(CONFIG, i) for i in passes}
         self.cases: list[BootCase] = []
         self.minimizing: list[BootCase] = []
 
@@ -382,7 +406,7 @@ class CampaignBoot:
                 self.cases.append(case)
                 raise BackendError("qemu-system-x86_64 vanished")
             self.cases.append(case)
-        if case.memory > 1 * GiB:
+        if case.memory > 1 * GiB and case not in self.passes:
             return fail_result(("boot",), PANIC_A)
         return FakeResult(Verdict.PASS, (), parse_transcript(""), GuestExit.POWER_OFF)
 
@@ -461,7 +485,7 @@ def test_campaign_resume_after_interrupt_does_not_redo_finished_cases(tmp_path: 
         run_fake(campaign_options(tmp_path), CampaignBoot())
 
     second = CampaignBoot()
-    summary = run_fake(campaign_options(tmp_path, resume=True, max_cases=5), second)
+    summary = run_fake(campaign_options(tmp_path, resume=True, max_cases=10), second)
     assert second.cases == [generate_case(CONFIG, i) for i in (4, 5, 7, 8, 9)]
     assert load_state(state_path).next_index == 10 and summary.cases == 10
     (finding,) = summary.findings  # found before the interrupt, counted across both runs
@@ -473,3 +497,194 @@ def test_campaign_resume_refuses_another_seed(tmp_path: Path) -> None:
     run_fake(campaign_options(tmp_path, max_cases=1), CampaignBoot())
     with pytest.raises(CampaignError, match="is for seed 7"):
         run_fake(campaign_options(tmp_path, resume=True, seed=8), CampaignBoot())
+
+
+# -- the case log ----------------------------------------------------------------------------
+
+
+def test_campaign_logs_every_case_with_its_outcome(tmp_path: Path) -> None:
+    """One line per case: its reproducer (the generated case, expecting what it showed),
+    status, verdict, failing oracles, signature and title, duration; no coverage key
+    (nothing measures it)."""
+    summary = run_fake(campaign_options(tmp_path, max_boots=0), CampaignBoot())
+    log = tmp_path / "campaign" / "cases.jsonl"
+    lines = log.read_text().splitlines()
+    assert len(lines) == 12
+    records = read_cases(log)
+    assert [r.index for r in records] == list(range(12))
+    for rec, line in zip(records, lines, strict=True):
+        case = generate_case(CONFIG, rec.index)
+        assert rec.reproducer.case == case and rec.reproducer.kernel_sha256 == FAKE_SHA256
+        assert "coverage" not in json.loads(line) and rec.duration >= 0
+        if fails(case):
+            (finding,) = summary.findings
+            assert (rec.status, rec.verdict, rec.failing) == ("fail", Verdict.FAIL, ("boot",))
+            assert rec.signature == finding.key and rec.title == finding.key.split("|", 1)[1]
+            assert rec.reproducer.expect == Expectation(Verdict.FAIL, ("boot",))
+            assert "Kernel panic" in rec.reproducer.evidence and rec.run_dir
+        else:
+            assert (rec.status, rec.verdict, rec.signature) == ("pass", Verdict.PASS, None)
+            assert rec.reproducer.expect == Expectation(Verdict.PASS, ())
+
+
+def test_case_log_replay_source_finds_case_n(tmp_path: Path) -> None:
+    run_fake(campaign_options(tmp_path, max_boots=0, max_cases=5), CampaignBoot())
+    log = tmp_path / "campaign" / "cases.jsonl"
+    rep = load_replay_source(f"{log}:3")
+    assert rep.case == generate_case(CONFIG, 3) and rep.expect is not None
+    with pytest.raises(CampaignError, match=r"no case 7; it has 5 case\(s\), numbered 0 to 4"):
+        load_replay_source(f"{log}:7")
+    with pytest.raises(CampaignError, match="'x' is not a case number"):
+        load_replay_source(f"{log}:x")
+    with pytest.raises(CampaignError, match="name one case as"):
+        load_replay_source(str(log))
+    with pytest.raises(CampaignError, match="no such case log"):
+        load_replay_source(f"{tmp_path / 'nope.jsonl'}:1")
+
+
+def test_case_log_bad_line_is_named(tmp_path: Path) -> None:
+    run_fake(campaign_options(tmp_path, max_boots=0, max_cases=3), CampaignBoot())
+    log = tmp_path / "campaign" / "cases.jsonl"
+    lines = log.read_text().splitlines()
+    log.write_text("\n".join([lines[0], "{not json", *lines[1:]]) + "\n")
+    with pytest.raises(CampaignError, match=r"cases.jsonl line 2: not a JSON case record"):
+        load_replay_source(f"{log}:2")
+    doc = json.loads(lines[1])
+    doc["reproducer"]["memory"] = "lots"
+    log.write_text("\n".join([lines[0], json.dumps(doc)]) + "\n")
+    with pytest.raises(CampaignError, match=r"line 2: reproducer: memory: 'lots' is not an "):
+        load_replay_source(f"{log}:0")
+
+
+def test_summary_table_by_kernel_and_entry(tmp_path: Path) -> None:
+    opts = campaign_options(tmp_path, kernels=("debian-6.1-cloud", "debian-6.12-cloud"),
+                            max_boots=0, max_cases=30)
+    summary = run_fake(opts, CampaignBoot())
+    records = read_cases(tmp_path / "campaign" / "cases.jsonl")
+    expected: dict[tuple[str, str], int] = {}
+    for r in records:
+        key = (r.reproducer.case.kernel, r.reproducer.case.entry.value)
+        expected[key] = expected.get(key, 0) + 1
+    assert {(row.kernel, row.entry): row.cases for row in summary.table} == expected
+    assert len({k for k, _ in expected}) == 2 and sum(expected.values()) == summary.cases
+    for row in summary.table:
+        assert row.slowest >= row.median >= 0 and row.seconds >= row.slowest
+    doc = json.loads((tmp_path / "campaign" / "summary.json").read_text())
+    assert [(r["kernel"], r["entry"], r["cases"]) for r in doc["by_kernel_and_entry"]] == [
+        (row.kernel, row.entry, row.cases) for row in summary.table]
+    md = (tmp_path / "campaign" / "summary.md").read_text()
+    row = summary.table[0]
+    assert f"| {row.kernel} | {row.entry} | {row.cases} | {row.counts['pass']} |" in md
+
+
+# -- stopping, killing, resuming --------------------------------------------------------------
+
+
+class SignalBoot(CampaignBoot):
+    """Sends *signum* to this process while booting campaign boot *at* (the signal a
+    runner or a Ctrl-C delivers mid-boot)."""
+
+    def __init__(self, signum: int, at: int) -> None:
+        super().__init__()
+        self.signum, self.at = signum, at
+
+    def __call__(self, case: BootCase, run_dir: Path, *, timeout: float,
+                 silence_timeout: float) -> FakeResult:
+        if "minimize" not in run_dir.parts and len(self.cases) == self.at:
+            os.kill(os.getpid(), self.signum)
+        return super().__call__(case, run_dir, timeout=timeout,
+                                silence_timeout=silence_timeout)
+
+
+def _comparable(summary: CampaignSummary) -> tuple[Any, ...]:
+    return (summary.counts, [(f.key, f.count, f.first_index, f.minimized)
+                             for f in summary.findings])
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT, signal.SIGHUP])
+def test_campaign_stops_cleanly_on_signal_and_resume_finishes(tmp_path: Path,
+                                                              signum: int) -> None:
+    whole = run_fake(campaign_options(tmp_path / "whole"), CampaignBoot())
+    out = tmp_path / "stopped"
+    first = run_fake(campaign_options(out), SignalBoot(signum, at=5))
+    name = signal.Signals(signum).name
+    assert first.stop_signal == signum and f"stopped by {name}" in first.aborted
+    assert first.cases == 6  # the boot in progress finished, nothing new started
+    assert load_state(out / "campaign" / "state.json").next_index == 6
+    assert signal.getsignal(signum) is not None  # the campaign's handler is gone again
+    second = run_fake(campaign_options(out, resume=True), CampaignBoot())
+    assert second.stop_signal == 0 and second.aborted == ""
+    assert _comparable(second) == _comparable(whole)
+    assert [r.index for r in read_cases(out / "campaign" / "cases.jsonl")] == list(range(12))
+
+
+class Killed(BaseException):
+    """Stands for SIGKILL: nothing after it runs, not even a finally's save."""
+
+
+def test_campaign_killed_between_reproducer_and_state_loses_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The reproducer of a new failure is written, the state that counts it is not: the
+    resumed campaign counts the case from the log and the finding is there, once."""
+    whole = run_fake(campaign_options(tmp_path / "whole"), CampaignBoot())
+    out = tmp_path / "killed"
+    first_failing = whole.findings[0].first_index
+    real_save = campaign_module.save_state
+
+    def save(state: CampaignState, path: Path) -> None:
+        if state.findings:  # the first save after the new failure: the kill
+            raise Killed
+        real_save(state, path)
+
+    monkeypatch.setattr(campaign_module, "save_state", save)
+    with pytest.raises(Killed):
+        run_fake(campaign_options(out), CampaignBoot())
+    monkeypatch.setattr(campaign_module, "save_state", real_save)
+    (repro,) = out.glob("*.json")  # written before the kill ...
+    state = load_state(out / "campaign" / "state.json")
+    assert not state.findings and state.next_index == first_failing  # ... not counted
+    assert len(read_cases(out / "campaign" / "cases.jsonl")) == first_failing + 1
+
+    # Booted again, that case would pass (a failure that does not repeat): only the log
+    # keeps it.  The resumed run counts it from there and does not boot it.
+    second = CampaignBoot(passes={first_failing})
+    resumed = run_fake(campaign_options(out, resume=True), second)
+    assert _comparable(resumed) == _comparable(whole)
+    assert Path(resumed.findings[0].file) == repro
+    assert generate_case(CONFIG, first_failing) not in second.cases
+
+
+def test_campaign_resume_cuts_a_torn_log_line(tmp_path: Path) -> None:
+    run_fake(campaign_options(tmp_path, max_cases=4, max_boots=0), CampaignBoot())
+    log = tmp_path / "campaign" / "cases.jsonl"
+    whole = log.read_bytes()
+    with log.open("ab") as fh:
+        fh.write(b'{"case": 4, "stat')  # a line cut by a kill
+    summary = run_fake(campaign_options(tmp_path, resume=True, max_cases=6, max_boots=0),
+                       CampaignBoot())
+    assert summary.cases == 6
+    assert [r.index for r in read_cases(log)] == list(range(6))
+    assert log.read_bytes().startswith(whole)
+
+
+def test_campaign_refuses_an_out_another_campaign_holds(tmp_path: Path) -> None:
+    """A second campaign on the same --out refuses, naming the holder's pid, and changes
+    nothing there; once the holder is gone the out is free."""
+    holder = subprocess.Popen(
+        [sys.executable, "-c",
+         "import sys, pathlib\n"
+         "from bootfuzz.fuzz.campaign import campaign_lock\n"
+         "with campaign_lock(pathlib.Path(sys.argv[1])):\n"
+         "    print('locked', flush=True); sys.stdin.read()\n",
+         str(tmp_path / "campaign")],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout is not None and holder.stdout.readline() == "locked\n"
+        with pytest.raises(CampaignError, match=rf"another campaign \(pid {holder.pid}\) is "
+                           "running on this --out"):
+            run_fake(campaign_options(tmp_path), CampaignBoot())
+        assert not (tmp_path / "campaign" / "state.json").exists()
+    finally:
+        holder.communicate("")
+    assert run_fake(campaign_options(tmp_path, max_cases=1), CampaignBoot()).cases == 1
