@@ -1,18 +1,18 @@
-"""``bootfuzz replay FILE``: a reproducer booted again (N times) and judged."""
+"""``bootfuzz replay FILE``: a reproducer (or case N of a campaign's case log,
+``cases.jsonl:N``) booted again (N times) and judged."""
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
 import json
-from pathlib import Path
 
 from bootfuzz.case import Overrides
 from bootfuzz.cli.case_args import count, seconds
 from bootfuzz.cli.exits import EPILOG, ExitStatus
 from bootfuzz.cli.report import result_json, result_table
+from bootfuzz.fuzz.caselog import load_replay_source
 from bootfuzz.fuzz.replay import replay
-from bootfuzz.fuzz.reproducer import load_reproducer
 from bootfuzz.judge.verdict import Verdict
 from bootfuzz.run.boot import DEFAULT_TIMEOUT
 
@@ -20,9 +20,12 @@ from bootfuzz.run.boot import DEFAULT_TIMEOUT
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.description = (
         "Replay a reproducer (corpus/*.json): the same kernel (sha256 checked), case and "
-        "overrides.  With --times N it boots N times and checks every verdict is the same.")
+        "overrides.  With --times N it boots N times and checks every verdict is the same.  "
+        "OUT/campaign/cases.jsonl:N replays case N of a campaign and checks it ends as it did.")
     p.epilog = EPILOG
-    p.add_argument("file", metavar="FILE", help="a reproducer JSON file")
+    p.add_argument("file", metavar="FILE",
+                   help="a reproducer JSON file, or a campaign's case log with a case number: "
+                   "OUT/campaign/cases.jsonl:N")
     p.add_argument("--times", type=count, default=1, metavar="N",
                    help="replay N times; exit 1 if the verdicts differ")
     p.add_argument("--without-overrides", action="store_true",
@@ -33,7 +36,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    rep = load_reproducer(Path(args.file))
+    rep = load_replay_source(args.file)
     if args.without_overrides:
         rep = dataclasses.replace(rep, case=dataclasses.replace(rep.case, overrides=Overrides()),
                                   expect=None)

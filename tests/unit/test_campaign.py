@@ -21,7 +21,9 @@ from typing import Any, TypeVar
 import pytest
 
 from bootfuzz.case import HARNESS_CMDLINE, BootCase, InitrdSpec, Overrides
+from bootfuzz.cli.exits import ExitStatus
 from bootfuzz.cli.fuzz import parse_duration, parse_shard
+from bootfuzz.cli.main import main
 from bootfuzz.compression import Compression
 from bootfuzz.errors import BackendError, LayoutError
 from bootfuzz.fuzz import campaign as campaign_module
@@ -688,3 +690,19 @@ def test_campaign_refuses_an_out_another_campaign_holds(tmp_path: Path) -> None:
     finally:
         holder.communicate("")
     assert run_fake(campaign_options(tmp_path, max_cases=1), CampaignBoot()).cases == 1
+
+
+@pytest.mark.parametrize(("ref", "problem"), [
+    (":99", "no case 99; it has 3 case(s), numbered 0 to 2"),
+    (":-1", "'-1' is not a case number"),
+    ("", "a case log; name one case as"),
+])
+def test_replay_cli_bad_case_reference_is_one_usage_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], ref: str, problem: str,
+) -> None:
+    """``bootfuzz replay cases.jsonl:N`` with a bad N: exit 2, one line naming it, no boot."""
+    run_fake(campaign_options(tmp_path, max_boots=0, max_cases=3), CampaignBoot())
+    log = tmp_path / "campaign" / "cases.jsonl"
+    assert main(["replay", f"{log}{ref}"]) == ExitStatus.USAGE
+    (line,) = capsys.readouterr().err.splitlines()
+    assert line.startswith("bootfuzz: error: fuzz: ") and problem in line
