@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
 from bootfuzz.fuzz.reproducer import Reproducer, check_kernel_sha256
 from bootfuzz.judge.verdict import Verdict
-from bootfuzz.kernel.pinned import resolve_kernel
+from bootfuzz.kernel.pinned import load_manifest, resolve_kernel
 from bootfuzz.run.boot import DEFAULT_TIMEOUT, BootResult, execute, new_run_dir, prepare
 
 
@@ -38,9 +39,17 @@ def compare_expectation(rep: Reproducer, result: BootResult) -> tuple[bool | Non
 
 def replay(rep: Reproducer, run_dir: Path | None = None, timeout: float = DEFAULT_TIMEOUT
            ) -> ReplayOutcome:
-    """Boot *rep*'s case once (on its own kernel: the sha256 is checked) and judge it."""
-    check_kernel_sha256(rep, resolve_kernel(rep.case.kernel))
-    prepared = prepare(rep.case)
+    """Boot *rep*'s case once (on its own kernel: the sha256 is checked) and judge it.
+
+    A pinned name whose pin has moved on since the reproducer was recorded replays on
+    the recorded kernel, found in the cache by its sha256.
+    """
+    kernel = resolve_kernel(rep.case.kernel, sha256=rep.kernel_sha256)
+    check_kernel_sha256(rep, kernel)
+    pin = load_manifest().get(rep.case.kernel)
+    moved = pin is not None and rep.kernel_sha256 not in (None, pin.vmlinuz_sha256)
+    case = dataclasses.replace(rep.case, kernel=str(kernel)) if moved else rep.case
+    prepared = prepare(case)
     result = execute(prepared, run_dir or new_run_dir(rep.case), until=rep.until,
                      timeout=timeout)
     met, mismatch = compare_expectation(rep, result)

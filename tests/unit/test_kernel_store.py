@@ -12,8 +12,11 @@ from pathlib import Path
 import pytest
 from fake_apt import CONFIG, DEB, OTHER_VMLINUZ, PINNED, PKG, VERSION, VMLINUZ, FakeApt, sha
 
+from bootfuzz.case import BootCase
 from bootfuzz.cli.main import main as bootfuzz_main
 from bootfuzz.errors import KernelError, KernelFetchError
+from bootfuzz.fuzz import replay as replay_module
+from bootfuzz.fuzz.reproducer import Reproducer
 from bootfuzz.kernel import pinned
 from bootfuzz.kernel.pinned import (
     export_kernels,
@@ -449,3 +452,34 @@ def test_main_import_tampered_exits_2_with_one_line(
     assert err.count("\n") == 1
     assert err.startswith("bootfuzz: error: kernels: ")
     assert err.endswith(f"expected {VSHA}: refused\n")
+
+
+class _Prepared(Exception):
+    """Raised by a stand-in for run.boot.prepare: the case replay would boot."""
+
+    def __init__(self, case: BootCase) -> None:
+        self.case = case
+
+
+@pytest.mark.parametrize("moved", [False, True])
+def test_replay_boots_the_recorded_kernel_after_a_repin(
+    apt: FakeApt, manifest: Path, cache: Path, moved: bool,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A reproducer names fake-9.9 and its sha256; after a repin it boots the cached
+    kernel of that sha256 (by path, its config beside it), else the pinned name."""
+    fetch("fake-9.9", cache_dir=cache, manifest=manifest, runner=apt)
+    if moved:
+        repin_elsewhere(manifest)
+    monkeypatch.setenv("BOOTFUZZ_KERNEL_MANIFEST", str(manifest))
+    monkeypatch.setenv("BOOTFUZZ_CACHE", str(cache))
+
+    def prepare(case: BootCase) -> None:
+        raise _Prepared(case)
+
+    monkeypatch.setattr(replay_module, "prepare", prepare)
+    rep = Reproducer(BootCase(kernel="fake-9.9", memory=256 << 20), kernel_sha256=VSHA)
+    with pytest.raises(_Prepared) as booted:
+        replay_module.replay(rep)
+    expected = str(store_dir(VSHA, cache) / "vmlinuz") if moved else "fake-9.9"
+    assert booted.value.case.kernel == expected
