@@ -3,13 +3,19 @@
 The minimizer shrinks a failing case field by field (overrides removed one by one,
 command line tokens dropped, initrd toward small, memory toward the smallest the
 loader accepts) and keeps each step only while the *same* signature
-(bootfuzz.fuzz.triage) still fails, within a budget of boots.  The boot is
-injected, so the minimizer runs without QEMU in unit tests.
+(bootfuzz.fuzz.triage) still fails, within a budget of boots.  Each candidate has one
+of three outcomes: it reproduces, it booted and did not (a verdict), or nothing is
+known (the loader refused it, or the budget ran out); only a verdict moves a bound.
+Memory is bisected in QEMU's -m granule, the only sizes the backends run.  The boot
+is injected, so the minimizer runs without QEMU in unit tests.
 """
 
 from __future__ import annotations
 
+import bisect
 import dataclasses
+import enum
+import itertools
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -20,12 +26,18 @@ from bootfuzz.compression import Compression
 from bootfuzz.errors import ConfigError
 from bootfuzz.fuzz.generate import split_cmdline
 from bootfuzz.fuzz.triage import BootOutcome, Signature, signature
-from bootfuzz.loader.layout import PAGE_SIZE, MiB, align_down, align_up
+from bootfuzz.loader.layout import MiB, align_down, align_up
+from bootfuzz.loader.platform import QEMU_RAM_ALIGN
 
-#: Default budget of boots for one minimization (each is a QEMU run of seconds).
-DEFAULT_MAX_BOOTS = 24
-#: Memory bisection stops when the bracket is this narrow.
-MEMORY_RESOLUTION = 4 * MiB
+#: Default budget of boots for one minimization (each is a QEMU run of seconds):
+#: room for the memory bisection's ~20 steps (8 GiB down to 8 KiB) after the others.
+DEFAULT_MAX_BOOTS = 40
+#: Memory is bisected in QEMU's -m granule: a size between two granules is refused
+#: by the loader (bootfuzz.loader.platform.qemu_pc), so it is never a candidate.
+MEMORY_GRANULE = QEMU_RAM_ALIGN
+#: At most this many memory sizes the loader refuses in one bisection; they cost no
+#: boot, so without a cap a range the loader refuses throughout would be walked whole.
+MAX_REFUSED_SIZES = 32
 
 BootFn = Callable[[BootCase], BootOutcome]
 
@@ -33,6 +45,14 @@ BootFn = Callable[[BootCase], BootOutcome]
 # --------------------------------------------------------------------------------------
 # Minimization
 # --------------------------------------------------------------------------------------
+
+
+class Outcome(enum.Enum):
+    """What one candidate told: only REPRODUCES and OTHER are verdicts."""
+
+    REPRODUCES = "reproduces"  # booted and failed with the target signature
+    OTHER = "other"  # booted, and passed or failed differently
+    UNKNOWN = "unknown"  # not booted: the loader refused it, or no budget was left
 
 
 @dataclass(frozen=True)
@@ -55,27 +75,48 @@ class _Search:
         self.boots = 0
         self.rejected = 0
         self.result: BootOutcome | None = None
-        self.seen: set[BootCase] = set()
+        self.known: dict[BootCase, Outcome] = {}
 
     @property
     def exhausted(self) -> bool:
         late = self.deadline is not None and time.monotonic() >= self.deadline
         return self.boots >= self.max_boots or late
 
-    def reproduces(self, case: BootCase) -> bool:
-        if self.exhausted or case in self.seen:
-            return False
-        self.seen.add(case)
+    def outcome(self, case: BootCase) -> Outcome:
+        if case in self.known:
+            return self.known[case]
+        if self.exhausted:
+            return Outcome.UNKNOWN  # not remembered: no budget is not an answer
         try:
             result = self.boot(case)
         except ConfigError:
-            self.rejected += 1  # the loader refused it: not the same failure
-            return False
+            self.rejected += 1  # the loader refused it: nothing is known
+            self.known[case] = Outcome.UNKNOWN
+            return Outcome.UNKNOWN
         self.boots += 1
-        if signature(result) == self.target:
+        found = Outcome.REPRODUCES if signature(result) == self.target else Outcome.OTHER
+        if found is Outcome.REPRODUCES:
             self.result = result
-            return True
-        return False
+        self.known[case] = found
+        return found
+
+
+def _memory_probe(lo: int, refused: Sequence[int], hi: int) -> int | None:
+    """The next memory size to try between *lo* and *hi*, or None when none is left.
+
+    *refused* (sorted) are sizes in between the loader refused: they split the range
+    into gaps, none of them known.  The gap just below *hi* goes first (it holds the
+    threshold if the refusals are the loader's "too small"), then the widest; the
+    probe is that gap's middle, rounded down to the granule."""
+    points = [lo, *refused, hi]
+    gaps = [(a, b) for a, b in itertools.pairwise(points)
+            if align_up(a + 1, MEMORY_GRANULE) < b]
+    if not gaps:
+        return None
+    top = gaps[-1]
+    a, b = top if top[1] == hi else max(gaps, key=lambda g: g[1] - g[0])
+    mid = align_down((a + b) // 2, MEMORY_GRANULE)
+    return mid if mid > a else align_up(a + 1, MEMORY_GRANULE)
 
 
 def _without_overrides(ov: Overrides) -> Iterator[tuple[str, Overrides]]:
@@ -111,15 +152,17 @@ def minimize(
     Steps, each kept only if the signature is unchanged: drop all overrides, then
     each one; drop command-line tokens (all, halves, then one by one; the harness
     prefix stays); initrd seed 0, gzip, then smaller sizes; memory toward
-    *memory_floor* by bisection (page-aligned, to MEMORY_RESOLUTION).  Candidates
-    the loader refuses (ConfigError) cost no boot and never count as reproducing.
+    *memory_floor* by bisection in MEMORY_GRANULE steps, down to one granule above the
+    largest size that boots without the failure.  Candidates the loader refuses
+    (ConfigError) cost no boot and are no verdict: a step that would have moved a
+    bound leaves it where it is, and the bisection tries another size.
     """
     s = _Search(boot, target, max_boots, deadline)
     steps: list[str] = []
 
     def attempt(label: str, candidate: BootCase) -> bool:
         nonlocal case
-        if candidate != case and s.reproduces(candidate):
+        if candidate != case and s.outcome(candidate) is Outcome.REPRODUCES:
             case = candidate
             steps.append(label)
             return True
@@ -161,18 +204,31 @@ def minimize(
             smaller = dataclasses.replace(spec, size=size)
             if attempt(f"initrd size {size}", dataclasses.replace(case, initrd=smaller)):
                 break
-    # 4. Memory toward the floor: the floor itself, then bisection.
-    floor = align_up(memory_floor, PAGE_SIZE)
+    # 4. Memory toward the floor: the floor itself, then bisection in the granule.
+    floor = align_up(memory_floor, MEMORY_GRANULE)
     if floor < case.memory and not attempt("memory at the floor",
                                            dataclasses.replace(case, memory=floor)):
-        lo, hi = floor, case.memory  # lo does not reproduce, hi does
-        while hi - lo > MEMORY_RESOLUTION and not s.exhausted:
-            mid = align_down((lo + hi) // 2, PAGE_SIZE)
-            if attempt(f"memory {mid:#x}", dataclasses.replace(case, memory=mid)):
-                hi = mid
-            else:
+        lo, hi = floor, case.memory  # nothing to try at or below lo; hi reproduces
+        refused: list[int] = []  # sizes in (lo, hi) the loader refused: no verdict
+        while not s.exhausted and len(refused) < MAX_REFUSED_SIZES:
+            mid = _memory_probe(lo, refused, hi)
+            if mid is None:
+                break
+            candidate = dataclasses.replace(case, memory=mid)
+            found = s.outcome(candidate)
+            if found is Outcome.REPRODUCES:
+                hi, case = mid, candidate
+                steps.append(f"memory {mid:#x}")
+                refused = [r for r in refused if r < mid]
+            elif found is Outcome.OTHER:
                 lo = mid
+                refused = [r for r in refused if r > mid]
+            elif s.exhausted:
+                break
+            else:
+                bisect.insort(refused, mid)
     return Minimized(case, s.result, s.boots, s.rejected, tuple(steps), not s.exhausted)
 
 
-__all__ = ["DEFAULT_MAX_BOOTS", "BootFn", "Minimized", "minimize"]
+__all__ = ["DEFAULT_MAX_BOOTS", "MAX_REFUSED_SIZES", "MEMORY_GRANULE", "BootFn", "Minimized",
+           "Outcome", "minimize"]
