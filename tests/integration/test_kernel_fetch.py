@@ -1,16 +1,29 @@
-"""Real apt-get: fetch a pinned Debian kernel and check what the manifest says about it."""
+"""Real apt-get: fetch a pinned Debian kernel and check what the manifest says about it;
+the snapshot-archive fallback with a real pinned package."""
 
 from __future__ import annotations
 
 import hashlib
+import os
+import re
 import shutil
+from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
 
 from bootfuzz.kernel.image import load_kernel_image
 from bootfuzz.kernel.payload import detect_compression
-from bootfuzz.kernel.pinned import fetch, list_kernels, load_manifest, parse_apt_policy, run_command
+from bootfuzz.kernel.pinned import (
+    CommandResult,
+    apt_download_argv,
+    fetch,
+    list_kernels,
+    load_manifest,
+    parse_apt_policy,
+    run_command,
+)
+from tests.snapshot_server import Archive, listing_path, serving
 
 pytestmark = pytest.mark.slow
 
@@ -49,3 +62,55 @@ def test_manifest_compression_matches_cached_payload(name: str) -> None:
     assert sha256(status.vmlinuz) == status.pinned.vmlinuz_sha256
     image = load_kernel_image(status.vmlinuz)
     assert detect_compression(image.payload).value == status.pinned.compression
+
+
+def _apt_index_sha256(package: str, version: str) -> str | None:
+    """The SHA256 field apt's package index gives package=version, or None."""
+    res = run_command(["apt-cache", "show", f"{package}={version}"])
+    m = re.search(r"^SHA256: ([0-9a-f]{64})$", res.stdout, re.MULTILINE)
+    return m.group(1) if res.returncode == 0 and m else None
+
+
+@pytest.mark.parametrize("name", sorted(load_manifest()))
+def test_manifest_deb_sha256_is_the_archive_index_one(name: str) -> None:
+    """deb_sha256 (how a package from the snapshot archive is checked) is the .deb's hash
+    as Debian's own index records it."""
+    if shutil.which("apt-cache") is None:
+        pytest.skip("apt-cache is not installed")
+    pin = load_manifest()[name]
+    indexed = _apt_index_sha256(pin.package, pin.version)
+    if indexed is None:
+        pytest.skip(f"apt's lists do not have {pin.package}={pin.version} (left the archive, "
+                    "or stale lists)")
+    assert pin.deb_sha256 == indexed
+
+
+def test_pinned_deb_from_a_local_snapshot_archive_when_apt_has_lost_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The real debian-6.1-cloud .deb, served by a stand-in snapshot archive on 127.0.0.1
+    to a fetch whose apt-get says the version has gone: fetched, verified, cached."""
+    if shutil.which("apt-get") is None:
+        pytest.skip("apt-get is not installed: it gets the .deb the stand-in archive serves")
+    pin = load_manifest()[NAME]
+    argv = apt_download_argv(pin.package, pin.version, as_root=os.geteuid() == 0)
+    if run_command(argv, cwd=tmp_path).returncode != 0:
+        pytest.skip(f"apt-get cannot download {pin.package}={pin.version} here")
+    [deb] = tmp_path.glob("*.deb")
+
+    def gone(argv: Sequence[str], *, cwd: Path | None = None) -> CommandResult:
+        if argv[0] == "apt-get":
+            return CommandResult(tuple(argv), 100, "",
+                                 f"E: Version '{pin.version}' for '{pin.package}' was not found\n")
+        return CommandResult(tuple(argv), 0, "", "")
+
+    for var in ("http_proxy", "HTTP_PROXY", "all_proxy"):
+        monkeypatch.delenv(var, raising=False)
+    with serving(Archive) as archive:
+        digest = archive.offer(deb.read_bytes(), pin.package, pin.version)
+        got = fetch(NAME, cache_dir=tmp_path / "cache", runner=gone, snapshot_url=archive.url)
+        assert archive.requests == [listing_path(pin.package, pin.version), f"/file/{digest}"]
+    assert got.downloaded
+    assert sha256(got.vmlinuz) == pin.vmlinuz_sha256
+    assert sha256(got.config) == pin.config_sha256
+    assert not list((tmp_path / "cache" / "tmp").iterdir())

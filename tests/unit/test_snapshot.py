@@ -7,10 +7,7 @@ ours (fake_deb.py) by its sha1 the way the archive does; apt is faked (fake_apt.
 from __future__ import annotations
 
 import hashlib
-import http.server
-import json
 import socket
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -21,67 +18,32 @@ from bootfuzz.cli.main import main as bootfuzz_main
 from bootfuzz.errors import KernelError, KernelFetchError
 from bootfuzz.kernel import snapshot
 from bootfuzz.kernel.pinned import fetch, kernel_cache_dir, render_manifest
+from tests import snapshot_server
+from tests.snapshot_server import listing_path, serving
 
 SHA1 = hashlib.sha1(DEB).hexdigest()
-LISTING = f"/mr/binary/{PKG}/{VERSION}/binfiles"
+LISTING = listing_path(PKG, VERSION)
+
+
+class Archive(snapshot_server.Archive):
+    """The stand-in archive, for the fake package by default."""
+
+    def offer(self, deb: bytes, package: str = PKG, version: str = VERSION, *,
+              arch: str = "amd64", digest: str | None = None) -> str:
+        return super().offer(deb, package, version, arch=arch, digest=digest)
 
 
 def listing(*entries: dict[str, str]) -> bytes:
-    """A binfiles answer in the archive's shape (with keys we do not read)."""
-    return json.dumps({
-        "_comment": "foo", "binary": PKG, "binary_version": VERSION, "result": list(entries),
-    }).encode()
-
-
-class Archive(http.server.ThreadingHTTPServer):
-    """path -> (status, body); every request path is recorded."""
-
-    def __init__(self) -> None:
-        super().__init__(("127.0.0.1", 0), _Handler)
-        self.routes: dict[str, tuple[int, bytes]] = {}
-        self.requests: list[str] = []
-        #: Paths answered with a Content-Length larger than the body, then a hang-up.
-        self.cut: set[str] = set()
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.server_address[1]}"
-
-    def offer(self, deb: bytes, *, arch: str = "amd64", digest: str | None = None) -> str:
-        digest = digest or hashlib.sha1(deb).hexdigest()
-        self.routes[LISTING] = (200, listing({"architecture": arch, "hash": digest}))
-        self.routes[f"/file/{digest}"] = (200, deb)
-        return digest
-
-
-class _Handler(http.server.BaseHTTPRequestHandler):
-    server: Archive
-
-    def do_GET(self) -> None:
-        self.server.requests.append(self.path)
-        status, body = self.server.routes.get(self.path, (404, b"Not found\n"))
-        self.send_response(status)
-        length = len(body) + (1000 if self.path in self.server.cut else 0)
-        self.send_header("Content-Length", str(length))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, format: str, *args: object) -> None:
-        pass
+    return snapshot_server.listing(PKG, VERSION, *entries)
 
 
 @pytest.fixture
 def archive(monkeypatch: pytest.MonkeyPatch) -> Iterator[Archive]:
     for var in ("http_proxy", "HTTP_PROXY", "https_proxy", "HTTPS_PROXY", "all_proxy"):
         monkeypatch.delenv(var, raising=False)
-    server = Archive()
-    thread = threading.Thread(target=server.serve_forever, args=(0.01,), daemon=True)
-    thread.start()
-    monkeypatch.setenv("BOOTFUZZ_SNAPSHOT_URL", server.url)
-    yield server
-    server.shutdown()
-    server.server_close()
-    thread.join()
+    with serving(Archive) as server:
+        monkeypatch.setenv("BOOTFUZZ_SNAPSHOT_URL", server.url)
+        yield server
 
 
 @pytest.fixture
