@@ -107,10 +107,28 @@ class AgentReport:
 
 
 @dataclass(frozen=True)
+class PrintkRecord:
+    """A kernel message's first console line and the lines after it, exact bytes.
+
+    A message with newlines is one printk record shown as several lines, each with
+    the first one's prefix (bootfuzz.judge.printk_model says which lines are its).
+    """
+
+    prefix: bytes  # what came before the message on its line: the printk timestamp
+    first: bytes  # the message on its first line, after the text the parser matched
+    following: tuple[bytes, ...]  # the console lines after it, whole ("\r" stripped)
+
+
+#: The most console lines one record can fill (an empty line takes at least its
+#: newline in printk's 2048-byte console buffer), so the most kept after a message.
+MAX_RECORD_LINES = 2048
+
+
+@dataclass(frozen=True)
 class Observation:
     e820_tables: Mapping[MapKind, tuple[E820Line, ...]]
     bios_map_prefix: str | None  # "BIOS-e820", or the "BIOS-88"/"BIOS-e801" fallback
-    command_line: str | None
+    command_line: str | None  # the first line's message, decoded for display
     kernel_command_line: str | None
     ramdisk: MemRange | None
     ramdisk_allocated: MemRange | None
@@ -131,6 +149,8 @@ class Observation:
     firmware_entered: bool
     agent: AgentReport | None
     agent_error: str | None
+    #: The "Command line: " message exactly, with the lines printk may have split it into.
+    command_line_record: PrintkRecord | None = None
 
     @property
     def bios_e820(self) -> tuple[E820Line, ...]:
@@ -140,7 +160,8 @@ class Observation:
 _MEM = r"\[mem (0x[0-9a-f]+)-(0x[0-9a-f]+)\]"
 _MAP_PREFIXES = "|".join(["BIOS-e820", "BIOS-88", "BIOS-e801", "Xen", *(k.value for k in MapKind)])
 _E820_LINE = re.compile(rf"({_MAP_PREFIXES}): {_MEM} (.*)")
-_COMMAND_LINE = re.compile(r"Command line: (.*)")
+COMMAND_LINE_PREFIX = "Command line: "
+_COMMAND_LINE = re.compile(re.escape(COMMAND_LINE_PREFIX) + "(.*)")
 _KERNEL_COMMAND_LINE = re.compile(r"Kernel command line: (.*)")
 _RAMDISK = re.compile(rf"RAMDISK: {_MEM}$")
 _RAMDISK_ALLOCATED = re.compile(rf"Allocated new RAMDISK: {_MEM}$")
@@ -158,7 +179,49 @@ def _range(m: re.Match[str], first: int) -> MemRange:
     return MemRange(int(m.group(first), 16), int(m.group(first + 1), 16))
 
 
-def parse_transcript(text: str) -> Observation:
+def _lines(console: str | bytes) -> tuple[list[str], list[bytes] | None]:
+    """The console's lines as text ("\r" before a newline stripped) and, for a bytes
+    console, as the exact bytes."""
+    if isinstance(console, str):
+        return [line.rstrip("\r") for line in console.split("\n")], None
+    raw = [line.rstrip(b"\r") for line in console.split(b"\n")]
+    return [line.decode("utf-8", "replace") for line in raw], raw
+
+
+def _exact(text: str) -> bytes:
+    """The bytes a text line stands for (a surrogate escape is its byte)."""
+    try:
+        return text.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:  # a lone surrogate that stands for no byte
+        return text.encode("utf-8", "replace")
+
+
+def _printk_record(texts: list[str], raw: list[bytes] | None, index: int,
+                   prefix_len: int) -> PrintkRecord:
+    """The record whose first line is line *index*, its message after *prefix_len*
+    characters of the body."""
+    line = raw[index] if raw is not None else _exact(texts[index])
+    exact = line.decode("utf-8", "surrogateescape")
+    body = line_body(exact)
+    end = index + 1 + MAX_RECORD_LINES
+    following = raw[index + 1 : end] if raw is not None else [
+        _exact(t) for t in texts[index + 1 : end]]
+    return PrintkRecord(
+        prefix=_exact(exact[: len(exact) - len(body)]),
+        first=_exact(body[prefix_len:]),
+        following=tuple(following),
+    )
+
+
+def parse_transcript(console: str | bytes) -> Observation:
+    """The observation of a console transcript.
+
+    Give the bytes the backend printed (``Transcript.raw``) where a message is judged
+    byte for byte (the command line, which may hold any byte); text (``Transcript.text``)
+    serves every other field alike.
+    """
+    texts, raw = _lines(console)
+    record: PrintkRecord | None = None
     found: dict[str, Any] = {
         "bios_map_prefix": None, "command_line": None, "kernel_command_line": None,
         "ramdisk": None, "ramdisk_allocated": None, "ramdisk_move": None,
@@ -177,8 +240,7 @@ def parse_transcript(text: str) -> Observation:
     panics: list[str] = []
     oopses: list[str] = []
     versions = 0
-    for raw_line in text.split("\n"):
-        line = raw_line.rstrip("\r")
+    for index, line in enumerate(texts):
         if line.startswith(AGENT_PREFIX):  # user space: no timestamp, and never stripped
             if found["agent"] is None and found["agent_error"] is None:
                 found["agent"], found["agent_error"] = _parse_agent(line[len(AGENT_PREFIX) :])
@@ -201,6 +263,8 @@ def parse_transcript(text: str) -> Observation:
                 E820Line(int(m.group(2), 16), int(m.group(3), 16), m.group(4))
             )
         elif m := _COMMAND_LINE.match(body):
+            if found["command_line"] is None:
+                record = _printk_record(texts, raw, index, len(COMMAND_LINE_PREFIX))
             first("command_line", m.group(1))
         elif m := _KERNEL_COMMAND_LINE.match(body):
             first("kernel_command_line", m.group(1))
@@ -239,6 +303,7 @@ def parse_transcript(text: str) -> Observation:
         linux_version_count=versions,
         panics=tuple(panics),
         oopses=tuple(oopses),
+        command_line_record=record,
         **found,
     )
 

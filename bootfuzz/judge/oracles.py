@@ -15,9 +15,16 @@ from dataclasses import dataclass
 
 from bootfuzz.abi.bootparam import BOOT_PARAMS, BOOT_PARAMS_SIZE, LoadFlags, XLoadFlags
 from bootfuzz.abi.e820 import E820Entry, E820Type, firmware_memmap_type, kernel_type_words
+from bootfuzz.cmdline import cmdline_shown, cmdline_text
 from bootfuzz.judge.e820_model import sanitize
-from bootfuzz.judge.observation import AgentSetupData, MapKind, Observation
+from bootfuzz.judge.observation import (
+    COMMAND_LINE_PREFIX,
+    AgentSetupData,
+    MapKind,
+    Observation,
+)
 from bootfuzz.judge.patterns import INVALID_USER_MAP_PANIC, NO_ROOT_PANIC
+from bootfuzz.judge.printk_model import Shown, console_buffers, record_lines, shown_record
 from bootfuzz.judge.setup_data_model import expected_setup_data
 from bootfuzz.judge.user_memmap import UserMap, apply_user_options
 from bootfuzz.judge.verdict import OracleResult, Verdict, judged, unknown
@@ -210,33 +217,23 @@ def check_e820_user(ev: ExactEvidence) -> OracleResult | None:
                   "options: " + " ".join(user.options))
 
 
-#: printk keeps about 1 KiB of one record's text (1024 less a prefix reserve that
-#: differs between versions), and what reaches the console depends on the console
-#: path.  Measured "Command line: " plus: 975 bytes (6.1, earlyprintk), 977 (6.1),
-#: 1007 (6.12).  A shown line in this length range that is a prefix of ours was cut
-#: by printk.  source: kernel/printk/printk.c (vprintk_store, LOG_LINE_MAX /
-#: PRINTKRB_RECORD_MAX).
-PRINTK_TEXT_MIN = 960
-PRINTK_TEXT_MAX = 1023
-_COMMAND_LINE_PREFIX = "Command line: "
-
-
 def judge_cmdline(obs: Observation, cmdline: bytes) -> OracleResult:
-    """The kernel's "Command line:" is *cmdline*, byte for byte.
+    """The kernel's "Command line:" message is *cmdline*, byte for byte.
 
-    A line longer than one printk record shows truncated; then its shown part must
-    be exactly our prefix, and agent-cmdline checks the whole string.
+    printk shows the message as one line per newline in it, and a message longer
+    than its buffers cut (bootfuzz.judge.printk_model); the lines shown must be
+    exactly ours up to such a cut, and agent-cmdline then checks the whole.
     """
-    expected = cmdline.decode(errors="replace")
-    seen = obs.command_line
-    if seen is None:
+    expected = cmdline_shown(cmdline_text(cmdline))
+    record = obs.command_line_record
+    if record is None:
         return unknown("cmdline", expected, "no 'Command line:' line in the log")
-    shown = len(_COMMAND_LINE_PREFIX) + len(seen)
-    if len(seen) < len(expected) and PRINTK_TEXT_MIN <= shown <= PRINTK_TEXT_MAX:
-        return judged("cmdline", expected.startswith(seen), expected, seen,
-                      f"printk shows the first {len(seen)} bytes of a longer line; "
-                      "agent-cmdline checks the whole")
-    return judged("cmdline", seen == expected, expected, seen)
+    prefix = COMMAND_LINE_PREFIX.encode()
+    shown = shown_record(record_lines(prefix + cmdline), prefix + record.first,
+                         record.prefix, record.following, console_buffers(obs.linux_version))
+    seen = cmdline_shown(cmdline_text(b"\n".join(shown.lines)[len(prefix):]))
+    return judged("cmdline", shown.how is not Shown.DIFFERENT, expected, seen,
+                  f"{shown.detail}; agent-cmdline checks the whole" if shown.detail else "")
 
 
 def check_cmdline(ev: ExactEvidence) -> OracleResult:
@@ -246,11 +243,11 @@ def check_cmdline(ev: ExactEvidence) -> OracleResult:
 
 def judge_agent_cmdline(obs: Observation, cmdline: bytes) -> OracleResult:
     """/proc/cmdline inside the guest is *cmdline*."""
-    expected = cmdline.decode(errors="replace")
+    expected = cmdline_shown(cmdline_text(cmdline))
     if obs.agent is None:
         return unknown("agent-cmdline", expected, "no agent report")
     return judged("agent-cmdline", obs.agent.cmdline == cmdline, expected,
-                  obs.agent.cmdline.decode(errors="replace"))
+                  cmdline_shown(cmdline_text(obs.agent.cmdline)))
 
 
 def check_agent_cmdline(ev: ExactEvidence) -> OracleResult | None:

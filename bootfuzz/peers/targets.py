@@ -133,7 +133,7 @@ AGENT_ORACLES = frozenset({"boot", "agent-cmdline", "payload-digest", "firmware-
 def _judge(name: str, case: BootCase, argv: Sequence[str], transcript: Transcript,
            guest_exit: GuestExit, request: LoadRequest, promises: TargetPromises,
            run_dir: Path, started: float, exact: Sequence[OracleResult] = ()) -> TargetRun:
-    observation = parse_transcript(transcript.text)
+    observation = parse_transcript(transcript.raw)
     validity = judge_validity(ValidityEvidence(request, promises, observation, guest_exit,
                                                transcript.end_detail))
     if request.initrd_size is None:

@@ -149,7 +149,7 @@ def execute(
         silence_timeout=silence_timeout, keep_blobs=keep_blobs,
         stop_patterns=[STOP_POINTS[until][0]] if until else [],
     )
-    observation = parse_transcript(transcript.text)
+    observation = parse_transcript(transcript.raw)  # bytes: the command line is judged exactly
     if not observation.firmware_entered and guest_exit in (
         GuestExit.BACKEND_ERROR, GuestExit.KILLED, GuestExit.UNKNOWN
     ):
