@@ -33,6 +33,7 @@ from bootfuzz.run.backends import get_backend
 from bootfuzz.run.backends.base import Backend
 from bootfuzz.run.console import run_console
 from bootfuzz.run.exits import classify_exit
+from bootfuzz.run.host import check_guest_memory
 from bootfuzz.transcript import GuestExit, Transcript
 
 #: Generous for TCG: the xz kernel decompresses for ~3 s and a 64 MiB xz initrd
@@ -79,6 +80,7 @@ def prepare(case: BootCase) -> PreparedBoot:
     image = load_kernel_image(kernel_path)
     platform = backend.platform(case.memory)
     encode_cmdline(case.cmdline, image)
+    check_guest_memory(case.memory)  # this machine's limit: after the input's own checks
     backend.check_available()
     harness = build_harness()
     initrd = cached_initrd(case.initrd, harness.agent) if case.initrd is not None else None
