@@ -67,7 +67,7 @@ class BootOutcome(Protocol):
 #: stays while PIDs, CPU numbers, sizes and counters go).
 _KEEP_OR_BLANK = re.compile(
     rf"(?P<site>{SOURCE_SITE.pattern})|{SYMBOL_OFFSET.pattern}"
-    r"|(?P<hex>0x[0-9a-fA-F]+|\b[0-9a-fA-F]{8,}\b)|(?<![A-Za-z_])\d+"
+    r"|(?P<hex>0x[0-9a-fA-F]+|\b[0-9a-fA-F]{8,}\b)|(?<!\w)\d+"
 )
 #: Titles longer than this are cut (a panic's text can run on).
 TITLE_LENGTH = 160
