@@ -7,6 +7,7 @@ side is pure.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import tempfile
@@ -15,8 +16,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from bootfuzz.case import BootCase
-from bootfuzz.errors import BackendError
+from bootfuzz.case import BootCase, InitrdSpec
+from bootfuzz.compression import Compression
+from bootfuzz.errors import BackendError, LayoutError
 from bootfuzz.guest.harness import HarnessArtifacts, build_harness
 from bootfuzz.guest.initrd import cached_initrd
 from bootfuzz.judge.layout_rules import check_layout
@@ -29,12 +31,14 @@ from bootfuzz.kernel.pinned import resolve_kernel
 from bootfuzz.loader.placement import encode_cmdline
 from bootfuzz.loader.plan import BootPlan
 from bootfuzz.loader.planner import plan_boot
+from bootfuzz.loader.platform import Platform
 from bootfuzz.run.backends import get_backend
 from bootfuzz.run.backends.base import Backend
 from bootfuzz.run.console import run_console
 from bootfuzz.run.exits import classify_exit
 from bootfuzz.run.host import check_guest_memory
 from bootfuzz.transcript import GuestExit, Transcript
+from bootfuzz.units import format_size
 
 #: Generous for TCG: the xz kernel decompresses for ~3 s and a 64 MiB xz initrd
 #: unpacks for several more; a healthy boot on this machine takes 2-15 s.
@@ -72,14 +76,16 @@ class BootResult:
 def prepare(case: BootCase) -> PreparedBoot:
     """Everything up to the plan.
 
-    The user's input is checked first (kernel, memory, command line), so a bad
-    case is reported as such even on a machine that lacks the backend.
+    The user's input is checked first (kernel, memory, command line, whether the
+    initrd can fit), so a bad case is reported as such even on a machine that lacks
+    the backend, and before an initrd is built for it.
     """
     backend = get_backend(case.backend)
     kernel_path = resolve_kernel(case.kernel)
     image = load_kernel_image(kernel_path)
     platform = backend.platform(case.memory)
     encode_cmdline(case.cmdline, image)
+    check_initrd_fits(case, image, platform)
     check_guest_memory(case.memory)  # this machine's limit: after the input's own checks
     backend.check_available()
     harness = build_harness()
@@ -88,6 +94,45 @@ def prepare(case: BootCase) -> PreparedBoot:
     config = find_config(case.kernel, kernel_path)
     unpack = None if config is None else config_unpack_message(config)
     return PreparedBoot(case, image, backend, harness, plan, unpack)
+
+
+@dataclass(frozen=True)
+class UnbuiltInitrd:
+    """An initrd planned by its smallest possible size, before it is built."""
+
+    size: int
+    path: Path = Path("(not built)")
+    payload_sha256: str = ""
+
+
+def initrd_size_bound(spec: InitrdSpec) -> int:
+    """The fewest bytes the initrd for *spec* can have.
+
+    Every form holds the whole payload (guest.initrd), and the payload is SHAKE256
+    output, which no compressor shrinks: compressed, it stays about its size (a
+    1/64 margin all the same); uncompressed, it is the payload and more.
+    """
+    if spec.compression is Compression.NONE:
+        return spec.size
+    return spec.size - spec.size // 64
+
+
+def check_initrd_fits(case: BootCase, image: KernelImage, platform: Platform) -> None:
+    """Plan *case* with its initrd's smallest possible size before building it: a
+    case whose initrd cannot fit is refused without minutes of compressing (and
+    without leaving gigabytes in the cache)."""
+    if case.initrd is None:
+        return
+    plan_boot(dataclasses.replace(case, initrd=None), image, platform)  # its own faults first
+    bound = initrd_size_bound(case.initrd)
+    try:
+        plan_boot(case, image, platform, UnbuiltInitrd(bound))
+    except LayoutError as exc:
+        raise LayoutError(
+            f"{exc.args[0]} (refused before building it: the initrd holds a "
+            f"{format_size(case.initrd.size)} payload of random bytes, so it is at least "
+            f"{bound} bytes)"
+        ) from None
 
 
 def default_runs_dir() -> Path:
