@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 from pathlib import Path
 
 from bootfuzz.cli.case_args import add_case_arguments, add_guest_timeouts, case_from_args
 from bootfuzz.cli.exits import EPILOG, ExitStatus
-from bootfuzz.cli.report import result_json, result_table
+from bootfuzz.cli.report import interrupted_json, result_json, result_table
 from bootfuzz.judge.oracles import StopPoint
 from bootfuzz.judge.verdict import Verdict
 from bootfuzz.run.boot import (
@@ -48,9 +49,16 @@ def run(args: argparse.Namespace) -> int:
     case = case_from_args(args, backend=args.backend)
     prepared = prepare(case)
     run_dir = new_run_dir(case, None if args.run_dir is None else Path(args.run_dir))
-    result = execute(prepared, run_dir, timeout=args.timeout,
-                     silence_timeout=args.silence_timeout, keep_blobs=args.keep_blobs,
-                     until=StopPoint(args.until) if args.until else None)
+    try:
+        result = execute(prepared, run_dir, timeout=args.timeout,
+                         silence_timeout=args.silence_timeout, keep_blobs=args.keep_blobs,
+                         until=StopPoint(args.until) if args.until else None)
+    except KeyboardInterrupt as exc:  # SIGINT, or SIGTERM (cli.exits.Terminated)
+        # The guest is stopped and the blobs are gone (run.boot); say why no verdict.
+        name = signal.Signals(getattr(exc, "signum", signal.SIGINT)).name
+        doc = interrupted_json(case, run_dir, name)
+        (run_dir / "verdict.json").write_text(json.dumps(doc, indent=2) + "\n")
+        raise
     doc = result_json(result)
     (run_dir / "verdict.json").write_text(json.dumps(doc, indent=2) + "\n")
     if args.json:

@@ -9,15 +9,18 @@ pipeline (the subcommands' one-line help is kept here for that reason).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import os
+import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from types import FrameType
 from typing import Protocol, cast
 
 from bootfuzz import __version__
-from bootfuzz.cli.exits import EPILOG, ExitStatus
+from bootfuzz.cli.exits import EPILOG, ExitStatus, Terminated
 from bootfuzz.errors import BootfuzzError, ConfigError, HarnessBug, InfrastructureError
 
 
@@ -101,7 +104,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
         try:
-            status = _run(argv)
+            with _sigterm_as_interrupt():
+                status = _run(argv)
         except SystemExit:  # --help and --version print, then exit through argparse
             sys.stdout.flush()
             raise
@@ -131,9 +135,32 @@ def _run(argv: list[str]) -> int:
     except BootfuzzError as exc:
         print(f"bootfuzz: {exc}", file=sys.stderr)
         return ExitStatus.INFRASTRUCTURE
+    except Terminated:
+        print("bootfuzz: terminated (SIGTERM)", file=sys.stderr)
+        return ExitStatus.TERMINATED
     except KeyboardInterrupt:
         print("bootfuzz: interrupted", file=sys.stderr)
         return ExitStatus.INTERRUPTED
+
+
+def _on_sigterm(signum: int, frame: FrameType | None) -> None:
+    # One is enough: a second SIGTERM must not cut the clean-up of the first short.
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    raise Terminated
+
+
+@contextlib.contextmanager
+def _sigterm_as_interrupt() -> Iterator[None]:
+    """While a subcommand runs, SIGTERM unwinds it as Ctrl-C does (Terminated)."""
+    try:
+        previous = signal.signal(signal.SIGTERM, _on_sigterm)
+    except ValueError:  # not the main thread (an embedding program): its signals, not ours
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _silence_stdout() -> None:

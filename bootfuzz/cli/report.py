@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import textwrap
+from pathlib import Path
 from typing import Any
 
+from bootfuzz.case import BootCase
 from bootfuzz.cmdline import cmdline_shown
 from bootfuzz.judge.verdict import Verdict, oracle_json
 from bootfuzz.run.boot import BootResult
@@ -13,24 +15,39 @@ from bootfuzz.units import format_size
 JSON_FORMAT_VERSION = 1
 
 
+def case_json(case: BootCase) -> dict[str, Any]:
+    return {
+        "kernel": case.kernel,
+        "memory": case.memory,
+        "cmdline": case.cmdline,
+        "entry": case.entry.value,
+        "backend": case.backend,
+        "initrd": None if case.initrd is None else {
+            "size": case.initrd.size,
+            "compression": case.initrd.compression.value,
+            "seed": case.initrd.seed,
+        },
+    }
+
+
+def interrupted_json(case: BootCase, run_dir: Path, signal_name: str) -> dict[str, Any]:
+    """The verdict.json of a boot stopped by a signal: no verdict, and why not."""
+    return {
+        "format": JSON_FORMAT_VERSION,
+        "verdict": None,
+        "interrupted": signal_name,
+        "case": case_json(case),
+        "run_dir": str(run_dir),
+    }
+
+
 def result_json(result: BootResult) -> dict[str, Any]:
     case, plan = result.case, result.plan
     return {
         "format": JSON_FORMAT_VERSION,
         "verdict": result.verdict.value,
         "oracles": [oracle_json(r) for r in result.oracles],
-        "case": {
-            "kernel": case.kernel,
-            "memory": case.memory,
-            "cmdline": case.cmdline,
-            "entry": case.entry.value,
-            "backend": case.backend,
-            "initrd": None if case.initrd is None else {
-                "size": case.initrd.size,
-                "compression": case.initrd.compression.value,
-                "seed": case.initrd.seed,
-            },
-        },
+        "case": case_json(case),
         "plan": {
             "kernel_load": plan.kernel_load,
             "kernel_window": list(plan.kernel_window),

@@ -162,11 +162,12 @@ def run_backend(
     """Run *plan* on *backend* and say how the guest ended.
 
     Leaves command.json and console.log in *run_dir*; the blob files the backend
-    wrote there go afterwards unless *keep_blobs*.
+    wrote there go afterwards unless *keep_blobs*, whatever ends the run (a signal,
+    a full disk while the backend writes them).
     """
-    argv = backend.prepare(plan, harness, run_dir)
-    (run_dir / "command.json").write_text(json.dumps(argv, indent=1) + "\n")
     try:
+        argv = backend.prepare(plan, harness, run_dir)
+        (run_dir / "command.json").write_text(json.dumps(argv, indent=1) + "\n")
         transcript = run_console(argv, timeout=timeout, silence_timeout=silence_timeout,
                                  log_path=run_dir / "console.log", stop_patterns=stop_patterns)
     finally:
