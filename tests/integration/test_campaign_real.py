@@ -1,16 +1,24 @@
-"""A short real campaign: generated valid cases on debian-6.1-cloud, no failures."""
+"""Short real campaigns on debian-6.1-cloud: generated valid cases without failures; a
+campaign killed with SIGKILL leaves nothing running and resumes without losing a finding."""
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import signal
+import subprocess
+import sys
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
 
 from bootfuzz.fuzz.campaign import CampaignOptions, run_campaign
+from bootfuzz.fuzz.caselog import read_cases
 from bootfuzz.loader.layout import GiB, MiB
 from tests.integration.test_boot_properties import PRINTK_SAFE_CMDLINE
+from tests.processes import marked, new_mark, poll
 
 pytestmark = [pytest.mark.qemu, pytest.mark.slow]
 
@@ -31,3 +39,59 @@ def test_campaign_one_minute_on_cloud_kernel_finishes_without_failures(tmp_path:
     assert summary.findings == () and summary.counts["pass"] == summary.cases, doc
     state = json.loads((work / "state.json").read_text())
     assert state["next_index"] == summary.cases  # every case done, in order
+
+
+def _fuzz(out: Path, *extra: str) -> list[str]:
+    return [sys.executable, "-c", "from bootfuzz.cli.main import entry; entry()", "fuzz",
+            "--kernel", "debian-6.1-cloud", "--jobs", "2", "--max-cases", "4",
+            "--time", "20m", "--out", str(out), "--mem-min", "160M", "--mem-max", "1G",
+            "--max-initrd", "2M", "--max-cmdline", str(PRINTK_SAFE_CMDLINE),
+            "--minimize-boots", "0", "--timeout", "240", *extra]
+
+
+def _qemus(env: dict[str, str]) -> list[str]:
+    return [cmd for _, cmd in marked(env) if "qemu" in cmd.split(" ", 1)[0]]
+
+
+def test_campaign_sigkilled_leaves_no_process_and_resume_loses_no_finding(
+    tmp_path: Path,
+) -> None:
+    """A real campaign (two jobs, two QEMUs running) killed with SIGKILL: within seconds no
+    process of it is left (none with bootfuzz or qemu in its command line, found by the
+    marker its descendants inherit); --resume then finishes its four cases, each on
+    record once, and every failure logged before the kill is still a finding."""
+    env = new_mark()
+    log = tmp_path / "campaign" / "cases.jsonl"
+    proc = subprocess.Popen(_fuzz(tmp_path, "--seed", "2024"), env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        def one_logged_two_running() -> bool:
+            assert proc.poll() is None, "the campaign ended before it was killed"
+            return bool(log.exists() and log.read_bytes()) and len(_qemus(env)) == 2
+
+        assert poll(one_logged_two_running, 600, step=0.2), marked(env)
+        proc.kill()
+        proc.wait()
+        gone = poll(lambda: not [cmd for _, cmd in marked(env)
+                                 if "bootfuzz" in cmd or "qemu" in cmd], 15)
+        assert gone, marked(env)
+    finally:
+        for pid, _ in marked(env):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+    before = read_cases(log)
+    assert 1 <= len(before) < 4
+
+    resumed = subprocess.run(_fuzz(tmp_path, "--resume"), env=env, capture_output=True,
+                             text=True, timeout=1800)
+    assert resumed.returncode in (0, 1), resumed.stderr
+    records = read_cases(log)
+    assert sorted(r.index for r in records) == [0, 1, 2, 3]  # each case once
+    summary = json.loads((tmp_path / "campaign" / "summary.json").read_text())
+    assert summary["cases"] == 4 and summary["counts"]["infra"] == 0, summary
+    findings = {f["key"]: f for f in summary["findings"]}
+    failing = {r.signature for r in records if r.status == "fail"}
+    assert set(findings) == failing
+    assert {r.signature for r in before if r.status == "fail"} <= set(findings)
+    assert all(Path(f["file"]).is_file() for f in findings.values())
+    assert not marked(env)
