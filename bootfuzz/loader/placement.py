@@ -9,7 +9,6 @@ these into a BootPlan and never import each other.
 
 from __future__ import annotations
 
-import itertools
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -33,8 +32,9 @@ from bootfuzz.loader.layout import (
     align_down,
     align_up,
 )
+from bootfuzz.loader.memory import lost_bytes
 from bootfuzz.loader.plan import Blob, InitrdImage, PlacedInitrd
-from bootfuzz.loader.platform import FIRMWARE_TOP_BASE, Platform
+from bootfuzz.loader.platform import ADDRESS_SPACE_END, FIRMWARE_TOP_BASE, Platform
 
 
 def plan_e820(platform: Platform) -> tuple[E820Entry, ...]:
@@ -104,19 +104,20 @@ def decompressor_run_address(image: KernelImage, load: int) -> int:
 
 
 def place_kernel(
-    image: KernelImage, platform: Platform, load_override: int | None = None
+    image: KernelImage, platform: Platform, load: int | None = None, *,
+    overridden: bool = False,
 ) -> tuple[int, int]:
     """Load and run address of the protected-mode code.
 
     We load at pref_address, which the kernel requires when not relocatable and
     prefers otherwise; aligned to kernel_alignment it is also where the
     decompressor runs, so [load, load + init_size) is the whole window
-    (boot-protocol.md 3.3).  An override loads elsewhere and lets the kernel's
-    own rule pick the run address.
+    (boot-protocol.md 3.3).  A given *load* (the 16-bit entry's 1 MiB, or an
+    override) lets the kernel's own rule pick the run address.  A window past
+    RAM is refused unless *overridden*: then it is a faulty loader's layout,
+    which runs and valid-kernel-load judges.
     """
-    if load_override is not None:
-        load = load_override
-    else:
+    if load is None:
         load = image.pref_address
         alignment = image.kernel_alignment
         if alignment and load % alignment:
@@ -125,7 +126,7 @@ def place_kernel(
             )
     run = decompressor_run_address(image, load)
     end = run + image.init_size
-    if end > platform.low.end:
+    if end > platform.low.end and not overridden:
         raise LayoutError(
             f"{platform.memory // (1 << 20)} MiB of RAM is too small: the kernel runs at "
             f"{run:#x} and needs init_size {image.init_size:#x} bytes up to {end:#x}, but RAM "
@@ -148,7 +149,9 @@ class KernelPlacement:
 def place_bzimage(case: BootCase, image: KernelImage, platform: Platform,
                   offset: int) -> KernelPlacement:
     """The bzImage's protected-mode code by place_kernel, entered *offset* bytes in."""
-    load, run = place_kernel(image, platform, case.overrides.kernel_load)
+    ov = case.overrides
+    load, run = place_kernel(image, platform, ov.kernel_load,
+                             overridden=ov.kernel_load is not None)
     pm_code = image.protected_mode_code
     return KernelPlacement((Blob("kernel", load, len(pm_code), data=pm_code),),
                            load + offset, load, (run, run + image.init_size),
@@ -162,7 +165,8 @@ def place_vmlinux(image: KernelImage, platform: Platform, load: int | None,
 
     *entry_of* picks the entry point the caller jumps to; *what* is the error when
     the image has none.  Memory past p_filesz (the bss) is left to the backend's
-    fresh RAM, which is zero on QEMU and on anonymous mappings alike.
+    fresh RAM, which is zero on QEMU and on anonymous mappings alike.  An image
+    past RAM is refused unless *load* is an override (then valid-kernel-load judges).
     """
     info = read_vmlinux(image.vmlinux)
     entry = entry_of(info)
@@ -172,7 +176,7 @@ def place_vmlinux(image: KernelImage, platform: Platform, load: int | None,
     start = min(seg.p_paddr for seg in loads)
     shift = 0 if load is None else load - start
     end = max(seg.p_paddr + seg.p_memsz for seg in loads) + shift
-    if end > platform.low.end:
+    if end > platform.low.end and load is None:
         raise LayoutError(
             f"{platform.memory // (1 << 20)} MiB of RAM is too small: the vmlinux occupies "
             f"[{start + shift:#x}, {end:#x}), RAM below the MMIO gap ends at {platform.low.end:#x}"
@@ -218,7 +222,13 @@ def _place_initrd(
         addr = align_up(window_end, PAGE_SIZE)
     else:
         addr = align_down(limit - size, PAGE_SIZE)
-    if policy is not InitrdPlacement.HIGH and (addr < window_end or addr + size > limit):
+    if case.overrides.kernel_load is not None and policy is not InitrdPlacement.HIGH:
+        # A moved kernel is a faulty loader's layout: the policy's address stands even
+        # inside the kernel's window or past RAM (valid-initrd-* then judge it).
+        if addr < 0:
+            raise LayoutError(f"an initrd of {size} bytes is larger than the RAM below "
+                              f"{limit:#x}: it would start below address 0")
+    elif policy is not InitrdPlacement.HIGH and (addr < window_end or addr + size > limit):
         raise LayoutError(
             f"an initrd of {size} bytes does not fit: it must lie above the kernel's "
             f"window (ends {window_end:#x}) and end below {limit:#x} (the lower of "
@@ -277,18 +287,32 @@ def place_setup_data(nodes: tuple[SetupDataNode, ...]) -> tuple[int, list[Blob]]
 
 # ---- The whole plan --------------------------------------------------------
 
-def check_blobs(blobs: list[Blob], platform: Platform) -> None:
-    """Refuse a plan whose blobs overlap or lie outside the platform's RAM.
+#: Blobs whose place the kernel image decides (pref_address, p_paddr), not our layout.
+_IMAGE_BLOBS = ("kernel", "vmlinux")
 
-    Overrides can put anything anywhere; a plan the backend could not write
-    faithfully is a LayoutError here, not a surprise in the guest.
+
+def check_blobs(blobs: list[Blob], platform: Platform, *, own_layout: bool) -> None:
+    """Refuse a plan that cannot be represented; with *own_layout*, also our own mistakes.
+
+    The only layout no loader can make is a blob past the end of the 64-bit address
+    space: refused (LayoutError).  Anything else an override asks for runs:
+    bootfuzz.loader.memory keeps the bytes that land in RAM (a later blob over an
+    earlier one), and the layout rules (bootfuzz.judge.layout_rules) say what is
+    wrong.  Without overrides the layout is ours: blobs that overlap or leave RAM
+    are a bug in bootfuzz (HarnessBug), or the image's doing when its own segments
+    are involved (ImageError).
     """
-    ordered = sorted(blobs, key=lambda b: b.addr)
-    for a, b in itertools.pairwise(ordered):
-        if a.end > b.addr:
+    for blob in blobs:
+        if blob.addr < 0 or blob.end > ADDRESS_SPACE_END:
             raise LayoutError(
-                f"{a.name} [{a.addr:#x}, {a.end:#x}) overlaps {b.name} at {b.addr:#x}"
+                f"{blob.name} at {blob.addr:#x} with {blob.size:#x} bytes ends past 2**64: "
+                "no guest-physical address can name its end"
             )
-    for blob in ordered:
-        if not any(r.start <= blob.addr and blob.end <= r.end for r in platform.ram_ranges()):
-            raise LayoutError(f"{blob.name} [{blob.addr:#x}, {blob.end:#x}) is not inside RAM")
+    if not own_layout:
+        return
+    for lost in lost_bytes(blobs, platform):
+        what = f"{lost.blob.name} [{lost.addr:#x}, {lost.end:#x}): {lost.reason}"
+        if lost.blob.name.startswith(_IMAGE_BLOBS) or (
+                lost.by is not None and lost.by.name.startswith(_IMAGE_BLOBS)):
+            raise ImageError(f"the image's own load address puts {what}")
+        raise HarnessBug(f"our loader's own layout puts {what}")

@@ -25,8 +25,8 @@ from bootfuzz.case import BootCase
 from bootfuzz.errors import LayoutError
 from bootfuzz.kernel.image import KernelImage
 from bootfuzz.loader.entry_cpu import entry_cpu, gdt_blob
+from bootfuzz.loader.handover import told_by_start_info, told_initrd
 from bootfuzz.loader.layout import (
-    FOUR_GIB,
     HIGH_MEMORY_START,
     LOW_RAM_END,
     PAGE_SIZE,
@@ -45,6 +45,9 @@ from bootfuzz.loader.placement import (
 )
 from bootfuzz.loader.plan import Blob, BootPlan, InitrdImage, PlacedInitrd
 from bootfuzz.loader.platform import Platform
+
+#: Where the first module entry sits inside the start_info page.
+MODULE0_OFFSET = PVH_MODLIST_ADDR - PVH_START_INFO_ADDR
 
 
 def pvh_kernel_e820(e820: tuple[E820Entry, ...]) -> tuple[E820Entry, ...]:
@@ -76,7 +79,7 @@ def build_start_info(
     })
     if initrd is not None:
         HVM_MODLIST_ENTRY.pack_into(page, {"paddr": initrd.addr, "size": initrd.size},
-                                    base=PVH_MODLIST_ADDR - PVH_START_INFO_ADDR)
+                                    base=MODULE0_OFFSET)
     for i, entry in enumerate(e820):
         HVM_MEMMAP_TABLE_ENTRY.pack_into(
             page, {"addr": entry.addr, "size": entry.size, "type": entry.type},
@@ -104,8 +107,6 @@ def plan_pvh(
     )
     start, end = kernel.window
     placed = initrd_placement(case, image, platform, end, initrd)
-    if placed is not None and placed.end > FOUR_GIB:
-        raise LayoutError("a PVH module (the initrd) must lie below 4 GiB: its address is 32-bit")
     e820 = plan_e820(platform) if ov.e820 is None else ov.e820
     start_info = build_start_info(cmdline_at.addr, e820, placed)
     mode = HandoffMode.PROTECTED_32
@@ -116,13 +117,14 @@ def plan_pvh(
         *kernel.blobs,
         *initrd_blobs(placed, initrd),
     ]
-    check_blobs(blobs, platform)
+    check_blobs(blobs, platform, own_layout=ov.empty)
     kernel_e820 = pvh_kernel_e820(e820)
+    told = told_by_start_info(start_info, start_info[MODULE0_OFFSET:] if placed else None)
     fields: list[tuple[str, int | bytes]] = [
         ("e820_entries", len(kernel_e820)),
-        ("cmd_line_ptr", cmdline_at.addr),
-        ("ramdisk_image", placed.addr if placed else 0),
-        ("ramdisk_size", placed.size if placed else 0),
+        ("cmd_line_ptr", told.cmdline),
+        ("ramdisk_image", told.initrd[0] if told.initrd else 0),
+        ("ramdisk_size", told.initrd[1] if told.initrd else 0),
         ("version", PVH_BOOT_PARAMS_VERSION),
         ("type_of_loader", PVH_TYPE_OF_LOADER_NON_XEN),
     ]
@@ -137,7 +139,7 @@ def plan_pvh(
         kernel_load=start,
         kernel_run=start,
         init_size=end - start,
-        initrd=placed,
+        initrd=told_initrd(placed, told),
         kernel_e820=kernel_e820,
         boot_params_fields=tuple(fields),
         image_header=image.header.fields,

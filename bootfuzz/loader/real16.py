@@ -39,6 +39,7 @@ from bootfuzz.case import BootCase
 from bootfuzz.cmdline import cmdline_bytes
 from bootfuzz.errors import HarnessBug, LayoutError
 from bootfuzz.kernel.image import KernelImage
+from bootfuzz.loader.handover import told_by_setup_header, told_initrd
 from bootfuzz.loader.layout import (
     BIOS_DATA_ADDR,
     FOUR_GIB,
@@ -231,12 +232,10 @@ def plan_boot16(
     # Protected-mode code at 1 MiB (boot.rst: "at address 0x100000" for a
     # bzImage); code32_start keeps the image's 0x100000 unless an override moves it.
     load, run = place_kernel(
-        image, platform, HIGH_MEMORY_START if ov.kernel_load is None else ov.kernel_load
+        image, platform, HIGH_MEMORY_START if ov.kernel_load is None else ov.kernel_load,
+        overridden=ov.kernel_load is not None,
     )
     placed = initrd_placement(case, image, platform, run + image.init_size, initrd)
-    if placed is not None and placed.end > FOUR_GIB:
-        raise LayoutError("the 16-bit protocol's ramdisk_image is 32-bit: the initrd must "
-                          "lie below 4 GiB")
 
     cmdline_addr = base + CMDLINE_OFFSET if ov.cmdline_addr is None else ov.cmdline_addr
     if ov.cmdline_raw is None:
@@ -263,7 +262,15 @@ def plan_boot16(
     }
     if load != image.header["code32_start"]:
         header["code32_start"] = load
-    header.update(_header_overrides(ov.fields))
+    told_fields = _header_overrides(ov.fields)
+    for name, value in header.items():
+        width = SETUP_HEADER[name].size * 8
+        if value >> width and name not in told_fields:
+            raise LayoutError(
+                f"the 16-bit entry's setup header holds a {width}-bit {name}: {value:#x} "
+                f"cannot be written there (give fields.{name} to say what it holds)"
+            )
+    header.update(told_fields)
     real_mode = bytearray(image.data[:real_mode_size])
     try:
         SETUP_HEADER.pack_into(real_mode, header)
@@ -279,7 +286,7 @@ def plan_boot16(
         *setup_blobs,
         *initrd_blobs(placed, initrd),
     ]
-    check_blobs(blobs, platform)
+    check_blobs(blobs, platform, own_layout=ov.empty)
 
     kernel_e820 = setup_kernel_e820(e820)
     table_field = BOOT_PARAMS["e820_table"]
@@ -310,7 +317,7 @@ def plan_boot16(
         kernel_load=load,
         kernel_run=run,
         init_size=image.init_size,
-        initrd=placed,
+        initrd=told_initrd(placed, told_by_setup_header(bytes(real_mode))),
         kernel_e820=kernel_e820,
         boot_params_fields=tuple(predicted.items()),
         image_header=image.header.fields,

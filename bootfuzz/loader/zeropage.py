@@ -25,6 +25,7 @@ from bootfuzz.case import BootCase, SetupDataNode
 from bootfuzz.errors import LayoutError
 from bootfuzz.kernel.image import KernelImage
 from bootfuzz.loader.entry_cpu import entry_cpu, gdt_blob, page_tables_blob
+from bootfuzz.loader.handover import e820_by_boot_params, told_by_boot_params, told_initrd
 from bootfuzz.loader.layout import ZERO_PAGE_ADDR
 from bootfuzz.loader.placement import (
     KernelPlacement,
@@ -120,7 +121,8 @@ def plan_with_zero_page(
     if mode is HandoffMode.LONG_64:
         blobs.append(page_tables_blob(platform))
     blobs += initrd_blobs(placed, initrd)
-    check_blobs(blobs, platform)
+    check_blobs(blobs, platform, own_layout=ov.empty)
+    told = told_by_boot_params(zero_page)
     return BootPlan(
         case=case,
         platform=platform,
@@ -132,8 +134,8 @@ def plan_with_zero_page(
         kernel_load=kernel.load,
         kernel_run=kernel.window[0],
         init_size=kernel.window[1] - kernel.window[0],
-        initrd=placed,
-        kernel_e820=in_zero_page,
+        initrd=told_initrd(placed, told),
+        kernel_e820=e820_by_boot_params(zero_page),
         image_header=image.header.fields,
         kernel_e820_ext=e820 if extended else None,
         kernel_default_load=kernel.default_load,

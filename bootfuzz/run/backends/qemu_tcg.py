@@ -1,10 +1,11 @@
 """QEMU with TCG as a plain executor of our BootPlans.
 
 QEMU's own -kernel loader is not used: our firmware stub (harness/firmware) is the
-BIOS, every blob of the plan is put at its address with ``-device loader``, and the
-stub reads the hand-off block to enter the kernel in the plan's CPU state.  So every
-byte the kernel finds was decided by our loader.  Facts this relies on are in
-shared/reference/qemu-tcg-backend.md.
+BIOS, every piece of memory the plan fills (bootfuzz.run.memory_files: the parts
+of its blobs in RAM, a later blob over an earlier one) is put at its address with
+``-device loader``, and the stub reads the hand-off block to enter the kernel in the
+plan's CPU state.  So every byte the kernel finds was decided by our loader.  Facts
+this relies on are in shared/reference/qemu-tcg-backend.md.
 """
 
 from __future__ import annotations
@@ -15,14 +16,16 @@ from pathlib import Path
 from typing import ClassVar
 
 from bootfuzz.abi.handoff import HANDOFF, HANDOFF_MAGIC
-from bootfuzz.errors import BackendError
+from bootfuzz.errors import BackendError, LayoutError
 from bootfuzz.guest.harness import HarnessArtifacts
 from bootfuzz.guest.protocol import AGENT_EXIT_PORT, QEMU_AGENT_EXIT_STATUS
 from bootfuzz.loader.layout import FIRMWARE_CODE32_SELECTOR, HANDOFF_ADDR
-from bootfuzz.loader.plan import Blob, BootPlan, CpuState
+from bootfuzz.loader.memory import memory_pieces
+from bootfuzz.loader.plan import BootPlan, CpuState
 from bootfuzz.loader.platform import Platform, qemu_pc
 from bootfuzz.loader.x86 import Efer
 from bootfuzz.run.exits import ExitStatuses
+from bootfuzz.run.memory_files import SUFFIX, MemoryFile, memory_files
 from bootfuzz.transcript import GuestExit
 
 QEMU_BINARY = "qemu-system-x86_64"
@@ -59,6 +62,19 @@ def handoff_block(cpu: CpuState) -> bytes:
     )
 
 
+def check_handoff_free(plan: BootPlan) -> None:
+    """Refuse a plan that writes over our hand-off block: the firmware stub reads it
+    before the jump, so no plan bytes can be there on this backend."""
+    start, end = HANDOFF_ADDR, HANDOFF_ADDR + HANDOFF.size
+    for piece in memory_pieces(plan.blobs, plan.platform):
+        if piece.addr < end and start < piece.end:
+            raise LayoutError(
+                f"{piece.blob.name} [{piece.addr:#x}, {piece.end:#x}) covers [{start:#x}, "
+                f"{end:#x}), where the qemu-tcg backend's firmware reads its hand-off block "
+                "before the jump: run this layout on another backend"
+            )
+
+
 def _qemu_opt(path: Path) -> str:
     """A path as a QEMU option value: commas are doubled, or QEMU splits there."""
     return str(path).replace(",", ",,")
@@ -82,19 +98,14 @@ class QemuTcgBackend:
     def platform(self, memory: int) -> Platform:
         return qemu_pc(memory)
 
-    def _blob_file(self, blob: Blob, run_dir: Path) -> Path:
-        if blob.path is not None:
-            return blob.path
-        assert blob.data is not None
-        path = run_dir / f"{blob.name}.bin"
-        path.write_bytes(blob.data)
-        return path
-
     def prepare(self, plan: BootPlan, harness: HarnessArtifacts, run_dir: Path) -> list[str]:
         self.check_available()
+        check_handoff_free(plan)
         run_dir.mkdir(parents=True, exist_ok=True)
-        blobs = [*plan.blobs, Blob("handoff", HANDOFF_ADDR, HANDOFF.size,
-                                    data=handoff_block(plan.cpu))]
+        handoff = run_dir / f"handoff{SUFFIX}"
+        handoff.write_bytes(handoff_block(plan.cpu))
+        files = [*memory_files(plan, run_dir),
+                 MemoryFile("handoff", HANDOFF_ADDR, HANDOFF.size, handoff)]
         argv = [
             self.binary,
             "-machine", f"{self.machine},accel=tcg",
@@ -109,10 +120,9 @@ class QemuTcgBackend:
             "-bios", str(harness.firmware),
             "-device", f"isa-debug-exit,iobase={AGENT_EXIT_PORT:#x},iosize=0x04",
         ]
-        for blob in blobs:
+        for file in files:
             argv += [
                 "-device",
-                f"loader,file={_qemu_opt(self._blob_file(blob, run_dir))},addr={blob.addr:#x},"
-                "force-raw=on",
+                f"loader,file={_qemu_opt(file.path)},addr={file.addr:#x},force-raw=on",
             ]
         return argv
