@@ -16,6 +16,8 @@ from bootfuzz.abi.handoff import (
 from bootfuzz.case import BootCase, EntryProtocol, Overrides
 from bootfuzz.errors import LayoutError
 from bootfuzz.guest.harness import handoff_include
+from bootfuzz.judge.layout_rules import check_layout
+from bootfuzz.judge.verdict import Verdict
 from bootfuzz.kernel.image import KernelImage, parse_kernel_image
 from bootfuzz.loader.layout import BIOS_DATA_ADDR, FOUR_GIB, LOW_RAM_END, GiB, KiB, MiB
 from bootfuzz.loader.placement import plan_e820
@@ -239,9 +241,19 @@ def test_plan16_kernel_load_override_sets_code32_start() -> None:
     assert predicted(p)["code32_start"] == 0x200000
 
 
-def test_plan16_initrd_above_4g_is_rejected() -> None:
-    with pytest.raises(LayoutError, match="ramdisk_image is 32-bit"):
+def test_plan16_initrd_above_4g_cannot_be_described_unless_the_header_is_given() -> None:
+    """The setup header's ramdisk_image has 32 bits: an initrd at 5 GiB cannot be written
+    there.  Saying what the header holds (a faulty loader's truncation) makes it a layout
+    that runs, and the rules flag it."""
+    with pytest.raises(LayoutError, match="holds a 32-bit ramdisk_image: 0x140000000 "
+                                          r"cannot be written there \(give fields.ramdisk_image"):
         plan16(memory=8 * GiB, overrides=Overrides(initrd_addr=5 * GiB))
+    truncated = plan16(memory=8 * GiB, overrides=Overrides(
+        initrd_addr=5 * GiB, fields=(("ramdisk_image", (5 * GiB) & 0xFFFFFFFF),)))
+    assert truncated.blob("initrd").addr == 5 * GiB
+    assert truncated.initrd is not None and truncated.initrd.addr == GiB
+    bad = {r.name for r in check_layout(truncated) if r.verdict is Verdict.FAIL}
+    assert {"valid-initrd-fields", "valid-below-4g"} <= bad
 
 
 def test_handoff_include_declares_the_bios_block_and_bda() -> None:
