@@ -22,7 +22,7 @@ from typing import ClassVar
 from bootfuzz.errors import BackendError
 from bootfuzz.guest.harness import HarnessArtifacts
 from bootfuzz.guest.protocol import QEMU_AGENT_EXIT_STATUS
-from bootfuzz.loader.plan import Blob, BootPlan
+from bootfuzz.loader.plan import BootPlan
 from bootfuzz.loader.platform import Platform, qemu_pc
 from bootfuzz.run.exits import ExitStatuses
 from bootfuzz.run.kvm import abi
@@ -37,6 +37,7 @@ from bootfuzz.run.kvm.vmm import (
     Manifest,
     ManifestBlob,
 )
+from bootfuzz.run.memory_files import memory_files
 from bootfuzz.transcript import GuestExit
 
 MANIFEST_NAME = "kvm-manifest.json"
@@ -74,21 +75,11 @@ class KvmBackend:
     def platform(self, memory: int) -> Platform:
         return qemu_pc(memory)
 
-    @staticmethod
-    def _blob_file(blob: Blob, run_dir: Path) -> Path:
-        if blob.path is not None:
-            return blob.path.resolve()
-        if blob.data is None:
-            raise BackendError(f"blob {blob.name} has neither data nor a path")
-        path = run_dir / f"{blob.name}.bin"
-        path.write_bytes(blob.data)
-        return path.resolve()
-
     def manifest(self, plan: BootPlan, run_dir: Path) -> Manifest:
-        blobs = tuple(
-            ManifestBlob(b.name, b.addr, b.size, str(self._blob_file(b, run_dir)))
-            for b in plan.blobs
-        )
+        # One file per piece of memory the plan fills: blobs cut to RAM, a later one
+        # over an earlier one, exactly as on QEMU (bootfuzz.run.memory_files).
+        blobs = tuple(ManifestBlob(f.name, f.addr, f.size, str(f.path))
+                      for f in memory_files(plan, run_dir))
         ram = tuple((r.start, r.size) for r in plan.platform.ram_ranges())
         return Manifest(plan.platform.memory, ram, blobs, plan.cpu)
 
