@@ -79,6 +79,19 @@ class BackendError(InfrastructureError):
     component = "backend"
 
 
+class StorageError(InfrastructureError):
+    """A file bootfuzz must write cannot be: a read-only file system, a full disk, a
+    directory that is a file.  The message names the path; what was half written is
+    removed by whoever raised it."""
+
+    component = "storage"
+
+    @classmethod
+    def writing(cls, path: object, exc: OSError) -> StorageError:
+        """The error for *exc*, raised while writing *path*."""
+        return cls(f"cannot write {path}: {exc.strerror or exc}")
+
+
 class HarnessBuildError(InfrastructureError):
     """The guest agent or firmware could not be built from source."""
 

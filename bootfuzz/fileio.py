@@ -36,7 +36,8 @@ def atomic_output(path: Path, *, suffix: str = "") -> Iterator[BinaryIO]:
     """A binary file that becomes *path* only if the block finishes without an error.
 
     On any error (a full disk, a signal turned into an exception) the temporary file
-    is removed and *path* is left as it was.
+    is removed and *path* is left as it was; an OSError that names no file (a write
+    on a full disk) is given *path*'s name, so whoever reports it can say which.
     """
     path.parent.mkdir(parents=True, exist_ok=True)
     mode = _target_mode(path)
@@ -47,8 +48,10 @@ def atomic_output(path: Path, *, suffix: str = "") -> Iterator[BinaryIO]:
             os.fchmod(fh.fileno(), mode)
             yield fh
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         tmp.unlink(missing_ok=True)
+        if isinstance(exc, OSError) and exc.filename is None:
+            exc.filename = str(path)
         raise
 
 

@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import signal
 from pathlib import Path
+from typing import Any
 
 from bootfuzz.cli.case_args import add_case_arguments, add_guest_timeouts, case_from_args
 from bootfuzz.cli.exits import EPILOG, ExitStatus
 from bootfuzz.cli.report import interrupted_json, result_json, result_table
+from bootfuzz.errors import StorageError
+from bootfuzz.fileio import atomic_write_text
 from bootfuzz.judge.oracles import StopPoint
 from bootfuzz.judge.verdict import Verdict
 from bootfuzz.run.boot import (
@@ -45,6 +49,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="show expected and observed values for passing oracles too")
 
 
+def write_verdict(run_dir: Path, doc: dict[str, Any]) -> None:
+    """verdict.json, whole or not at all."""
+    path = run_dir / "verdict.json"
+    try:
+        atomic_write_text(path, json.dumps(doc, indent=2) + "\n")
+    except OSError as exc:
+        raise StorageError.writing(path, exc) from None
+
+
 def run(args: argparse.Namespace) -> int:
     case = case_from_args(args, backend=args.backend)
     prepared = prepare(case)
@@ -56,11 +69,15 @@ def run(args: argparse.Namespace) -> int:
     except KeyboardInterrupt as exc:  # SIGINT, or SIGTERM (cli.exits.Terminated)
         # The guest is stopped and the blobs are gone (run.boot); say why no verdict.
         name = signal.Signals(getattr(exc, "signum", signal.SIGINT)).name
-        doc = interrupted_json(case, run_dir, name)
-        (run_dir / "verdict.json").write_text(json.dumps(doc, indent=2) + "\n")
+        with contextlib.suppress(StorageError):  # the signal is the news, not the disk
+            write_verdict(run_dir, interrupted_json(case, run_dir, name))
+        raise
+    except StorageError:
+        with contextlib.suppress(OSError):
+            run_dir.rmdir()  # nothing got written: leave no empty run behind
         raise
     doc = result_json(result)
-    (run_dir / "verdict.json").write_text(json.dumps(doc, indent=2) + "\n")
+    write_verdict(run_dir, doc)
     if args.json:
         print(json.dumps(doc, indent=2))
     else:

@@ -42,6 +42,7 @@ SUBCOMMANDS: tuple[Subcommand, ...] = (
     Subcommand("diff", "boot one case on our loader and on a peer; report where views differ"),
     Subcommand("matrix", "boot kernels x entries x memory x initrds x targets in parallel"),
     Subcommand("fuzz", "run a boot campaign: generated cases, judged, failures minimized"),
+    Subcommand("merge", "merge sharded campaign outputs into one summary"),
     Subcommand("minimize", "shrink a failing reproducer while it fails the same way"),
 )
 
@@ -141,6 +142,12 @@ def _run(argv: list[str]) -> int:
     except KeyboardInterrupt:
         print("bootfuzz: interrupted", file=sys.stderr)
         return ExitStatus.INTERRUPTED
+    except BrokenPipeError:
+        raise  # main() says nothing about a reader that went away
+    except OSError as exc:  # a file this machine would not let us use, not said better above
+        where = f"{exc.filename}: " if exc.filename else ""
+        print(f"bootfuzz: infrastructure: {where}{exc.strerror or exc}", file=sys.stderr)
+        return ExitStatus.INFRASTRUCTURE
 
 
 def _on_sigterm(signum: int, frame: FrameType | None) -> None:

@@ -18,7 +18,8 @@ from pathlib import Path
 
 from bootfuzz.case import BootCase, InitrdSpec
 from bootfuzz.compression import Compression
-from bootfuzz.errors import BackendError, LayoutError
+from bootfuzz.errors import BackendError, LayoutError, StorageError
+from bootfuzz.fileio import atomic_write_text
 from bootfuzz.guest.harness import HarnessArtifacts, build_harness
 from bootfuzz.guest.initrd import cached_initrd
 from bootfuzz.judge.layout_rules import check_layout
@@ -141,11 +142,15 @@ def default_runs_dir() -> Path:
 
 
 def new_run_dir(case: BootCase, parent: Path | None = None) -> Path:
+    """A new directory for one run's files under *parent* (made if missing)."""
     parent = parent or default_runs_dir()
-    parent.mkdir(parents=True, exist_ok=True)
     stem = Path(case.kernel).name.replace(os.sep, "_")
-    return Path(tempfile.mkdtemp(prefix=f"{time.strftime('%Y%m%d-%H%M%S')}-{stem}-",
-                                 dir=parent))
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+        return Path(tempfile.mkdtemp(prefix=f"{time.strftime('%Y%m%d-%H%M%S')}-{stem}-",
+                                     dir=parent))
+    except OSError as exc:
+        raise StorageError.writing(exc.filename or parent, exc) from None
 
 
 def run_backend(
@@ -166,8 +171,11 @@ def run_backend(
     a full disk while the backend writes them).
     """
     try:
-        argv = backend.prepare(plan, harness, run_dir)
-        (run_dir / "command.json").write_text(json.dumps(argv, indent=1) + "\n")
+        try:
+            argv = backend.prepare(plan, harness, run_dir)
+            atomic_write_text(run_dir / "command.json", json.dumps(argv, indent=1) + "\n")
+        except OSError as exc:  # the blobs it wrote so far go in the clean-up below
+            raise StorageError.writing(exc.filename or run_dir, exc) from None
         transcript = run_console(argv, timeout=timeout, silence_timeout=silence_timeout,
                                  log_path=run_dir / "console.log", stop_patterns=stop_patterns)
     finally:
