@@ -338,7 +338,8 @@ def _open_state(opts: CampaignOptions, digest: str) -> CampaignState:
         if opts.cases_path.exists():
             raise CampaignError(f"{opts.cases_path} exists without a state file: remove "
                                 "it, or give another --out")
-        return CampaignState(opts.seed, opts.shard, digest, next_index=opts.shard[0])
+        return CampaignState(opts.seed, opts.shard, digest, next_index=opts.shard[0],
+                             kernels=opts.kernels)
     if not path.exists():
         raise CampaignError(f"--resume: no state file {path}")
     state = load_state(path)

@@ -63,6 +63,7 @@ class CampaignState:
     elapsed: float = 0.0  # seconds spent before this run
     rejections: list[str] = field(default_factory=list)  # first few messages
     cases_bytes: int = 0  # how much of the case log these counts include
+    kernels: tuple[str, ...] = ()  # as given (--kernel), for reports and merge
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -71,7 +72,7 @@ class CampaignState:
             "done_beyond": sorted(self.done_beyond), "counts": self.counts,
             "elapsed": self.elapsed, "rejections": self.rejections,
             "findings": [dataclasses.asdict(f) for f in self.findings.values()],
-            "cases_bytes": self.cases_bytes,
+            "cases_bytes": self.cases_bytes, "kernels": list(self.kernels),
         }
 
     @classmethod
@@ -83,7 +84,8 @@ class CampaignState:
             raise CampaignError(f"{where}: state version {version!r}, this bootfuzz reads "
                                 f"{STATE_VERSION}")
         r.keys(top, ("version", "seed", "shard", "generator", "next_index", "done_beyond",
-                     "counts", "elapsed", "rejections", "findings", "cases_bytes"),
+                     "counts", "elapsed", "rejections", "findings", "cases_bytes",
+                     "kernels"),
                "(top level)")
         shard = r.as_list(r.field(top, "shard", ""), "shard")
         if len(shard) != 2:
@@ -106,6 +108,8 @@ class CampaignState:
             rejections=[r.as_str(m, f"rejections[{i}]") for i, m in enumerate(
                 r.as_list(top.get("rejections", []), "rejections"))],
             cases_bytes=r.as_int(r.field(top, "cases_bytes", ""), "cases_bytes"),
+            kernels=tuple(r.as_str(k, f"kernels[{i}]") for i, k in enumerate(
+                r.as_list(r.field(top, "kernels", ""), "kernels"))),
         )
 
     def is_done(self, index: int) -> bool:

@@ -86,6 +86,15 @@ class CampaignSummary:
     def shard_label(self) -> str:
         return "+".join(f"{i}/{n}" for i, n in (self.shards or (self.shard,)))
 
+    @property
+    def missing_shards(self) -> tuple[str, ...]:
+        """The shards of a merged campaign that were not merged."""
+        if not self.shards:
+            return ()
+        n = self.shards[0][1]
+        have = {i for i, _ in self.shards}
+        return tuple(f"{i}/{n}" for i in range(n) if i not in have)
+
 
 def _row_json(row: TableRow) -> dict[str, Any]:
     return {"kernel": row.kernel, "entry": row.entry, "cases": row.cases, **row.counts,
@@ -104,6 +113,7 @@ def summary_json(s: CampaignSummary) -> dict[str, Any]:
     }
     if s.sources:
         doc["merged_from"] = list(s.sources)
+        doc["missing_shards"] = list(s.missing_shards)
     return doc
 
 
@@ -143,6 +153,8 @@ def _table_markdown(rows: tuple[TableRow, ...]) -> list[str]:
 
 def summary_markdown(s: CampaignSummary) -> str:
     merged = f" (merged from {len(s.sources)} shard outputs)" if s.sources else ""
+    if s.missing_shards:
+        merged += f" (**not merged:** {', '.join(s.missing_shards)})"
     lines = [
         "# bootfuzz campaign",
         "",

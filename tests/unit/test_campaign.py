@@ -34,7 +34,7 @@ from bootfuzz.fuzz.campaign import (
     Runtime,
     run_campaign,
 )
-from bootfuzz.fuzz.caselog import load_replay_source, read_cases
+from bootfuzz.fuzz.caselog import CaseRecord, load_replay_source, read_cases
 from bootfuzz.fuzz.generate import (
     DEBIAN_CLOUD_LIMITS,
     GeneratorConfig,
@@ -42,6 +42,7 @@ from bootfuzz.fuzz.generate import (
     min_memory,
     split_cmdline,
 )
+from bootfuzz.fuzz.merge import merge_campaigns
 from bootfuzz.fuzz.minimize import minimize
 from bootfuzz.fuzz.reproducer import Expectation, load_reproducer
 from bootfuzz.fuzz.scheduler import BootCaseNumber, Minimize, Scheduler, shard_indices
@@ -706,3 +707,97 @@ def test_replay_cli_bad_case_reference_is_one_usage_line(
     assert main(["replay", f"{log}{ref}"]) == ExitStatus.USAGE
     (line,) = capsys.readouterr().err.splitlines()
     assert line.startswith("bootfuzz: error: fuzz: ") and problem in line
+
+
+# -- merging shards ----------------------------------------------------------------------------
+
+
+def _same_record(rec: CaseRecord) -> CaseRecord:
+    """A record without what differs between any two runs (wall time, run directory)."""
+    return dataclasses.replace(rec, duration=0.0, run_dir="")
+
+
+def _finding_view(f: Finding) -> tuple[Any, ...]:
+    return (f.key, f.count, f.first_index, f.minimized, f.boots, f.steps,
+            load_reproducer(Path(f.file)))
+
+
+def test_merge_of_two_shards_equals_the_single_run(tmp_path: Path,
+                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    """Shards 0/2 and 1/2 with --max-cases 16, merged, are the single run of the seed with
+    --max-cases 16: the same cases with the same outcomes, the same findings (counts, first
+    case, minimized reproducer), the same table."""
+    single = run_fake(campaign_options(tmp_path / "single", max_cases=16), CampaignBoot())
+    shards = [tmp_path / f"shard{i}" for i in range(2)]
+    for i, out in enumerate(shards):
+        run_fake(campaign_options(out, shard=(i, 2), max_cases=16), CampaignBoot())
+    assert main(["merge", str(shards[1]), str(shards[0]), "--out",
+                 str(tmp_path / "merged")]) == ExitStatus.FINDING
+    assert "shard 0/2+1/2 (merged from 2 shard outputs)" in capsys.readouterr().out
+    doc = json.loads((tmp_path / "merged" / "campaign" / "summary.json").read_text())
+    single_doc = json.loads((tmp_path / "single" / "campaign" / "summary.json").read_text())
+
+    merged = read_cases(tmp_path / "merged" / "campaign" / "cases.jsonl")
+    alone = read_cases(tmp_path / "single" / "campaign" / "cases.jsonl")
+    assert [_same_record(r) for r in merged] == [_same_record(r) for r in alone]
+    assert [r.index for r in merged] == list(range(16))
+    assert doc["counts"] == single_doc["counts"] == single.counts and doc["cases"] == 16
+    (finding,) = single.findings
+    assert finding.count >= 2  # the repeats were split between the shards
+    (merged_finding,) = [Finding(**{**f, "steps": tuple(f["steps"])}) for f in doc["findings"]]
+    assert Path(merged_finding.file).parent == tmp_path / "merged"
+    assert _finding_view(merged_finding) == _finding_view(finding)
+    drop = ("seconds", "median_seconds", "slowest_seconds")
+    assert [{k: v for k, v in row.items() if k not in drop}
+            for row in doc["by_kernel_and_entry"]] == [
+        {k: v for k, v in row.items() if k not in drop}
+        for row in single_doc["by_kernel_and_entry"]]
+    junit_names = [
+        [tc.get("name") for tc in ET.parse(tmp_path / d / "campaign" / "junit.xml").iter(
+            "testcase")] for d in ("merged", "single")]
+    assert junit_names[0] == junit_names[1] == ["campaign", finding.key]
+
+
+def test_merge_of_one_shard_says_which_are_missing(tmp_path: Path) -> None:
+    run_fake(campaign_options(tmp_path / "s1", shard=(1, 3), max_cases=9), CampaignBoot())
+    summary = merge_campaigns([tmp_path / "s1"], tmp_path / "m")
+    assert summary.missing_shards == ("0/3", "2/3") and summary.cases == 3
+    assert "**not merged:** 0/3, 2/3" in (tmp_path / "m" / "campaign" / "summary.md").read_text()
+
+
+def test_merge_refuses_what_is_not_one_campaign(tmp_path: Path) -> None:
+    run_fake(campaign_options(tmp_path / "a", shard=(0, 2), max_cases=4), CampaignBoot())
+    run_fake(campaign_options(tmp_path / "b", shard=(1, 2), max_cases=4, seed=8),
+             CampaignBoot())
+    run_fake(campaign_options(tmp_path / "c", shard=(0, 3), max_cases=4), CampaignBoot())
+    with pytest.raises(CampaignError, match=r"are not shards of one campaign"):
+        merge_campaigns([tmp_path / "a", tmp_path / "b"], tmp_path / "m")
+    with pytest.raises(CampaignError, match=r"are not shards of one campaign"):
+        merge_campaigns([tmp_path / "a", tmp_path / "c"], tmp_path / "m")
+    with pytest.raises(CampaignError, match=r"are both shard 0/2"):
+        merge_campaigns([tmp_path / "a", tmp_path / "a"], tmp_path / "m")
+    with pytest.raises(CampaignError, match=r"is one of the outputs to merge"):
+        merge_campaigns([tmp_path / "a"], tmp_path / "a")
+    with pytest.raises(CampaignError, match=r"no campaign state"):
+        merge_campaigns([tmp_path / "a", tmp_path / "nothing"], tmp_path / "m")
+    assert not (tmp_path / "m").exists()  # nothing written before every check passed
+
+
+def test_merge_refuses_a_shard_still_running(tmp_path: Path) -> None:
+    run_fake(campaign_options(tmp_path / "a", max_cases=2), CampaignBoot())
+    holder = subprocess.Popen(
+        [sys.executable, "-c",
+         "import sys, pathlib\n"
+         "from bootfuzz.fuzz.campaign import campaign_lock\n"
+         "with campaign_lock(pathlib.Path(sys.argv[1])):\n"
+         "    print('locked', flush=True); sys.stdin.read()\n",
+         str(tmp_path / "a" / "campaign")],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout is not None and holder.stdout.readline() == "locked\n"
+        with pytest.raises(CampaignError, match=rf"a campaign \(pid {holder.pid}\) is still "
+                           "running there"):
+            merge_campaigns([tmp_path / "a"], tmp_path / "m")
+    finally:
+        holder.communicate("")
+    assert merge_campaigns([tmp_path / "a"], tmp_path / "m").cases == 2
