@@ -35,9 +35,9 @@ DEFAULT_MAX_BOOTS = 40
 #: Memory is bisected in QEMU's -m granule: a size between two granules is refused
 #: by the loader (bootfuzz.loader.platform.qemu_pc), so it is never a candidate.
 MEMORY_GRANULE = QEMU_RAM_ALIGN
-#: At most this many memory sizes the loader refuses in one bisection; they cost no
-#: boot, so without a cap a range the loader refuses throughout would be walked whole.
-MAX_REFUSED_SIZES = 32
+#: At most this many memory sizes the loader refuses in one bisection: they cost no
+#: boot, so without a cap a stretch the loader refuses throughout would be walked whole.
+MAX_REFUSED_SIZES = 64
 
 BootFn = Callable[[BootCase], BootOutcome]
 
@@ -101,22 +101,29 @@ class _Search:
         return found
 
 
-def _memory_probe(lo: int, refused: Sequence[int], hi: int) -> int | None:
-    """The next memory size to try between *lo* and *hi*, or None when none is left.
+def _memory_gap(lo: int, refused: Sequence[int], hi: int) -> tuple[int, int] | None:
+    """The stretch of (lo, hi) to bisect next, or None when no granule size is left.
 
-    *refused* (sorted) are sizes in between the loader refused: they split the range
-    into gaps, none of them known.  The gap just below *hi* goes first (it holds the
-    threshold if the refusals are the loader's "too small"), then the widest; the
-    probe is that gap's middle, rounded down to the granule."""
+    *refused* (sorted) are sizes in between the loader refused; they cut the range into
+    gaps, none of them known.  The gap just below *hi* goes first: with refusals below
+    it (the loader's "too small"), that is where the threshold is.  Then the widest: a
+    smaller failing size may still lie below a refused stretch."""
     points = [lo, *refused, hi]
     gaps = [(a, b) for a, b in itertools.pairwise(points)
             if align_up(a + 1, MEMORY_GRANULE) < b]
     if not gaps:
         return None
     top = gaps[-1]
-    a, b = top if top[1] == hi else max(gaps, key=lambda g: g[1] - g[0])
-    mid = align_down((a + b) // 2, MEMORY_GRANULE)
-    return mid if mid > a else align_up(a + 1, MEMORY_GRANULE)
+    return top if top[1] == hi else max(gaps, key=lambda g: g[1] - g[0])
+
+
+def _memory_probes(a: int, b: int) -> tuple[int, ...]:
+    """The middle of the gap (a, b) in the granule, then its two neighbours: a size the
+    loader refuses alone (not a stretch of them) costs one more plan, no boot."""
+    first, last = align_up(a + 1, MEMORY_GRANULE), align_down(b - 1, MEMORY_GRANULE)
+    mid = min(max(align_down((a + b) // 2, MEMORY_GRANULE), first), last)
+    near = (mid + MEMORY_GRANULE, mid - MEMORY_GRANULE)
+    return (mid, *(m for m in near if first <= m <= last))
 
 
 def _without_overrides(ov: Overrides) -> Iterator[tuple[str, Overrides]]:
@@ -155,7 +162,8 @@ def minimize(
     *memory_floor* by bisection in MEMORY_GRANULE steps, down to one granule above the
     largest size that boots without the failure.  Candidates the loader refuses
     (ConfigError) cost no boot and are no verdict: a step that would have moved a
-    bound leaves it where it is, and the bisection tries another size.
+    bound leaves it where it is, and the bisection tries the sizes next to it, then
+    another stretch.
     """
     s = _Search(boot, target, max_boots, deadline)
     steps: list[str] = []
@@ -211,22 +219,24 @@ def minimize(
         lo, hi = floor, case.memory  # nothing to try at or below lo; hi reproduces
         refused: list[int] = []  # sizes in (lo, hi) the loader refused: no verdict
         while not s.exhausted and len(refused) < MAX_REFUSED_SIZES:
-            mid = _memory_probe(lo, refused, hi)
-            if mid is None:
+            gap = _memory_gap(lo, refused, hi)
+            if gap is None:
                 break
-            candidate = dataclasses.replace(case, memory=mid)
-            found = s.outcome(candidate)
+            found, size = Outcome.UNKNOWN, 0
+            for size in _memory_probes(*gap):
+                if len(refused) >= MAX_REFUSED_SIZES:
+                    break
+                found = s.outcome(dataclasses.replace(case, memory=size))
+                if found is not Outcome.UNKNOWN or s.exhausted:
+                    break
+                bisect.insort(refused, size)
             if found is Outcome.REPRODUCES:
-                hi, case = mid, candidate
-                steps.append(f"memory {mid:#x}")
-                refused = [r for r in refused if r < mid]
+                hi, case = size, dataclasses.replace(case, memory=size)
+                steps.append(f"memory {size:#x}")
+                refused = [r for r in refused if r < size]
             elif found is Outcome.OTHER:
-                lo = mid
-                refused = [r for r in refused if r > mid]
-            elif s.exhausted:
-                break
-            else:
-                bisect.insort(refused, mid)
+                lo = size
+                refused = [r for r in refused if r > size]
     return Minimized(case, s.result, s.boots, s.rejected, tuple(steps), not s.exhausted)
 
 

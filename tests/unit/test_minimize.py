@@ -160,6 +160,16 @@ def test_scattered_refusals_above_the_threshold_raise_no_bound() -> None:
     done = minimize(case_with(START), TARGET, boot, max_boots=64, memory_floor=FLOOR)
     assert any(m > THRESHOLD for m in boot.refused)
     assert done.case.memory == smallest_failing(boot) <= THRESHOLD + 2 * MEMORY_GRANULE
+    assert done.boots <= 24  # a lone refused middle costs its neighbour, not a detour
+
+
+def test_a_loader_floor_above_the_threshold_is_found_exactly() -> None:
+    """The loader refuses everything below 2 GiB (an override that needs that much): the
+    smallest size that runs fails, and that is the one kept."""
+    boot = ThresholdBoot(THRESHOLD, refuses=lambda m: m < 2 * GiB)
+    done = minimize(case_with(START), TARGET, boot, max_boots=64, memory_floor=FLOOR)
+    assert done.case.memory == smallest_failing(boot) == 2 * GiB
+    assert done.complete and 0 < len(boot.refused) <= MAX_REFUSED_SIZES + 1
 
 
 def test_refusals_above_the_threshold_raise_no_bound() -> None:
