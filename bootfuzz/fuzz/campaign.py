@@ -479,7 +479,7 @@ def _finished(pending: Pending) -> list[CaseOutcome | MinimizeOutcome]:
             if f.done() and not f.cancelled() and f.exception() is None]
 
 
-def run_campaign(opts: CampaignOptions, stream: TextIO = sys.stderr,
+def run_campaign(opts: CampaignOptions, stream: TextIO | None = None,
                  runtime: Runtime | None = None) -> CampaignSummary:
     """Run (or resume) a campaign; returns its summary, also written to ``out/campaign``.
 
@@ -487,6 +487,7 @@ def run_campaign(opts: CampaignOptions, stream: TextIO = sys.stderr,
     ``stop_signal`` names it; the state is saved and ``--resume`` continues.
     """
     runtime = runtime or Runtime()
+    stream = stream or sys.stderr  # the one of now, not of import time (tests capture it)
     if opts.jobs < 1:
         raise CampaignError(f"--jobs {opts.jobs}: must be at least 1")
     kernels = runtime.kernels(opts.kernels)
