@@ -32,6 +32,17 @@ class EntryProtocol(enum.StrEnum):
     VMLINUX = "vmlinux"  # the ELF's own 64-bit entry, no decompressor (Firecracker style)
 
 
+class CpuTemplate(enum.StrEnum):
+    """The CPU our KVM VMM shows the guest (CPUID), recorded with every case.
+
+    The qemu-tcg backend ignores it: TCG's CPU is QEMU's default model.  What each
+    template contains is bootfuzz.run.kvm.cputemplate's to say (docs/cpu-templates.md).
+    """
+
+    BASELINE = "baseline"  # a fixed x86-64 CPU: the same guest CPUID on every host
+    HOST = "host"  # all this host's KVM supports: faster paths, not reproducible elsewhere
+
+
 class InitrdPlacement(enum.StrEnum):
     """Where the loader puts the initrd (all page aligned, all outside the kernel)."""
 
@@ -145,3 +156,4 @@ class BootCase:
     backend: str = "qemu-tcg"
     overrides: Overrides = Overrides()
     initrd_placement: InitrdPlacement = InitrdPlacement.TOP
+    cpu_template: CpuTemplate = CpuTemplate.BASELINE
