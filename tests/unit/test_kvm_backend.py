@@ -8,13 +8,22 @@ from pathlib import Path
 import pytest
 
 from bootfuzz.abi.handoff import HandoffMode
-from bootfuzz.loader.plan import CpuState
+from bootfuzz.case import BootCase, CpuTemplate, EntryProtocol
+from bootfuzz.errors import BackendError
+from bootfuzz.guest.harness import HarnessArtifacts
+from bootfuzz.kernel.image import parse_kernel_image
+from bootfuzz.loader.layout import HANDOFF_ADDR, MiB
+from bootfuzz.loader.plan import BootPlan, CpuState
+from bootfuzz.loader.planner import plan_boot
 from bootfuzz.loader.platform import qemu_pc
 from bootfuzz.run.backends import get_backend
 from bootfuzz.run.backends.kvm import KvmBackend
+from bootfuzz.run.backends.qemu_tcg import handoff_block
 from bootfuzz.run.exits import classify_exit
+from bootfuzz.run.kvm.cpu import firmware_reset_state
 from bootfuzz.run.kvm.vmm import Manifest, ManifestBlob, ManifestError
 from bootfuzz.transcript import GuestExit, SessionEnd, Transcript
+from tests.fakes import fake_bzimage
 
 CPU = CpuState(mode=HandoffMode.PROTECTED_32, rip=0x1000000, rsi=0, rbx=0x6000, rsp=0x8FF0,
                cr0=0x11, cr3=0, cr4=0, efer=0, gdt_base=0x500, gdt_limit=31,
@@ -94,3 +103,61 @@ def test_manifest_blob_one_byte_past_ram_is_refused() -> None:
     m = Manifest(64 << 20, ((0, 64 << 20),), (ManifestBlob("b", (64 << 20) - 3, 4, "/x"),), CPU)
     with pytest.raises(ManifestError, match="not inside RAM"):
         Manifest.from_json(m.to_json())
+
+
+def test_manifest_with_firmware_and_template_round_trips() -> None:
+    m = Manifest(64 << 20, ((0, 64 << 20),), (), firmware_reset_state(), "/fw/stub.bin",
+                 CpuTemplate.HOST)
+    assert Manifest.from_json(m.to_json()) == m
+
+
+def test_manifest_unknown_cpu_template_is_refused() -> None:
+    raw = json.loads(manifest().to_json())
+    raw["cpu_template"] = "t2"
+    with pytest.raises(ManifestError, match=r"cpu_template: 't2' is not one of"):
+        Manifest.from_json(json.dumps(raw))
+
+
+def test_manifest_firmware_needs_ram_for_its_copy_below_1m() -> None:
+    m = Manifest(0xF0000, ((0, 0xF0000),), (), firmware_reset_state(), "/fw/stub.bin")
+    with pytest.raises(ManifestError, match="no RAM at 0xf0000 for the firmware"):
+        Manifest.from_json(m.to_json())
+
+
+def fake_harness(tmp_path: Path) -> HarnessArtifacts:
+    return HarnessArtifacts(agent=tmp_path / "init", firmware=tmp_path / "stub.bin",
+                            agent_selftest=tmp_path / "selftest", directory=tmp_path)
+
+
+def plan_for(entry: EntryProtocol, template: CpuTemplate = CpuTemplate.BASELINE) -> BootPlan:
+    case = BootCase(kernel="fake", memory=64 * MiB, entry=entry, backend="kvm",
+                    cpu_template=template)
+    return plan_boot(case, parse_kernel_image(fake_bzimage()), qemu_pc(64 * MiB), None)
+
+
+def test_real16_plan_starts_the_firmware_at_its_reset_vector(tmp_path: Path) -> None:
+    """The 16-bit plan's state goes to the firmware through the hand-off block, as on QEMU."""
+    plan = plan_for(EntryProtocol.REAL16)
+    m = KvmBackend().manifest(plan, tmp_path, fake_harness(tmp_path))
+    assert m.cpu == firmware_reset_state()
+    assert m.firmware == str((tmp_path / "stub.bin").resolve())
+    handoff = [b for b in m.blobs if b.name == "handoff"]
+    assert [(b.addr, Path(b.path).read_bytes()) for b in handoff] == [
+        (HANDOFF_ADDR, handoff_block(plan.cpu))]
+
+
+def test_real16_plan_without_a_harness_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(BackendError, match="runs our firmware"):
+        KvmBackend().manifest(plan_for(EntryProtocol.REAL16), tmp_path)
+
+
+@pytest.mark.parametrize("template", list(CpuTemplate))
+def test_protected_mode_plan_starts_directly_with_the_case_template(
+    tmp_path: Path, template: CpuTemplate,
+) -> None:
+    plan = plan_for(EntryProtocol.BOOT64, template)
+    m = KvmBackend().manifest(plan, tmp_path, fake_harness(tmp_path))
+    assert m.cpu == plan.cpu
+    assert m.firmware is None
+    assert m.cpu_template is template
+    assert "handoff" not in {b.name for b in m.blobs}

@@ -6,13 +6,16 @@ import pytest
 
 from bootfuzz.abi.handoff import HandoffMode
 from bootfuzz.errors import HarnessBug
+from bootfuzz.guest.harness import RESET_VECTOR
 from bootfuzz.loader import layout
 from bootfuzz.loader.plan import CpuState
+from bootfuzz.loader.platform import FIRMWARE_TOP_BASE
 from bootfuzz.loader.x86 import FLAT_CODE32, FLAT_CODE64, FLAT_DATA, Cr0, Cr4, Efer, gdt_entry
 from bootfuzz.run.kvm import abi
 from bootfuzz.run.kvm.cpu import (
     Segment,
     decode_descriptor,
+    firmware_reset_state,
     make_regs,
     make_sregs,
 )
@@ -104,3 +107,51 @@ def test_cpu_regs_protected32_truncates_to_32_bits() -> None:
 
 def test_cpu_regs_long64_keeps_64_bits() -> None:
     assert make_regs(state(HandoffMode.LONG_64)).rbx == 0x0123_4567_89AB_CDEF
+
+
+def real16_state(code: int = 0x1020, data: int = 0x1000, rip: int = 0, rsp: int = 0xE000,
+                 cr0: int = int(Cr0.ET)) -> CpuState:
+    """The 16-bit protocol's jump: CS = X/16 + 0x20, IP = 0, DS..SS = X/16 (X = 0x10000)."""
+    return CpuState(mode=HandoffMode.REAL_16, rip=rip, rsi=0, rbx=0, rsp=rsp, cr0=cr0, cr3=0,
+                    cr4=0, efer=0, gdt_base=0, gdt_limit=0, code_selector=code,
+                    data_selector=data)
+
+
+def test_cpu_sregs_real16_segments_are_selector_times_16() -> None:
+    sregs = make_sregs(real16_state(), b"")
+    cs = sregs.cs
+    assert (cs.selector, cs.base, cs.limit, cs.type, cs.s, cs.present, cs.db, cs.l, cs.g) == (
+        0x1020, 0x10200, 0xFFFF, 0xB, 1, 1, 0, 0, 0)
+    for seg in (sregs.ds, sregs.es, sregs.fs, sregs.gs, sregs.ss):
+        assert (seg.selector, seg.base, seg.limit, seg.type, seg.db, seg.g) == (
+            0x1000, 0x10000, 0xFFFF, 0x3, 0, 0)
+
+
+def test_cpu_sregs_real16_has_the_ivt_and_no_protection() -> None:
+    sregs = make_sregs(real16_state(), b"")
+    assert (sregs.idt.base, sregs.idt.limit) == (0, 0x3FF)
+    assert (sregs.cr0, sregs.cr3, sregs.cr4, sregs.efer) == (0x10, 0, 0, 0)
+
+
+def test_cpu_regs_real16_ip_and_sp() -> None:
+    regs = make_regs(real16_state())
+    assert (regs.rip, regs.rsp, regs.rflags) == (0, 0xE000, 0x2)
+
+
+@pytest.mark.parametrize("bad", [
+    {"cr0": int(Cr0.PE | Cr0.ET)}, {"code": 0x10000}, {"rip": 0x1_0000}, {"rsp": 0x1_0000},
+], ids=["pe-set", "selector-over-16-bits", "ip-over-16-bits", "sp-over-16-bits"])
+def test_cpu_real16_state_a_real_mode_cpu_cannot_hold_is_a_bug(bad: dict[str, int]) -> None:
+    with pytest.raises(HarnessBug, match="real-mode CpuState"):
+        make_sregs(real16_state(**bad), b"")
+
+
+def test_cpu_firmware_reset_state_fetches_the_reset_vector_below_1m() -> None:
+    """The first fetch is the image's last 16 bytes: 0xFFFFFFF0 in the top alias is
+    0xFFFF0 in the alias at 0xF0000, which is where our reset state points."""
+    cpu = firmware_reset_state()
+    sregs = make_sregs(cpu, b"")
+    fetch = sregs.cs.base + make_regs(cpu).rip
+    assert fetch == 0xFFFF0
+    assert fetch - layout.BIOS_AREA_START == RESET_VECTOR - FIRMWARE_TOP_BASE
+    assert sregs.cr0 == 0x6000_0010  # CD, NW, ET: the reset value

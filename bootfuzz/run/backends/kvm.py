@@ -2,9 +2,13 @@
 
 The VMM is a separate process (``python -m bootfuzz.cli.vmm run MANIFEST``) so the
 console session treats it exactly like QEMU: serial on stdout, an exit status
-at the end.  There is no firmware: the VMM writes the plan's CPU state into
-the vCPU directly (bootfuzz.run.kvm.cpu), and prints the firmware stub's
-"entering kernel" line at that moment so transcripts read the same.
+at the end.  For protected- and long-mode plans there is no firmware: the VMM
+writes the plan's CPU state into the vCPU directly (bootfuzz.run.kvm.cpu), and
+prints the firmware stub's "entering kernel" line at that moment so transcripts
+read the same.  A real-mode plan (the 16-bit entry) runs our firmware as its
+BIOS, from the reset vector, with the hand-off block QEMU's run gets too.
+The guest's CPUID is the case's CPU template (bootfuzz.run.kvm.cputemplate),
+checked against this host before the VMM starts.
 
 The platform is QEMU ``pc``'s RAM split (bootfuzz.loader.platform), not a layout
 of our own: the plan, its E820 table and so every oracle's expectation are
@@ -19,13 +23,19 @@ import sys
 from pathlib import Path
 from typing import ClassVar
 
+from bootfuzz.abi.handoff import HANDOFF, HandoffMode
+from bootfuzz.case import CpuTemplate
 from bootfuzz.errors import BackendError
 from bootfuzz.guest.harness import HarnessArtifacts
 from bootfuzz.guest.protocol import QEMU_AGENT_EXIT_STATUS
+from bootfuzz.loader.layout import HANDOFF_ADDR
 from bootfuzz.loader.plan import BootPlan
 from bootfuzz.loader.platform import Platform, qemu_pc
+from bootfuzz.run.backends.qemu_tcg import check_handoff_free, handoff_block
 from bootfuzz.run.exits import ExitStatuses
 from bootfuzz.run.kvm import abi
+from bootfuzz.run.kvm.cpu import firmware_reset_state
+from bootfuzz.run.kvm.cputemplate import CpuTemplateError, physical_address_bits, template_cpuid
 from bootfuzz.run.kvm.vm import Kvm
 from bootfuzz.run.kvm.vmm import (
     EXIT_HALTED,
@@ -37,7 +47,7 @@ from bootfuzz.run.kvm.vmm import (
     Manifest,
     ManifestBlob,
 )
-from bootfuzz.run.memory_files import memory_files
+from bootfuzz.run.memory_files import SUFFIX, MemoryFile, memory_files
 from bootfuzz.transcript import GuestExit
 
 MANIFEST_NAME = "kvm-manifest.json"
@@ -75,19 +85,48 @@ class KvmBackend:
     def platform(self, memory: int) -> Platform:
         return qemu_pc(memory)
 
-    def manifest(self, plan: BootPlan, run_dir: Path) -> Manifest:
+    def manifest(self, plan: BootPlan, run_dir: Path,
+                 harness: HarnessArtifacts | None = None) -> Manifest:
+        """The VMM's manifest for *plan*; a real-mode plan needs *harness* (its firmware)."""
         # One file per piece of memory the plan fills: blobs cut to RAM, a later one
         # over an earlier one, exactly as on QEMU (bootfuzz.run.memory_files).
-        blobs = tuple(ManifestBlob(f.name, f.addr, f.size, str(f.path))
-                      for f in memory_files(plan, run_dir))
+        files = memory_files(plan, run_dir)
+        cpu, firmware = plan.cpu, None
+        if plan.cpu.mode is HandoffMode.REAL_16:
+            if harness is None:
+                raise BackendError("a real-mode plan runs our firmware: no harness given")
+            # As on QEMU: the firmware starts at the reset vector and reads the
+            # plan's state from the hand-off block.
+            check_handoff_free(plan)
+            handoff = (run_dir / f"handoff{SUFFIX}").resolve()
+            handoff.write_bytes(handoff_block(plan.cpu))
+            files.append(MemoryFile("handoff", HANDOFF_ADDR, HANDOFF.size, handoff))
+            cpu, firmware = firmware_reset_state(), str(harness.firmware.resolve())
+        blobs = tuple(ManifestBlob(f.name, f.addr, f.size, str(f.path)) for f in files)
         ram = tuple((r.start, r.size) for r in plan.platform.ram_ranges())
-        return Manifest(plan.platform.memory, ram, blobs, plan.cpu)
+        return Manifest(plan.platform.memory, ram, blobs, cpu, firmware, plan.case.cpu_template)
+
+    @staticmethod
+    def check_cpu_template(template: CpuTemplate, top_of_ram: int) -> None:
+        """Refuse, before the VMM starts, a template this host cannot show the guest
+        (CpuTemplateError names what is missing), or RAM the guest could not address."""
+        kvm = Kvm()
+        try:
+            cpuid = template_cpuid(template, kvm.supported_cpuid_entries())
+        finally:
+            kvm.close()
+        bits = physical_address_bits(cpuid)
+        if bits is not None and top_of_ram > 1 << bits:
+            raise CpuTemplateError(
+                f"guest RAM ends at {top_of_ram:#x}, past the {bits} physical address bits "
+                f"the {template.value} CPU template shows")
 
     def prepare(self, plan: BootPlan, harness: HarnessArtifacts, run_dir: Path) -> list[str]:
-        """Blob files and the manifest in *run_dir*; the harness's firmware is not used."""
+        """Blob files and the manifest in *run_dir*; the firmware for a real-mode plan."""
         self.check_available()
+        self.check_cpu_template(plan.case.cpu_template, plan.platform.top_of_ram)
         run_dir.mkdir(parents=True, exist_ok=True)
-        manifest = self.manifest(plan, run_dir)
+        manifest = self.manifest(plan, run_dir, harness)
         path = (run_dir / MANIFEST_NAME).resolve()
         try:
             path.write_text(manifest.to_json())

@@ -91,7 +91,11 @@ KVM_CAP_SET_TSS_ADDR = 4
 KVM_CAP_EXT_CPUID = 7
 KVM_CAP_PIT2 = 33
 KVM_CAP_SET_IDENTITY_MAP_ADDR = 37
+KVM_CAP_READONLY_MEM = 81
 KVM_CAP_IMMEDIATE_EXIT = 136
+
+#: kvm_userspace_memory_region.flags: guest writes to the slot exit as MMIO (a ROM).
+KVM_MEM_READONLY = 1 << 1
 
 #: source: arch/x86/include/uapi/asm/kvm.h
 KVM_NR_INTERRUPTS = 256

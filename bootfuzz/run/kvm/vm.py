@@ -14,8 +14,10 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from bootfuzz.case import CpuTemplate
 from bootfuzz.errors import BackendError
 from bootfuzz.run.kvm import abi
+from bootfuzz.run.kvm.cputemplate import CpuidEntry, template_cpuid
 
 KVM_DEVICE = "/dev/kvm"
 #: Where KVM puts the three pages of the real-mode TSS Intel VMX needs, and the
@@ -115,6 +117,13 @@ class GuestMemory:
         return ctypes.addressof(ctypes.c_char.from_buffer(self.mapping))
 
 
+def _anonymous(size: int, what: str) -> mmap.mmap:
+    try:
+        return mmap.mmap(-1, size, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS | MAP_NORESERVE)
+    except OSError as e:
+        raise KvmError(f"cannot map {size:#x} bytes of {what}: {e.strerror}") from None
+
+
 class Kvm:
     """The /dev/kvm system fd."""
 
@@ -146,6 +155,13 @@ class Kvm:
                     raise
                 nent *= 2
 
+    def supported_cpuid_entries(self) -> tuple[CpuidEntry, ...]:
+        """KVM_GET_SUPPORTED_CPUID as entries."""
+        return tuple(
+            CpuidEntry(e.function, e.index, e.flags, e.eax, e.ebx, e.ecx, e.edx)
+            for e in abi.cpuid2_entries(self.supported_cpuid())
+        )
+
     def create_vm(self) -> Vm:
         return Vm(self, _ioctl(self.fd, abi.KVM_CREATE_VM, 0, "KVM_CREATE_VM"))
 
@@ -154,7 +170,8 @@ class Vm:
     def __init__(self, kvm: Kvm, fd: int) -> None:
         self.kvm = kvm
         self.fd = fd
-        self.memory: list[GuestMemory] = []
+        self.memory: list[GuestMemory] = []  # RAM, where blobs go
+        self.roms: list[GuestMemory] = []
 
     def close(self) -> None:
         os.close(self.fd)
@@ -179,21 +196,28 @@ class Vm:
 
     def add_memory(self, guest_phys_addr: int, size: int) -> GuestMemory:
         """A new slot of anonymous RAM at *guest_phys_addr*."""
-        try:
-            mapping = mmap.mmap(
-                -1, size, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS | MAP_NORESERVE
-            )
-        except OSError as e:
-            raise KvmError(f"cannot map {size:#x} bytes of guest RAM: {e.strerror}") from None
-        mem = GuestMemory(guest_phys_addr, size, mapping)
-        region = abi.kvm_userspace_memory_region(
-            slot=len(self.memory), flags=0, guest_phys_addr=guest_phys_addr,
-            memory_size=size, userspace_addr=mem.host_addr,
-        )
-        _ioctl(self.fd, abi.KVM_SET_USER_MEMORY_REGION, region,
-               f"KVM_SET_USER_MEMORY_REGION [{guest_phys_addr:#x}, +{size:#x})")
+        mem = GuestMemory(guest_phys_addr, size, _anonymous(size, "guest RAM"))
+        self._add_slot(mem, 0)
         self.memory.append(mem)
         return mem
+
+    def add_rom(self, guest_phys_addr: int, data: bytes) -> None:
+        """*data* as read-only memory at *guest_phys_addr*: guest writes exit as MMIO
+        (dropped, as a ROM ignores them); where KVM has no read-only slots, writable."""
+        mem = GuestMemory(guest_phys_addr, len(data), _anonymous(len(data), "ROM"))
+        mem.write(guest_phys_addr, data)
+        readonly = self.kvm.check_extension(abi.KVM_CAP_READONLY_MEM) > 0
+        self._add_slot(mem, abi.KVM_MEM_READONLY if readonly else 0)
+        self.roms.append(mem)
+
+    def _add_slot(self, mem: GuestMemory, flags: int) -> None:
+        region = abi.kvm_userspace_memory_region(
+            slot=len(self.memory) + len(self.roms), flags=flags,
+            guest_phys_addr=mem.guest_phys_addr, memory_size=mem.size,
+            userspace_addr=mem.host_addr,
+        )
+        _ioctl(self.fd, abi.KVM_SET_USER_MEMORY_REGION, region,
+               f"KVM_SET_USER_MEMORY_REGION [{mem.guest_phys_addr:#x}, +{mem.size:#x})")
 
     def add_ram_ranges(self, ranges: Sequence[tuple[int, int]]) -> None:
         for start, size in ranges:
@@ -249,6 +273,14 @@ class Vcpu:
     def set_cpuid2(self, cpuid: ctypes.Array[ctypes.c_char]) -> None:
         _ioctl(self.fd, abi.KVM_SET_CPUID2, cpuid, "KVM_SET_CPUID2")
 
+    def set_cpuid(self, entries: Sequence[CpuidEntry]) -> None:
+        """KVM_SET_CPUID2 with exactly *entries*."""
+        buf = abi.cpuid2_buffer(len(entries))
+        for slot, e in zip(abi.cpuid2_entries(buf), entries, strict=True):
+            slot.function, slot.index, slot.flags = e.function, e.index, e.flags
+            slot.eax, slot.ebx, slot.ecx, slot.edx = e.eax, e.ebx, e.ecx, e.edx
+        self.set_cpuid2(buf)
+
     def mp_state(self) -> int:
         state = abi.kvm_mp_state()
         _ioctl(self.fd, abi.KVM_GET_MP_STATE, state, "KVM_GET_MP_STATE")
@@ -259,8 +291,10 @@ class Vcpu:
         return memoryview(self.mapping)[offset : offset + length]
 
 
-def create_machine(ranges: Sequence[tuple[int, int]]) -> tuple[Kvm, Vm, Vcpu]:
-    """A PC-like VM: in-kernel PIC/IOAPIC/LAPIC and PIT, *ranges* of RAM, one vCPU.
+def create_machine(ranges: Sequence[tuple[int, int]],
+                   template: CpuTemplate = CpuTemplate.BASELINE) -> tuple[Kvm, Vm, Vcpu]:
+    """A PC-like VM: in-kernel PIC/IOAPIC/LAPIC and PIT, *ranges* of RAM, one vCPU
+    whose CPUID is *template*'s (bootfuzz.run.kvm.cputemplate).
 
     Order matters: TSS and identity-map addresses and the irqchip before the
     vCPU exists; CPUID on the vCPU before it first runs.
@@ -276,5 +310,5 @@ def create_machine(ranges: Sequence[tuple[int, int]]) -> tuple[Kvm, Vm, Vcpu]:
     vm.create_pit2()
     vm.add_ram_ranges(ranges)
     vcpu = vm.create_vcpu()
-    vcpu.set_cpuid2(kvm.supported_cpuid())
+    vcpu.set_cpuid(template_cpuid(template, kvm.supported_cpuid_entries()))
     return kvm, vm, vcpu

@@ -11,6 +11,12 @@ SIGALRM kicks KVM_RUN out (EINTR); on each tick we flush the console, check our
 own deadline, and ask KVM whether the vCPU is halted with IF clear (nothing
 can ever wake it: the guest is hung, and we say so instead of waiting for the
 console session's silence timeout).
+
+Plans that start in protected or long mode get their CpuState written into the
+vCPU directly.  A real-mode plan (the 16-bit entry) needs a BIOS: the manifest
+then names our firmware image, mapped as a PC maps its BIOS (a ROM just below
+4 GiB and a copy at 0xF0000 under 1 MiB), and the vCPU starts at the reset
+vector; the firmware reads the plan's state from the hand-off block, as on QEMU.
 """
 
 from __future__ import annotations
@@ -27,10 +33,13 @@ from pathlib import Path
 from types import FrameType
 
 from bootfuzz.abi.handoff import HandoffMode
+from bootfuzz.case import CpuTemplate
 from bootfuzz.errors import ConfigError
 from bootfuzz.guest.protocol import FIRMWARE_ENTERING_MESSAGE
 from bootfuzz.jsonread import JsonReader
+from bootfuzz.loader.layout import BIOS_AREA_START
 from bootfuzz.loader.plan import CpuState
+from bootfuzz.loader.platform import FIRMWARE_SIZE, FIRMWARE_TOP_BASE
 from bootfuzz.run.kvm import abi
 from bootfuzz.run.kvm.cpu import make_regs, make_sregs
 from bootfuzz.run.kvm.devices import (
@@ -42,7 +51,7 @@ from bootfuzz.run.kvm.devices import (
 )
 from bootfuzz.run.kvm.vm import GuestMemory, Kvm, KvmError, Vcpu, Vm, create_machine
 
-MANIFEST_VERSION = 1
+MANIFEST_VERSION = 2
 
 # Exit statuses of `python -m bootfuzz.cli.vmm run`.  The agent's power-off is
 # (value << 1) | 1 = 99, as under QEMU's isa-debug-exit.
@@ -89,7 +98,10 @@ class Manifest:
     memory: int
     ram: tuple[tuple[int, int], ...]  # (start, size), from the plan's Platform
     blobs: tuple[ManifestBlob, ...]
-    cpu: CpuState
+    cpu: CpuState  # where the vCPU starts: the plan's state, or the firmware's reset
+    #: Our firmware image (harness/firmware), mapped as a PC's BIOS; None: no firmware.
+    firmware: str | None = None
+    cpu_template: CpuTemplate = CpuTemplate.BASELINE
 
     def to_json(self) -> str:
         cpu = asdict(self.cpu)
@@ -101,6 +113,8 @@ class Manifest:
                 "ram": [list(r) for r in self.ram],
                 "blobs": [asdict(b) for b in self.blobs],
                 "cpu": cpu,
+                "firmware": self.firmware,
+                "cpu_template": self.cpu_template.value,
             },
             indent=1,
         ) + "\n"
@@ -114,7 +128,8 @@ class Manifest:
         except ValueError as e:
             raise r.fail(_ROOT, f"not JSON: {e}") from None
         doc = r.as_obj(raw, _ROOT)
-        r.keys(doc, ("version", "memory", "ram", "blobs", "cpu"), _ROOT)
+        r.keys(doc, ("version", "memory", "ram", "blobs", "cpu", "firmware", "cpu_template"),
+               _ROOT)
         version = r.field(doc, "version", "")
         if version != MANIFEST_VERSION:
             raise r.fail("version", f"{version!r}, expected {MANIFEST_VERSION}")
@@ -141,14 +156,23 @@ class Manifest:
                                        HandoffMode.__members__)]
         registers = {name: r.as_int(r.field(cpu, name, "cpu"), f"cpu.{name}")
                      for name in _CPU_FIELDS if name != "mode"}
+        firmware = r.field(doc, "firmware", "")
+        template = r.as_choice(r.field(doc, "cpu_template", ""), "cpu_template",
+                               [t.value for t in CpuTemplate])
         manifest = cls(r.as_int(r.field(doc, "memory", ""), "memory"), tuple(ram), tuple(blobs),
-                       CpuState(mode=mode, **registers))
+                       CpuState(mode=mode, **registers),
+                       None if firmware is None else r.as_str(firmware, "firmware"),
+                       CpuTemplate(template))
         manifest.check()
         return manifest
 
     def check(self) -> None:
         if not self.ram or sum(size for _, size in self.ram) != self.memory:
             raise ManifestError(f"RAM ranges {self.ram} do not add up to {self.memory:#x}")
+        if self.firmware is not None and not any(
+            s <= BIOS_AREA_START and s + n >= BIOS_AREA_START + FIRMWARE_SIZE for s, n in self.ram
+        ):
+            raise ManifestError(f"no RAM at {BIOS_AREA_START:#x} for the firmware's copy")
         for blob in self.blobs:
             if not any(s <= blob.addr and blob.addr + blob.size <= s + n for s, n in self.ram):
                 raise ManifestError(f"blob {blob.name} at {blob.addr:#x} is not inside RAM")
@@ -193,14 +217,18 @@ class Machine:
     """One guest: VM, memory, vCPU, devices; :meth:`run` returns the exit status."""
 
     def __init__(self, manifest: Manifest, *, verbose: bool = False,
-                 announce_entry: bool = True) -> None:
+                 announce_entry: bool | None = None) -> None:
         self.manifest = manifest
         self.verbose = verbose
+        #: Print the firmware's "entering" line ourselves: yes when no firmware runs
+        #: to print it (the default), never twice.
+        if announce_entry is None:
+            announce_entry = manifest.firmware is None
         self.announce_entry = announce_entry
         self.kvm: Kvm
         self.vm: Vm
         self.vcpu: Vcpu
-        self.kvm, self.vm, self.vcpu = create_machine(manifest.ram)
+        self.kvm, self.vm, self.vcpu = create_machine(manifest.ram, manifest.cpu_template)
         self.console = ConsoleBuffer(_stdout_sink)
         self.devices = pc_devices(self.console, self.vm.irq_line, verbose=verbose)
         self.exits: Counter[int] = Counter()
@@ -211,16 +239,36 @@ class Machine:
         self.started = 0.0
 
     # ---- set-up ----
+    def load_firmware(self) -> None:
+        """The firmware image as a PC maps its BIOS: a ROM at the top of 4 GiB, where a
+        reset fetches, and a copy in RAM at BIOS_AREA_START (the shadowed alias)."""
+        if self.manifest.firmware is None:
+            return
+        path = self.manifest.firmware
+        try:
+            with open(path, "rb") as f:
+                image = f.read(FIRMWARE_SIZE + 1)
+        except OSError as e:
+            raise ManifestError(f"firmware: cannot read {path}: {e.strerror}") from None
+        if len(image) != FIRMWARE_SIZE:
+            raise ManifestError(f"firmware: {path} is not {FIRMWARE_SIZE} bytes")
+        self.vm.add_rom(FIRMWARE_TOP_BASE, image)
+        self.vm.write(BIOS_AREA_START, image)
+
     def load(self) -> None:
+        self.load_firmware()
         for blob in self.manifest.blobs:
             mem = self.vm.range_for(blob.addr, blob.size)
             self._load_file(mem, blob)
         self.set_entry_state()
 
     def set_entry_state(self) -> None:
-        """The manifest's CpuState on the vCPU; its GDT must already be in guest memory."""
-        gdt = self.vm.read(self.manifest.cpu.gdt_base, self.manifest.cpu.gdt_limit + 1)
-        self.vcpu.set_sregs(make_sregs(self.manifest.cpu, gdt, self.vcpu.get_sregs()))
+        """The manifest's CpuState on the vCPU; its GDT must already be in guest memory
+        (real mode reads none)."""
+        cpu = self.manifest.cpu
+        gdt = b"" if cpu.mode is HandoffMode.REAL_16 else self.vm.read(cpu.gdt_base,
+                                                                        cpu.gdt_limit + 1)
+        self.vcpu.set_sregs(make_sregs(cpu, gdt, self.vcpu.get_sregs()))
         self.vcpu.set_regs(make_regs(self.manifest.cpu))
 
     @staticmethod
