@@ -14,6 +14,7 @@ import subprocess
 import time
 from dataclasses import dataclass
 
+from bootfuzz.case import CpuTemplate
 from bootfuzz.errors import BootfuzzError
 
 #: Guest instructions per second above which KVM counts as hardware-backed.
@@ -29,6 +30,9 @@ class BackendStatus:
     detail: str  # what was measured, or what is missing
     guest_ips: float | None = None  # kvm: measured guest instructions per second
     hardware: bool | None = None  # kvm: backed by hardware virtualization
+    #: kvm: where the guest's CPUID differs from the default CPU template (empty:
+    #: this KVM shows the guest exactly the template; bootfuzz.run.kvm.cpuid_check).
+    cpu_template_deviations: tuple[str, ...] = ()
 
     @property
     def fast(self) -> bool:
@@ -57,18 +61,26 @@ def kvm_status() -> BackendStatus:
     try:
         KvmBackend().check_available()
         from bootfuzz.run.kvm.calibrate import measure_guest_ips
+        from bootfuzz.run.kvm.cpuid_check import template_deviations
 
         started = time.monotonic()
         ips = measure_guest_ips(CALIBRATION_SECONDS)
         took = time.monotonic() - started
+        template = CpuTemplate.BASELINE
+        deviations = template_deviations(template)
     except BootfuzzError as exc:
         return BackendStatus("kvm", False, str(exc))
     hardware = ips >= HARDWARE_KVM_MIN_IPS
     kind = "hardware" if hardware else "emulated (software) KVM: guests run far too slowly"
     detail = (f"/dev/kvm runs guests at {ips / 1e6:.1f} M instructions/s ({kind}; "
               f"hardware KVM does > {HARDWARE_KVM_MIN_IPS / 1e6:.0f} M/s); "
-              f"calibration took {took:.1f} s")
-    return BackendStatus("kvm", True, detail, ips, hardware)
+              f"calibration took {took:.1f} s; ")
+    if deviations:
+        detail += (f"the guest does NOT see exactly the {template.value} CPU template (this "
+                   f"KVM answers CPUID itself): {'; '.join(deviations)}")
+    else:
+        detail += f"the guest sees exactly the {template.value} CPU template"
+    return BackendStatus("kvm", True, detail, ips, hardware, deviations)
 
 
 def pick_backend() -> str:

@@ -9,6 +9,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from bootfuzz.case import CpuTemplate
+from bootfuzz.guest.protocol import AGENT_EXIT_PORT, AGENT_EXIT_VALUE
+from bootfuzz.run.kvm.cpuid_check import RESULT_ADDR, cpuid_code, deviations
 from bootfuzz.run.kvm.cputemplate import (
     BASELINE_BRAND,
     BASELINE_FEATURES,
@@ -192,3 +194,22 @@ def test_find_honours_significant_index() -> None:
     plain = dataclasses.replace(RICH_EXTRA[3], flags=0)
     assert find((plain,), 0x4000_0000, 5) == plain  # not indexed: any subleaf
 
+
+def test_cpuid_check_code_golden_for_one_leaf() -> None:
+    """mov $1,%eax; xor %ecx,%ecx; cpuid; four stores; mov $v,%al; out %al,$port; hlt."""
+    out = RESULT_ADDR.to_bytes(4, "little")
+    assert cpuid_code((1,)) == (
+        b"\xb8\x01\x00\x00\x00" b"\x31\xc9" b"\x0f\xa2" b"\xa3" + out
+        + b"\x89\x1d" + (RESULT_ADDR + 4).to_bytes(4, "little")
+        + b"\x89\x0d" + (RESULT_ADDR + 8).to_bytes(4, "little")
+        + b"\x89\x15" + (RESULT_ADDR + 12).to_bytes(4, "little")
+        + bytes((0xB0, AGENT_EXIT_VALUE, 0xE6, AGENT_EXIT_PORT, 0xF4))
+    )
+
+
+def test_cpuid_check_deviations_name_leaf_register_and_bits() -> None:
+    want = (CpuidEntry(1, 0, 0, 0xF61, 0x10800, 0x8000_0000, 0x078B_FBFD),)
+    seen = (CpuidEntry(1, 0, 0, 0xF61, 0x10800, 0x8000_2000, 0x078B_FBFD),)
+    assert deviations(want, seen) == [
+        "leaf 0x1 ecx: guest sees 0x80002000, template 0x80000000 (bits 0x00002000 differ)"]
+    assert deviations(want, want) == []
