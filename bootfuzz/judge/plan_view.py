@@ -115,6 +115,15 @@ def told(plan: BootPlan) -> Told | None:
     return told_by_start_info(info.raw, info.module0)
 
 
+def loader_e820(plan: BootPlan) -> tuple[E820Entry, ...] | None:
+    """The table as the loader's structures say it: the zero page's entries and any
+    SETUP_E820_EXT node, the PVH memory map, or the table our BIOS serves."""
+    if handover(plan) is Handover.START_INFO:
+        info = start_info(plan)
+        return None if info is None else info.memmap
+    return kernel_e820(plan)
+
+
 def kernel_e820(plan: BootPlan) -> tuple[E820Entry, ...] | None:
     """The table the kernel starts from, as the loader's structures say it, before
     sanitizing: the zero page's entries and any SETUP_E820_EXT node, the PVH memory

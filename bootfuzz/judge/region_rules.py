@@ -21,6 +21,7 @@ from bootfuzz.judge.plan_view import (
     field,
     handover,
     kernel_e820,
+    loader_e820,
     start_info,
 )
 from bootfuzz.judge.verdict import OracleResult, judged
@@ -64,7 +65,7 @@ def rule_e820_ram_real(plan: BootPlan) -> OracleResult | None:
     """Memory is claimed only where the machine has RAM: never in the legacy
     video/BIOS area, the 32-bit MMIO gap or beyond the top of RAM."""
     name = "valid-e820-ram-real"
-    table = kernel_e820(plan)
+    table = loader_e820(plan)
     expected = ("memory types (RAM, ACPI, NVS, persistent) only in low RAM, RAM above 1 MiB "
                 "and RAM above 4 GiB")
     if table is None:
