@@ -11,7 +11,7 @@ read better in hex).  Format version 1:
       "backend": "qemu-tcg", "entry": "64", "memory": "0x10000000",
       "initrd": {"size": 1048576, "compression": "gzip", "seed": 0, "format": "cpio"},
       "cmdline": "console=ttyS0 earlyprintk=serial panic=-1",
-      "initrd_placement": "top",
+      "initrd_placement": "top", "cpu_template": "baseline",
       "overrides": {
         "fields": {"type_of_loader": 0},
         "initrd_addr": "0x1400000", "cmdline_addr": "0x4b000",
@@ -23,6 +23,10 @@ read better in hex).  Format version 1:
       "expect": {"verdict": "fail", "failing": ["valid-initrd-outside-kernel"]},
       "description": "...", "evidence": "console lines that showed it"
     }
+
+"cpu_template" is the CPU our KVM VMM showed the guest (docs/cpu-templates.md);
+files from before it existed load as the default, "baseline" (they ran with the
+host's CPUID: add "cpu_template": "host" to replay that).
 
 Only "bootfuzz_reproducer", "kernel", "memory" and "cmdline" are required.  The
 command line is text; a byte that is not UTF-8 is written as its escape "\\udc80" ..
@@ -42,6 +46,7 @@ from bootfuzz.abi.bootparam import BOOT_PARAMS
 from bootfuzz.abi.e820 import E820Entry
 from bootfuzz.case import (
     BootCase,
+    CpuTemplate,
     EntryProtocol,
     InitrdPlacement,
     InitrdSpec,
@@ -59,7 +64,8 @@ from bootfuzz.judge.verdict import Verdict
 FORMAT_KEY = "bootfuzz_reproducer"
 FORMAT_VERSION = 1
 _TOP_KEYS = {FORMAT_KEY, "kernel", "backend", "entry", "memory", "initrd", "cmdline",
-             "initrd_placement", "overrides", "until", "expect", "description", "evidence"}
+             "initrd_placement", "cpu_template", "overrides", "until", "expect", "description",
+             "evidence"}
 _OVERRIDE_KEYS = {"fields", "initrd_addr", "cmdline_addr", "cmdline_raw_hex", "kernel_load",
                   "e820", "setup_data"}
 #: Our cpio archive with the agent and payload, whole or split in two (uncompressed
@@ -197,6 +203,9 @@ def parse_reproducer(doc: object, where: str = "<reproducer>") -> Reproducer:
         initrd_placement=InitrdPlacement(r.as_choice(
             top.get("initrd_placement", "top"), "initrd_placement",
             [p.value for p in InitrdPlacement])),
+        cpu_template=CpuTemplate(r.as_choice(
+            top.get("cpu_template", CpuTemplate.BASELINE.value), "cpu_template",
+            [t.value for t in CpuTemplate])),
     )
     until = top.get("until")
     expect = None
@@ -261,6 +270,7 @@ def reproducer_json(rep: Reproducer) -> dict[str, Any]:
     }
     if case.initrd_placement is not InitrdPlacement.TOP:
         doc["initrd_placement"] = case.initrd_placement.value
+    doc["cpu_template"] = case.cpu_template.value
     o: dict[str, Any] = {}
     if ov.fields:
         o["fields"] = dict(ov.fields)

@@ -132,3 +132,31 @@ def test_reproducer_binary_file(tmp_path: Path) -> None:
 def test_reproducer_top_level_not_object() -> None:
     with pytest.raises(ReproducerError, match=r"\(top level\): expected an object, got list"):
         parse_reproducer([1, 2])
+
+
+def test_reproducer_records_the_cpu_template() -> None:
+    import dataclasses
+
+    from bootfuzz.case import CpuTemplate
+
+    assert reproducer_json(FULL)["cpu_template"] == "baseline"
+    rep = dataclasses.replace(FULL, case=dataclasses.replace(FULL.case,
+                                                             cpu_template=CpuTemplate.HOST))
+    assert reproducer_json(rep)["cpu_template"] == "host"
+    assert parse_reproducer(json.loads(json.dumps(reproducer_json(rep)))) == rep
+
+
+def test_reproducer_without_cpu_template_loads_as_baseline() -> None:
+    """A file written before the field existed still loads, with the default template."""
+    from bootfuzz.case import CpuTemplate
+
+    d = doc()
+    del d["cpu_template"]
+    assert parse_reproducer(d).case.cpu_template is CpuTemplate.BASELINE
+
+
+def test_reproducer_unknown_cpu_template_names_the_field() -> None:
+    d = doc()
+    d["cpu_template"] = "t2"
+    with pytest.raises(ReproducerError, match=r"r.json: cpu_template: 't2' is not one of"):
+        parse_reproducer(d, "r.json")
