@@ -22,6 +22,7 @@ from bootfuzz.fuzz.generate import DEFAULT_MAX_MEMORY
 from bootfuzz.fuzz.minimize import DEFAULT_MAX_BOOTS
 from bootfuzz.fuzz.state import CampaignError, load_state
 from bootfuzz.fuzz.summary import summary_markdown
+from bootfuzz.guest.initrd import CACHE_MAX_ENV, DEFAULT_CACHE_MAX, cache_usage
 from bootfuzz.units import format_size
 
 EPILOG = """\
@@ -104,6 +105,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     add_guest_timeouts(r, DEFAULT_BOOT_TIMEOUT, DEFAULT_SILENCE)
     r.add_argument("--minimize-boots", type=int, default=DEFAULT_MAX_BOOTS, metavar="N",
                    help=f"boots per minimization, 0 to skip it; default {DEFAULT_MAX_BOOTS}")
+    r.add_argument("--initrd-cache", type=size, default=None, metavar="SIZE",
+                   help="cap the initrd cache at SIZE, least recently used images evicted "
+                   f"(0: no cap); default ${CACHE_MAX_ENV}, else "
+                   f"{format_size(DEFAULT_CACHE_MAX)}")
 
 
 def options_from_args(args: argparse.Namespace) -> CampaignOptions:
@@ -125,8 +130,11 @@ def options_from_args(args: argparse.Namespace) -> CampaignOptions:
 
 def run(args: argparse.Namespace) -> int:
     opts = options_from_args(args)
+    if args.initrd_cache is not None:  # the workers (forked) and their boots read it
+        os.environ[CACHE_MAX_ENV] = str(args.initrd_cache)
     print(f"bootfuzz fuzz: seed {opts.seed}, shard {opts.shard[0]}/{opts.shard[1]}, "
-          f"{opts.jobs} job(s), {opts.seconds:.0f} s, out {opts.out}", file=sys.stderr)
+          f"{opts.jobs} job(s), {opts.seconds:.0f} s, out {opts.out}; {cache_usage()}",
+          file=sys.stderr)
     summary = run_campaign(opts)
     print(summary_markdown(summary))
     if summary.stop_signal:

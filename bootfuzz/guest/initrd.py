@@ -30,13 +30,16 @@ from __future__ import annotations
 
 import bz2
 import contextlib
+import fcntl
 import hashlib
 import io
 import json
 import lzma
+import os
 import queue
 import subprocess
 import threading
+import time
 import zlib
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
@@ -61,9 +64,10 @@ from bootfuzz.compression import (
     lzo_unsupported,
     lzop_available,
 )
-from bootfuzz.errors import HarnessBug, InfrastructureError, InitramfsError
+from bootfuzz.errors import ConfigError, HarnessBug, InfrastructureError, InitramfsError
 from bootfuzz.fileio import atomic_output
 from bootfuzz.guest.cpio import NEWC_FIELD_MAX, BinarySink, NewcWriter, newc_archive_size
+from bootfuzz.units import format_size, parse_size
 
 # The spec's size limit is the cpio field's (case.py may not import the writer).
 assert MAX_PAYLOAD_SIZE == NEWC_FIELD_MAX
@@ -438,6 +442,128 @@ def _cached(path: Path, meta_path: Path, expected: Mapping[str, object]) -> tupl
     return size, digest
 
 
+# --- the cache's size cap ---------------------------------------------------------
+
+#: The most the initrd cache may hold, as a size ("512M", "2G"; "0": no cap).  A
+#: campaign adds an image per case (about 2 MiB each), so without a cap it only grows.
+CACHE_MAX_ENV = "BOOTFUZZ_INITRD_CACHE_MAX"
+DEFAULT_CACHE_MAX = 1 << 30
+#: An entry used this recently is never evicted: a boot holds its path and its backend
+#: may not have opened the file yet (QEMU opens it when it starts).  So the cap is soft:
+#: the cache may exceed it by what was used within this time.
+IN_USE_SECONDS = 15 * 60
+#: Taken shared to mark an entry used, exclusive to evict: no entry goes between the
+#: moment a boot is handed its path and the moment its use is recorded.
+_LOCK_NAME = ".lock"
+
+
+class CacheLimitError(ConfigError):
+    """The initrd cache cap in the environment is not a size."""
+
+    component = "initramfs"
+
+
+def cache_limit() -> int | None:
+    """The cap from ``$BOOTFUZZ_INITRD_CACHE_MAX`` (default 1 GiB); None: no cap."""
+    text = os.environ.get(CACHE_MAX_ENV, "").strip()
+    if not text:
+        return DEFAULT_CACHE_MAX
+    try:
+        limit = parse_size(text)
+    except ConfigError as exc:
+        raise CacheLimitError(f"{CACHE_MAX_ENV}={text!r}: {exc}") from None
+    return limit or None
+
+
+@contextlib.contextmanager
+def _cache_lock(directory: Path, mode: int) -> Iterator[None]:
+    with (directory / _LOCK_NAME).open("a") as fh:
+        fcntl.flock(fh, mode)
+        yield
+
+
+def _touch(path: Path) -> bool:
+    """Record a use of the entry *path* (its access time: LRU order, and what eviction
+    spares); False when it is gone (evicted meanwhile: rebuild it)."""
+    try:
+        with _cache_lock(path.parent, fcntl.LOCK_SH):
+            os.utime(path, ns=(time.time_ns(), path.stat().st_mtime_ns))  # mtime kept
+    except FileNotFoundError:
+        return False
+    return True
+
+
+@dataclass(frozen=True)
+class _Entry:
+    image: Path
+    size: int  # image and sidecar
+    used: float  # the image's access time
+
+
+def _entries(directory: Path, now: float) -> tuple[list[_Entry], int]:
+    """The cache's entries, and the bytes of everything in it.  Leftovers of killed
+    builds (temporary files, sidecars without their image) older than IN_USE_SECONDS
+    are removed on the way."""
+    entries, total = [], 0
+    names = {p.name: p for p in directory.iterdir()}
+    for name, path in names.items():
+        try:
+            st = path.stat()
+        except FileNotFoundError:
+            continue
+        orphan_sidecar = name.endswith(".json") and name.removesuffix(".json") not in names
+        if name == _LOCK_NAME or not path.is_file():
+            continue
+        if (name.startswith(".") or orphan_sidecar) and st.st_mtime < now - IN_USE_SECONDS:
+            path.unlink(missing_ok=True)
+            continue
+        total += st.st_size
+        if name.startswith(".") or name.endswith(".json"):
+            continue
+        sidecar = names.get(name + ".json")
+        extra = 0
+        if sidecar is not None:
+            with contextlib.suppress(FileNotFoundError):
+                extra = sidecar.stat().st_size
+        entries.append(_Entry(path, st.st_size + extra, st.st_atime))
+    return entries, total
+
+
+def evict(directory: Path, limit: int | None, now: float | None = None) -> list[Path]:
+    """Remove least recently used entries of the initrd cache *directory* until it holds
+    at most *limit* bytes, sparing entries used within IN_USE_SECONDS; returns the
+    images removed.  Safe against other processes using or evicting the same cache."""
+    if limit is None or not directory.is_dir():
+        return []
+    now = time.time() if now is None else now
+    removed: list[Path] = []
+    with _cache_lock(directory, fcntl.LOCK_EX):
+        entries, total = _entries(directory, now)
+        for entry in sorted(entries, key=lambda e: e.used):
+            if total <= limit:
+                break
+            try:
+                used = entry.image.stat().st_atime  # under the lock: the latest use
+            except FileNotFoundError:
+                continue
+            if used >= now - IN_USE_SECONDS:
+                continue
+            entry.image.unlink(missing_ok=True)  # the image first: a lone sidecar is a miss
+            entry.image.with_name(entry.image.name + ".json").unlink(missing_ok=True)
+            total -= entry.size
+            removed.append(entry.image)
+    return removed
+
+
+def cache_usage(cache_dir: Path | None = None) -> str:
+    """The initrd cache's size and cap, for people (bootfuzz fuzz prints it)."""
+    directory = cache_root(cache_dir) / "initrd"
+    total = _entries(directory, time.time())[1] if directory.is_dir() else 0
+    limit = cache_limit()
+    cap = "no cap" if limit is None else f"cap {format_size(limit)}"
+    return f"initrd cache {directory}: {total / (1 << 20):.0f} MiB, {cap} (${CACHE_MAX_ENV})"
+
+
 def cached_initrd(
     spec: InitrdSpec,
     agent: Path,
@@ -448,6 +574,9 @@ def cached_initrd(
     *cache_dir* is the bootfuzz cache root (default: bootfuzz.cache.cache_root()).  The
     key is the spec, the agent's SHA-256 and FORMAT_VERSION.  The image is written
     first and its JSON sidecar last, so an interrupted build is rebuilt next time.
+    After a build, least recently used entries go while the cache is over its cap
+    (:func:`cache_limit`); each use is recorded, and an entry used within
+    IN_USE_SECONDS stays (its boot may not have opened it yet).
     """
     agent_bytes = _read_agent(agent)  # read once: the key and the image see the same bytes
     agent_sha256 = hashlib.sha256(agent_bytes).hexdigest()
@@ -459,11 +588,13 @@ def cached_initrd(
     path = directory / cache_name(spec, agent_sha256)
     meta_path = path.with_name(path.name + ".json")
     expected = _metadata(spec, agent_sha256)
+    limit = cache_limit()
     hit = _cached(path, meta_path, expected)
-    if hit is not None:
+    if hit is not None and _touch(path):
         return BuiltInitrd(path=path, size=hit[0], payload_sha256=hit[1], spec=spec)
     built = _build(spec, agent_bytes, path)
     meta = {**expected, "image_size": built.size, "payload_sha256": built.payload_sha256}
     with _writing(meta_path) as fh:
         fh.write(json.dumps(meta, indent=1, sort_keys=True).encode() + b"\n")
+    evict(directory, limit)
     return built
