@@ -16,6 +16,7 @@ from bootfuzz.case import (
     HARNESS_CMDLINE,
     SEED_LIMIT,
     BootCase,
+    CpuTemplate,
     EntryProtocol,
     InitrdPlacement,
     InitrdSpec,
@@ -124,6 +125,11 @@ def add_case_arguments(parser: argparse.ArgumentParser) -> None:
                    "and panic settings are then yours to give)")
     g.add_argument("--entry", default=EntryProtocol.BOOT64.value, choices=ENTRIES,
                    help=f"{ENTRY_HELP}; default 64")
+    g.add_argument("--cpu-template", default=CpuTemplate.BASELINE.value,
+                   choices=[t.value for t in CpuTemplate],
+                   help="the CPU the kvm backend shows the guest: baseline (a fixed x86-64 "
+                   "CPU, the same on every host) or host (all this host's KVM offers, not "
+                   "reproducible elsewhere); docs/cpu-templates.md; default baseline")
     d = parser.add_argument_group(
         "loader decisions", "taken out of the loader's hands (our loader only: a peer "
         "makes its own)")
@@ -164,6 +170,7 @@ def case_from_args(args: argparse.Namespace, backend: str = "qemu-tcg") -> BootC
         backend=backend,
         overrides=Overrides(kernel_load=args.kernel_load, cmdline_addr=args.cmdline_addr),
         initrd_placement=InitrdPlacement(args.initrd_placement),
+        cpu_template=CpuTemplate(args.cpu_template),
     )
 
 

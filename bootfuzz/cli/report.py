@@ -22,6 +22,7 @@ def case_json(case: BootCase) -> dict[str, Any]:
         "cmdline": case.cmdline,
         "entry": case.entry.value,
         "backend": case.backend,
+        "cpu_template": case.cpu_template.value,
         "initrd": None if case.initrd is None else {
             "size": case.initrd.size,
             "compression": case.initrd.compression.value,

@@ -246,3 +246,19 @@ def test_cli_boot_json_into_a_closed_pipe_keeps_the_verdict(
     assert capsys.readouterr().err == ""
     (verdict,) = tmp_path.glob("*/verdict.json")
     assert json.loads(verdict.read_text()) == {"verdict": "pass"}
+
+
+def test_cli_cpu_template_flag_reaches_the_case_and_its_json() -> None:
+    from bootfuzz.case import CpuTemplate
+    from bootfuzz.cli.report import case_json
+
+    default = case_from_args(parse_args(["boot", "--kernel", "k"]))
+    host = case_from_args(parse_args(["boot", "--kernel", "k", "--cpu-template", "host"]))
+    assert (default.cpu_template, host.cpu_template) == (CpuTemplate.BASELINE, CpuTemplate.HOST)
+    assert case_json(host)["cpu_template"] == "host"
+
+
+def test_cli_unknown_cpu_template_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
+    code, err = run(["boot", "--kernel", "k", "--cpu-template", "t2"], capsys)
+    assert code == 2
+    assert "--cpu-template: invalid choice: 't2'" in err
