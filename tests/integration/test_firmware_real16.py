@@ -1,14 +1,19 @@
-"""The firmware's REAL_16 mode under real QEMU: entry state and every BIOS answer.
+"""The firmware's REAL_16 mode under real QEMU and on our KVM VMM: entry state and
+every BIOS answer.
 
 A 16-bit payload stands in for the kernel's setup code: it checks the state
 boot.rst promises at the jump, then calls each service the setup code uses and
 prints the registers and flags it got back on COM1, one line per call, for the
-test to compare with what the plan's BIOS data block says.
+test to compare with what the plan's BIOS data block says.  Each test runs on both:
+QEMU maps the firmware as its BIOS, our VMM as a PC's ROM and starts it at the
+reset vector in real mode (bootfuzz.run.kvm.vmm), so the answers must be the same.
 """
 
 from __future__ import annotations
 
 import subprocess
+import sys
+from collections.abc import Mapping
 from pathlib import Path
 
 import pytest
@@ -33,12 +38,16 @@ from bootfuzz.loader.real16 import (
     build_bios_data,
 )
 from bootfuzz.run.backends.qemu_tcg import handoff_block
+from bootfuzz.run.kvm.cpu import firmware_reset_state
+from bootfuzz.run.kvm.vmm import Manifest, ManifestBlob
 from tests.integration.test_firmware import QEMU, run_qemu
 
-pytestmark = [
-    pytest.mark.qemu,
-    pytest.mark.skipif(QEMU is None, reason="qemu-system-x86_64 not installed (qemu-system-x86)"),
+BACKENDS = [
+    pytest.param("qemu-tcg", marks=[pytest.mark.qemu, pytest.mark.skipif(
+        QEMU is None, reason="qemu-system-x86_64 not installed (qemu-system-x86)")]),
+    pytest.param("kvm", marks=pytest.mark.kvm),
 ]
+VMM_MEMORY = 64 * layout.MiB  # as run_qemu's -m
 
 SMAP = 0x534D4150
 BUFFER = 0x4000  # in the payload's data segment, away from its code and stack
@@ -208,23 +217,50 @@ def parse(out: str) -> list[tuple[str, str, list[int]]]:
 TABLE: tuple[E820Entry, ...] = plan_e820(qemu_pc(5 * GiB))
 
 
-def boot_payload(harness: HarnessArtifacts, tmp: Path) -> tuple[int | None, str]:
+def run_vmm_firmware(firmware: Path, blobs: Mapping[int, bytes], tmp: Path,
+                     timeout: float = 120) -> tuple[int | None, str]:
+    """As run_qemu, on our VMM: the firmware as the BIOS, the vCPU at the reset vector."""
+    files = []
+    for i, (addr, data) in enumerate(sorted(blobs.items())):
+        path = tmp / f"blob{i}.bin"
+        path.write_bytes(data)
+        files.append(ManifestBlob(f"blob{i}", addr, len(data), str(path)))
+    manifest = Manifest(VMM_MEMORY, ((0, VMM_MEMORY),), tuple(files), firmware_reset_state(),
+                        str(firmware))
+    (tmp / "manifest.json").write_text(manifest.to_json())
+    proc = subprocess.run(
+        [sys.executable, "-m", "bootfuzz.cli.vmm", "run", str(tmp / "manifest.json"),
+         "--timeout", str(timeout)],
+        capture_output=True, text=True, stdin=subprocess.DEVNULL, timeout=timeout + 30,
+    )
+    return proc.returncode, proc.stdout
+
+
+def boot_payload(harness: HarnessArtifacts, tmp: Path, backend: str = "qemu-tcg"
+                 ) -> tuple[int | None, str]:
     cpu = _real16_cpu(REAL_MODE_BASE)
     payload = assemble16(tmp, {
         "SMAP": SMAP, "BUFFER": BUFFER, "COUNT": len(TABLE),
         "EXIT_VALUE": AGENT_EXIT_VALUE, "EXIT_PORT": AGENT_EXIT_PORT,
     })
-    return run_qemu(harness.firmware, {
+    run = run_vmm_firmware if backend == "kvm" else run_qemu
+    return run(harness.firmware, {
         layout.HANDOFF_ADDR: handoff_block(cpu),
         BIOS_DATA_ADDR: build_bios_data(TABLE),
         REAL_MODE_BASE + 0x200: payload,
     }, tmp)
 
 
-@pytest.fixture(scope="module")
-def answers(harness: HarnessArtifacts, tmp_path_factory: pytest.TempPathFactory
+@pytest.fixture(scope="module", params=BACKENDS)
+def answers(request: pytest.FixtureRequest, harness: HarnessArtifacts,
+            tmp_path_factory: pytest.TempPathFactory
             ) -> tuple[int | None, str, dict[str, tuple[str, list[int]]], list[str]]:
-    status, out = boot_payload(harness, tmp_path_factory.mktemp("p16"))
+    if request.param == "kvm":
+        from bootfuzz.run.doctor import kvm_status
+
+        if not kvm_status().usable:
+            pytest.skip(reason=f"kvm backend not usable here: {kvm_status().detail}")
+    status, out = boot_payload(harness, tmp_path_factory.mktemp("p16"), request.param)
     rows = parse(out)
     by_tag = {tag: (flags, words) for tag, flags, words in rows if tag not in "Ee"}
     e820_lines = [ln for ln in out.splitlines() if ln[:2] in ("E ", "e ")]
@@ -323,3 +359,23 @@ def test_real16_keyboard_video_and_clock(answers: Answers) -> None:
     flags, (_, _, cx, dx) = tags["T"]
     assert flags[0] == "0" and dx & 0xFF == 0
     assert all(int(f"{v:02x}") < 60 for v in (cx & 0xFF, dx >> 8 & 0xFF))  # BCD minutes, seconds
+
+
+@pytest.mark.kvm
+def test_real16_firmware_halted_on_a_bad_handoff_is_hung_on_kvm(
+    harness: HarnessArtifacts, tmp_path: Path
+) -> None:
+    """No hand-off block: the firmware says so and halts with interrupts off; the VMM
+    sees the halted vCPU at once and the backend reports the guest hung (not killed)."""
+    from bootfuzz.guest.protocol import FIRMWARE_BAD_MAGIC_MESSAGE
+    from bootfuzz.run.backends.kvm import KvmBackend
+    from bootfuzz.run.doctor import kvm_status
+    from bootfuzz.run.kvm.vmm import EXIT_HALTED
+    from bootfuzz.transcript import GuestExit
+
+    if not kvm_status().usable:
+        pytest.skip(reason=f"kvm backend not usable here: {kvm_status().detail}")
+    status, out = run_vmm_firmware(harness.firmware, {}, tmp_path, timeout=60)
+    assert out == FIRMWARE_BAD_MAGIC_MESSAGE
+    assert status == EXIT_HALTED
+    assert KvmBackend.exit_statuses[status] is GuestExit.HUNG
