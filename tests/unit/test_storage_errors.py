@@ -138,9 +138,9 @@ def test_full_disk_campaign_stops_with_its_state(
         assert "Traceback" not in captured.err
         assert "No space left on device" in captured.out + captured.err
         state = load_state(disk / "out" / "campaign" / "state.json")
-        assert state.counts.get("infra", 0) >= 1
+        assert state.counts.get("infra", 0) >= 1, state.counts
         summary = json.loads((disk / "out" / "campaign" / "summary.json").read_text())
-        assert "infrastructure" in summary["aborted"]
+        assert "infrastructure" in summary["aborted"], summary
 
 
 @pytest.mark.parametrize(("error", "said"), [
