@@ -110,11 +110,16 @@ class InitrdSpec:
 
 @dataclass(frozen=True)
 class SetupDataNode:
-    """One ``struct setup_data`` node; the loader places it unless *addr* is given."""
+    """One ``struct setup_data`` node; the loader places it unless *addr* is given.
+
+    *length* is the header's ``len`` when it is to contradict the payload (a faulty
+    loader's node); None writes the payload's size.
+    """
 
     type: int
     payload: bytes
     addr: int | None = None
+    length: int | None = None
 
 
 @dataclass(frozen=True)
@@ -138,6 +143,9 @@ class Overrides:
     #: address from it by the boot protocol's rule).
     kernel_load: int | None = None
     setup_data: tuple[SetupDataNode, ...] = ()
+    #: PVH: hvm_start_info fields, and "module0.<field>" of its first module entry,
+    #: written last by their declared names (bootfuzz.loader.pvh.START_INFO_FIELDS).
+    start_info: tuple[tuple[str, int], ...] = ()
 
     @property
     def empty(self) -> bool:

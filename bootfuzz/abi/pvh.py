@@ -58,3 +58,6 @@ PVH_BOOT_PARAMS_VERSION = 0x020C
 PVH_TYPE_OF_LOADER_NON_XEN = 0xB0
 #: init_pvh_bootparams appends the ISA hole as reserved while fewer entries than this.
 PVH_ISA_HOLE_MAX_ENTRIES = 127
+#: pvh_bootparams.e820_entries is a u8: Linux keeps the low 8 bits of memmap_entries
+#: and copies that many entries, uncapped.  source: enlighten.c, init_pvh_bootparams.
+PVH_E820_ENTRIES_MASK = 0xFF

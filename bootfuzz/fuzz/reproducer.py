@@ -17,7 +17,8 @@ read better in hex).  Format version 1:
         "initrd_addr": "0x1400000", "cmdline_addr": "0x4b000",
         "cmdline_raw_hex": "636f6e...", "kernel_load": "0x1000000",
         "e820": [{"addr": "0x0", "size": "0xa0000", "type": 1}],
-        "setup_data": [{"type": 9, "payload_hex": "00ff", "addr": null}]
+        "setup_data": [{"type": 9, "payload_hex": "00ff", "addr": null, "len": "0x2"}],
+        "start_info": {"rsdp_paddr": "0xf0000", "module0.size": "0x1000"}
       },
       "until": null,
       "expect": {"verdict": "fail", "failing": ["valid-initrd-outside-kernel"]},
@@ -27,6 +28,11 @@ read better in hex).  Format version 1:
 "cpu_template" is the CPU our KVM VMM showed the guest (docs/cpu-templates.md);
 files from before it existed load as the default, "baseline" (they ran with the
 host's CPUID: add "cpu_template": "host" to replay that).
+
+"fields" names boot_params fields (the 32/64-bit, vmlinux and 16-bit entries),
+"start_info" names hvm_start_info fields or "module0.<field>" (PVH only), and a
+setup_data node's "len" writes a header len that contradicts its payload; what each
+override may do is docs/platform-rules.md.
 
 Only "bootfuzz_reproducer", "kernel", "memory" and "cmdline" are required.  The
 command line is text; a byte that is not UTF-8 is written as its escape "\\udc80" ..
@@ -60,6 +66,7 @@ from bootfuzz.fileio import atomic_write_text
 from bootfuzz.jsonread import JsonReader
 from bootfuzz.judge.oracles import StopPoint
 from bootfuzz.judge.verdict import Verdict
+from bootfuzz.loader.pvh import START_INFO_FIELDS
 
 FORMAT_KEY = "bootfuzz_reproducer"
 FORMAT_VERSION = 1
@@ -67,7 +74,7 @@ _TOP_KEYS = {FORMAT_KEY, "kernel", "backend", "entry", "memory", "initrd", "cmdl
              "initrd_placement", "cpu_template", "overrides", "until", "expect", "description",
              "evidence"}
 _OVERRIDE_KEYS = {"fields", "initrd_addr", "cmdline_addr", "cmdline_raw_hex", "kernel_load",
-                  "e820", "setup_data"}
+                  "e820", "setup_data", "start_info"}
 #: Our cpio archive with the agent and payload, whole or split in two (uncompressed
 #: early archive with /init, then the compressed payload archive), or "raw": the
 #: payload alone, no archive (the kernel rejects it: no /init, the no-root panic).
@@ -111,6 +118,13 @@ def _overrides(r: JsonReader, doc: dict[str, Any]) -> Overrides:
             raise r.fail(f"overrides.fields.{name}", "byte-array fields cannot be overridden")
         top = (1 << (8 * f.size)) - 1
         fields.append((name, r.as_int(value, f"overrides.fields.{name}", 0, top)))
+    start_info = []
+    for name, value in r.as_obj(doc.get("start_info", {}), "overrides.start_info").items():
+        if name not in START_INFO_FIELDS:
+            raise r.fail(f"overrides.start_info.{name}", "not an hvm_start_info field (or "
+                         "module0.<field> of its first module entry)")
+        top = (1 << (8 * START_INFO_FIELDS[name][0].size)) - 1
+        start_info.append((name, r.as_int(value, f"overrides.start_info.{name}", 0, top)))
     e820 = None
     if "e820" in doc:
         e820 = []
@@ -125,12 +139,13 @@ def _overrides(r: JsonReader, doc: dict[str, Any]) -> Overrides:
     for i, node in enumerate(r.as_list(doc.get("setup_data", []), "overrides.setup_data")):
         path = f"overrides.setup_data[{i}]"
         n = r.as_obj(node, path)
-        r.keys(n, {"type", "payload_hex", "addr"}, path)
-        addr = n.get("addr")
+        r.keys(n, {"type", "payload_hex", "addr", "len"}, path)
+        addr, length = n.get("addr"), n.get("len")
         nodes.append(SetupDataNode(
             r.as_int(n.get("type"), f"{path}.type", 0, 0xFFFFFFFF),
             r.as_hex(n.get("payload_hex", ""), f"{path}.payload_hex"),
             None if addr is None else r.as_int(addr, f"{path}.addr"),
+            None if length is None else r.as_int(length, f"{path}.len", 0, 0xFFFFFFFF),
         ))
 
     def opt(key: str) -> int | None:
@@ -145,6 +160,7 @@ def _overrides(r: JsonReader, doc: dict[str, Any]) -> Overrides:
         e820=None if e820 is None else tuple(e820),
         kernel_load=opt("kernel_load"),
         setup_data=tuple(nodes),
+        start_info=tuple(start_info),
     )
 
 
@@ -284,7 +300,11 @@ def reproducer_json(rep: Reproducer) -> dict[str, Any]:
                      for e in ov.e820]
     if ov.setup_data:
         o["setup_data"] = [{"type": n.type, "payload_hex": n.payload.hex(), "addr":
-                            None if n.addr is None else _hexint(n.addr)} for n in ov.setup_data]
+                            None if n.addr is None else _hexint(n.addr),
+                            **({} if n.length is None else {"len": _hexint(n.length)})}
+                           for n in ov.setup_data]
+    if ov.start_info:
+        o["start_info"] = {name: _hexint(value) for name, value in ov.start_info}
     if o:
         doc["overrides"] = o
     if rep.until is not None:

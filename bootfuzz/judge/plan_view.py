@@ -15,7 +15,12 @@ from dataclasses import dataclass
 
 from bootfuzz.abi.bootparam import BOOT_PARAMS, BOOT_PARAMS_SIZE
 from bootfuzz.abi.e820 import E820Entry
-from bootfuzz.abi.pvh import HVM_MEMMAP_TABLE_ENTRY, HVM_MODLIST_ENTRY, HVM_START_INFO
+from bootfuzz.abi.pvh import (
+    HVM_MEMMAP_TABLE_ENTRY,
+    HVM_MODLIST_ENTRY,
+    HVM_START_INFO,
+    PVH_E820_ENTRIES_MASK,
+)
 from bootfuzz.abi.setup_data import SETUP_DATA_HEADER
 from bootfuzz.case import EntryProtocol
 from bootfuzz.loader.handover import (
@@ -33,8 +38,8 @@ from bootfuzz.loader.pvh import pvh_kernel_e820
 #: mapped: hvm_start_info, the module list, the memory map.  source:
 #: arch/x86/platform/pvh/enlighten.c; boot-protocol.md 3.6 "Mapping limit".
 PVH_MAPPED_LIMIT = 1 << 30
-#: pvh_bootparams.e820_entries is a u8: memmap_entries is truncated to it.
-PVH_COUNT_MASK = 0xFF
+#: Linux keeps the low 8 bits of memmap_entries (abi/pvh.py).
+PVH_COUNT_MASK = PVH_E820_ENTRIES_MASK
 
 
 class Handover(enum.Enum):

@@ -277,9 +277,11 @@ def place_setup_data(nodes: tuple[SetupDataNode, ...]) -> tuple[int, list[Blob]]
     blobs = []
     for i, (node, addr) in enumerate(zip(nodes, addrs, strict=True)):
         following = addrs[i + 1] if i + 1 < len(addrs) else 0
-        header = SETUP_DATA_HEADER.build(
-            {"next": following, "type": node.type, "len": len(node.payload)}
-        )
+        length = len(node.payload) if node.length is None else node.length
+        try:
+            header = SETUP_DATA_HEADER.build({"next": following, "type": node.type, "len": length})
+        except ValueError as exc:
+            raise LayoutError(f"override: setup_data node {i}: {exc}") from None
         data = header + node.payload
         blobs.append(Blob(f"setup_data{i}", addr, len(data), data=data))
     return (addrs[0] if addrs else 0), blobs

@@ -18,14 +18,16 @@ from bootfuzz.abi.pvh import (
     HVM_START_INFO_VERSION,
     HVM_START_MAGIC_VALUE,
     PVH_BOOT_PARAMS_VERSION,
+    PVH_E820_ENTRIES_MASK,
     PVH_ISA_HOLE_MAX_ENTRIES,
     PVH_TYPE_OF_LOADER_NON_XEN,
 )
+from bootfuzz.abi.structs import Field
 from bootfuzz.case import BootCase
 from bootfuzz.errors import LayoutError
 from bootfuzz.kernel.image import KernelImage
 from bootfuzz.loader.entry_cpu import entry_cpu, gdt_blob
-from bootfuzz.loader.handover import told_by_start_info, told_initrd
+from bootfuzz.loader.handover import e820_by_memmap, told_by_start_info, told_initrd
 from bootfuzz.loader.layout import (
     HIGH_MEMORY_START,
     LOW_RAM_END,
@@ -35,6 +37,7 @@ from bootfuzz.loader.layout import (
     PVH_MODLIST_ADDR,
     PVH_START_INFO_ADDR,
 )
+from bootfuzz.loader.memory import read_memory
 from bootfuzz.loader.placement import (
     check_blobs,
     cmdline_blob,
@@ -48,6 +51,13 @@ from bootfuzz.loader.platform import Platform
 
 #: Where the first module entry sits inside the start_info page.
 MODULE0_OFFSET = PVH_MODLIST_ADDR - PVH_START_INFO_ADDR
+#: The names an override may give in start_info: hvm_start_info's fields, and the
+#: first module entry's as "module0.<field>" (with the entry's offset in the page).
+MODULE0_PREFIX = "module0."
+START_INFO_FIELDS: dict[str, tuple[Field, int]] = {
+    **{f.name: (f, 0) for f in HVM_START_INFO},
+    **{MODULE0_PREFIX + f.name: (f, MODULE0_OFFSET) for f in HVM_MODLIST_ENTRY},
+}
 
 
 def pvh_kernel_e820(e820: tuple[E820Entry, ...]) -> tuple[E820Entry, ...]:
@@ -88,6 +98,20 @@ def build_start_info(
     return bytes(page)
 
 
+def override_start_info(page: bytes, values: tuple[tuple[str, int], ...]) -> bytes:
+    """*page* with the override's hvm_start_info / module0 fields written over it."""
+    out = bytearray(page)
+    for name, value in values:
+        if name not in START_INFO_FIELDS:
+            raise LayoutError(f"override: hvm_start_info has no field {name!r}")
+        f, base = START_INFO_FIELDS[name]
+        try:
+            out[base + f.offset : base + f.end] = f.encode(value)
+        except ValueError as exc:
+            raise LayoutError(f"override: {exc}") from None
+    return bytes(out)
+
+
 def plan_pvh(
     case: BootCase, image: KernelImage, platform: Platform, initrd: InitrdImage | None
 ) -> BootPlan:
@@ -98,7 +122,8 @@ def plan_pvh(
     """
     ov = case.overrides
     if ov.fields or ov.setup_data:
-        raise LayoutError("the PVH entry has no zero page or setup_data of ours to override")
+        raise LayoutError("the PVH entry has no zero page or setup_data of ours to override "
+                          "(Linux builds its own boot_params): override start_info instead")
     cmdline, cmdline_at = cmdline_blob(case, image)
     kernel, info = place_vmlinux(
         image, platform, ov.kernel_load, lambda i: i.pvh_entry,
@@ -108,7 +133,8 @@ def plan_pvh(
     start, end = kernel.window
     placed = initrd_placement(case, image, platform, end, initrd)
     e820 = plan_e820(platform) if ov.e820 is None else ov.e820
-    start_info = build_start_info(cmdline_at.addr, e820, placed)
+    start_info = override_start_info(build_start_info(cmdline_at.addr, e820, placed),
+                                     ov.start_info)
     mode = HandoffMode.PROTECTED_32
     blobs = [
         gdt_blob(mode),
@@ -118,8 +144,15 @@ def plan_pvh(
         *initrd_blobs(placed, initrd),
     ]
     check_blobs(blobs, platform, own_layout=ov.empty)
-    kernel_e820 = pvh_kernel_e820(e820)
-    told = told_by_start_info(start_info, start_info[MODULE0_OFFSET:] if placed else None)
+    # What Linux reads: the module entry and memory map where start_info points.
+    hvm = HVM_START_INFO.parse(start_info)
+    module0 = (read_memory(blobs, platform, int(hvm["modlist_paddr"]), HVM_MODLIST_ENTRY.size)
+               if hvm["nr_modules"] else None)
+    told = told_by_start_info(start_info, module0)
+    count = int(hvm["memmap_entries"]) & PVH_E820_ENTRIES_MASK
+    memmap = read_memory(blobs, platform, int(hvm["memmap_paddr"]),
+                         count * HVM_MEMMAP_TABLE_ENTRY.size)
+    kernel_e820 = pvh_kernel_e820(e820 if memmap is None else e820_by_memmap(memmap, count))
     fields: list[tuple[str, int | bytes]] = [
         ("e820_entries", len(kernel_e820)),
         ("cmd_line_ptr", told.cmdline),

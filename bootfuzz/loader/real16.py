@@ -222,6 +222,9 @@ def plan_boot16(
 ) -> BootPlan:
     """Lay out *case* for the 16-bit boot protocol (our BIOS, the kernel's setup code)."""
     ov = case.overrides
+    if ov.start_info:
+        raise LayoutError("the 16-bit entry hands over the setup header, not hvm_start_info: "
+                          "override fields instead of start_info")
     base = REAL_MODE_BASE
     real_mode_size = image.protected_mode_offset
     if real_mode_size > REAL_MODE_CODE_MAX:

@@ -102,6 +102,9 @@ def plan_with_zero_page(
     on in a SETUP_E820_EXT node ahead of the case's own setup_data.
     """
     ov = case.overrides
+    if ov.start_info:
+        raise LayoutError(f"the {case.entry.value} entry hands over boot_params, not "
+                          "hvm_start_info: override fields instead of start_info")
     placed = initrd_placement(case, image, platform, kernel.window[1], initrd)
     e820 = plan_e820(platform) if ov.e820 is None else ov.e820
     in_zero_page, extended = split_e820(e820)

@@ -3,8 +3,8 @@ does not, over plans of every hand-over structure: boot_params (64-bit, 32-bit, 
 vmlinux), the 16-bit entry's setup header, and PVH's hvm_start_info.
 
 A layout an override can express is planned through overrides (it must plan, and
-run); the few fields no override reaches (hvm_start_info's own fields, setup_data
-headers, byte-array fields) are edited in the planned bytes."""
+run); what no override reaches (byte-array fields, setup_data's next pointers, the
+entry registers) is edited in the planned bytes."""
 
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ from bootfuzz.abi.e820 import E820Entry, E820Type
 from bootfuzz.abi.pvh import HVM_START_INFO
 from bootfuzz.abi.setup_data import SETUP_DATA_HEADER
 from bootfuzz.case import BootCase, EntryProtocol, Overrides, SetupDataNode
-from bootfuzz.errors import ConfigError
+from bootfuzz.errors import ConfigError, LayoutError
 from bootfuzz.fuzz.strategies import boot_cases
 from bootfuzz.judge.layout_rules import RULES, check_layout
 from bootfuzz.judge.verdict import OracleResult, Verdict
@@ -192,6 +192,11 @@ BREAKS: list[tuple[str, str, Layout, str]] = [
     ("PVH module above 4G", "valid-initrd-fields",
      lambda: plan(PVH, memory=6 * GiB, initrd_addr=5 * GiB),
      "module 0 paddr 0x140000000 size 0x100000 (Linux keeps the low 32 bits"),
+    ("PVH module size", "valid-initrd-fields",
+     lambda: plan(PVH, start_info=(("module0.size", 0x1000),)),
+     "module 0 paddr 0x"),
+    ("PVH no module", "valid-initrd-fields", lambda: plan(PVH, start_info=(("nr_modules", 0),)),
+     "the kernel takes no initrd from nr_modules 0"),
     ("16-bit ramdisk_size", "valid-initrd-fields",
      lambda: plan(P16, fields=(("ramdisk_size", 0x1000),)), "ramdisk_size 0x1000"),
     ("ext_cmd_line_ptr", "valid-cmdline-pointer",
@@ -230,8 +235,7 @@ BREAKS: list[tuple[str, str, Layout, str]] = [
     ("16-bit hardware_subarch", "valid-platform-fields",
      lambda: plan(P16, fields=(("hardware_subarch", 3),)), "hardware_subarch 0x3"),
     ("setup_data len", "valid-setup-data",
-     lambda: edit(plan(setup_data=(SetupDataNode(9, b"\1" * 32),)), "setup_data0",
-                  "setup_data", {"len": 64}),
+     lambda: plan(setup_data=(SetupDataNode(9, b"\1" * 32, length=64),)),
      "len 0x40 says it ends at"),
     ("setup_data unchained", "valid-setup-data",
      lambda: plan(setup_data=(SetupDataNode(9, b"\1" * 32),), fields=(("setup_data", 0),)),
@@ -250,25 +254,22 @@ BREAKS: list[tuple[str, str, Layout, str]] = [
      lambda: plan(P16, fields=(("type_of_loader", 0),)), "type_of_loader is 0"),
     # ---- hvm_start_info --------------------------------------------------------------
     ("magic", "valid-start-info",
-     lambda: edit(plan(PVH), "pvh_start_info", "hvm_start_info", {"magic": 0x1234}),
+     lambda: plan(PVH, start_info=(("magic", 0x1234),)),
      "magic 0x1234: Linux BUG()s"),
     ("version 0", "valid-start-info",
-     lambda: edit(plan(PVH), "pvh_start_info", "hvm_start_info", {"version": 0}),
+     lambda: plan(PVH, start_info=(("version", 0),)),
      "version 0, memmap_entries"),
     ("memmap nowhere", "valid-start-info",
-     lambda: edit(plan(PVH), "pvh_start_info", "hvm_start_info",
-                  {"memmap_paddr": 0x30000000}),
+     lambda: plan(PVH, start_info=(("memmap_paddr", 0x30000000),)),
      "memmap_paddr 0x30000000 reaches no table in RAM"),
     ("memmap above 1G", "valid-start-info",
-     lambda: edit(plan(PVH, memory=2 * GiB), "pvh_start_info", "hvm_start_info",
-                  {"memmap_paddr": 0x50000000}),
+     lambda: plan(PVH, memory=2 * GiB, start_info=(("memmap_paddr", 0x50000000),)),
      "the memory map [0x50000000, 0x50000060) is above the 1 GiB"),
     ("modlist nowhere", "valid-start-info",
-     lambda: edit(plan(PVH), "pvh_start_info", "hvm_start_info",
-                  {"modlist_paddr": 0x30000000}),
+     lambda: plan(PVH, start_info=(("modlist_paddr", 0x30000000),)),
      "modlist_paddr 0x30000000 reaches no module entry in RAM"),
     ("rsdp", "valid-start-info",
-     lambda: edit(plan(PVH), "pvh_start_info", "hvm_start_info", {"rsdp_paddr": 0xF0000}),
+     lambda: plan(PVH, start_info=(("rsdp_paddr", 0xF0000),)),
      "rsdp_paddr 0xf0000: this machine has no ACPI tables"),
     ("no start_info at EBX", "valid-start-info",
      lambda: dataclasses.replace(plan(PVH), cpu=dataclasses.replace(plan(PVH).cpu,
@@ -327,7 +328,7 @@ KEEPS: list[tuple[str, str, Layout]] = [
     ("two chained nodes", "valid-setup-data",
      lambda: plan(setup_data=(SetupDataNode(9, b"\1" * 32), SetupDataNode(0, b"\2" * 8)))),
     ("PVH start_info reserved word", "valid-start-info",
-     lambda: edit(plan(PVH), "pvh_start_info", "hvm_start_info", {"flags": 1})),
+     lambda: plan(PVH, start_info=(("flags", 1),))),
 ]
 
 
@@ -364,3 +365,35 @@ def test_any_overridden_case_plans_or_is_refused_and_every_rule_answers(
         return
     verdicts = {r.verdict for r in check_layout(p)}
     assert verdicts <= {Verdict.PASS, Verdict.FAIL}
+
+
+#: docs/platform-rules.md section 3: what no loader can make, each with its one error.
+UNREPRESENTABLE: list[tuple[str, Callable[[], BootPlan], str]] = [
+    ("past 2**64", lambda: plan(initrd_addr=(1 << 64) - 0x1000), r"ends past 2\*\*64"),
+    ("wider than its field", lambda: plan(fields=(("ramdisk_size", 1 << 32),)),
+     "override: ramdisk_size: 0x100000000 does not fit in 4 bytes"),
+    ("16-bit: a boot_params field", lambda: plan(P16, fields=(("tboot_addr", 1),)),
+     "only the setup header: tboot_addr cannot be overridden"),
+    ("16-bit: a cmdline above 4 GiB", lambda: plan(P16, memory=6 * GiB, cmdline_addr=5 * GiB),
+     "holds a 32-bit cmd_line_ptr: 0x140000000 cannot be written there"),
+    ("PVH: boot_params fields", lambda: plan(PVH, fields=(("ramdisk_size", 1),)),
+     "the PVH entry has no zero page or setup_data of ours to override"),
+    ("PVH: an unknown start_info field", lambda: plan(PVH, start_info=(("bogus", 1),)),
+     "hvm_start_info has no field 'bogus'"),
+    ("64-bit: start_info", lambda: plan(start_info=(("magic", 1),)),
+     "the 64 entry hands over boot_params, not hvm_start_info"),
+    ("PVH: 161 memory-map entries",
+     lambda: plan(PVH, e820=tuple(E820Entry(i << 12, 0x1000, RAM) for i in range(161))),
+     "161 memory map entries do not fit the start_info page"),
+    ("16-bit: 204 BIOS entries",
+     lambda: plan(P16, e820=tuple(E820Entry(i << 12, 0x1000, RAM) for i in range(204))),
+     "204 E820 entries do not fit our BIOS's table"),
+]
+
+
+@pytest.mark.parametrize(("layout", "message"), [u[1:] for u in UNREPRESENTABLE],
+                         ids=[u[0] for u in UNREPRESENTABLE])
+def test_unrepresentable_override_is_refused_with_one_error(layout: Callable[[], BootPlan],
+                                                            message: str) -> None:
+    with pytest.raises(LayoutError, match=message):
+        layout()
