@@ -83,18 +83,24 @@ def check_boot(ev: ValidityEvidence) -> OracleResult:
 
 
 def check_gap(ev: ValidityEvidence) -> OracleResult:
-    """No printed RAM inside the 32-bit MMIO gap the target promised."""
-    gap = ev.promises.gap
-    if gap is None:
+    """No printed RAM where the target's machine has none: the legacy video/BIOS area,
+    the 32-bit MMIO gap it promised, the space beyond its RAM (docs/platform-rules.md)."""
+    platform = ev.promises.platform(ev.request.memory)
+    if platform is None:
         return unknown("e820-gap", "(no gap promised)", "the target promised no MMIO gap")
-    start, end = gap.gap(ev.request.memory)
-    expected = f"no usable RAM in the MMIO gap {_fmt(start, end - 1)}"
+    start, end = platform.mmio_gap
+    expected = (f"no usable RAM in the legacy area, the MMIO gap {_fmt(start, end - 1)} or "
+                f"beyond RAM (from {platform.top_of_ram:#x})")
     lines = ev.observation.bios_e820
     if not lines:
         return unknown("e820-gap", expected, "no BIOS-e820 lines in the log")
-    bad = [ln for ln in usable_lines(ev.observation) if ln.start < end and ln.end >= start]
-    observed = "; ".join(f"usable {_fmt(ln.start, ln.end)}" for ln in bad) or "none"
-    return judged("e820-gap", not bad, expected, observed)
+    bad = []
+    for ln in usable_lines(ev.observation):
+        outside = [r.kind.value for r in platform.regions_touched(ln.start, ln.end + 1)
+                   if not r.ram]
+        if outside:
+            bad.append(f"usable {_fmt(ln.start, ln.end)} in the {', the '.join(outside)}")
+    return judged("e820-gap", not bad, expected, "; ".join(bad) or "none")
 
 
 def check_ram_total(ev: ValidityEvidence) -> OracleResult:

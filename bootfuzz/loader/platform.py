@@ -137,7 +137,7 @@ class Platform:
         legacy = (
             Fixture("VGA window", VGA_WINDOW_START, OPTION_ROM_START - VGA_WINDOW_START),
             Fixture("option ROMs", OPTION_ROM_START, BIOS_AREA_START - OPTION_ROM_START),
-            Fixture("BIOS (low copy of our firmware)", BIOS_AREA_START,
+            Fixture("BIOS ROM (low copy)", BIOS_AREA_START,
                     HIGH_MEMORY_START - BIOS_AREA_START),
         )
         gap0, gap1 = self.mmio_gap
@@ -146,7 +146,7 @@ class Platform:
             Fixture("IOAPIC", IOAPIC_BASE, 4 * KiB),
             Fixture("HPET", HPET_BASE, 1 * KiB),
             Fixture("LAPIC", LAPIC_BASE, 1 * MiB),
-            Fixture("BIOS (our firmware at the reset vector)", FIRMWARE_TOP_BASE, FIRMWARE_SIZE),
+            Fixture("BIOS ROM at the reset vector", FIRMWARE_TOP_BASE, FIRMWARE_SIZE),
         )
         regions = [
             Region(RegionKind.LOW_RAM, 0, LOW_RAM_END),

@@ -55,8 +55,21 @@ def test_validity_ram_in_gap_fails_gap_and_total() -> None:
                    "[mem 0x00000000fffc0000-0x00000000ffffffff] usable")
     results = judge(text)
     assert results["e820-gap"].verdict is Verdict.FAIL
-    assert results["e820-gap"].observed == "usable [mem 0x00fffc0000-0x00ffffffff]"
+    assert results["e820-gap"].observed == ("usable [mem 0x00fffc0000-0x00ffffffff] in the "
+                                            "32-bit MMIO gap")
     assert results["ram-total"].detail == "0x40000 bytes more"
+
+
+@pytest.mark.parametrize(("line", "region"), [
+    ("[mem 0x00000000000f0000-0x00000000000fffff]", "legacy video and BIOS ROM area"),
+    ("[mem 0x000000fd00000000-0x000000ffffffffff]", "space beyond RAM"),
+])
+def test_validity_ram_in_other_regions_without_ram_fails_gap(line: str, region: str) -> None:
+    """Usable RAM printed where the machine has none, besides the gap: the legacy area
+    (SeaBIOS reserves it) and beyond RAM (its 64-bit PCI window, reserved)."""
+    result = judge(planted(f"{line} reserved", f"{line} usable"))["e820-gap"]
+    assert result.verdict is Verdict.FAIL
+    assert result.observed.endswith(f"in the {region}"), result.observed
 
 
 @pytest.mark.parametrize(("last", "verdict"), [(0x0FFFFFFF, Verdict.PASS),
