@@ -8,11 +8,11 @@ from pathlib import Path
 import pytest
 
 from bootfuzz.abi.handoff import HandoffMode
-from bootfuzz.case import BootCase, CpuTemplate, EntryProtocol
-from bootfuzz.errors import BackendError
+from bootfuzz.case import BootCase, CpuTemplate, EntryProtocol, Overrides
+from bootfuzz.errors import BackendError, LayoutError
 from bootfuzz.guest.harness import HarnessArtifacts
 from bootfuzz.kernel.image import parse_kernel_image
-from bootfuzz.loader.layout import HANDOFF_ADDR, MiB
+from bootfuzz.loader.layout import HANDOFF_ADDR, ZERO_PAGE_ADDR, MiB
 from bootfuzz.loader.plan import BootPlan, CpuState
 from bootfuzz.loader.planner import plan_boot
 from bootfuzz.loader.platform import qemu_pc
@@ -161,3 +161,28 @@ def test_protected_mode_plan_starts_directly_with_the_case_template(
     assert m.firmware is None
     assert m.cpu_template is template
     assert "handoff" not in {b.name for b in m.blobs}
+
+
+def test_overridden_layout_manifest_holds_only_what_ram_keeps(tmp_path: Path) -> None:
+    """A command line across the top of RAM and one under the zero page: the manifest
+    lists the pieces memory keeps (the VMM writes exactly those), as QEMU loads them."""
+    for overrides, addr, size in (
+        (Overrides(cmdline_addr=64 * MiB - 0x10, cmdline_raw=b"x" * 0x20), 64 * MiB - 0x10, 0x10),
+        (Overrides(cmdline_addr=ZERO_PAGE_ADDR - 8, cmdline_raw=b"y" * 0x10),
+         ZERO_PAGE_ADDR - 8, 8),
+    ):
+        case = BootCase(kernel="fake", memory=64 * MiB, backend="kvm", overrides=overrides)
+        plan = plan_boot(case, parse_kernel_image(fake_bzimage()), qemu_pc(64 * MiB), None)
+        m = KvmBackend().manifest(plan, tmp_path, fake_harness(tmp_path))
+        m.check()  # every piece inside RAM
+        (cmdline,) = [b for b in m.blobs if b.name == "cmdline"]
+        assert (cmdline.addr, cmdline.size, len(Path(cmdline.path).read_bytes())) == (
+            addr, size, size)
+
+
+def test_real16_plan_over_the_handoff_block_is_refused(tmp_path: Path) -> None:
+    case = BootCase(kernel="fake", memory=64 * MiB, entry=EntryProtocol.REAL16, backend="kvm",
+                    overrides=Overrides(cmdline_addr=HANDOFF_ADDR))
+    plan = plan_boot(case, parse_kernel_image(fake_bzimage()), qemu_pc(64 * MiB), None)
+    with pytest.raises(LayoutError, match="hand-off block"):
+        KvmBackend().manifest(plan, tmp_path, fake_harness(tmp_path))
