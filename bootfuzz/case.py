@@ -128,7 +128,9 @@ class Overrides:
 
     Every field left at its default means "the loader decides, by the protocol".
     With overrides the loader writes what it is told, even where the protocol says
-    otherwise: the validity oracles (bootfuzz.judge.layout_rules) then say what is wrong.
+    otherwise, and the case runs (bytes where the machine has no RAM are not stored);
+    the validity oracles (bootfuzz.judge.layout_rules) then say what is wrong.  Only
+    what cannot be represented is refused (docs/platform-rules.md).
     """
 
     #: boot_params / setup_header fields written last, by their declared names.

@@ -4,7 +4,10 @@ The exact-match oracles (bootfuzz.judge.oracles) ask "did the kernel see what we
 these ask "should anyone have written that".  They judge the plan alone, so they
 answer for every boot, also one that hangs, and they flag the classic loader bugs
 that a lucky boot can hide: an initrd inside the decompressor's window, RAM
-claimed inside the MMIO gap, a command line without its NUL.
+claimed inside the MMIO gap, a command line without its NUL, a header field that
+contradicts the blob it describes.  Every field is read back from the bytes the plan
+writes (bootfuzz.judge.plan_view); the rules about the platform's regions are in
+bootfuzz.judge.region_rules.  The table of regions and rules is docs/platform-rules.md.
 Sources: boot.rst and shared/reference/boot-protocol.md (sections cited per rule).
 """
 

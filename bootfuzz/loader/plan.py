@@ -68,7 +68,8 @@ class CpuState:
 
 @dataclass(frozen=True)
 class PlacedInitrd:
-    """Where the initrd went: the range the kernel is told about."""
+    """The initrd range the kernel is told about (bootfuzz.loader.handover).  The blob
+    named "initrd" says where its bytes went; the two differ only by an override."""
 
     addr: int
     size: int
@@ -81,6 +82,10 @@ class PlacedInitrd:
 
 @dataclass(frozen=True)
 class BootPlan:
+    """A boot as our loader decided it.  *blobs* are in the order they are written:
+    where two overlap (an override's doing) the later one's bytes are in memory, and
+    bytes outside RAM are not stored (bootfuzz.loader.memory)."""
+
     case: BootCase
     platform: Platform
     blobs: tuple[Blob, ...]
