@@ -9,8 +9,10 @@ that was meant; gives an ``Observation`` (parsed ``BIOS-e820:``, ``RAMDISK:``,
 - ``observation``: transcript -> ``Observation``.
 - ``verdict``: ``Verdict``, ``OracleResult``, ``overall``, the one oracle -> JSON.
 - ``oracles``: the exact oracles on our own plan (``ExactEvidence``), ``layout_rules``
-  on the plan alone, ``validity`` on any loader's boot (``LoadRequest`` and the
-  target's ``promises``), ``probe`` on a probe guest's report.
+  on the plan alone (with ``region_rules`` for the platform's regions, and
+  ``plan_view`` reading the plan's structures back from its bytes), ``validity`` on
+  any loader's boot (``LoadRequest`` and the target's ``promises``), ``probe`` on a
+  probe guest's report.
 - Models of what the kernel does with our input: ``e820_model`` (sanitizer),
   ``user_memmap`` (mem=/memmap=), ``setup_data_model`` (the setup_data sysfs view).
 """

@@ -4,4 +4,7 @@ Takes a ``BootCase`` and a ``KernelImage`` (and an initrd image's size and path)
 a ``BootPlan``: the platform's memory, every blob placed in guest memory (kernel, zero
 page or ``hvm_start_info``, command line, initrd, setup_data, page tables) and the
 entry ``CpuState``.  One module per entry path, chosen by a dispatch table.  No I/O.
+``memory`` says what memory holds once the blobs are written (RAM only, a later blob
+over an earlier one); ``handover`` what the kernel takes from boot_params, the setup
+header or ``hvm_start_info`` by its own rules.
 """

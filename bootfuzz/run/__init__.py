@@ -5,5 +5,6 @@ Takes a ``BootPlan`` and built guest artifacts; gives a ``Transcript`` from a ba
 pexpect console session (``run.console``), the guest's exit classified once from each
 backend's exit-status table (``run.exits``), and (``run.boot``) a ``BootResult``:
 case -> plan -> backend -> transcript -> observation -> verdict.  ``run.probe`` boots a
-probe guest the same way.
+probe guest the same way.  ``run.memory_files`` writes the files both backends load
+a plan's memory from.
 """
