@@ -106,16 +106,19 @@ class UnbuiltInitrd:
     payload_sha256: str = ""
 
 
-def initrd_size_bound(spec: InitrdSpec) -> int:
-    """The fewest bytes the initrd for *spec* can have.
+def initrd_size_floor(spec: InitrdSpec) -> int:
+    """The fewest bytes the initrd for *spec* can have (fuzz.generate bounds it above).
 
     Every form holds the whole payload (guest.initrd), and the payload is SHAKE256
     output, which no compressor shrinks: compressed, it stays about its size (a
-    1/64 margin all the same); uncompressed, it is the payload and more.
+    1/64 margin all the same); uncompressed, it is the payload and more.  Only an
+    uncompressed raw initrd of an empty payload is empty: a cpio archive always holds
+    /init and its trailer, and a compressed stream always has framing.
     """
-    if spec.compression is Compression.NONE:
-        return spec.size
-    return spec.size - spec.size // 64
+    floor = spec.size if spec.compression is Compression.NONE else spec.size - spec.size // 64
+    if spec.raw and spec.compression is Compression.NONE:
+        return floor
+    return max(floor, 1)
 
 
 def check_initrd_fits(case: BootCase, image: KernelImage, platform: Platform) -> None:
@@ -125,7 +128,7 @@ def check_initrd_fits(case: BootCase, image: KernelImage, platform: Platform) ->
     if case.initrd is None:
         return
     plan_boot(dataclasses.replace(case, initrd=None), image, platform)  # its own faults first
-    bound = initrd_size_bound(case.initrd)
+    bound = initrd_size_floor(case.initrd)
     try:
         plan_boot(case, image, platform, UnbuiltInitrd(bound))
     except LayoutError as exc:

@@ -15,7 +15,7 @@ from bootfuzz.errors import LayoutError
 from bootfuzz.guest.initrd import build_initrd
 from bootfuzz.kernel.image import parse_kernel_image
 from bootfuzz.loader.platform import qemu_pc
-from bootfuzz.run.boot import check_initrd_fits, initrd_size_bound
+from bootfuzz.run.boot import check_initrd_fits, initrd_size_floor
 from tests.fakes import fake_bzimage
 
 MIB = 1 << 20
@@ -33,12 +33,23 @@ def test_bound_is_at_most_the_built_size(
         spec = InitrdSpec(size, compression, seed=size, split=form == "split",
                           raw=form == "raw")
         built = build_initrd(spec, agent, tmp_path / f"{form}-{size}")
-        assert initrd_size_bound(spec) <= built.size, (spec, built.size)
+        assert initrd_size_floor(spec) <= built.size, (spec, built.size)
+
+
+def test_only_an_uncompressed_raw_empty_payload_has_a_zero_floor() -> None:
+    """A cpio archive of an empty payload still holds /init: planning it must not take it
+    for an empty initrd (which the loader refuses)."""
+    assert initrd_size_floor(InitrdSpec(0, Compression.GZIP)) >= 1
+    assert initrd_size_floor(InitrdSpec(0, Compression.NONE)) >= 1
+    assert initrd_size_floor(InitrdSpec(0, Compression.GZIP, raw=True)) >= 1
+    assert initrd_size_floor(InitrdSpec(0, Compression.NONE, raw=True)) == 0
+    check_initrd_fits(BootCase("k", 256 * MIB, initrd=InitrdSpec(0, Compression.XZ)), IMAGE,
+                      qemu_pc(256 * MIB))
 
 
 def test_bound_is_close_to_the_payload() -> None:
-    assert initrd_size_bound(InitrdSpec(64 * MIB, Compression.NONE)) == 64 * MIB
-    assert initrd_size_bound(InitrdSpec(64 * MIB, Compression.XZ)) == 63 * MIB
+    assert initrd_size_floor(InitrdSpec(64 * MIB, Compression.NONE)) == 64 * MIB
+    assert initrd_size_floor(InitrdSpec(64 * MIB, Compression.XZ)) == 63 * MIB
 
 
 def test_check_refuses_an_initrd_bigger_than_ram_and_names_why() -> None:
