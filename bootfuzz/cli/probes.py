@@ -1,6 +1,6 @@
 """``python -m bootfuzz.cli.probes run|build``: boot a probe guest and check its report.
 
-A probe is a tiny program entered exactly as a kernel is (64-bit or PVH entry) that
+A probe is a tiny program entered exactly as a kernel is (64-bit, PVH or 16-bit entry) that
 prints its registers and the boot information it was given, so every value our loader
 planned is checked on the real backend: bootfuzz.guest.probes builds it,
 bootfuzz.run.probe runs it and bootfuzz.judge.probe checks the report.
@@ -60,7 +60,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "build":
             images = build_probes(args.cache_dir)
-            print(f"bzimage={images.bzimage}\nprobe64={images.probe64}\npvh_elf={images.pvh_elf}")
+            print(f"bzimage={images.bzimage}\nprobe64={images.probe64}\n"
+                  f"probe16={images.probe16}\npvh_elf={images.pvh_elf}")
             return ExitStatus.PASS
         memory = parse_size(args.mem)
         if args.run_dir is not None:

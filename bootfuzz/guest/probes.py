@@ -2,11 +2,13 @@
 
 A kernel's log says little about the machine state it was entered in; a probe
 says everything.  ``harness/probes/probe64.S`` is the protected-mode code of a
-minimal bzImage (64-bit entry at offset 0x200) and ``probe_pvh.S`` a minimal
-ELF64 "vmlinux" with the Xen PHYS32_ENTRY note, carried uncompressed as that
-bzImage's payload, so one image boots through both entry protocols of our
+minimal bzImage (64-bit entry at offset 0x200), ``probe16.S`` the real-mode code
+in its setup sectors (the 16-bit entry: our BIOS below it), and ``probe_pvh.S`` a
+minimal ELF64 "vmlinux" with the Xen PHYS32_ENTRY note, carried uncompressed as
+that bzImage's payload, so one image boots through three entry protocols of our
 loader unchanged.  At entry each probe saves its registers, reads the boot
-information through the pointer it was given, prints one line on COM1::
+information through the pointer it was given (the 16-bit probe: the setup header
+in its own segment, and the BIOS's answers), prints one line on COM1::
 
     BOOTFUZZ-PROBE {"v":1,"entry":"64","regs":{...},"boot_params":{...},...}
 
@@ -42,6 +44,7 @@ from bootfuzz.abi.bootparam import (
     LoadFlags,
     XLoadFlags,
 )
+from bootfuzz.abi.handoff import BDA, BDA_ADDR, E820_SMAP
 from bootfuzz.abi.pvh import HVM_MEMMAP_TABLE_ENTRY, HVM_MODLIST_ENTRY, HVM_START_INFO
 from bootfuzz.abi.structs import Struct
 from bootfuzz.cache import cache_root
@@ -68,8 +71,9 @@ from bootfuzz.loader.x86 import MSR_EFER
 
 # --- the report's shape -----------------------------------------------------------
 
-#: The entry protocols a probe answers (the 32-bit, 16-bit and vmlinux entries: not yet).
-PROBE_ENTRIES: tuple[EntryProtocol, ...] = (EntryProtocol.BOOT64, EntryProtocol.PVH)
+#: The entry protocols a probe answers (the 32-bit and vmlinux entries: not yet).
+PROBE_ENTRIES: tuple[EntryProtocol, ...] = (
+    EntryProtocol.BOOT64, EntryProtocol.PVH, EntryProtocol.REAL16)
 #: The probe's line starts with this word, a space, then one JSON object.
 PROBE_LINE_PREFIX = "BOOTFUZZ-PROBE"
 #: The JSON object's "v": bump when the report's shape changes.
@@ -100,6 +104,37 @@ REGS_PVH: tuple[tuple[str, int], ...] = (
     ("cs", 2), ("ds", 2), ("es", 2), ("ss", 2),
     ("gdt_limit", 2), ("gdt_base", 4),
 )  # fmt: skip
+
+#: The 16-bit probe's registers: the segments and SP as the setup code finds them, IP
+#: derived from where the entry's jump landed (CS-relative), flags, CR0, CR4.
+REGS_16: tuple[tuple[str, int], ...] = (
+    ("cs", 2), ("ip", 2), ("ds", 2), ("es", 2), ("fs", 2), ("gs", 2), ("ss", 2), ("sp", 2),
+    ("eflags", 4), ("cr0", 4), ("cr4", 4),
+)  # fmt: skip
+#: What the 16-bit probe asks the BIOS besides E820: INT 15h E801h (AX, BX, CX, DX),
+#: INT 15h AH=88h (AX), and the BDA's base memory word, as the setup code and the
+#: kernel read them.  Slots are ``saved_bios_<name>`` in the probe.
+BIOS_16: tuple[tuple[str, int], ...] = (
+    ("e801_ax", 2), ("e801_bx", 2), ("e801_cx", 2), ("e801_dx", 2), ("ext_mem_kib", 2),
+    ("base_mem_kib", 2),
+)  # fmt: skip
+#: The setup_header fields the 16-bit probe reports, read in its own segment where
+#: the loader wrote them (the offsets are boot_params', the header's place in both).
+SETUP_HEADER_REPORTED: tuple[str, ...] = (
+    "setup_sects", "boot_flag", "jump", "header", "version", "type_of_loader", "loadflags",
+    "code32_start", "ramdisk_image", "ramdisk_size", "heap_end_ptr", "cmd_line_ptr",
+    "initrd_addr_max", "cmdline_size", "setup_data", "pref_address", "init_size",
+)  # fmt: skip
+#: The 16-bit probe's "page": the first bytes of its segment (boot sector, then the
+#: sector with the header and the version string), compared byte for byte.
+PROBE16_PAGE_BYTES = 0x400
+#: Where boot.rst's setup entry lands (CS = X/16 + 0x20, IP = 0) in the real-mode part.
+SETUP_ENTRY_OFFSET = 0x200
+#: The 16-bit probe's stack (its BIOS calls run on it too).
+PROBE16_STACK_BYTES = 0x400
+#: The 16-bit probe's code, buffers and stack stay below X + this: boot.rst's
+#: "Kernel setup" area, which every loader leaves to the setup code.
+PROBE16_FOOTPRINT_MAX = 0x8000
 
 #: boot_params fields the 64-bit probe reports by name (offsets from BOOT_PARAMS).
 BOOT_PARAMS_REPORTED: tuple[str, ...] = (
@@ -135,8 +170,10 @@ _ASM_OPERANDS: tuple[tuple[Struct, str, int], ...] = (
 
 # --- the probe bzImage --------------------------------------------------------------
 
-#: One setup sector holds the whole header (it ends at 0x26c) and the version string.
-PROBE_SETUP_SECTS = 1
+#: The first setup sector holds the header (it ends at 0x26c) and the version string;
+#: the 16-bit probe's code follows from PROBE16_OFFSET, in the sectors after it.
+PROBE_SETUP_SECTS = 8
+PROBE16_OFFSET = 0x400
 #: Where the 6.1/6.12 kernels want to be: the probe asks for the same.
 PROBE_PREF_ADDRESS = 16 * MiB  # source: Debian configs, CONFIG_PHYSICAL_START=0x1000000
 PROBE_KERNEL_ALIGNMENT = 2 * MiB  # source: Debian configs, CONFIG_PHYSICAL_ALIGN=0x200000
@@ -149,7 +186,7 @@ PROBE_BOOT_PROTOCOL = 0x020F  # source: boot.rst, protocol 2.15 (Linux 6.1 and 6
 PVH_LOAD_ADDR = 16 * MiB
 #: kernel_version points here (boot.rst: the string's offset minus 0x200).
 _VERSION_STRING_OFFSET = 0x280
-PROBE_VERSION_STRING = b"bootfuzz-probe (64-bit and PVH entry probe)"
+PROBE_VERSION_STRING = b"bootfuzz-probe (16-bit, 64-bit and PVH entry probe)"
 #: Bump when the build recipe changes in a way the key would not see.
 _RECIPE_VERSION = 1
 
@@ -157,6 +194,11 @@ PROBE_SOURCE_DIR = HARNESS_SOURCE_DIR / "probes"
 PROBE_ASFLAGS: tuple[str, ...] = ("--64", "--fatal-warnings")
 PROBE64_LDFLAGS: tuple[str, ...] = (
     "-m", "elf_x86_64", "-nostdlib", "-z", "noexecstack", "-Ttext=0", "--oformat", "binary",
+)  # fmt: skip
+#: Linked where it lies in the real-mode part, so its addresses are offsets from X.
+PROBE16_LDFLAGS: tuple[str, ...] = (
+    "-m", "elf_x86_64", "-nostdlib", "-z", "noexecstack", f"-Ttext={PROBE16_OFFSET:#x}",
+    "--oformat", "binary",
 )  # fmt: skip
 PROBE_PVH_LDFLAGS: tuple[str, ...] = (
     "-m", "elf_x86_64", "-nostdlib", "-z", "noexecstack", "-z", "max-page-size=0x1000",
@@ -166,6 +208,7 @@ PROBE_PVH_LDFLAGS: tuple[str, ...] = (
 INCLUDE_NAME = "probes.inc"
 PVH_LDSCRIPT_NAME = "probe_pvh.ld"
 PROBE64_NAME = "probe64.bin"
+PROBE16_NAME = "probe16.bin"
 PROBE_PVH_NAME = "probe_pvh.elf"
 BZIMAGE_NAME = "probe.bzImage"
 
@@ -174,10 +217,11 @@ BZIMAGE_NAME = "probe.bzImage"
 class ProbeImages:
     """One cached probe build: the bzImage to boot, and its two parts."""
 
-    bzimage: Path  # protected-mode code = probe64, payload = the PVH ELF
+    bzimage: Path  # setup code = probe16, protected-mode code = probe64, payload = the PVH ELF
     probe64: Path  # the flat protected-mode code
     pvh_elf: Path
     directory: Path
+    probe16: Path  # the real-mode code, linked at PROBE16_OFFSET
 
 
 def _field_macro(name: str, struct: Struct, names: Sequence[str]) -> list[str]:
@@ -190,9 +234,9 @@ def _field_macro(name: str, struct: Struct, names: Sequence[str]) -> list[str]:
     return [*lines, "\tEND_FIELDS", ".endm"]
 
 
-def _regs_macro(name: str, regs: Sequence[tuple[str, int]]) -> list[str]:
+def _regs_macro(name: str, regs: Sequence[tuple[str, int]], prefix: str = "saved_") -> list[str]:
     lines = [f".macro {name}"]
-    lines += [f"\tFIELD {reg}, saved_{reg}-saved, {size}" for reg, size in regs]
+    lines += [f"\tFIELD {reg}, {prefix}{reg}-saved, {size}" for reg, size in regs]
     return [*lines, "\tEND_FIELDS", ".endm"]
 
 
@@ -226,6 +270,11 @@ def probes_include() -> str:
         ("PROBE_STACK_SIZE", PROBE_STACK_SIZE, "PROBE_STACK_SIZE"),
         ("GDT_MAX_BYTES", PROBE_GDT_MAX_BYTES, "PROBE_GDT_MAX_BYTES"),
         ("XEN_ELFNOTE_PHYS32_ENTRY", XEN_ELFNOTE_PHYS32_ENTRY, "Xen elfnote.h"),
+        ("SETUP_ENTRY_OFFSET", SETUP_ENTRY_OFFSET, "boot.rst: CS = X/16 + 0x20, IP = 0"),
+        ("PROBE16_PAGE_BYTES", PROBE16_PAGE_BYTES, "PROBE16_PAGE_BYTES"),
+        ("PROBE16_STACK_BYTES", PROBE16_STACK_BYTES, "PROBE16_STACK_BYTES"),
+        ("E820_SMAP", E820_SMAP, "INT 15h E820h signature"),
+        ("BDA_BASE_MEM_KIB", BDA_ADDR + BDA["base_mem_kib"].offset, "BDA 0x413"),
     ]
     prefixes = {BOOT_PARAMS.name: "BP", HVM_START_INFO.name: "HSI", HVM_MODLIST_ENTRY.name: "MOD"}
     equ += [
@@ -237,12 +286,16 @@ def probes_include() -> str:
         *(f".equ {name}, {value:#x}  # {why}" for name, value, why in equ),
         ".macro PROBE_HEAD_64", f"\t.asciz {as_string(_head(EntryProtocol.BOOT64))}", ".endm",
         ".macro PROBE_HEAD_PVH", f"\t.asciz {as_string(_head(EntryProtocol.PVH))}", ".endm",
+        ".macro PROBE_HEAD_16", f"\t.asciz {as_string(_head(EntryProtocol.REAL16))}", ".endm",
         ".macro XEN_NOTE_NAME", f"\t.asciz {as_string(XEN_NOTE_NAME.decode())}", ".endm",
         *_field_macro("FIELDS_BOOT_PARAMS", BOOT_PARAMS, BOOT_PARAMS_REPORTED),
         *_field_macro("FIELDS_START_INFO", HVM_START_INFO, START_INFO_REPORTED),
         *_field_macro("FIELDS_MODULE", HVM_MODLIST_ENTRY, MODULE_REPORTED),
         *_regs_macro("FIELDS_REGS_64", REGS_64),
         *_regs_macro("FIELDS_REGS_PVH", REGS_PVH),
+        *_regs_macro("FIELDS_REGS_16", REGS_16),
+        *_regs_macro("FIELDS_BIOS_16", BIOS_16, "saved_bios_"),
+        *_field_macro("FIELDS_SETUP_HEADER", BOOT_PARAMS, SETUP_HEADER_REPORTED),
     ]
     return "\n".join(lines) + "\n"
 
@@ -301,25 +354,51 @@ def probe_header_values(pm_size: int, payload_offset: int, payload_length: int) 
     }
 
 
-def compose_bzimage(pm_code: bytes, payload: bytes) -> bytes:
-    """Boot sector + setup sector (header, version string) + pm code + payload."""
+def _near_jump(at: int, to: int) -> bytes:
+    """``jmp rel16`` at offset *at* to offset *to* (Intel SDM vol. 2: E9 cw)."""
+    return b"\xe9" + ((to - (at + 3)) & 0xFFFF).to_bytes(2, "little")
+
+
+def compose_bzimage(pm_code: bytes, payload: bytes, setup_code: bytes = b"") -> bytes:
+    """Boot sector + setup sectors (header, version string, the 16-bit probe's
+    *setup_code* at PROBE16_OFFSET) + pm code + payload.
+
+    The setup entry's 2-byte jump (the "jump" field) ends at the header's end; a
+    near jump there goes on to PROBE16_OFFSET.
+    """
     payload_offset = align_up(len(pm_code), 16)
     pm = pm_code + bytes(payload_offset - len(pm_code)) + payload
     pm += bytes(align_up(len(pm), 16) - len(pm))
     if len(pm) > PROBE_INIT_SIZE:
         raise HarnessBug(f"probe protected-mode code is {len(pm)} bytes, over init_size")
-    setup = bytearray((PROBE_SETUP_SECTS + 1) * SECTOR_SIZE)
+    size = (PROBE_SETUP_SECTS + 1) * SECTOR_SIZE
+    if PROBE16_OFFSET + len(setup_code) > size:
+        raise HarnessBug(f"the 16-bit probe ({len(setup_code)} bytes) overflows the "
+                         f"{PROBE_SETUP_SECTS} setup sectors")
+    setup = bytearray(size)
     SETUP_HEADER.pack_into(setup, probe_header_values(len(pm), payload_offset, len(payload)))
+    header_end = SETUP_HEADER["kernel_info_offset"].end
+    setup[header_end : header_end + 3] = _near_jump(header_end, PROBE16_OFFSET)
     version = PROBE_VERSION_STRING + b"\0"
+    if header_end + 3 > _VERSION_STRING_OFFSET:
+        raise HarnessBug("the probe's jump overlaps its version string")
     setup[_VERSION_STRING_OFFSET : _VERSION_STRING_OFFSET + len(version)] = version
-    if len(setup) != (PROBE_SETUP_SECTS + 1) * SECTOR_SIZE:
-        raise HarnessBug("the probe's setup sectors overflowed")
+    if _VERSION_STRING_OFFSET + len(version) > PROBE16_OFFSET:
+        raise HarnessBug("the probe's version string overlaps its 16-bit code")
+    setup[PROBE16_OFFSET : PROBE16_OFFSET + len(setup_code)] = setup_code
+    footprint = (align_up(PROBE16_OFFSET + len(setup_code), 16) + PROBE_CMDLINE_BYTES
+                 + 2 * PROBE_RAMDISK_EDGE + E820_MAX_ENTRIES_ZEROPAGE * E820_ENTRY_SIZE
+                 + PROBE16_STACK_BYTES)
+    if footprint > PROBE16_FOOTPRINT_MAX:
+        raise HarnessBug(f"the 16-bit probe needs {footprint:#x} bytes of its segment, over "
+                         f"{PROBE16_FOOTPRINT_MAX:#x}")
     return bytes(setup) + pm
 
 
 def _probe_sources() -> list[Path]:
     files = sorted(p for p in PROBE_SOURCE_DIR.rglob("*") if p.is_file())
-    if {p.name for p in files} < {"probe64.S", "probe_pvh.S", "probe_common.inc"}:
+    if not {"probe64.S", "probe16.S", "probe_pvh.S", "probe_common.inc"} <= {
+            p.name for p in files}:
         raise InfrastructureError(
             f"probe sources not found under {PROBE_SOURCE_DIR} "
             "(bootfuzz must run from its source tree)"
@@ -345,8 +424,13 @@ def _build_probes_into(out: Path, tools: Mapping[str, Path], include: str, ldscr
     run_build_step([*ld, *PROBE_PVH_LDFLAGS, "-T", out / PVH_LDSCRIPT_NAME,
                     "-o", out / PROBE_PVH_NAME, out / "probe_pvh.o"],
                    "linking the PVH probe")
+    run_build_step([*asm, "-o", out / "probe16.o", PROBE_SOURCE_DIR / "probe16.S"],
+                   "assembling the 16-bit probe")
+    run_build_step([*ld, *PROBE16_LDFLAGS, "-o", out / PROBE16_NAME, out / "probe16.o"],
+                   "linking the 16-bit probe")
     elf = (out / PROBE_PVH_NAME).read_bytes()
-    image = compose_bzimage((out / PROBE64_NAME).read_bytes(), elf)
+    image = compose_bzimage((out / PROBE64_NAME).read_bytes(), elf,
+                            (out / PROBE16_NAME).read_bytes())
     # Our own loader must take it, or the probe tests nothing.
     try:
         parse_kernel_image(image, source=BZIMAGE_NAME)
@@ -368,6 +452,7 @@ def build_probes(cache_dir: Path | None = None) -> ProbeImages:
     inputs += [
         ("asflags", "\0".join(PROBE_ASFLAGS).encode()),
         ("ld64", "\0".join(PROBE64_LDFLAGS).encode()),
+        ("ld16", "\0".join(PROBE16_LDFLAGS).encode()),
         ("ldpvh", "\0".join(PROBE_PVH_LDFLAGS).encode()),
         ("include", include.encode()),
         ("ldscript", ldscript.encode()),
@@ -382,4 +467,5 @@ def build_probes(cache_dir: Path | None = None) -> ProbeImages:
         probe64=final / PROBE64_NAME,
         pvh_elf=final / PROBE_PVH_NAME,
         directory=final,
+        probe16=final / PROBE16_NAME,
     )

@@ -2,9 +2,10 @@
 
 A probe (bootfuzz.guest.probes builds it) is entered exactly as a kernel is and prints
 one ``BOOTFUZZ-PROBE {json}`` line with its registers and the boot information it was
-given.  :func:`parse_probe_report` reads that line (a corrupt one is a value that says
-why, never an exception) and :func:`check_probe` compares it with the BootPlan, field
-by field and byte by byte.  Pure: the caller reads the initrd's edges.
+given (the 16-bit probe: the setup header in its segment and what the BIOS
+answered).  :func:`parse_probe_report` reads that line (a corrupt one is a value that
+says why, never an exception) and :func:`check_probe` compares it with the BootPlan,
+field by field and byte by byte.  Pure: the caller reads the initrd's edges.
 """
 
 from __future__ import annotations
@@ -21,21 +22,26 @@ from bootfuzz.abi.structs import Struct
 from bootfuzz.case import EntryProtocol
 from bootfuzz.errors import BootfuzzError
 from bootfuzz.guest.probes import (
+    BIOS_16,
     BOOT_PARAMS_REPORTED,
     MODULE_REPORTED,
+    PROBE16_PAGE_BYTES,
     PROBE_CMDLINE_BYTES,
     PROBE_ENTRIES,
     PROBE_FORMAT_VERSION,
     PROBE_GDT_MAX_BYTES,
     PROBE_LINE_PREFIX,
+    REGS_16,
     REGS_64,
     REGS_PVH,
+    SETUP_HEADER_REPORTED,
     START_INFO_REPORTED,
 )
 from bootfuzz.jsonread import JsonReader
 from bootfuzz.judge.verdict import OracleResult, judged
 from bootfuzz.loader.layout import PAGE_SIZE
 from bootfuzz.loader.plan import BootPlan
+from bootfuzz.loader.real16 import bios_memory
 from bootfuzz.loader.x86 import Cr0
 from bootfuzz.transcript import GuestExit
 
@@ -48,8 +54,9 @@ class ProbeReport:
 
     entry: EntryProtocol
     regs: Mapping[str, int]
-    gdt: bytes  # the descriptors at the GDTR's base, limit + 1 bytes
-    #: boot_params fields (64) or hvm_start_info fields (pvh), by name.
+    gdt: bytes  # the descriptors at the GDTR's base, limit + 1 bytes (16: none, b"")
+    #: boot_params fields (64), hvm_start_info fields (pvh) or setup_header fields
+    #: (16), by name.
     params: Mapping[str, int]
     #: hvm_modlist_entry 0 (pvh with a module); None otherwise.
     module0: Mapping[str, int] | None
@@ -58,8 +65,11 @@ class ProbeReport:
     cmdline: bytes  # up to and including the NUL, at most PROBE_CMDLINE_BYTES
     ramdisk_head: bytes
     ramdisk_tail: bytes
-    #: The whole zero page (64) or start_info page (pvh), as the probe read it.
+    #: The whole zero page (64), start_info page (pvh) or the first
+    #: PROBE16_PAGE_BYTES of the setup segment (16), as the probe read it.
     page: bytes
+    #: What the BIOS answered besides E820 (16 only; bootfuzz.guest.probes.BIOS_16).
+    bios: Mapping[str, int] | None = None
 
 
 @dataclass(frozen=True)
@@ -74,16 +84,22 @@ class _Corrupt(BootfuzzError):
     """The probe line is there but unreadable."""
 
 
-#: JSON keys per entry: (params, memory map, page); pvh adds "module0".
+#: JSON keys per entry: (params, memory map, page); pvh adds "module0", 16 has "bios"
+#: and no "gdt_hex" (real mode has no descriptors of the loader's).
 _KEYS: dict[EntryProtocol, tuple[str, str, str]] = {
     EntryProtocol.BOOT64: ("boot_params", "e820_hex", "zero_page_hex"),
     EntryProtocol.PVH: ("start_info", "memmap_hex", "start_info_page_hex"),
+    EntryProtocol.REAL16: ("setup_header", "e820_hex", "setup_page_hex"),
 }
-_REGS = {EntryProtocol.BOOT64: REGS_64, EntryProtocol.PVH: REGS_PVH}
-_PARAMS = {EntryProtocol.BOOT64: BOOT_PARAMS_REPORTED, EntryProtocol.PVH: START_INFO_REPORTED}
+_REGS = {EntryProtocol.BOOT64: REGS_64, EntryProtocol.PVH: REGS_PVH,
+         EntryProtocol.REAL16: REGS_16}
+_PARAMS = {EntryProtocol.BOOT64: BOOT_PARAMS_REPORTED, EntryProtocol.PVH: START_INFO_REPORTED,
+           EntryProtocol.REAL16: SETUP_HEADER_REPORTED}
 _MAP_ENTRY_SIZE = {EntryProtocol.BOOT64: E820_ENTRY_SIZE,
-                   EntryProtocol.PVH: HVM_MEMMAP_TABLE_ENTRY.size}
-_PAGE_SIZE = {EntryProtocol.BOOT64: BOOT_PARAMS_SIZE, EntryProtocol.PVH: PAGE_SIZE}
+                   EntryProtocol.PVH: HVM_MEMMAP_TABLE_ENTRY.size,
+                   EntryProtocol.REAL16: E820_ENTRY_SIZE}
+_PAGE_SIZE = {EntryProtocol.BOOT64: BOOT_PARAMS_SIZE, EntryProtocol.PVH: PAGE_SIZE,
+              EntryProtocol.REAL16: PROBE16_PAGE_BYTES}
 _ROOT = "(top level)"
 
 
@@ -115,14 +131,17 @@ def _decode(r: JsonReader, value: object) -> ProbeReport:
         known = ", ".join(e.value for e in PROBE_ENTRIES)
         raise r.fail("entry", f"{entry_value!r} is not a probe's entry ({known})")
     params_key, map_key, page_key = _KEYS[entry]
-    expected = ["v", "entry", "regs", "gdt_hex", params_key,
+    real16 = entry is EntryProtocol.REAL16
+    expected = ["v", "entry", "regs", *([] if real16 else ["gdt_hex"]), params_key,
                 *(["module0"] if entry is EntryProtocol.PVH else []),
+                *(["bios"] if real16 else []),
                 map_key, "cmdline_hex", "ramdisk_head_hex", "ramdisk_tail_hex", page_key]
     if list(obj) != expected:
         raise r.fail(_ROOT, f"keys {list(obj)}, expected {expected}")
     module0 = None
     if entry is EntryProtocol.PVH and obj["module0"] is not None:
         module0 = _ints(r, obj["module0"], MODULE_REPORTED, "module0")
+    bios = _ints(r, obj["bios"], [name for name, _ in BIOS_16], "bios") if real16 else None
     memory_map = r.as_hex(obj[map_key], map_key)
     if len(memory_map) % _MAP_ENTRY_SIZE[entry]:
         raise r.fail(map_key, f"{len(memory_map)} bytes, not whole entries of "
@@ -130,7 +149,7 @@ def _decode(r: JsonReader, value: object) -> ProbeReport:
     return ProbeReport(
         entry=entry,
         regs=_ints(r, obj["regs"], [name for name, _ in _REGS[entry]], "regs"),
-        gdt=r.as_hex(obj["gdt_hex"], "gdt_hex"),
+        gdt=b"" if real16 else r.as_hex(obj["gdt_hex"], "gdt_hex"),
         params=_ints(r, obj[params_key], _PARAMS[entry], params_key),
         module0=module0,
         memory_map=memory_map,
@@ -138,6 +157,7 @@ def _decode(r: JsonReader, value: object) -> ProbeReport:
         ramdisk_head=r.as_hex(obj["ramdisk_head_hex"], "ramdisk_head_hex"),
         ramdisk_tail=r.as_hex(obj["ramdisk_tail_hex"], "ramdisk_tail_hex"),
         page=r.as_hex(obj[page_key], page_key, _PAGE_SIZE[entry]),
+        bios=bios,
     )
 
 
@@ -180,8 +200,13 @@ def _exact(name: str, expected: Mapping[str, int], observed: Mapping[str, int]) 
 def _check_regs(plan: BootPlan, report: ProbeReport) -> list[OracleResult]:
     cpu, regs = plan.cpu, report.regs
     long_mode = report.entry is EntryProtocol.BOOT64
-    names = ("rip", "rsi", "rbx", "rsp") if long_mode else ("eip", "esi", "ebx", "esp")
-    planned = (cpu.rip, cpu.rsi, cpu.rbx, cpu.rsp)
+    real16 = report.entry is EntryProtocol.REAL16
+    if real16:  # boot.rst promises CS:IP, the segments and SP; no register contents
+        names: tuple[str, ...] = ("ip", "sp")
+        planned: tuple[int, ...] = (cpu.rip, cpu.rsp)
+    else:
+        names = ("rip", "rsi", "rbx", "rsp") if long_mode else ("eip", "esi", "ebx", "esp")
+        planned = (cpu.rip, cpu.rsi, cpu.rbx, cpu.rsp)
     results = [_exact(f"probe-{n}", {n: v}, regs) for n, v in zip(names, planned, strict=True)]
     # CR0: every bit the plan sets, and paging exactly as planned; bits a backend
     # may add on its own (ET, NE) are shown, not judged.
@@ -199,6 +224,8 @@ def _check_regs(plan: BootPlan, report: ProbeReport) -> list[OracleResult]:
     results.append(_exact("probe-cs", {"cs": cpu.code_selector}, regs))
     results.append(_exact("probe-data-segments", {s: cpu.data_selector for s in ("ds", "es", "ss")},
                           regs))
+    if real16:  # real mode: the GDTR is not the loader's to set
+        return [*results, _check_interrupts(regs, "eflags")]
     try:
         gdt = plan.blob("gdt").data or b""
     except KeyError:
@@ -208,12 +235,15 @@ def _check_regs(plan: BootPlan, report: ProbeReport) -> list[OracleResult]:
                           report.gdt.hex(), "the descriptors at the GDTR's base"))
     results.append(_exact("probe-gdtr", {"gdt_base": cpu.gdt_base, "gdt_limit": cpu.gdt_limit},
                           regs))
-    flags_name = "rflags" if long_mode else "eflags"
+    results.append(_check_interrupts(regs, "rflags" if long_mode else "eflags"))
+    return results
+
+
+def _check_interrupts(regs: Mapping[str, int], flags_name: str) -> OracleResult:
     flags = regs[flags_name]
     interrupts = "set" if flags & RFLAGS_IF else "clear"
-    results.append(judged("probe-interrupts", not flags & RFLAGS_IF, f"{flags_name}.IF clear",
-                          f"{flags_name}={flags:#x} (IF {interrupts})"))
-    return results
+    return judged("probe-interrupts", not flags & RFLAGS_IF, f"{flags_name}.IF clear",
+                  f"{flags_name}={flags:#x} (IF {interrupts})")
 
 
 def _show_bytes(data: bytes) -> str:
@@ -277,6 +307,17 @@ def check_probe(
         results.append(_check_page("probe-zero-page", page, report.page, struct))
         want_map = pack_table(plan.e820)
         seen_map = unpack_table(report.memory_map, len(report.memory_map) // E820_ENTRY_SIZE)
+    elif entry is EntryProtocol.REAL16:
+        setup = plan.blob("setup").data or b""
+        results.append(_exact("probe-setup-header",
+                              {n: int(BOOT_PARAMS[n].decode(setup)) for n in SETUP_HEADER_REPORTED},
+                              report.params))
+        results.append(_check_page("probe-setup-page", setup[:PROBE16_PAGE_BYTES], report.page,
+                                   BOOT_PARAMS))
+        results.append(_check_bios(plan, report))
+        # What our BIOS serves through INT 15h E820h: the plan's table, in order.
+        want_map = pack_table(plan.e820)
+        seen_map = unpack_table(report.memory_map, len(report.memory_map) // E820_ENTRY_SIZE)
     else:
         page = plan.blob("pvh_start_info").data or b""
         results.append(_exact(
@@ -300,6 +341,15 @@ def check_probe(
         f"head {report.ramdisk_head.hex() or '-'} tail {report.ramdisk_tail.hex() or '-'}",
     ))
     return results
+
+
+def _check_bios(plan: BootPlan, report: ProbeReport) -> OracleResult:
+    """E801h, 88h and the BDA as our BIOS derives them from the plan's table."""
+    mem = bios_memory(plan.e820)
+    want = {"e801_ax": mem.e801_low_kib, "e801_bx": mem.e801_high_blocks,
+            "e801_cx": mem.e801_low_kib, "e801_dx": mem.e801_high_blocks,
+            "ext_mem_kib": mem.ext_mem_kib, "base_mem_kib": mem.base_mem_kib}
+    return _exact("probe-bios-memory", want, report.bios or {})
 
 
 def _check_module0(plan: BootPlan, report: ProbeReport) -> OracleResult:

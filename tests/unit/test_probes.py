@@ -23,13 +23,18 @@ from bootfuzz.compression import Compression
 from bootfuzz.errors import ConfigError, HarnessBuildError
 from bootfuzz.guest import harness, probes
 from bootfuzz.guest.probes import (
+    BIOS_16,
+    PROBE16_OFFSET,
+    PROBE16_PAGE_BYTES,
     PROBE_CMDLINE_BYTES,
     PROBE_ENTRIES,
     PROBE_LINE_PREFIX,
     PROBE_RAMDISK_EDGE,
     PVH_LOAD_ADDR,
+    REGS_16,
     REGS_64,
     REGS_PVH,
+    SETUP_HEADER_REPORTED,
     ProbeImages,
     build_probes,
     probes_include,
@@ -43,6 +48,7 @@ from bootfuzz.loader.layout import PAGE_SIZE, GiB, MiB
 from bootfuzz.loader.plan import BootPlan
 from bootfuzz.loader.planner import plan_boot
 from bootfuzz.loader.platform import qemu_pc
+from bootfuzz.loader.real16 import REAL_MODE_BASE, bios_memory
 from bootfuzz.run.probe import PROBE_CMDLINE, initrd_edges, run_probe
 from tests.fakes import FakeInitrd
 
@@ -107,6 +113,23 @@ def test_build_probes_bzimage_is_accepted_by_our_parser(
     assert len(image.header.raw) == SETUP_HEADER["kernel_info_offset"].end - 0x1F1
     probe64 = images.probe64.read_bytes()
     assert image.protected_mode_code[: len(probe64)] == probe64
+
+
+def test_build_probes_16bit_entry_reaches_the_16bit_probe(
+    images: ProbeImages, image: KernelImage
+) -> None:
+    """The setup entry's short jump ends at the header's end; the near jump there
+    lands on the 16-bit probe, which the image carries at PROBE16_OFFSET."""
+    raw = image.data
+    jump_end = 0x202 + raw[0x201]
+    assert jump_end == SETUP_HEADER["kernel_info_offset"].end
+    assert raw[jump_end] == 0xE9  # jmp rel16
+    target = (jump_end + 3 + int.from_bytes(raw[jump_end + 1 : jump_end + 3], "little")) & 0xFFFF
+    assert target == PROBE16_OFFSET
+    code = images.probe16.read_bytes()
+    assert raw[PROBE16_OFFSET : PROBE16_OFFSET + len(code)] == code
+    assert code[:3] == b"\x2e\x89\x26"  # movw %sp, %cs:disp16: SP is saved first
+    assert PROBE16_OFFSET + len(code) <= image.protected_mode_offset
 
 
 def test_build_probes_64bit_entry_is_code_at_0x200(images: ProbeImages) -> None:
@@ -201,7 +224,8 @@ def test_probe_source_change_keeps_harness_cache_key(
 @pytest.mark.parametrize("entry", PROBE_ENTRIES)
 def test_plan_boot_accepts_probe_for_entry(image: KernelImage, entry: EntryProtocol) -> None:
     plan = make_plan(image, entry)
-    want = 0x1000200 if entry is EntryProtocol.BOOT64 else PVH_LOAD_ADDR
+    want = {EntryProtocol.BOOT64: 0x1000200, EntryProtocol.PVH: PVH_LOAD_ADDR,
+            EntryProtocol.REAL16: 0}[entry]
     assert plan.cpu.rip == want
 
 
@@ -248,6 +272,15 @@ def test_probes_include_field_tables_match_python() -> None:
     assert macro_fields(text, "FIELDS_REGS_PVH") == [
         (n, f"saved_{n}-saved", size) for n, size in REGS_PVH
     ]
+    assert macro_fields(text, "FIELDS_REGS_16") == [
+        (n, f"saved_{n}-saved", size) for n, size in REGS_16
+    ]
+    assert macro_fields(text, "FIELDS_BIOS_16") == [
+        (n, f"saved_bios_{n}-saved", size) for n, size in BIOS_16
+    ]
+    assert macro_fields(text, "FIELDS_SETUP_HEADER") == [
+        (n, f"{BOOT_PARAMS[n].offset:#x}", BOOT_PARAMS[n].size) for n in SETUP_HEADER_REPORTED
+    ]
 
 
 def test_probes_include_is_what_was_built(images: ProbeImages) -> None:
@@ -263,7 +296,7 @@ def hexint(value: int, size: int) -> str:
 
 def good_report(plan: BootPlan, edges: tuple[bytes, bytes]) -> dict[str, Any]:
     cpu = plan.cpu
-    gdt = plan.blob("gdt").data or b""
+    gdt = b"" if plan.case.entry is EntryProtocol.REAL16 else plan.blob("gdt").data or b""
     regs: dict[str, int] = {
         "cs": cpu.code_selector, "ds": cpu.data_selector, "es": cpu.data_selector,
         "ss": cpu.data_selector, "gdt_limit": cpu.gdt_limit, "gdt_base": cpu.gdt_base,
@@ -272,6 +305,24 @@ def good_report(plan: BootPlan, edges: tuple[bytes, bytes]) -> dict[str, Any]:
     head = {"v": 1, "entry": plan.case.entry.value}
     cmdline = (plan.cmdline + b"\0")[:PROBE_CMDLINE_BYTES].hex()
     ramdisk = {"ramdisk_head_hex": edges[0].hex(), "ramdisk_tail_hex": edges[1].hex()}
+    if plan.case.entry is EntryProtocol.REAL16:
+        setup = plan.blob("setup").data or b""
+        mem = bios_memory(plan.e820)
+        bios = {"e801_ax": mem.e801_low_kib, "e801_bx": mem.e801_high_blocks,
+                "e801_cx": mem.e801_low_kib, "e801_dx": mem.e801_high_blocks,
+                "ext_mem_kib": mem.ext_mem_kib, "base_mem_kib": mem.base_mem_kib}
+        regs |= {"ip": cpu.rip, "sp": cpu.rsp, "fs": cpu.data_selector,
+                 "gs": cpu.data_selector, "eflags": 0x46, "cr0": 0x6000_0010}
+        return head | {
+            "regs": {n: hexint(regs[n], size) for n, size in REGS_16},
+            "setup_header": {n: hexint(int(BOOT_PARAMS[n].decode(setup)), BOOT_PARAMS[n].size)
+                             for n in SETUP_HEADER_REPORTED},
+            "bios": {n: hexint(bios[n], size) for n, size in BIOS_16},
+            "e820_hex": b"".join(e.pack() for e in plan.e820).hex(),
+            "cmdline_hex": cmdline,
+            **ramdisk,
+            "setup_page_hex": setup[:PROBE16_PAGE_BYTES].hex(),
+        }
     if plan.case.entry is EntryProtocol.BOOT64:
         regs |= {"rsi": cpu.rsi, "rbx": cpu.rbx, "rsp": cpu.rsp, "rip": cpu.rip,
                  "rflags": 0x46, "cr3": cpu.cr3, "efer": cpu.efer}
@@ -333,6 +384,12 @@ NAMES_64 = [
     "probe-interrupts", "probe-boot-params", "probe-zero-page", "probe-memory-map",
     "probe-cmdline", "probe-ramdisk",
 ]  # fmt: skip
+NAMES_16 = [
+    "probe-entry", "probe-ip", "probe-sp", "probe-cr0", "probe-cr4", "probe-cs",
+    "probe-data-segments", "probe-interrupts", "probe-setup-header", "probe-setup-page",
+    "probe-bios-memory", "probe-memory-map", "probe-cmdline", "probe-ramdisk",
+]  # fmt: skip
+NAMES = {EntryProtocol.BOOT64: NAMES_64, EntryProtocol.REAL16: NAMES_16}
 NAMES_PVH = [
     "probe-entry", "probe-eip", "probe-esi", "probe-ebx", "probe-esp", "probe-cr0", "probe-cr4",
     "probe-cs", "probe-data-segments", "probe-gdt", "probe-gdtr", "probe-interrupts",
@@ -348,7 +405,7 @@ def test_check_probe_good_report_passes_every_oracle(
 ) -> None:
     plan = make_plan(image, entry, memory, initrd)
     results = check_read(plan, parsed("noise\n" + line(good_report(plan, EDGES)) + "\n"))
-    assert [r.name for r in results] == (NAMES_64 if entry is EntryProtocol.BOOT64 else NAMES_PVH)
+    assert [r.name for r in results] == NAMES.get(entry, NAMES_PVH)
     assert failing(results) == []
 
 
@@ -400,6 +457,14 @@ def replace_cpu(**changes: Any) -> Mutation:
         (EntryProtocol.PVH,
          lambda p: dataclasses.replace(p, e820=(*p.e820[:-1], E820Entry(0xFFFF0000, 0x10000, 1))),
          "probe-memory-map"),
+        (EntryProtocol.REAL16, replace_cpu(rip=0x200), "probe-ip"),
+        (EntryProtocol.REAL16, replace_cpu(rsp=0xD000), "probe-sp"),
+        (EntryProtocol.REAL16, replace_cpu(code_selector=0x1000), "probe-cs"),
+        (EntryProtocol.REAL16, replace_cpu(data_selector=0x1020), "probe-data-segments"),
+        (EntryProtocol.REAL16, lambda p: dataclasses.replace(p, cmdline=b"Bootfuzz"),
+         "probe-cmdline"),
+        (EntryProtocol.REAL16, lambda p: dataclasses.replace(p, e820=p.e820[:-1]),
+         "probe-memory-map"),
     ],
     ids=lambda v: v if isinstance(v, str) else None,
 )
@@ -437,6 +502,45 @@ def test_check_probe_boot_params_field_differs_fails_both_views(
     assert failing(results) == ["probe-boot-params", "probe-zero-page"]
     (params,) = [r for r in results if r.name == "probe-boot-params"]
     assert params.detail == "differs: ramdisk_size"
+
+
+def test_check_probe_16_setup_page_byte_flip_names_field(
+    image: KernelImage, initrd: FakeInitrd
+) -> None:
+    plan = make_plan(image, EntryProtocol.REAL16, initrd=initrd)
+    report = good_report(plan, EDGES)
+    page = bytearray.fromhex(report["setup_page_hex"])
+    page[BOOT_PARAMS["type_of_loader"].offset] ^= 0x0F
+    report["setup_page_hex"] = page.hex()
+    results = check_probe(plan, parsed(line(report)), edges=EDGES)
+    assert failing(results) == ["probe-setup-page"]
+    (setup_page,) = [r for r in results if r.name == "probe-setup-page"]
+    assert setup_page.detail == "0x210 (type_of_loader): 0xff -> 0xf0"
+
+
+def test_check_probe_16_bios_answer_differs_fails(image: KernelImage) -> None:
+    plan = make_plan(image, EntryProtocol.REAL16)
+    report = good_report(plan, (b"", b""))
+    report["bios"]["ext_mem_kib"] = "0x8600"  # AH = 86h: the call was refused
+    results = check_read(plan, parsed(line(report)))
+    assert failing(results) == ["probe-bios-memory"]
+
+
+def test_check_probe_16_interrupts_enabled_fails(image: KernelImage) -> None:
+    plan = make_plan(image, EntryProtocol.REAL16)
+    report = good_report(plan, (b"", b""))
+    report["regs"]["eflags"] = "0x00000246"
+    assert failing(check_read(plan, parsed(line(report)))) == ["probe-interrupts"]
+
+
+def test_check_probe_16_setup_header_as_the_loader_wrote_it(image: KernelImage) -> None:
+    """The header the probe reads in its segment: the loader's fields, 16-bit values."""
+    plan = make_plan(image, EntryProtocol.REAL16)
+    report = parsed(line(good_report(plan, (b"", b""))))
+    assert plan.cpu.code_selector == (REAL_MODE_BASE >> 4) + 0x20
+    assert report.params["type_of_loader"] == 0xFF
+    assert report.params["cmd_line_ptr"] == REAL_MODE_BASE + 0xE000
+    assert report.params["heap_end_ptr"] == 0xDE00
 
 
 def test_check_probe_interrupts_enabled_fails(image: KernelImage) -> None:
@@ -542,9 +646,9 @@ def test_parse_probe_report_wrong_version_is_error(report64: dict[str, Any]) -> 
 
 def test_parse_probe_report_unknown_entry_is_error(report64: dict[str, Any]) -> None:
     assert error_of(line(report64 | {"entry": "32"})) == (
-        "probe report: entry: '32' is not a probe's entry (64, pvh)")
+        "probe report: entry: '32' is not a probe's entry (64, pvh, 16)")
     assert error_of(line(report64 | {"entry": None})) == (
-        "probe report: entry: None is not a probe's entry (64, pvh)")
+        "probe report: entry: None is not a probe's entry (64, pvh, 16)")
 
 
 def test_parse_probe_report_missing_key_is_error(report64: dict[str, Any]) -> None:
@@ -591,7 +695,19 @@ def test_parse_probe_report_zero_page_size_is_checked(
 
 def test_run_probe_entry_without_probe_is_config_error() -> None:
     with pytest.raises(ConfigError) as info:
-        run_probe("16", "qemu-tcg", 256 * MiB)
+        run_probe("32", "qemu-tcg", 256 * MiB)
     assert str(info.value) == (
-        "bootfuzz: no probe answers the entry '16' (probes exist for: 64, pvh)"
+        "bootfuzz: no probe answers the entry '32' (probes exist for: 64, pvh, 16)"
     )
+
+
+def test_parse_probe_report_16_has_no_gdt_and_a_bios_object(image: KernelImage) -> None:
+    report16 = good_report(make_plan(image, EntryProtocol.REAL16), (b"", b""))
+    assert error_of(line(report16 | {"gdt_hex": ""})).startswith(
+        "probe report: (top level): keys [")
+    broken = {k: v for k, v in report16.items() if k != "bios"}
+    assert error_of(line(broken)).endswith(
+        "expected ['v', 'entry', 'regs', 'setup_header', 'bios', 'e820_hex', 'cmdline_hex', "
+        "'ramdisk_head_hex', 'ramdisk_tail_hex', 'setup_page_hex']")
+    bios = {k: v for k, v in report16["bios"].items() if k != "base_mem_kib"}
+    assert error_of(line(report16 | {"bios": bios})).startswith("probe report: bios: keys [")
