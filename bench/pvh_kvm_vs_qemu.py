@@ -42,7 +42,7 @@ def reached(t: Transcript) -> bool:
 
 
 def could_not_start(t: Transcript) -> str | None:
-    """Why QEMU died before the guest got anywhere (its last line), or None.
+    """Why QEMU died before the guest got anywhere (its error line), or None.
 
     A QEMU that ended on its own, failing (a status or a signal), without the
     RAMDISK line is a peer that cannot run here with this CPU model.
@@ -52,7 +52,8 @@ def could_not_start(t: Transcript) -> str | None:
     if t.exit_status == 0 and t.signal is None:
         return None
     lines = t.text.strip().splitlines()
-    return lines[-1] if lines else f"exit status {t.exit_status}, signal {t.signal}"
+    errors = [ln for ln in lines if "error" in ln]
+    return (errors or lines or [f"exit status {t.exit_status}, signal {t.signal}"])[0]
 
 
 def console(argv: list[str], log: Path) -> tuple[Transcript, float]:
