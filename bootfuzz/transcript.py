@@ -20,13 +20,17 @@ class SessionEnd(enum.Enum):
     FIRMWARE_ERROR = "firmware-error"  # our firmware stub refused to enter the kernel
     EARLY_STOP = "early-stop"  # a caller's stop pattern matched
     SILENCE = "silence"  # no output for silence_timeout seconds
+    #: The backend said the guest stopped for good (QEMU: its CPU halted with
+    #: interrupts off, asked over QMP while the console was quiet).
+    HALTED = "halted"
     TIMEOUT = "timeout"  # the overall deadline passed
     EXITED = "exited"  # the backend process ended by itself
 
 
 #: Session ends at which the session itself stopped the backend: how the killed
-#: process exits then says nothing about the guest.
-SESSION_KILLED = frozenset({SessionEnd.EARLY_STOP, SessionEnd.SILENCE, SessionEnd.TIMEOUT})
+#: process exits then says nothing about the guest (HALTED says it for the exit).
+SESSION_KILLED = frozenset({SessionEnd.EARLY_STOP, SessionEnd.SILENCE, SessionEnd.TIMEOUT,
+                            SessionEnd.HALTED})
 
 
 class GuestExit(enum.StrEnum):
@@ -37,7 +41,7 @@ class GuestExit(enum.StrEnum):
     BACKEND_ERROR = "backend-error"  # the backend process failed on its own
     KILLED = "killed"  # the session ended it (timeout, silence, early stop)
     #: The backend saw the guest halted with interrupts off: nothing can wake it
-    #: (our VMM says so at once; QEMU gives no sign, its guest is KILLED on silence).
+    #: (our VMM exits so at once; QEMU's session asks it over QMP: SessionEnd.HALTED).
     HUNG = "hung"
     UNKNOWN = "unknown"
 
@@ -58,3 +62,5 @@ class Transcript:
     #: The process was still running when the session ended and we signalled it
     #: (QEMU exits 0 on SIGTERM, so exit_status alone cannot tell).
     killed: bool
+    #: When each "\n"-ended line of *text* arrived, in seconds since the start.
+    line_times: tuple[float, ...] = ()

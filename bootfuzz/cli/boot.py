@@ -19,6 +19,7 @@ from bootfuzz.judge.verdict import Verdict
 from bootfuzz.run.boot import (
     DEFAULT_SILENCE_TIMEOUT,
     DEFAULT_TIMEOUT,
+    LEARNED_SILENCE,
     execute,
     new_run_dir,
     prepare,
@@ -35,7 +36,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="execution backend: qemu-tcg (QEMU -accel tcg runs our machine state), "
                    "kvm (our own VMM on /dev/kvm), auto (kvm where `bootfuzz doctor` measures "
                    "hardware KVM, else qemu-tcg); default qemu-tcg")
-    add_guest_timeouts(r, DEFAULT_TIMEOUT, DEFAULT_SILENCE_TIMEOUT)
+    add_guest_timeouts(r, DEFAULT_TIMEOUT, DEFAULT_SILENCE_TIMEOUT, learned=True)
     r.add_argument("--until", default=None, choices=[p.value for p in StopPoint],
                    help="stop the guest as soon as the oracles of this point can answer "
                    "(ramdisk: e820, cmdline, initrd-placement); the rest report unknown")
@@ -63,8 +64,9 @@ def run(args: argparse.Namespace) -> int:
     prepared = prepare(case)
     run_dir = new_run_dir(case, None if args.run_dir is None else Path(args.run_dir))
     try:
+        quiet = LEARNED_SILENCE if args.silence_timeout is None else args.silence_timeout
         result = execute(prepared, run_dir, timeout=args.timeout,
-                         silence_timeout=args.silence_timeout, keep_blobs=args.keep_blobs,
+                         silence_timeout=quiet, keep_blobs=args.keep_blobs,
                          until=StopPoint(args.until) if args.until else None)
     except KeyboardInterrupt as exc:  # SIGINT, or SIGTERM (cli.exits.Terminated)
         # The guest is stopped and the blobs are gone (run.boot); say why no verdict.

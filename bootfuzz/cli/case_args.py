@@ -174,10 +174,22 @@ def case_from_args(args: argparse.Namespace, backend: str = "qemu-tcg") -> BootC
     )
 
 
-def add_guest_timeouts(group: argparse._ArgumentGroup, timeout: float, silence: float) -> None:
-    """``--timeout`` and ``--silence-timeout`` with these defaults."""
+def add_guest_timeouts(group: argparse._ArgumentGroup, timeout: float, silence: float,
+                       *, learned: bool = False) -> None:
+    """``--timeout`` and ``--silence-timeout`` with these defaults.  *learned*: the
+    silence timeout defaults to one learned per kernel (bootfuzz.run.silence; the
+    option's value is then None), *silence* only for a kernel never seen."""
     group.add_argument("--timeout", type=seconds, default=timeout, metavar="SECONDS",
                        help=f"give up on a guest after this long; default {timeout:.0f}")
-    group.add_argument("--silence-timeout", type=seconds, default=silence, metavar="SECONDS",
+    if learned:
+        from bootfuzz.run.silence import FLOOR, GAP_FACTOR, MIN_BOOTS
+
+        default = (f"learned per kernel: {GAP_FACTOR:g}x the longest gap between console "
+                   f"lines of its passing boots, at least {FLOOR:g} s ({silence:.0f} until "
+                   f"{MIN_BOOTS} have passed); a guest halted with interrupts off ends at once")
+    else:
+        default = f"{silence:.0f}"
+    group.add_argument("--silence-timeout", type=seconds, default=None if learned else silence,
+                       metavar="SECONDS",
                        help="give up after this long without console output (a hang); "
-                       f"default {silence:.0f}")
+                       f"default {default}")

@@ -102,7 +102,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     c.add_argument("--overrides", action="store_true",
                    help="also take loader decisions over (deliberately invalid layouts)")
     r = p.add_argument_group("boots")
-    add_guest_timeouts(r, DEFAULT_BOOT_TIMEOUT, DEFAULT_SILENCE)
+    add_guest_timeouts(r, DEFAULT_BOOT_TIMEOUT, DEFAULT_SILENCE, learned=True)
     r.add_argument("--minimize-boots", type=int, default=DEFAULT_MAX_BOOTS, metavar="N",
                    help=f"boots per minimization, 0 to skip it; default {DEFAULT_MAX_BOOTS}")
     r.add_argument("--initrd-cache", type=size, default=None, metavar="SIZE",

@@ -74,11 +74,14 @@ from bootfuzz.fuzz.workers import stop_workers, worker_pool
 from bootfuzz.judge.verdict import Verdict
 from bootfuzz.loader.layout import MiB
 from bootfuzz.run.boot import new_run_dir, run_case
+from bootfuzz.run.silence import LearnedSilence, Silence
 
 DEFAULT_OUT = Path("corpus/crashes")
 #: A campaign gives up when this many boots in a row fail for infrastructure reasons.
 MAX_CONSECUTIVE_INFRA = 5
 DEFAULT_BOOT_TIMEOUT = 180.0
+#: The silence timeout for a kernel with too few passing boots on record; after
+#: those, it is learned per kernel (bootfuzz.run.silence).
 DEFAULT_SILENCE = 60.0
 DEFAULT_MAX_INITRD = 8 * MiB
 #: Without a terminal, the progress line is printed at most this often (seconds).
@@ -99,7 +102,7 @@ class BootFunction(Protocol):
     """Boot and judge one case, leaving its files in *run_dir* (bootfuzz.run.boot.run_case)."""
 
     def __call__(self, case: BootCase, run_dir: Path, *, timeout: float,
-                 silence_timeout: float) -> BootOutcome: ...
+                 silence_timeout: Silence) -> BootOutcome: ...
 
 
 @dataclass(frozen=True)
@@ -142,7 +145,7 @@ class Runtime:
 class BootSettings:
     runs: Path
     timeout: float
-    silence_timeout: float
+    silence_timeout: Silence
     boot: BootFunction = run_case
 
 
@@ -161,6 +164,7 @@ class CaseOutcome:
     verdict: Verdict | None = None  # None: never judged (refused, infrastructure)
     failing: tuple[str, ...] = ()
     coverage: int | None = None  # None: not measured
+    phases: tuple[tuple[str, float], ...] = ()  # seconds per phase (bootfuzz.run.phases)
 
 
 def boot_one(index: int, case: BootCase, settings: BootSettings) -> CaseOutcome:
@@ -178,13 +182,14 @@ def boot_one(index: int, case: BootCase, settings: BootSettings) -> CaseOutcome:
         return CaseOutcome(index, case, "infra", message=str(exc), run_dir=str(run_dir),
                            duration=time.monotonic() - started)
     sig = signature(result)
+    phases = tuple(result.phases.items())
     if sig is None:
         shutil.rmtree(run_dir, ignore_errors=True)  # keep only what explains a failure
         return CaseOutcome(index, case, "pass", duration=time.monotonic() - started,
-                           verdict=result.verdict)
+                           verdict=result.verdict, phases=phases)
     return CaseOutcome(index, case, "fail", sig.key, evidence(result, sig),
                        run_dir=str(run_dir), duration=time.monotonic() - started,
-                       verdict=result.verdict, failing=sig.failing)
+                       verdict=result.verdict, failing=sig.failing, phases=phases)
 
 
 @dataclass(frozen=True)
@@ -233,7 +238,7 @@ class CampaignOptions:
     max_cmdline: int | None = None
     overrides: bool = False
     timeout: float = DEFAULT_BOOT_TIMEOUT
-    silence_timeout: float = DEFAULT_SILENCE
+    silence_timeout: float | None = None  # None: learned per kernel (bootfuzz.run.silence)
     max_boots: int = DEFAULT_MAX_BOOTS  # per minimization; 0: no minimization
     #: Only the seed's cases 0..max_cases-1 (this shard's share of them); None: no bound.
     max_cases: int | None = None
@@ -390,7 +395,7 @@ class _Campaign:
             index=outcome.index, status=outcome.status, reproducer=rep,
             verdict=outcome.verdict, failing=outcome.failing, signature=outcome.signature,
             title=title, duration=outcome.duration, coverage=outcome.coverage,
-            message=outcome.message, run_dir=outcome.run_dir,
+            message=outcome.message, run_dir=outcome.run_dir, phases=outcome.phases,
         )
 
     def memory_floor(self, case: BootCase) -> int:
@@ -514,8 +519,9 @@ def _run_locked(opts: CampaignOptions, stream: TextIO, runtime: Runtime,
     scheduler = run.scheduler = Scheduler(state, max_cases=opts.max_cases,
                                           minimize=unminimized)
     save_state(state, opts.state_path)  # from here on, the state exists: --resume
-    settings = BootSettings(opts.work_dir / "runs", opts.timeout, opts.silence_timeout,
-                            runtime.boot)
+    quiet = (LearnedSilence(DEFAULT_SILENCE) if opts.silence_timeout is None
+             else opts.silence_timeout)
+    settings = BootSettings(opts.work_dir / "runs", opts.timeout, quiet, runtime.boot)
     started = time.monotonic()
     deadline = started + opts.seconds
     progress = _Progress(stream)

@@ -3,8 +3,8 @@
 A line holds the case as a reproducer document (bootfuzz.fuzz.reproducer, so
 ``bootfuzz replay cases.jsonl:N`` boots case N again and checks it still ends the
 same way), how it ended (status, verdict, failing oracles, failure signature and
-title), how long it took, and its coverage count where one was measured (absent
-otherwise).
+title), how long it took (in all, and per phase: bootfuzz.run.phases), and its
+coverage count where one was measured (absent otherwise).
 
 The log is also the campaign's journal: a case's line is appended *before* its
 reproducer is written and before the state file that counts it is saved, and the
@@ -17,7 +17,8 @@ Format of a line (keys in this order; optional ones absent when empty)::
 
     {"case": 12, "status": "fail", "verdict": "fail", "failing": ["boot"],
      "signature": "boot|panic: ...", "title": "panic: ...", "duration": 3.412,
-     "coverage": 1234, "message": "...", "run_dir": "...", "reproducer": {...}}
+     "phases": {"kernel": 0.02, "plan": 0.004, ...}, "coverage": 1234,
+     "message": "...", "run_dir": "...", "reproducer": {...}}
 """
 
 from __future__ import annotations
@@ -42,7 +43,7 @@ from bootfuzz.judge.verdict import Verdict
 
 CASES_NAME = "cases.jsonl"
 _KEYS = ("case", "status", "verdict", "failing", "signature", "title", "duration",
-         "coverage", "message", "run_dir", "reproducer")
+         "phases", "coverage", "message", "run_dir", "reproducer")
 
 
 @dataclass(frozen=True)
@@ -60,6 +61,8 @@ class CaseRecord:
     coverage: int | None = None  # None: not measured
     message: str = ""  # why a case was refused or could not run
     run_dir: str = ""  # the files of a failing or infrastructure case
+    #: Seconds per phase of a booted case, in the order they ran (empty: not booted).
+    phases: tuple[tuple[str, float], ...] = ()
 
     def to_json(self) -> dict[str, Any]:
         doc: dict[str, Any] = {
@@ -68,6 +71,8 @@ class CaseRecord:
             "failing": list(self.failing), "signature": self.signature, "title": self.title,
             "duration": round(self.duration, 3),
         }
+        if self.phases:
+            doc["phases"] = {name: round(seconds, 4) for name, seconds in self.phases}
         if self.coverage is not None:
             doc["coverage"] = self.coverage
         if self.message:
@@ -86,6 +91,7 @@ class CaseRecord:
         signature = top.get("signature")
         title = top.get("title")
         coverage = top.get("coverage")
+        phases = r.as_obj(top.get("phases", {}), "phases")
         try:
             rep = parse_reproducer(r.field(top, "reproducer", ""), f"{where}: reproducer")
         except ReproducerError as exc:
@@ -104,6 +110,8 @@ class CaseRecord:
             coverage=None if coverage is None else r.as_int(coverage, "coverage"),
             message=r.as_str(top.get("message", ""), "message"),
             run_dir=r.as_str(top.get("run_dir", ""), "run_dir"),
+            phases=tuple((name, r.as_float(seconds, f"phases.{name}"))
+                         for name, seconds in phases.items()),
         )
 
     def line(self) -> bytes:

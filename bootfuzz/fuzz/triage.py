@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -60,6 +60,8 @@ class BootOutcome(Protocol):
     def guest_exit(self) -> GuestExit: ...
     @property
     def transcript(self) -> _Transcript: ...
+    @property
+    def phases(self) -> Mapping[str, float]: ...
 
 
 #: What a title keeps (a source site; a symbol, its offsets dropped) and what it blanks

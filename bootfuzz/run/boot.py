@@ -12,8 +12,8 @@ import json
 import os
 import tempfile
 import time
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from bootfuzz.case import BootCase, InitrdSpec
@@ -33,19 +33,25 @@ from bootfuzz.loader.placement import encode_cmdline
 from bootfuzz.loader.plan import BootPlan
 from bootfuzz.loader.planner import plan_boot
 from bootfuzz.loader.platform import Platform
+from bootfuzz.run import silence
 from bootfuzz.run.backends import get_backend
-from bootfuzz.run.backends.base import Backend
+from bootfuzz.run.backends.base import Backend, HaltProbing
 from bootfuzz.run.console import run_console
 from bootfuzz.run.exits import classify_exit
 from bootfuzz.run.host import check_guest_memory
+from bootfuzz.run.phases import BLOBS, INITRD, JUDGE, KERNEL, PLAN, Stopwatch, guest_phases
+from bootfuzz.run.silence import LearnedSilence, Silence
 from bootfuzz.transcript import GuestExit, Transcript
 from bootfuzz.units import format_size
 
 #: Generous for TCG: the xz kernel decompresses for ~3 s and a 64 MiB xz initrd
 #: unpacks for several more; a healthy boot on this machine takes 2-15 s.
 DEFAULT_TIMEOUT = 300.0
-#: The longest quiet stretch of a healthy boot is the initramfs unpack.
+#: The silence timeout for a kernel with too few passing boots to learn one from
+#: (bootfuzz.run.silence); a guest halted with interrupts off is not waited for.
 DEFAULT_SILENCE_TIMEOUT = 90.0
+#: A boot's default: learned for its kernel, DEFAULT_SILENCE_TIMEOUT for one never seen.
+LEARNED_SILENCE = LearnedSilence(DEFAULT_SILENCE_TIMEOUT)
 #: Blob files the backend needs only while it runs (the console log stays).
 _BULKY_SUFFIX = ".bin"
 
@@ -59,6 +65,10 @@ class PreparedBoot:
     plan: BootPlan
     #: From the kernel's build configuration, when known (pinned kernels always).
     unpack_message: UnpackStart | None = None
+    #: Seconds spent on each host phase so far (bootfuzz.run.phases).
+    phases: Mapping[str, float] = field(default_factory=dict)
+    #: The kernel file booted (its sha256 keys what its boots teach: run.silence).
+    kernel_path: Path | None = None
 
 
 @dataclass(frozen=True)
@@ -72,6 +82,8 @@ class BootResult:
     verdict: Verdict
     run_dir: Path
     duration: float
+    #: Seconds per phase, host and guest, in the order they ran (bootfuzz.run.phases).
+    phases: Mapping[str, float] = field(default_factory=dict)
 
 
 def prepare(case: BootCase) -> PreparedBoot:
@@ -81,20 +93,26 @@ def prepare(case: BootCase) -> PreparedBoot:
     initrd can fit), so a bad case is reported as such even on a machine that lacks
     the backend, and before an initrd is built for it.
     """
+    clock = Stopwatch()
     backend = get_backend(case.backend)
-    kernel_path = resolve_kernel(case.kernel)
-    image = load_kernel_image(kernel_path)
+    with clock.time(KERNEL):
+        kernel_path = resolve_kernel(case.kernel)
+        image = load_kernel_image(kernel_path)
     platform = backend.platform(case.memory)
-    encode_cmdline(case.cmdline, image)
-    check_initrd_fits(case, image, platform)
+    with clock.time(PLAN):
+        encode_cmdline(case.cmdline, image)
+        check_initrd_fits(case, image, platform)
     check_guest_memory(case.memory)  # this machine's limit: after the input's own checks
     backend.check_available()
     harness = build_harness()
-    initrd = cached_initrd(case.initrd, harness.agent) if case.initrd is not None else None
-    plan = plan_boot(case, image, platform, initrd)
-    config = find_config(case.kernel, kernel_path)
+    with clock.time(INITRD):
+        initrd = cached_initrd(case.initrd, harness.agent) if case.initrd is not None else None
+    with clock.time(PLAN):
+        plan = plan_boot(case, image, platform, initrd)
+    with clock.time(KERNEL):
+        config = find_config(case.kernel, kernel_path)
     unpack = None if config is None else config_unpack_message(config)
-    return PreparedBoot(case, image, backend, harness, plan, unpack)
+    return PreparedBoot(case, image, backend, harness, plan, unpack, clock.phases, kernel_path)
 
 
 @dataclass(frozen=True)
@@ -166,6 +184,7 @@ def run_backend(
     silence_timeout: float,
     keep_blobs: bool = False,
     stop_patterns: Sequence[str] = (),
+    clock: Stopwatch | None = None,
 ) -> tuple[Transcript, GuestExit]:
     """Run *plan* on *backend* and say how the guest ended.
 
@@ -173,14 +192,18 @@ def run_backend(
     wrote there go afterwards unless *keep_blobs*, whatever ends the run (a signal,
     a full disk while the backend writes them).
     """
+    clock = clock or Stopwatch()
     try:
         try:
-            argv = backend.prepare(plan, harness, run_dir)
+            with clock.time(BLOBS):
+                argv = backend.prepare(plan, harness, run_dir)
             atomic_write_text(run_dir / "command.json", json.dumps(argv, indent=1) + "\n")
         except OSError as exc:  # the blobs it wrote so far go in the clean-up below
             raise StorageError.writing(exc.filename or run_dir, exc) from None
+        probe = backend.halt_probe(run_dir) if isinstance(backend, HaltProbing) else None
         transcript = run_console(argv, timeout=timeout, silence_timeout=silence_timeout,
-                                 log_path=run_dir / "console.log", stop_patterns=stop_patterns)
+                                 log_path=run_dir / "console.log", stop_patterns=stop_patterns,
+                                 probe=probe)
     finally:
         if not keep_blobs:
             for path in run_dir.glob(f"*{_BULKY_SUFFIX}"):
@@ -193,21 +216,28 @@ def execute(
     run_dir: Path,
     *,
     timeout: float = DEFAULT_TIMEOUT,
-    silence_timeout: float = DEFAULT_SILENCE_TIMEOUT,
+    silence_timeout: Silence = LEARNED_SILENCE,
     keep_blobs: bool = False,
     until: StopPoint | None = None,
 ) -> BootResult:
     """Run a prepared boot and judge it.  The console log is kept in *run_dir*.
 
     With *until*, the guest is stopped as soon as the oracles of that stop point
-    can answer; the others are reported unknown.
+    can answer; the others are reported unknown.  *silence_timeout* is seconds, or
+    learned from the kernel's passing boots (bootfuzz.run.silence), which every
+    passing full boot adds to.
     """
     started = time.monotonic()
+    clock = Stopwatch()
+    kernel_sha256 = (None if prepared.kernel_path is None
+                     else silence.file_sha256(prepared.kernel_path))
+    quiet = silence.timeout_for(silence_timeout, kernel_sha256)
     transcript, guest_exit = run_backend(
         prepared.backend, prepared.plan, prepared.harness, run_dir, timeout=timeout,
-        silence_timeout=silence_timeout, keep_blobs=keep_blobs,
-        stop_patterns=[STOP_POINTS[until][0]] if until else [],
+        silence_timeout=quiet, keep_blobs=keep_blobs,
+        stop_patterns=[STOP_POINTS[until][0]] if until else [], clock=clock,
     )
+    judging = time.monotonic()
     observation = parse_transcript(transcript.raw)  # bytes: the command line is judged exactly
     if not observation.firmware_entered and guest_exit in (
         GuestExit.BACKEND_ERROR, GuestExit.KILLED, GuestExit.UNKNOWN
@@ -221,6 +251,12 @@ def execute(
         ExactEvidence(prepared.plan, observation, guest_exit, transcript.end_detail,
                       prepared.unpack_message), until
     )
+    verdict = overall(results)
+    phases = {**prepared.phases, **clock.phases, **guest_phases(transcript),
+              JUDGE: time.monotonic() - judging}
+    if (kernel_sha256 is not None and until is None and verdict is Verdict.PASS
+            and guest_exit is GuestExit.POWER_OFF):
+        silence.learn(kernel_sha256, transcript)
     return BootResult(
         case=prepared.case,
         plan=prepared.plan,
@@ -228,9 +264,10 @@ def execute(
         observation=observation,
         guest_exit=guest_exit,
         oracles=tuple(results),
-        verdict=overall(results),
+        verdict=verdict,
         run_dir=run_dir,
         duration=time.monotonic() - started,
+        phases=phases,
     )
 
 
@@ -239,7 +276,7 @@ def run_case(
     run_dir: Path | None = None,
     *,
     timeout: float = DEFAULT_TIMEOUT,
-    silence_timeout: float = DEFAULT_SILENCE_TIMEOUT,
+    silence_timeout: Silence = LEARNED_SILENCE,
     until: StopPoint | None = None,
 ) -> BootResult:
     """Prepare and execute *case*."""

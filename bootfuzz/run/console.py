@@ -12,6 +12,12 @@ observation records.  The console is read with
 ``read_nonblocking`` rather than ``expect()`` because an ``expect()`` timeout
 spans the whole call and so cannot tell "the guest went silent" from "no
 pattern yet"; reading ourselves also makes every pattern see whole lines.
+
+Each line's arrival time is kept (``Transcript.line_times``: how long each boot
+phase took, and the gaps a healthy boot leaves, bootfuzz.run.silence).  A backend
+that can tell a halted guest from a busy one gives a :class:`HaltProbe`: asked
+while the console is quiet, it ends the session at once on a guest that can never
+run again, instead of after the whole silence timeout.
 """
 
 from __future__ import annotations
@@ -26,7 +32,7 @@ from collections import Counter
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, Protocol
 
 import pexpect
 
@@ -114,6 +120,20 @@ CONSOLE_PATTERNS: tuple[ConsolePattern, ...] = (
     ),
 )
 
+class HaltProbe(Protocol):
+    """Asks the backend whether its guest has stopped for good (QEMU: over QMP)."""
+
+    def halted(self) -> str | None:
+        """Why the guest can never run again (e.g. halted with interrupts off), or None."""
+
+    def close(self) -> None:
+        """Release what the probe holds; called once, when the session is over."""
+
+
+#: A quiet console is probed after this long, then at most this often (seconds).
+PROBE_AFTER = 0.5
+PROBE_EVERY = 0.5
+
 _KILL_GRACE = 2.0  # seconds between SIGTERM and SIGKILL
 #: The pty reports end-of-file a moment before the exiting process becomes a zombie.
 _EXIT_AFTER_EOF = 1.0
@@ -139,6 +159,7 @@ class _Session:
         start: float,
         deadline: float,
         silence_timeout: float,
+        probe: HaltProbe | None = None,
     ) -> None:
         self.child = child
         self.patterns = patterns
@@ -146,10 +167,14 @@ class _Session:
         self.start = start
         self.deadline = deadline
         self.silence_timeout = silence_timeout
+        self.probe = probe
+        self.next_probe = start + PROBE_AFTER
         self.raw = bytearray()
         self.scanned = 0  # raw[:scanned] has been split into lines
         self.last_output = start
         self.first_output: float | None = None
+        #: When each whole line arrived, in seconds since *start*.
+        self.line_times: list[float] = []
         self.seen: Counter[PatternKind] = Counter()
         self.closed = False  # the process closed its side of the pty
 
@@ -167,7 +192,15 @@ class _Session:
                 return SessionEnd.TIMEOUT, "no end of boot before the deadline"
             if now >= quiet_until:
                 return SessionEnd.SILENCE, f"no output for {self.silence_timeout:g} s"
-            if self._read(min(self.deadline, quiet_until) - now) is _ReadEnd.CLOSED:
+            if self.probe is not None and now >= self.next_probe:
+                self.next_probe = now + PROBE_EVERY
+                why = self.probe.halted()
+                if why is not None:
+                    return SessionEnd.HALTED, why
+            wake = min(self.deadline, quiet_until)
+            if self.probe is not None:
+                wake = min(wake, self.next_probe)
+            if self._read(wake - now) is _ReadEnd.CLOSED:
                 return SessionEnd.EXITED, None
 
     def _classify(self, line: str) -> ConsolePattern | None:
@@ -181,14 +214,22 @@ class _Session:
         return None
 
     def _read_tail(self, pattern: ConsolePattern) -> None:
+        """Read the rest of a report, until its last line, the tail time, or a guest
+        the probe finds halted (the early exception handler halts without a panic's
+        end line)."""
         until = min(self.deadline, time.monotonic() + pattern.tail_time)
         while True:
             if pattern.tail_end is not None and any(
                 pattern.tail_end.match(line) for line in self._new_lines()
             ):
                 return
-            left = until - time.monotonic()
-            if left <= 0 or self._read(left) is _ReadEnd.CLOSED:
+            now = time.monotonic()
+            if self.probe is not None and now >= self.next_probe:
+                self.next_probe = now + PROBE_EVERY
+                if self.probe.halted() is not None:
+                    return
+            wake = until if self.probe is None else min(until, self.next_probe)
+            if until - now <= 0 or self._read(wake - now) is _ReadEnd.CLOSED:
                 return
 
     def _read(self, timeout: float) -> bytes | _ReadEnd:
@@ -204,6 +245,7 @@ class _Session:
         if self.first_output is None:
             self.first_output = now
         self.last_output = now
+        self.next_probe = now + PROBE_AFTER  # a guest that prints is not halted
         self.raw += chunk
         if self.log is not None:
             try:
@@ -213,10 +255,17 @@ class _Session:
         return chunk
 
     def _new_lines(self) -> Iterator[str]:
+        """Whole lines not yet scanned; each is timed by the read that completed it."""
         while (newline := self.raw.find(b"\n", self.scanned)) >= 0:
             line = self.raw[self.scanned : newline]
             self.scanned = newline + 1
+            self.line_times.append(self.last_output - self.start)
             yield line.decode("utf-8", "replace").rstrip("\r")
+
+    def finish_lines(self) -> None:
+        """Time the lines read after the session's end was decided (a panic's tail)."""
+        for _ in self._new_lines():
+            pass
 
 
 def run_console(
@@ -229,13 +278,16 @@ def run_console(
     log_path: Path | None = None,
     stop_patterns: Sequence[str] = (),
     patterns: Sequence[ConsolePattern] = CONSOLE_PATTERNS,
+    probe: HaltProbe | None = None,
 ) -> Transcript:
     """Run *argv* (never through a shell) and read its console until the boot is over.
 
     ``log_path`` receives the raw output as it arrives, so a run that crashes
     bootfuzz still leaves its console log.  ``stop_patterns`` (regexes searched
-    in each line) end the session early as EARLY_STOP.  Whatever happens, the
-    process group is gone when this returns or raises.
+    in each line) end the session early as EARLY_STOP.  ``probe`` is asked while
+    the console is quiet and ends the session as HALTED when the guest has stopped
+    for good; it is closed here.  Whatever happens, the process group is gone when
+    this returns or raises.
     """
     if not argv:
         raise HarnessBug("run_console: empty argv")
@@ -251,19 +303,25 @@ def run_console(
     try:
         log = None if log_path is None else log_path.open("wb", buffering=0)  # no lag, no loss
     except OSError as e:
+        if probe is not None:
+            probe.close()
         raise BackendError(f"cannot write console log {log_path}: {e.strerror}") from None
     try:
         start = time.monotonic()
         child = _spawn(argv, env, cwd)
-        session = _Session(child, (*patterns, *stops), log, start, start + timeout, silence_timeout)
+        session = _Session(child, (*patterns, *stops), log, start, start + timeout,
+                           silence_timeout, probe)
         try:
             end, detail = session.run()
         finally:
             killed = _stop(child, session.closed)
         finished = time.monotonic()
+        session.finish_lines()
     finally:
         if log is not None:
             log.close()
+        if probe is not None:
+            probe.close()
     exit_status, sig = child.exitstatus, child.signalstatus
     if detail is None:
         detail = f"exit status {exit_status}" if sig is None else f"killed by signal {sig}"
@@ -279,6 +337,7 @@ def run_console(
         firmware_entered=session.seen[PatternKind.FIRMWARE_ENTERED] > 0,
         end_detail=detail,
         killed=killed,
+        line_times=tuple(session.line_times),
     )
 
 

@@ -21,8 +21,11 @@ def classify_exit(transcript: Transcript, statuses: ExitStatuses) -> GuestExit:
     """How the guest ended, from how the backend process ended.
 
     A process the session stopped (its deadline, silence, a stop pattern, or still
-    running at the end) says nothing about the guest: QEMU exits 0 on SIGTERM.
+    running at the end) says nothing about the guest: QEMU exits 0 on SIGTERM.  One
+    it stopped because the backend saw the guest halted for good is HUNG.
     """
+    if transcript.end is SessionEnd.HALTED:
+        return GuestExit.HUNG
     if transcript.killed or transcript.end in SESSION_KILLED or transcript.signal is not None:
         return GuestExit.KILLED
     status = transcript.exit_status

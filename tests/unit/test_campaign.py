@@ -131,6 +131,7 @@ class FakeResult:
     observation: Observation
     guest_exit: GuestExit
     transcript: FakeTranscript = field(default_factory=lambda: FakeTranscript(""))
+    phases: dict[str, float] = field(default_factory=lambda: {"plan": 0.25})
 
 
 def fail_result(names: tuple[str, ...], log: str, exit_: GuestExit = GuestExit.RESET
@@ -507,8 +508,8 @@ def test_campaign_resume_refuses_another_seed(tmp_path: Path) -> None:
 
 def test_campaign_logs_every_case_with_its_outcome(tmp_path: Path) -> None:
     """One line per case: its reproducer (the generated case, expecting what it showed),
-    status, verdict, failing oracles, signature and title, duration; no coverage key
-    (nothing measures it)."""
+    status, verdict, failing oracles, signature and title, duration and its phases; no
+    coverage key (nothing measures it)."""
     summary = run_fake(campaign_options(tmp_path, max_boots=0), CampaignBoot())
     log = tmp_path / "campaign" / "cases.jsonl"
     lines = log.read_text().splitlines()
@@ -519,6 +520,7 @@ def test_campaign_logs_every_case_with_its_outcome(tmp_path: Path) -> None:
         case = generate_case(CONFIG, rec.index)
         assert rec.reproducer.case == case and rec.reproducer.kernel_sha256 == FAKE_SHA256
         assert "coverage" not in json.loads(line) and rec.duration >= 0
+        assert rec.phases == (("plan", 0.25),)  # the boot's phases, read back
         if fails(case):
             (finding,) = summary.findings
             assert (rec.status, rec.verdict, rec.failing) == ("fail", Verdict.FAIL, ("boot",))

@@ -4,11 +4,12 @@ to read that command's exit."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import ClassVar, Protocol
+from typing import ClassVar, Protocol, runtime_checkable
 
 from bootfuzz.guest.harness import HarnessArtifacts
 from bootfuzz.loader.plan import BootPlan
 from bootfuzz.loader.platform import Platform
+from bootfuzz.run.console import HaltProbe
 from bootfuzz.run.exits import ExitStatuses
 
 
@@ -25,3 +26,12 @@ class Backend(Protocol):
 
     def prepare(self, plan: BootPlan, harness: HarnessArtifacts, run_dir: Path) -> list[str]:
         """Write what the run needs into *run_dir* and return the argv that runs it."""
+
+
+@runtime_checkable
+class HaltProbing(Protocol):
+    """A backend whose process keeps running when its guest halts for good (QEMU),
+    but can be asked whether it did (our VMM exits with its own status instead)."""
+
+    def halt_probe(self, run_dir: Path) -> HaltProbe:
+        """A probe for the process that prepare()'s argv for *run_dir* starts."""

@@ -6,12 +6,19 @@ of its blobs in RAM, a later blob over an earlier one) is put at its address wit
 ``-device loader``, and the stub reads the hand-off block to enter the kernel in the
 plan's CPU state.  So every byte the kernel finds was decided by our loader.  Facts
 this relies on are in shared/reference/qemu-tcg-backend.md.
+
+QEMU listens for QMP on a unix socket in the run directory, so the console session
+can ask, while the guest is quiet, whether its CPU halted with interrupts off
+(bootfuzz.run.qmp): such a guest is judged hung at once instead of after the
+silence timeout.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
+import tempfile
 from pathlib import Path
 from typing import ClassVar
 
@@ -26,9 +33,12 @@ from bootfuzz.loader.platform import Platform, qemu_pc
 from bootfuzz.loader.x86 import Efer
 from bootfuzz.run.exits import ExitStatuses
 from bootfuzz.run.memory_files import SUFFIX, MemoryFile, memory_files
+from bootfuzz.run.qmp import QmpHaltProbe
 from bootfuzz.transcript import GuestExit
 
 QEMU_BINARY = "qemu-system-x86_64"
+#: A unix socket's path must fit sun_path (108 bytes with its NUL, unix(7)).
+_SUN_PATH_MAX = 107
 #: QEMU exits 0 when the guest resets under -no-reboot (triple fault, panic=-1).
 QEMU_RESET_STATUS = 0
 #: What QEMU's exit status says about the guest, for any QEMU started with our
@@ -80,6 +90,16 @@ def _qemu_opt(path: Path) -> str:
     return str(path).replace(",", ",,")
 
 
+def qmp_socket(run_dir: Path) -> Path:
+    """Where the run's QEMU listens for QMP: in *run_dir*, or, where that path is too
+    long for a unix socket, in the temporary directory under a name derived from it."""
+    path = run_dir.resolve() / "qmp.sock"
+    if len(os.fsencode(path)) <= _SUN_PATH_MAX:
+        return path
+    digest = hashlib.sha256(os.fsencode(path)).hexdigest()[:16]
+    return Path(tempfile.gettempdir()) / f"bootfuzz-qmp-{digest}.sock"
+
+
 class QemuTcgBackend:
     name: ClassVar[str] = "qemu-tcg"
     exit_statuses: ClassVar[ExitStatuses] = QEMU_EXIT_STATUSES
@@ -119,6 +139,7 @@ class QemuTcgBackend:
             "-no-reboot",
             "-bios", str(harness.firmware),
             "-device", f"isa-debug-exit,iobase={AGENT_EXIT_PORT:#x},iosize=0x04",
+            "-qmp", f"unix:{_qemu_opt(qmp_socket(run_dir))},server=on,wait=off",
         ]
         for file in files:
             argv += [
@@ -126,3 +147,7 @@ class QemuTcgBackend:
                 f"loader,file={_qemu_opt(file.path)},addr={file.addr:#x},force-raw=on",
             ]
         return argv
+
+    def halt_probe(self, run_dir: Path) -> QmpHaltProbe:
+        """Asks the QEMU that prepare()'s argv starts whether its guest halted for good."""
+        return QmpHaltProbe(qmp_socket(run_dir))
