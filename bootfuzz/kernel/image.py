@@ -96,8 +96,10 @@ class KernelImage:
         """File offset of the protected-mode code: the boot sector plus the setup sectors."""
         return (self.setup_sects + 1) * SECTOR_SIZE
 
-    @property
+    @functools.cached_property
     def protected_mode_code(self) -> bytes:
+        """The bytes a loader places at the load address.  Sliced once per image: every
+        plan places them, and a copy of a 10 MiB kernel per plan was most of planning."""
         return self.data[self.protected_mode_offset :]
 
     @property

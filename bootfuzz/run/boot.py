@@ -8,6 +8,7 @@ side is pure.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import os
 import tempfile
@@ -86,6 +87,23 @@ class BootResult:
     phases: Mapping[str, float] = field(default_factory=dict)
 
 
+@functools.lru_cache(maxsize=4)
+def _read_image(path: str, size: int, mtime_ns: int) -> KernelImage:
+    return load_kernel_image(Path(path))
+
+
+def kernel_image(path: Path) -> KernelImage:
+    """The parsed kernel at *path*, read once per process while the file is unchanged: a
+    campaign worker boots the same few kernels case after case, and the image keeps
+    what each plan needs (its protected-mode code, a PVH entry's vmlinux) once sliced
+    or decompressed."""
+    try:
+        st = path.stat()
+    except OSError:
+        return load_kernel_image(path)  # its error names the problem
+    return _read_image(os.fspath(path.resolve()), st.st_size, st.st_mtime_ns)
+
+
 def prepare(case: BootCase) -> PreparedBoot:
     """Everything up to the plan.
 
@@ -97,7 +115,7 @@ def prepare(case: BootCase) -> PreparedBoot:
     backend = get_backend(case.backend)
     with clock.time(KERNEL):
         kernel_path = resolve_kernel(case.kernel)
-        image = load_kernel_image(kernel_path)
+        image = kernel_image(kernel_path)
     platform = backend.platform(case.memory)
     with clock.time(PLAN):
         encode_cmdline(case.cmdline, image)
