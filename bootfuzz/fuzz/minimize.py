@@ -21,7 +21,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from bootfuzz.case import HARNESS_CMDLINE, BootCase, Overrides
+from bootfuzz.case import EARLIER_HARNESS_CMDLINES, HARNESS_CMDLINE, BootCase, Overrides
 from bootfuzz.compression import Compression
 from bootfuzz.errors import ConfigError
 from bootfuzz.fuzz.generate import split_cmdline
@@ -141,8 +141,11 @@ def _without_overrides(ov: Overrides) -> Iterator[tuple[str, Overrides]]:
 
 
 def _split_prefix(cmdline: str) -> tuple[str, list[str]]:
-    if cmdline.startswith(HARNESS_CMDLINE):
-        return HARNESS_CMDLINE, split_cmdline(cmdline[len(HARNESS_CMDLINE):])
+    """The harness's part of *cmdline* (today's, or an earlier version's for a case made
+    before it changed: the longest that matches) and the tokens after it."""
+    for prefix in sorted((HARNESS_CMDLINE, *EARLIER_HARNESS_CMDLINES), key=len, reverse=True):
+        if cmdline.startswith(prefix):
+            return prefix, split_cmdline(cmdline[len(prefix):])
     return "", split_cmdline(cmdline)
 
 

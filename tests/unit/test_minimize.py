@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from bootfuzz.case import HARNESS_CMDLINE, BootCase
+from bootfuzz.case import EARLIER_HARNESS_CMDLINES, HARNESS_CMDLINE, BootCase
 from bootfuzz.errors import LayoutError
 from bootfuzz.fuzz.minimize import (
     MAX_REFUSED_SIZES,
@@ -218,3 +218,23 @@ def test_budget_spent_mid_bisection_keeps_a_failing_size() -> None:
     done = minimize(case_with(START), TARGET, boot, max_boots=6, memory_floor=FLOOR)
     assert not done.complete and done.boots == 6
     assert done.case.memory > THRESHOLD and done.case.memory in (*boot.booted, START)
+
+
+# ---- the harness's part of the command line -------------------------------------------------
+
+
+def _fails_with_bad_token(case: BootCase) -> FakeResult:
+    """Fails whenever "bad=1" is on the command line, whatever else is (so only the
+    minimizer's own rule keeps the harness's options)."""
+    return FAILED if "bad=1" in case.cmdline.split() else PASSED
+
+
+def test_the_harness_options_of_an_earlier_version_stay_whole() -> None:
+    """A case made before HARNESS_CMDLINE grew keeps its own harness part: replayed and
+    minimized, it still boots with the options it was found with."""
+    (earlier,) = EARLIER_HARNESS_CMDLINES
+    assert HARNESS_CMDLINE.startswith(earlier) and earlier != HARNESS_CMDLINE
+    for harness in (earlier, HARNESS_CMDLINE):
+        case = BootCase(kernel="k", memory=256 * MiB, cmdline=f"{harness} a=1 bad=1 b=2")
+        done = minimize(case, TARGET, _fails_with_bad_token, max_boots=20, memory_floor=256 * MiB)
+        assert done.case.cmdline == f"{harness} bad=1", harness

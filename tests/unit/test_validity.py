@@ -8,7 +8,6 @@ from pathlib import Path
 
 import pytest
 
-from bootfuzz.case import HARNESS_CMDLINE
 from bootfuzz.judge.observation import parse_transcript
 from bootfuzz.judge.promises import TargetPromises
 from bootfuzz.judge.validity import LoadRequest, ValidityEvidence, judge_validity
@@ -21,8 +20,10 @@ DATA = Path(__file__).resolve().parent.parent / "data"
 LOG = re.sub(r"\r+\n", "\n",
              (DATA / "targets" / "qemu-direct-pc-256M-6.1-cloud.txt").read_bytes().decode())
 SHA = "6c000e37611d7fb99394778bdfaa2aee1e743db58cbd2a2fded707da7cf470a6"
+#: The command line the log was recorded with (the harness's of that time).
+RECORDED_CMDLINE = b"console=ttyS0 earlyprintk=serial panic=-1"
 GOOD = LoadRequest(
-    memory=256 << 20, cmdline=HARNESS_CMDLINE.encode(), initrd_size=1055736,
+    memory=256 << 20, cmdline=RECORDED_CMDLINE, initrd_size=1055736,
     payload_size=1 << 20, payload_sha256=SHA, initrd_addr_max=0x7FFFFFFF, initrd_high_ok=True,
 )
 
