@@ -2,5 +2,6 @@
 
 Takes kernels and a generator configuration (or Hypothesis strategies); gives
 ``BootCase`` streams, campaign state and summaries, failure signatures (triage),
-minimized cases, and reproducer files (format, load, replay) under ``corpus/``.
+minimized cases, and reproducer files (format, load, replay) under ``corpus/``; each
+kernel's memory floor, measured by real boots and cached (floors).
 """

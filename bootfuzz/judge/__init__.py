@@ -14,5 +14,6 @@ that was meant; gives an ``Observation`` (parsed ``BIOS-e820:``, ``RAMDISK:``,
   any loader's boot (``LoadRequest`` and the target's ``promises``), ``probe`` on a
   probe guest's report.
 - Models of what the kernel does with our input: ``e820_model`` (sanitizer),
-  ``user_memmap`` (mem=/memmap=), ``setup_data_model`` (the setup_data sysfs view).
+  ``user_memmap`` (mem=/memmap=), ``setup_data_model`` (the setup_data sysfs view),
+  ``memory_floor`` (the least RAM a kernel needs for an initrd, from measured points).
 """
