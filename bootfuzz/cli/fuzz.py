@@ -26,6 +26,12 @@ from bootfuzz.guest.initrd import CACHE_MAX_ENV, DEFAULT_CACHE_MAX, cache_usage
 from bootfuzz.units import format_size
 
 EPILOG = """\
+A failure is booted again before it counts: one that does not repeat is flaky, and
+one short of memory below the kernel's floor is below-floor; both have their own
+sections in the summary and are never findings.  A case without overrides that the
+loader refuses is a finding (loader-refused); with --overrides, what the loader
+cannot represent is counted as rejected.
+
 exit status: 0 no failure, 1 failures found (reproducers written under --out),
 2 bad options, a state file that does not match them, or another campaign running on
 --out, 3 aborted for infrastructure reasons (boots in a row that could not run),
@@ -92,7 +98,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    "of them), even if time is left; a resumed campaign finishes the same set")
     c = p.add_argument_group("cases")
     c.add_argument("--mem-min", type=size, default=0, metavar="SIZE",
-                   help="smallest guest RAM (QEMU -m); default the least the loader accepts")
+                   help="smallest guest RAM (QEMU -m); default each case's floor: the "
+                   "kernel's memory floor for its initrd (measured once per kernel by "
+                   "bisection over real boots, cached), and at least what the loader "
+                   "accepts")
+    c.add_argument("--below-floor", action="store_true",
+                   help="generate from the least memory the loader accepts, below the "
+                   "kernels' memory floors too (a boot there that runs short of memory "
+                   "is counted below-floor, never a finding)")
     c.add_argument("--mem-max", type=size, default=DEFAULT_MAX_MEMORY, metavar="SIZE",
                    help=f"largest guest RAM; default {format_size(DEFAULT_MAX_MEMORY)}")
     c.add_argument("--max-initrd", type=size, default=DEFAULT_MAX_INITRD, metavar="SIZE",
@@ -124,7 +137,7 @@ def options_from_args(args: argparse.Namespace) -> CampaignOptions:
         min_memory=args.mem_min, max_memory=args.mem_max, max_initrd=args.max_initrd,
         max_cmdline=args.max_cmdline, overrides=args.overrides, timeout=args.timeout,
         silence_timeout=args.silence_timeout, max_boots=args.minimize_boots,
-        max_cases=args.max_cases,
+        max_cases=args.max_cases, below_floor=args.below_floor,
     )
 
 

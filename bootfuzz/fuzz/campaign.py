@@ -10,6 +10,15 @@ rewritten.  A hung or crashed guest is a verdict like any other.  The state file
 continue after a kill; the summary (bootfuzz.fuzz.summary) is written as JSON,
 JUnit XML and markdown.
 
+No noise: a failure is booted again before it counts; one that does not repeat is
+``flaky`` (its own section of the summary, never a finding).  Each kernel's memory
+floor is learned first (bootfuzz.fuzz.floors, cached per kernel): cases get at least
+the floor for their initrd, and a boot below it that fails short of memory is
+``below-floor``, never a finding.  The other way round, a case without overrides that
+our loader refuses (its own bounds or consistency check) is a finding about the
+loader (``loader-refused``), never a quiet ``rejected``: that status is kept for
+cases with overrides the loader cannot represent.
+
 Every case goes on record in the case log (bootfuzz.fuzz.caselog), in this order:
 its log line, then its reproducer (a new failure), then the state that counts it.
 The log is the journal: a resume counts the lines a killed campaign wrote past the
@@ -50,6 +59,12 @@ from typing import IO, Protocol, TextIO
 from bootfuzz.case import BootCase
 from bootfuzz.errors import ConfigError, HarnessBug, InfrastructureError
 from bootfuzz.fuzz.caselog import CASES_NAME, CaseLog, CaseRecord, read_cases, read_tail, truncate
+from bootfuzz.fuzz.floors import (
+    FloorKernel,
+    FloorRequest,
+    FloorsStopped,
+    learn_floors,
+)
 from bootfuzz.fuzz.generate import (
     DEFAULT_MAX_MEMORY,
     GeneratorConfig,
@@ -61,6 +76,7 @@ from bootfuzz.fuzz.minimize import DEFAULT_MAX_BOOTS, minimize
 from bootfuzz.fuzz.reproducer import Expectation, Reproducer, load_reproducer, write_reproducer
 from bootfuzz.fuzz.scheduler import BootCaseNumber, Scheduler
 from bootfuzz.fuzz.state import (
+    STATUSES,
     CampaignError,
     CampaignState,
     Finding,
@@ -68,9 +84,10 @@ from bootfuzz.fuzz.state import (
     load_state,
     save_state,
 )
-from bootfuzz.fuzz.summary import CampaignSummary, case_table, write_summaries
-from bootfuzz.fuzz.triage import BootOutcome, Signature, evidence, signature
+from bootfuzz.fuzz.summary import CampaignSummary, case_table, noise_tables, write_summaries
+from bootfuzz.fuzz.triage import BootOutcome, Signature, evidence, normalize, signature
 from bootfuzz.fuzz.workers import stop_workers, worker_pool
+from bootfuzz.judge.memory_floor import MemoryFloor, below_floor, below_floor_detail
 from bootfuzz.judge.verdict import Verdict
 from bootfuzz.loader.layout import MiB
 from bootfuzz.run.boot import new_run_dir, run_case
@@ -89,6 +106,8 @@ PROGRESS_INTERVAL = 30.0
 #: The first few refused cases are kept in the summary (a generator bug shows there).
 MAX_REJECTIONS_KEPT = 10
 LOCK_NAME = "lock"
+#: The failing "oracle" of a case without overrides that our loader refused.
+LOADER_REFUSED = "loader-refused"
 #: The signals that stop a campaign cleanly (state and summary saved).
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
@@ -128,12 +147,14 @@ def read_kernels(names: tuple[str, ...]) -> dict[str, KernelFacts]:
 
 @dataclass(frozen=True)
 class Runtime:
-    """How a campaign boots, reads kernels and runs its workers.  The boot must be
-    picklable for the process pool (a module-level function or class instance)."""
+    """How a campaign boots, reads kernels, learns their memory floors and runs its
+    workers.  The boot must be picklable for the process pool (a module-level function
+    or class instance); the floors are learned with it (bootfuzz.fuzz.floors)."""
 
     boot: BootFunction = run_case
     kernels: Callable[[tuple[str, ...]], dict[str, KernelFacts]] = read_kernels
     executor: Callable[[int], Executor] = worker_pool
+    floors: Callable[[FloorRequest], dict[str, MemoryFloor]] = learn_floors
 
 
 # --------------------------------------------------------------------------------------
@@ -167,8 +188,35 @@ class CaseOutcome:
     phases: tuple[tuple[str, float], ...] = ()  # seconds per phase (bootfuzz.run.phases)
 
 
-def boot_one(index: int, case: BootCase, settings: BootSettings) -> CaseOutcome:
-    """Boot and judge one case; every failure mode becomes an outcome, never an exception."""
+def _raised_by_loader(exc: BaseException) -> bool:
+    """Whether *exc* was raised inside bootfuzz.loader (its own consistency check)."""
+    tb = exc.__traceback__
+    while tb is not None and tb.tb_next is not None:
+        tb = tb.tb_next
+    return tb is not None and str(tb.tb_frame.f_globals.get("__name__", "")).startswith(
+        "bootfuzz.loader.")
+
+
+def _refused(index: int, case: BootCase, exc: Exception, started: float) -> CaseOutcome:
+    """A case without overrides that bootfuzz refused: generated within the generator's
+    bounds, so the loader (or the generator) is wrong: a finding, titled by the
+    message with its numbers blanked (one bug, one signature)."""
+    message = str(exc)
+    sig = Signature((LOADER_REFUSED,), normalize(message.splitlines()[0] if message else
+                                                 type(exc).__name__))
+    return CaseOutcome(index, case, "fail", sig.key, message, message=message,
+                       duration=time.monotonic() - started, failing=sig.failing)
+
+
+def boot_one(index: int, case: BootCase, settings: BootSettings,
+             floor: MemoryFloor | None = None) -> CaseOutcome:
+    """Boot and judge one case; every failure mode becomes an outcome, never an exception.
+
+    A failure is booted again before it is reported: ``fail`` only when the second boot
+    shows the same signature, ``flaky`` otherwise.  A failure short of memory below the
+    kernel's *floor* is ``below-floor`` (not booted again).  A refusal is a finding for
+    a case without overrides, ``rejected`` for one with them.
+    """
     started = time.monotonic()
     run_dir = new_run_dir(case, settings.runs)
     try:
@@ -176,9 +224,17 @@ def boot_one(index: int, case: BootCase, settings: BootSettings) -> CaseOutcome:
                                silence_timeout=settings.silence_timeout)
     except ConfigError as exc:
         shutil.rmtree(run_dir, ignore_errors=True)
+        if case.overrides.empty:
+            return _refused(index, case, exc, started)
         return CaseOutcome(index, case, "rejected", message=str(exc),
                            duration=time.monotonic() - started)
-    except (InfrastructureError, HarnessBug) as exc:
+    except HarnessBug as exc:
+        if case.overrides.empty and _raised_by_loader(exc):
+            shutil.rmtree(run_dir, ignore_errors=True)
+            return _refused(index, case, exc, started)
+        return CaseOutcome(index, case, "infra", message=str(exc), run_dir=str(run_dir),
+                           duration=time.monotonic() - started)
+    except InfrastructureError as exc:
         return CaseOutcome(index, case, "infra", message=str(exc), run_dir=str(run_dir),
                            duration=time.monotonic() - started)
     sig = signature(result)
@@ -187,7 +243,34 @@ def boot_one(index: int, case: BootCase, settings: BootSettings) -> CaseOutcome:
         shutil.rmtree(run_dir, ignore_errors=True)  # keep only what explains a failure
         return CaseOutcome(index, case, "pass", duration=time.monotonic() - started,
                            verdict=result.verdict, phases=phases)
-    return CaseOutcome(index, case, "fail", sig.key, evidence(result, sig),
+    shown = evidence(result, sig)
+    if floor is not None and below_floor(case.memory, floor.floor(case.initrd), sig.failing):
+        return CaseOutcome(index, case, "below-floor", sig.key, shown,
+                           message=below_floor_detail(case.memory, floor, case.initrd),
+                           run_dir=str(run_dir), duration=time.monotonic() - started,
+                           verdict=result.verdict, failing=sig.failing, phases=phases)
+    again_dir = new_run_dir(case, settings.runs)
+    try:
+        again = signature(settings.boot(case, again_dir, timeout=settings.timeout,
+                                        silence_timeout=settings.silence_timeout))
+    except (ConfigError, InfrastructureError, HarnessBug) as exc:
+        return CaseOutcome(index, case, "infra", sig.key, shown,
+                           message=f"failed ({sig.key}), then could not be booted again "
+                           f"to confirm it: {exc}", run_dir=str(run_dir),
+                           duration=time.monotonic() - started, verdict=result.verdict,
+                           failing=sig.failing, phases=phases)
+    if again == sig:
+        shutil.rmtree(again_dir, ignore_errors=True)
+        return CaseOutcome(index, case, "fail", sig.key, shown, run_dir=str(run_dir),
+                           duration=time.monotonic() - started, verdict=result.verdict,
+                           failing=sig.failing, phases=phases)
+    if again is None:
+        shutil.rmtree(again_dir, ignore_errors=True)
+        how = "passed"
+    else:
+        how = f"failed otherwise: {again.key} (run {again_dir})"
+    return CaseOutcome(index, case, "flaky", sig.key, shown,
+                       message=f"did not repeat: booted again, it {how}",
                        run_dir=str(run_dir), duration=time.monotonic() - started,
                        verdict=result.verdict, failing=sig.failing, phases=phases)
 
@@ -242,6 +325,9 @@ class CampaignOptions:
     max_boots: int = DEFAULT_MAX_BOOTS  # per minimization; 0: no minimization
     #: Only the seed's cases 0..max_cases-1 (this shard's share of them); None: no bound.
     max_cases: int | None = None
+    #: Generate from the loader's least memory, under the kernels' floors too (a boot
+    #: there that fails short of memory is below-floor).
+    below_floor: bool = False
 
     @property
     def work_dir(self) -> Path:
@@ -272,7 +358,8 @@ class _Progress:
         done = sum(c.values())
         line = (f"[{int(elapsed) // 60:02d}:{int(elapsed) % 60:02d}] {done} cases "
                 f"({done / elapsed if elapsed else 0:.2f}/s), {len(state.findings)} failure "
-                f"signature(s), {c['fail']} failing, {c['rejected']} refused, {c['infra']} "
+                f"signature(s), {c['fail']} failing, {c['flaky']} flaky, "
+                f"{c['below-floor']} below floor, {c['rejected']} refused, {c['infra']} "
                 f"infra, {running} running")
         self.stream.write(("\r" + line + "\033[K") if self.tty else line + "\n")
         self.stream.flush()
@@ -333,7 +420,8 @@ class _StopSignals:
             signal.signal(sig, handler)  # type: ignore[arg-type]
 
 
-def _open_state(opts: CampaignOptions, digest: str) -> CampaignState:
+def _open_state(opts: CampaignOptions, digest: str, floors: dict[str, MemoryFloor]
+                ) -> CampaignState:
     """The state to continue (--resume) or a fresh one; refuses to mix campaigns."""
     path = opts.state_path
     if not opts.resume:
@@ -344,7 +432,7 @@ def _open_state(opts: CampaignOptions, digest: str) -> CampaignState:
             raise CampaignError(f"{opts.cases_path} exists without a state file: remove "
                                 "it, or give another --out")
         return CampaignState(opts.seed, opts.shard, digest, next_index=opts.shard[0],
-                             kernels=opts.kernels)
+                             kernels=opts.kernels, floors=floors)
     if not path.exists():
         raise CampaignError(f"--resume: no state file {path}")
     state = load_state(path)
@@ -352,7 +440,7 @@ def _open_state(opts: CampaignOptions, digest: str) -> CampaignState:
         raise CampaignError(
             f"--resume: {path} is for seed {state.seed}, shard "
             f"{state.shard[0]}/{state.shard[1]} and other generator options; give the "
-            "same --seed, --shard, --kernel and bounds, or another --out")
+            "same --seed, --shard, --kernel, bounds and --below-floor, or another --out")
     return state
 
 
@@ -367,6 +455,7 @@ class _Campaign:
     cases_by_key: dict[str, BootCase] = field(default_factory=dict)
     scheduler: Scheduler | None = None  # None while recovering: minimizations wait
     consecutive_infra: int = 0
+    floors: dict[str, MemoryFloor] = field(default_factory=dict)  # by kernel name
 
     def kernel_sha256(self, case: BootCase) -> str | None:
         facts = self.kernels.get(case.kernel)
@@ -399,8 +488,12 @@ class _Campaign:
         )
 
     def memory_floor(self, case: BootCase) -> int:
-        return max(self.opts.min_memory, min_memory(self.kernels[case.kernel].limits,
-                                                    case.initrd))
+        """The least memory the minimizer tries: the loader's, and the kernel's floor
+        (below it the kernel fails otherwise: other signature, wasted boots)."""
+        floor = max(self.opts.min_memory, min_memory(self.kernels[case.kernel].limits,
+                                                     case.initrd))
+        kernel_floor = self.floors.get(case.kernel)
+        return floor if kernel_floor is None else max(floor, kernel_floor.floor(case.initrd))
 
     def booted(self, outcome: CaseOutcome, log: CaseLog) -> None:
         """Journal the outcome in the case log, then count it."""
@@ -436,7 +529,7 @@ class _Campaign:
         write_reproducer(self.reproducer(case, key, record.reproducer.evidence, False), path)
         self.state.findings[key] = Finding(key, str(path), record.index)
         self.cases_by_key[key] = case
-        if self.opts.max_boots and self.scheduler is not None:
+        if self.opts.max_boots and self.scheduler is not None and minimizable(key):
             self.scheduler.add_minimization(key)
         self.stream.write(f"\nnew failure: {key} (case #{record.index}) -> {path}\n")
 
@@ -461,6 +554,12 @@ class _Campaign:
         for end, record in tail.records:
             self.apply(record, end)
         return len(tail.records)
+
+
+def minimizable(key: str) -> bool:
+    """Whether the minimizer can shrink a finding: not a refusal (the minimizer's
+    candidates the loader refuses are no verdict, so it would boot nothing)."""
+    return LOADER_REFUSED not in Signature.parse(key).failing
 
 
 def _known_cases(state: CampaignState) -> dict[str, BootCase]:
@@ -496,26 +595,60 @@ def run_campaign(opts: CampaignOptions, stream: TextIO | None = None,
     if opts.jobs < 1:
         raise CampaignError(f"--jobs {opts.jobs}: must be at least 1")
     kernels = runtime.kernels(opts.kernels)
-    config = GeneratorConfig(
-        kernels=tuple((k, kernels[k].limits) for k in opts.kernels), seed=opts.seed,
-        min_memory=opts.min_memory, max_memory=opts.max_memory, max_initrd=opts.max_initrd,
-        overrides=opts.overrides, max_cmdline=opts.max_cmdline,
-    )
     with campaign_lock(opts.work_dir), _StopSignals() as stop:
-        return _run_locked(opts, stream, runtime, kernels, config, stop)
+        try:
+            floors = _floors(opts, runtime, kernels, stream, stop)
+        except FloorsStopped:
+            return _stopped_learning(opts, stop)
+        config = GeneratorConfig(
+            kernels=tuple((k, kernels[k].limits) for k in opts.kernels), seed=opts.seed,
+            min_memory=opts.min_memory, max_memory=opts.max_memory,
+            max_initrd=opts.max_initrd, overrides=opts.overrides, max_cmdline=opts.max_cmdline,
+            floors=() if opts.below_floor else tuple(
+                (k, floors[k]) for k in opts.kernels if k in floors),
+        )
+        return _run_locked(opts, stream, runtime, kernels, floors, config, stop)
+
+
+def _floors(opts: CampaignOptions, runtime: Runtime, kernels: dict[str, KernelFacts],
+            stream: TextIO, stop: _StopSignals) -> dict[str, MemoryFloor]:
+    """The kernels' memory floors: a resumed campaign's from its state (its cases come
+    from them), a new one's learned (cached points, the others measured)."""
+    if opts.resume and opts.state_path.exists():
+        return dict(load_state(opts.state_path).floors)
+    return runtime.floors(FloorRequest(
+        kernels=tuple(FloorKernel(k, kernels[k].sha256, kernels[k].limits)
+                      for k in dict.fromkeys(opts.kernels)),
+        max_initrd=opts.max_initrd, boot=runtime.boot, executor=runtime.executor,
+        jobs=opts.jobs, runs=opts.work_dir / "runs", stream=stream,
+        stopped=lambda: stop.signum is not None,
+    ))
+
+
+def _stopped_learning(opts: CampaignOptions, stop: _StopSignals) -> CampaignSummary:
+    """A campaign stopped before its first case: no state (nothing to resume)."""
+    name = signal.Signals(stop.signum or signal.SIGINT).name
+    summary = CampaignSummary(
+        kernels=opts.kernels, seed=opts.seed, shard=opts.shard, elapsed=0.0,
+        counts=dict.fromkeys(STATUSES, 0), findings=(),
+        aborted=f"stopped by {name} while measuring memory floors (the points measured "
+        "so far are cached); start the campaign again", stop_signal=stop.signum or 0)
+    write_summaries(summary, opts.work_dir)
+    return summary
 
 
 def _run_locked(opts: CampaignOptions, stream: TextIO, runtime: Runtime,
-                kernels: dict[str, KernelFacts], config: GeneratorConfig,
-                stop: _StopSignals) -> CampaignSummary:
-    state = _open_state(opts, generator_digest(config))
-    run = _Campaign(opts, state, kernels, stream, _known_cases(state))
+                kernels: dict[str, KernelFacts], floors: dict[str, MemoryFloor],
+                config: GeneratorConfig, stop: _StopSignals) -> CampaignSummary:
+    state = _open_state(opts, generator_digest(config), floors)
+    run = _Campaign(opts, state, kernels, stream, _known_cases(state), floors=state.floors)
     recovered = run.recover() if opts.resume else 0
     if recovered:
         stream.write(f"counted {recovered} case(s) the last run booted but did not save\n")
     # After recovery: the scheduler skips what it counted and minimizes what it found.
     unminimized = [f.key for f in state.findings.values()
-                   if not f.minimized and f.key in run.cases_by_key] if opts.max_boots else []
+                   if not f.minimized and f.key in run.cases_by_key and minimizable(f.key)
+                   ] if opts.max_boots else []
     scheduler = run.scheduler = Scheduler(state, max_cases=opts.max_cases,
                                           minimize=unminimized)
     save_state(state, opts.state_path)  # from here on, the state exists: --resume
@@ -549,7 +682,8 @@ def _run_locked(opts: CampaignOptions, stream: TextIO, runtime: Runtime,
                     break
                 if isinstance(work, BootCaseNumber):
                     case = generate_case(config, work.index)
-                    pending.add(pool.submit(boot_one, work.index, case, settings))
+                    pending.add(pool.submit(boot_one, work.index, case, settings,
+                                            run.floors.get(case.kernel)))
                 else:
                     case = run.cases_by_key[work.key]
                     pending.add(pool.submit(minimize_one, work.key, case, settings,
@@ -585,12 +719,13 @@ def _run_locked(opts: CampaignOptions, stream: TextIO, runtime: Runtime,
         save_state(state, opts.state_path)
         progress.show(state, state.elapsed, 0, force=True)
         progress.done()
+        records = read_cases(opts.cases_path, state.cases_bytes)
+        flaky, below = noise_tables(records)
         summary = CampaignSummary(
             kernels=opts.kernels, seed=opts.seed, shard=opts.shard, elapsed=state.elapsed,
             counts=dict(state.counts), findings=tuple(state.findings.values()),
-            rejections=tuple(state.rejections), aborted=aborted,
-            table=case_table(read_cases(opts.cases_path, state.cases_bytes)),
-            stop_signal=stop.signum or 0,
+            rejections=tuple(state.rejections), aborted=aborted, table=case_table(records),
+            stop_signal=stop.signum or 0, flaky=flaky, below_floor=below,
         )
         write_summaries(summary, opts.work_dir)
     return summary

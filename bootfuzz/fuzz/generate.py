@@ -17,6 +17,7 @@ from bootfuzz.abi.bootparam import BOOT_PARAMS
 from bootfuzz.abi.e820 import E820Entry, E820Type
 from bootfuzz.case import HARNESS_CMDLINE, BootCase, InitrdSpec, Overrides, SetupDataNode
 from bootfuzz.compression import SUPPORTED, Compression
+from bootfuzz.judge.memory_floor import MemoryFloor
 from bootfuzz.kernel.image import KernelImage
 from bootfuzz.loader.layout import FOUR_GIB, PAGE_SIZE, GiB, KiB, MiB, align_up
 from bootfuzz.loader.platform import PC_LOWMEM_WHEN_SPLIT, PC_SPLIT_THRESHOLD, QEMU_RAM_ALIGN
@@ -271,12 +272,24 @@ class GeneratorConfig:
 
     kernels: tuple[tuple[str, KernelLimits], ...]
     seed: int
-    min_memory: int = 0  # 0: each case's own smallest (min_memory)
+    min_memory: int = 0  # 0: each case's own smallest (min_memory, the kernel's floor)
     max_memory: int = DEFAULT_MAX_MEMORY
     max_initrd: int = 8 * MiB
     overrides: bool = False
     non_ascii: bool = False
     max_cmdline: int | None = None  # None: each kernel's cmdline_size
+    #: Kernels' memory floors (bootfuzz.judge.memory_floor): cases get at least the
+    #: floor for their initrd.  A kernel without one starts at the loader's least.
+    floors: tuple[tuple[str, MemoryFloor], ...] = ()
+
+    def memory_floor(self, kernel: str, limits: KernelLimits, initrd: InitrdSpec | None
+                     ) -> int:
+        """The least memory a case of *kernel* with *initrd* is generated with."""
+        floor = max(self.min_memory, min_memory(limits, initrd))
+        for name, kernel_floor in self.floors:
+            if name == kernel:
+                floor = max(floor, kernel_floor.floor(initrd))
+        return floor
 
 
 def case_rng(seed: int, index: int) -> random.Random:
@@ -288,12 +301,13 @@ def generate_case(config: GeneratorConfig, index: int) -> BootCase:
     """Case number *index* of the campaign *config*: the same on every machine.
 
     Without overrides the case is one the loader must accept (memory at least
-    min_memory for its initrd, command line within cmdline_size).
+    min_memory for its initrd, command line within cmdline_size), with at least the
+    kernel's memory floor for its initrd when the config has one.
     """
     rng = case_rng(config.seed, index)
     name, limits = rng.choice(config.kernels)
     initrd = random_initrd(rng, config.max_initrd)
-    floor = max(config.min_memory, min_memory(limits, initrd))
+    floor = config.memory_floor(name, limits, initrd)
     memory = random_memory(rng, floor, max(floor, config.max_memory))
     longest = limits.cmdline_size if config.max_cmdline is None else min(
         config.max_cmdline, limits.cmdline_size)

@@ -28,7 +28,7 @@ from bootfuzz.fileio import atomic_write_bytes
 from bootfuzz.fuzz.campaign import LOCK_NAME, MAX_REJECTIONS_KEPT, campaign_lock
 from bootfuzz.fuzz.caselog import CASES_NAME, CaseRecord, read_cases
 from bootfuzz.fuzz.state import STATUSES, CampaignError, CampaignState, Finding, load_state
-from bootfuzz.fuzz.summary import CampaignSummary, case_table, write_summaries
+from bootfuzz.fuzz.summary import CampaignSummary, case_table, noise_tables, write_summaries
 from bootfuzz.jsonread import JsonReader
 
 SUMMARY_NAME = "summary.json"
@@ -174,6 +174,7 @@ def merge_campaigns(outs: Sequence[Path], dest: Path) -> CampaignSummary:
                 :MAX_REJECTIONS_KEPT],
             aborted="; ".join(f"shard {s.label}: {s.aborted}" for s in shards if s.aborted),
             table=case_table(records),
+            flaky=noise_tables(records)[0], below_floor=noise_tables(records)[1],
             shards=tuple(s.state.shard for s in shards),
             sources=tuple(str(s.out) for s in shards),
         )

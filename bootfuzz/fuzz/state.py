@@ -2,10 +2,12 @@
 
 Rewritten atomically after every case, so ``bootfuzz fuzz --resume`` continues
 after a kill without redoing a finished case or writing a second reproducer for a
-known signature.  ``cases_bytes`` says how much of the case log
-(bootfuzz.fuzz.caselog) the state has counted: lines past it were booted by a
-campaign killed before it saved, and a resume counts them.  Read back through the
-typed JSON reader: a hand-edited or truncated file is one error naming the field.
+known signature, and with the kernels' memory floors it began with (a resumed run
+generates from the same floors, whatever the cache holds by then).  ``cases_bytes``
+says how much of the case log (bootfuzz.fuzz.caselog) the state has counted: lines
+past it were booted by a campaign killed before it saved, and a resume counts them.
+Read back through the typed JSON reader: a hand-edited or truncated file is one
+error naming the field.
 """
 
 from __future__ import annotations
@@ -21,10 +23,16 @@ from bootfuzz.errors import ConfigError
 from bootfuzz.fileio import atomic_write_text
 from bootfuzz.fuzz.generate import GeneratorConfig
 from bootfuzz.jsonread import JsonReader
+from bootfuzz.judge.memory_floor import FloorPoint, MemoryFloor
 
 STATE_VERSION = 2
-#: How each finished case ended (the keys of CampaignState.counts).
-STATUSES = ("pass", "fail", "rejected", "infra")
+#: How each finished case ended (the keys of CampaignState.counts): passed; failed
+#: and failed again the same way when booted again (a finding, or a loader that
+#: refused a case without overrides); failed once and not again (flaky, never a
+#: finding); failed short of memory below the kernel's floor (below-floor, never a
+#: finding); with overrides the loader cannot represent (rejected); could not run
+#: (infra).  bootfuzz.fuzz.campaign decides which.
+STATUSES = ("pass", "fail", "flaky", "below-floor", "rejected", "infra")
 
 
 class CampaignError(ConfigError):
@@ -64,6 +72,8 @@ class CampaignState:
     rejections: list[str] = field(default_factory=list)  # first few messages
     cases_bytes: int = 0  # how much of the case log these counts include
     kernels: tuple[str, ...] = ()  # as given (--kernel), for reports and merge
+    #: Each kernel's memory floor, by kernel name (bootfuzz.fuzz.floors); absent: none.
+    floors: dict[str, MemoryFloor] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -73,6 +83,9 @@ class CampaignState:
             "elapsed": self.elapsed, "rejections": self.rejections,
             "findings": [dataclasses.asdict(f) for f in self.findings.values()],
             "cases_bytes": self.cases_bytes, "kernels": list(self.kernels),
+            "floors": [{"kernel": name, "kernel_sha256": f.kernel_sha256,
+                        "points": [dataclasses.asdict(p) for p in f.points]}
+                       for name, f in self.floors.items()],
         }
 
     @classmethod
@@ -85,7 +98,7 @@ class CampaignState:
                                 f"{STATE_VERSION}")
         r.keys(top, ("version", "seed", "shard", "generator", "next_index", "done_beyond",
                      "counts", "elapsed", "rejections", "findings", "cases_bytes",
-                     "kernels"),
+                     "kernels", "floors"),
                "(top level)")
         shard = r.as_list(r.field(top, "shard", ""), "shard")
         if len(shard) != 2:
@@ -110,6 +123,8 @@ class CampaignState:
             cases_bytes=r.as_int(r.field(top, "cases_bytes", ""), "cases_bytes"),
             kernels=tuple(r.as_str(k, f"kernels[{i}]") for i, k in enumerate(
                 r.as_list(r.field(top, "kernels", ""), "kernels"))),
+            floors=dict(_floor(r, f, f"floors[{i}]") for i, f in enumerate(
+                r.as_list(top.get("floors", []), "floors"))),
         )
 
     def is_done(self, index: int) -> bool:
@@ -139,6 +154,26 @@ def _finding(r: JsonReader, value: object, path: str) -> Finding:
         steps=tuple(r.as_str(s, f"{path}.steps[{i}]")
                     for i, s in enumerate(r.as_list(f.get("steps", []), f"{path}.steps"))),
     )
+
+
+def _floor(r: JsonReader, value: object, path: str) -> tuple[str, MemoryFloor]:
+    f = r.as_obj(value, path)
+    r.keys(f, ("kernel", "kernel_sha256", "points"), path)
+    points = []
+    for i, p in enumerate(r.as_list(r.field(f, "points", path), f"{path}.points")):
+        where = f"{path}.points[{i}]"
+        doc = r.as_obj(p, where)
+        r.keys(doc, ("payload", "memory", "failed"), where)
+        failed = r.field(doc, "failed", where)
+        points.append(FloorPoint(
+            r.as_int(r.field(doc, "payload", where), f"{where}.payload"),
+            r.as_int(r.field(doc, "memory", where), f"{where}.memory"),
+            None if failed is None else r.as_int(failed, f"{where}.failed")))
+    if not points:
+        raise r.fail(f"{path}.points", "no measured point")
+    return (r.as_str(r.field(f, "kernel", path), f"{path}.kernel"),
+            MemoryFloor(r.as_str(r.field(f, "kernel_sha256", path), f"{path}.kernel_sha256"),
+                        tuple(points)))
 
 
 def save_state(state: CampaignState, path: Path) -> None:

@@ -24,6 +24,7 @@ from tests.processes import marked, new_mark, poll
 CAMPAIGN = """
 import pathlib, sys
 from bootfuzz.fuzz.campaign import CampaignOptions, KernelFacts, Runtime, run_campaign
+from bootfuzz.fuzz.floors import no_floors
 from bootfuzz.fuzz.generate import DEBIAN_CLOUD_LIMITS
 from bootfuzz.run.console import run_console
 
@@ -38,7 +39,7 @@ class Boot:
 summary = run_campaign(
     CampaignOptions(kernels=("debian-6.1-cloud",), seconds=3600, jobs=2,
                     out=pathlib.Path(sys.argv[1]), seed=1, max_cases=4),
-    runtime=Runtime(boot=Boot(), kernels=kernels))
+    runtime=Runtime(boot=Boot(), kernels=kernels, floors=no_floors))
 sys.exit(128 + summary.stop_signal if summary.stop_signal else 0)
 """
 
