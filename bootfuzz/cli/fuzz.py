@@ -26,12 +26,6 @@ from bootfuzz.guest.initrd import CACHE_MAX_ENV, DEFAULT_CACHE_MAX, cache_usage
 from bootfuzz.units import format_size
 
 EPILOG = """\
-A failure is booted again before it counts: one that does not repeat is flaky, and
-one short of memory below the kernel's floor is below-floor; both have their own
-sections in the summary and are never findings.  A case without overrides that the
-loader refuses is a finding (loader-refused); with --overrides, what the loader
-cannot represent is counted as rejected.
-
 exit status: 0 no failure, 1 failures found (reproducers written under --out),
 2 bad options, a state file that does not match them, or another campaign running on
 --out, 3 aborted for infrastructure reasons (boots in a row that could not run),
@@ -74,7 +68,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "Generate boot cases from the boot protocol's edge values (seeded: --seed and "
         "--shard choose exactly which cases run), boot each in its own QEMU, judge it, "
         "de-duplicate failures by signature, minimize each new one and write it as a "
-        "reproducer.  Resumable with --resume; summaries in OUT/campaign/.")
+        "reproducer.  Resumable with --resume; summaries in OUT/campaign/.  A failure "
+        "is booted again before it counts: one that does not repeat is flaky, one "
+        "short of memory below the kernel's memory floor is below-floor; both have "
+        "their own sections in the summary and are never findings.  A case without "
+        "overrides that the loader refuses is a finding (loader-refused); with "
+        "--overrides, what the loader cannot represent is counted as rejected.")
     p.epilog = EPILOG
     g = p.add_argument_group("campaign")
     g.add_argument("--kernel", action="append", required=True, metavar="NAME",
@@ -98,10 +97,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    "of them), even if time is left; a resumed campaign finishes the same set")
     c = p.add_argument_group("cases")
     c.add_argument("--mem-min", type=size, default=0, metavar="SIZE",
-                   help="smallest guest RAM (QEMU -m); default each case's floor: the "
-                   "kernel's memory floor for its initrd (measured once per kernel by "
-                   "bisection over real boots, cached), and at least what the loader "
-                   "accepts")
+                   help="smallest guest RAM (QEMU -m); a case also gets at least what the "
+                   "loader accepts and, unless --below-floor, the kernel's memory floor "
+                   "for its initrd (measured once per kernel by bisection over real "
+                   "boots, cached)")
     c.add_argument("--below-floor", action="store_true",
                    help="generate from the least memory the loader accepts, below the "
                    "kernels' memory floors too (a boot there that runs short of memory "
