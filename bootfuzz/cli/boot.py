@@ -39,7 +39,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     add_guest_timeouts(r, DEFAULT_TIMEOUT, DEFAULT_SILENCE_TIMEOUT, learned=True)
     r.add_argument("--until", default=None, choices=[p.value for p in StopPoint],
                    help="stop the guest as soon as the oracles of this point can answer "
-                   "(ramdisk: e820, cmdline, initrd-placement); the rest report unknown")
+                   "(ramdisk: e820, cmdline, initrd-placement; unpack: those and "
+                   "initrd-unpacked); the rest report unknown")
     r.add_argument("--run-dir", default=None, metavar="DIR",
                    help="parent directory for the run's files (console.log, verdict.json)")
     r.add_argument("--keep-blobs", action="store_true",

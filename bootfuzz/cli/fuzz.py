@@ -18,6 +18,7 @@ from bootfuzz.fuzz.campaign import (
     CampaignOptions,
     run_campaign,
 )
+from bootfuzz.fuzz.depth import Depth
 from bootfuzz.fuzz.generate import DEFAULT_MAX_MEMORY
 from bootfuzz.fuzz.minimize import DEFAULT_MAX_BOOTS
 from bootfuzz.fuzz.state import CampaignError, load_state
@@ -92,6 +93,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="run only cases k with k %% N == I; default 0/1")
     g.add_argument("--resume", action="store_true",
                    help="continue the campaign whose state is in DIR/campaign")
+    g.add_argument("--depth", default=Depth.FULL.value, choices=[d.value for d in Depth],
+                   help="how far each case is booted: early (to the RAMDISK line: e820, "
+                   "cmdline and initrd-placement answer), unpack (through the initramfs "
+                   "unpack), full (to the agent); a shallow case that fails, or passes "
+                   "with a verdict vector not seen yet, is booted to the end too; "
+                   "default full")
     g.add_argument("--max-cases", type=count, default=None, metavar="N",
                    help="run only the seed's cases 0..N-1 (with --shard, this shard's share "
                    "of them), even if time is left; a resumed campaign finishes the same set")
@@ -136,6 +143,7 @@ def options_from_args(args: argparse.Namespace) -> CampaignOptions:
         min_memory=args.mem_min, max_memory=args.mem_max, max_initrd=args.max_initrd,
         max_cmdline=args.max_cmdline, overrides=args.overrides, timeout=args.timeout,
         silence_timeout=args.silence_timeout, max_boots=args.minimize_boots,
+        depth=Depth(args.depth),
         max_cases=args.max_cases, below_floor=args.below_floor,
     )
 

@@ -59,6 +59,7 @@ from typing import IO, Protocol, TextIO
 from bootfuzz.case import BootCase
 from bootfuzz.errors import ConfigError, HarnessBug, InfrastructureError
 from bootfuzz.fuzz.caselog import CASES_NAME, CaseLog, CaseRecord, read_cases, read_tail, truncate
+from bootfuzz.fuzz.depth import Depth, boot_at_depth
 from bootfuzz.fuzz.floors import (
     FloorKernel,
     FloorRequest,
@@ -88,6 +89,7 @@ from bootfuzz.fuzz.summary import CampaignSummary, case_table, noise_tables, wri
 from bootfuzz.fuzz.triage import BootOutcome, Signature, evidence, normalize, signature
 from bootfuzz.fuzz.workers import stop_workers, worker_pool
 from bootfuzz.judge.memory_floor import MemoryFloor, below_floor, below_floor_detail
+from bootfuzz.judge.oracles import StopPoint
 from bootfuzz.judge.verdict import Verdict
 from bootfuzz.loader.layout import MiB
 from bootfuzz.run.boot import new_run_dir, run_case
@@ -121,7 +123,7 @@ class BootFunction(Protocol):
     """Boot and judge one case, leaving its files in *run_dir* (bootfuzz.run.boot.run_case)."""
 
     def __call__(self, case: BootCase, run_dir: Path, *, timeout: float,
-                 silence_timeout: Silence) -> BootOutcome: ...
+                 silence_timeout: Silence, until: StopPoint | None = None) -> BootOutcome: ...
 
 
 @dataclass(frozen=True)
@@ -168,6 +170,8 @@ class BootSettings:
     timeout: float
     silence_timeout: Silence
     boot: BootFunction = run_case
+    #: Where a case's first boot stops (bootfuzz.fuzz.depth; None: a full boot).
+    until: StopPoint | None = None
 
 
 @dataclass(frozen=True)
@@ -186,6 +190,7 @@ class CaseOutcome:
     failing: tuple[str, ...] = ()
     coverage: int | None = None  # None: not measured
     phases: tuple[tuple[str, float], ...] = ()  # seconds per phase (bootfuzz.run.phases)
+    until: StopPoint | None = None  # where the boot judged stopped (None: its end)
 
 
 def _raised_by_loader(exc: BaseException) -> bool:
@@ -220,8 +225,8 @@ def boot_one(index: int, case: BootCase, settings: BootSettings,
     started = time.monotonic()
     run_dir = new_run_dir(case, settings.runs)
     try:
-        result = settings.boot(case, run_dir, timeout=settings.timeout,
-                               silence_timeout=settings.silence_timeout)
+        result = boot_at_depth(settings.boot, case, run_dir, timeout=settings.timeout,
+                               silence_timeout=settings.silence_timeout, until=settings.until)
     except ConfigError as exc:
         shutil.rmtree(run_dir, ignore_errors=True)
         if case.overrides.empty:
@@ -242,7 +247,7 @@ def boot_one(index: int, case: BootCase, settings: BootSettings,
     if sig is None:
         shutil.rmtree(run_dir, ignore_errors=True)  # keep only what explains a failure
         return CaseOutcome(index, case, "pass", duration=time.monotonic() - started,
-                           verdict=result.verdict, phases=phases)
+                           verdict=result.verdict, phases=phases, until=result.until)
     shown = evidence(result, sig)
     if floor is not None and below_floor(case.memory, floor.floor(case.initrd), sig.failing):
         return CaseOutcome(index, case, "below-floor", sig.key, shown,
@@ -322,6 +327,8 @@ class CampaignOptions:
     overrides: bool = False
     timeout: float = DEFAULT_BOOT_TIMEOUT
     silence_timeout: float | None = None  # None: learned per kernel (bootfuzz.run.silence)
+    #: How far each case is booted; interesting ones are booted to the end too.
+    depth: Depth = Depth.FULL
     max_boots: int = DEFAULT_MAX_BOOTS  # per minimization; 0: no minimization
     #: Only the seed's cases 0..max_cases-1 (this shard's share of them); None: no bound.
     max_cases: int | None = None
@@ -476,7 +483,7 @@ class _Campaign:
                   else Expectation(outcome.verdict, outcome.failing))
         rep = Reproducer(
             case=outcome.case, kernel_sha256=self.kernel_sha256(outcome.case), expect=expect,
-            evidence=outcome.evidence,
+            evidence=outcome.evidence, until=outcome.until,
             description=f"case #{outcome.index} of bootfuzz fuzz (seed {self.opts.seed})",
         )
         title = None if outcome.signature is None else outcome.signature.partition("|")[2]
@@ -654,7 +661,8 @@ def _run_locked(opts: CampaignOptions, stream: TextIO, runtime: Runtime,
     save_state(state, opts.state_path)  # from here on, the state exists: --resume
     quiet = (LearnedSilence(DEFAULT_SILENCE) if opts.silence_timeout is None
              else opts.silence_timeout)
-    settings = BootSettings(opts.work_dir / "runs", opts.timeout, quiet, runtime.boot)
+    settings = BootSettings(opts.work_dir / "runs", opts.timeout, quiet, runtime.boot,
+                            opts.depth.stop)
     started = time.monotonic()
     deadline = started + opts.seconds
     progress = _Progress(stream)

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from bootfuzz.judge.observation import Observation
+from bootfuzz.judge.oracles import StopPoint
 from bootfuzz.judge.patterns import (
     CRASH_EVIDENCE,
     CRASH_PATTERNS,
@@ -62,6 +63,8 @@ class BootOutcome(Protocol):
     def transcript(self) -> _Transcript: ...
     @property
     def phases(self) -> Mapping[str, float]: ...
+    @property
+    def until(self) -> StopPoint | None: ...
 
 
 #: What a title keeps (a source site; a symbol, its offsets dropped) and what it blanks

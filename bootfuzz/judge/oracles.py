@@ -466,18 +466,25 @@ class StopPoint(enum.StrEnum):
     """Where a run may end early, once the oracles asked for have their answer."""
 
     RAMDISK = "ramdisk"
+    UNPACK = "unpack"
 
+
+_EARLY_ORACLES = frozenset({"e820", "e820-extended", "e820-user", "cmdline", "initrd-placement"})
 
 #: For each stop point: a console line that proves every oracle listed can answer
 #: (printed after the last line they read), and those oracles.  After reserve_initrd
 #: prints RAMDISK (and any Move RAMDISK), setup_arch goes on to the ACPI table init,
 #: NUMA setup and paging_init's "Zone ranges:"; the first of them ends the run.
-#: source: arch/x86/kernel/setup.c (setup_arch order) and mm/mm_init.c.
+#: source: arch/x86/kernel/setup.c (setup_arch order) and mm/mm_init.c.  The unpack
+#: ends with "Freeing initrd memory:", after any "Initramfs unpacking failed" or "not
+#: initramfs" line (init/initramfs.c, do_populate_rootfs); a boot with no initrd never
+#: prints it and runs to its end.
 STOP_POINTS: dict[StopPoint, tuple[str, frozenset[str]]] = {
     StopPoint.RAMDISK: (
         r"ACPI: Early table checksum|ACPI BIOS Error|No NUMA configuration|Zone ranges:",
-        frozenset({"e820", "e820-extended", "e820-user", "cmdline", "initrd-placement"}),
+        _EARLY_ORACLES,
     ),
+    StopPoint.UNPACK: (r"Freeing initrd memory:", _EARLY_ORACLES | {"initrd-unpacked"}),
 }
 
 

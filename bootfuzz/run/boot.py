@@ -85,6 +85,9 @@ class BootResult:
     duration: float
     #: Seconds per phase, host and guest, in the order they ran (bootfuzz.run.phases).
     phases: Mapping[str, float] = field(default_factory=dict)
+    #: Where the run was stopped early (None: it ran to its end): the oracles not of
+    #: that stop point are unknown.
+    until: StopPoint | None = None
 
 
 @functools.lru_cache(maxsize=4)
@@ -286,6 +289,7 @@ def execute(
         run_dir=run_dir,
         duration=time.monotonic() - started,
         phases=phases,
+        until=until,
     )
 
 

@@ -52,6 +52,7 @@ from bootfuzz.fuzz.summary import CampaignSummary, junit_xml, summary_json, summ
 from bootfuzz.fuzz.triage import Signature, evidence, normalize, signature
 from bootfuzz.judge.memory_floor import FloorPoint, MemoryFloor
 from bootfuzz.judge.observation import Observation, parse_transcript
+from bootfuzz.judge.oracles import StopPoint
 from bootfuzz.judge.verdict import OracleResult, Verdict
 from bootfuzz.loader.layout import GiB, KiB, MiB
 from bootfuzz.loader.placement import check_blobs
@@ -137,6 +138,7 @@ class FakeResult:
     guest_exit: GuestExit
     transcript: FakeTranscript = field(default_factory=lambda: FakeTranscript(""))
     phases: dict[str, float] = field(default_factory=lambda: {"plan": 0.25})
+    until: StopPoint | None = None
 
 
 def fail_result(names: tuple[str, ...], log: str, exit_: GuestExit = GuestExit.RESET
