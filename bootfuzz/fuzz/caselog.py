@@ -6,6 +6,11 @@ same way), how it ended (status, verdict, failing oracles, failure signature and
 title), how long it took (in all, and per phase: bootfuzz.run.phases), and its
 coverage count where one was measured (absent otherwise).
 
+The status is one of bootfuzz.fuzz.state.STATUSES; the message says why a case is
+not plain pass or fail: what the second boot of a ``flaky`` case did, the memory
+floor of a ``below-floor`` one, the loader's refusal (a ``loader-refused`` finding,
+or ``rejected`` with overrides), what an ``infra`` case could not do.
+
 The log is also the campaign's journal: a case's line is appended *before* its
 reproducer is written and before the state file that counts it is saved, and the
 state records how many bytes of the log it covers.  A campaign killed between the

@@ -35,7 +35,7 @@ from bootfuzz.fuzz.campaign import (
     run_campaign,
 )
 from bootfuzz.fuzz.caselog import CaseRecord, load_replay_source, read_cases
-from bootfuzz.fuzz.floors import fixed_floors, no_floors
+from bootfuzz.fuzz.floors import FloorRequest, FloorsStopped, fixed_floors, no_floors
 from bootfuzz.fuzz.generate import (
     DEBIAN_CLOUD_LIMITS,
     GeneratorConfig,
@@ -716,6 +716,37 @@ def test_campaign_overrides_the_loader_cannot_represent_are_rejected(tmp_path: P
     md = (tmp_path / "campaign" / "summary.md").read_text()
     assert (f"Rejected: {len(with_ov)} case(s) with overrides the loader cannot represent"
             in md)
+
+
+def test_campaign_resume_generates_from_the_floors_it_began_with(tmp_path: Path) -> None:
+    """The floors are kept in the state: a resumed campaign generates from them, whatever
+    the floor source says by then (a cache cleared, a kernel measured again)."""
+    first = ShortOfMemoryBoot()
+    opts = campaign_options(tmp_path, max_cases=10, max_memory=256 * MiB, max_boots=0)
+    run_floored(dataclasses.replace(opts, max_cases=5), first)
+    second = ShortOfMemoryBoot()
+    summary = run_campaign(dataclasses.replace(opts, resume=True), io.StringIO(), Runtime(
+        boot=second, kernels=fake_kernels, executor=InlineExecutor, floors=no_floors))
+    assert summary.cases == 10 and summary.counts["pass"] == 10
+    assert len(second.cases) == 5
+    assert all(c.memory >= FAKE_FLOOR.floor(c.initrd) for c in second.cases)
+
+
+def test_campaign_stopped_while_measuring_floors_starts_nothing(tmp_path: Path) -> None:
+    """A stop signal while the floors are measured: no case, no state to resume (the
+    points measured are cached by then); the summary says what happened."""
+    def stopping(request: FloorRequest) -> dict[str, MemoryFloor]:
+        os.kill(os.getpid(), signal.SIGTERM)
+        assert request.stopped()
+        raise FloorsStopped
+
+    boot = CampaignBoot()
+    summary = run_campaign(campaign_options(tmp_path), io.StringIO(), Runtime(
+        boot=boot, kernels=fake_kernels, executor=InlineExecutor, floors=stopping))
+    assert summary.stop_signal == signal.SIGTERM and summary.cases == 0 and not boot.cases
+    assert "while measuring memory floors" in summary.aborted
+    assert not (tmp_path / "campaign" / "state.json").exists()
+    assert "while measuring memory floors" in (tmp_path / "campaign" / "summary.md").read_text()
 
 
 # -- the case log ----------------------------------------------------------------------------
