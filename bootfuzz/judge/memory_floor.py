@@ -148,9 +148,17 @@ class MemoryFloor:
         return align_up(memory, QEMU_RAM_ALIGN)
 
     def describe(self, initrd: InitrdSpec | None) -> str:
+        payload = "" if initrd is None else format_size(initrd.size)
+        if payload[-1:].isdigit():
+            payload += "-byte"
         what = ("no initrd" if initrd is None else
-                f"a {format_size(initrd.size)} {initrd.compression.value} initrd")
-        return f"{format_size(self.floor(initrd))} for {what}"
+                f"a {payload} {initrd.compression.value} initrd")
+        return f"{_size(self.floor(initrd))} for {what}"
+
+
+def _size(value: int) -> str:
+    text = format_size(value)
+    return text if text[-1].isalpha() else f"{text} bytes"
 
 
 def below_floor(memory: int, floor: int, failing: Collection[str]) -> bool:
@@ -160,7 +168,7 @@ def below_floor(memory: int, floor: int, failing: Collection[str]) -> bool:
 
 
 def below_floor_detail(memory: int, floor: MemoryFloor, initrd: InitrdSpec | None) -> str:
-    return (f"{format_size(memory)} of RAM is below the kernel's memory floor of "
+    return (f"{_size(memory)} of RAM is below the kernel's memory floor of "
             f"{floor.describe(initrd)} (bootfuzz.judge.memory_floor)")
 
 
