@@ -43,7 +43,7 @@ def test_every_bootfuzz_command_parses() -> None:
 
 
 def test_the_shards_split_one_campaign_and_are_merged() -> None:
-    (fuzz,) = [a for a in commands() if a[0] == "fuzz"]
+    (fuzz,) = [a for a in commands() if a[0] == "fuzz" and "--shard" in a]
     opts = options_from_args(parse_args(fuzz))
     shards = int(env_value("SHARDS"))
     assert opts.shard == (1, shards) and "--resume" not in fuzz
@@ -54,3 +54,13 @@ def test_the_shards_split_one_campaign_and_are_merged() -> None:
     assert merge[1] == "shards/fuzz-shard-*" and "name: fuzz-shard-${{ matrix.shard }}" in TEXT
     assert "path: fuzz-out/" in TEXT and opts.out == Path("fuzz-out")
     assert "report_paths: merged/campaign/junit.xml" in TEXT
+
+
+def test_every_shard_uses_the_floors_measured_once() -> None:
+    """Shards measuring their own memory floors could disagree, and merge refuses shards
+    of different generators: one job measures, every shard downloads its result."""
+    (floors,) = [a for a in commands() if a[0] == "fuzz" and "--shard" not in a]
+    opts = options_from_args(parse_args(floors))
+    assert opts.max_cases == 1
+    assert "needs: [plan, floors]" in TEXT
+    assert TEXT.count("name: memory-floors") == 2 and TEXT.count("~/.cache/bootfuzz/floors/") == 2
