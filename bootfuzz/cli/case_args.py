@@ -186,7 +186,8 @@ def add_guest_timeouts(group: argparse._ArgumentGroup, timeout: float, silence: 
 
         default = (f"learned per kernel: {GAP_FACTOR:g}x the longest gap between console "
                    f"lines of its passing boots, at least {FLOOR:g} s ({silence:.0f} until "
-                   f"{MIN_BOOTS} have passed); a guest halted with interrupts off ends at once")
+                   f"{MIN_BOOTS} have passed, and for an initrd heavier than any that "
+                   "passed); a guest halted with interrupts off ends at once")
     else:
         default = f"{silence:.0f}"
     group.add_argument("--silence-timeout", type=seconds, default=None if learned else silence,

@@ -252,7 +252,7 @@ def execute(
     clock = Stopwatch()
     kernel_sha256 = (None if prepared.kernel_path is None
                      else silence.file_sha256(prepared.kernel_path))
-    quiet = silence.timeout_for(silence_timeout, kernel_sha256)
+    quiet = silence.timeout_for(silence_timeout, kernel_sha256, prepared.case.initrd)
     transcript, guest_exit = run_backend(
         prepared.backend, prepared.plan, prepared.harness, run_dir, timeout=timeout,
         silence_timeout=quiet, keep_blobs=keep_blobs,
@@ -277,7 +277,7 @@ def execute(
               JUDGE: time.monotonic() - judging}
     if (kernel_sha256 is not None and until is None and verdict is Verdict.PASS
             and guest_exit is GuestExit.POWER_OFF):
-        silence.learn(kernel_sha256, transcript)
+        silence.learn(kernel_sha256, transcript, prepared.case.initrd)
     return BootResult(
         case=prepared.case,
         plan=prepared.plan,

@@ -8,6 +8,12 @@ silence timeout of a later boot of the same kernel is :data:`GAP_FACTOR` times t
 longest gap recorded, never below :data:`FLOOR`.  Until :data:`MIN_BOOTS` passing
 boots are on record (a kernel never seen) the caller's default stays.
 
+The longest quiet stretch of a healthy boot is the initramfs unpack (about 4 s for
+8 MiB of bzip2 on TCG, twice that on a loaded machine), and it grows with the
+initrd.  So the record also keeps, per compression, the largest payload a passing
+boot unpacked, and a case with a larger payload (or a compression never seen) gets
+the default: its unpack may be quieter than any gap on record.
+
 The record is kept per kernel sha256 in the cache
 (``$BOOTFUZZ_CACHE/silence/<sha256>.json``), so a campaign's workers, later
 campaigns and single boots all learn from each other; writes are serialized by a
@@ -28,6 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bootfuzz.cache import cache_root
+from bootfuzz.case import InitrdSpec
 from bootfuzz.fileio import atomic_write_text
 from bootfuzz.transcript import Transcript
 
@@ -59,12 +66,27 @@ class SilenceRecord:
 
     longest_gap: float  # seconds
     boots: int
+    #: Per compression (its name), the largest initrd payload a passing boot unpacked.
+    payloads: tuple[tuple[str, int], ...] = ()
 
-    def timeout(self, unseen: float) -> float:
-        """The silence timeout for the next boot; *unseen* until enough boots are in."""
-        if self.boots < MIN_BOOTS:
+    def covers(self, initrd: InitrdSpec | None) -> bool:
+        """Whether a passing boot unpacked at least this much of this compression."""
+        return initrd is None or initrd.size <= dict(self.payloads).get(
+            initrd.compression.value, -1)
+
+    def timeout(self, unseen: float, initrd: InitrdSpec | None = None) -> float:
+        """The silence timeout for a boot of *initrd*: *unseen* until enough boots are
+        in, or when none of them unpacked as much."""
+        if self.boots < MIN_BOOTS or not self.covers(initrd):
             return unseen
         return min(unseen, max(FLOOR, GAP_FACTOR * self.longest_gap))
+
+    def add(self, gap: float, initrd: InitrdSpec | None) -> SilenceRecord:
+        payloads = dict(self.payloads)
+        if initrd is not None and not self.covers(initrd):
+            payloads[initrd.compression.value] = initrd.size
+        return SilenceRecord(max(self.longest_gap, gap), self.boots + 1,
+                             tuple(sorted(payloads.items())))
 
 
 def longest_gap(transcript: Transcript) -> float:
@@ -86,10 +108,12 @@ def read_record(kernel_sha256: str, cache_dir: Path | None = None) -> SilenceRec
     a lost record only costs the default timeout, never a verdict)."""
     try:
         doc = json.loads(_path(kernel_sha256, cache_dir).read_text())
-        gap, boots = doc["longest_gap"], doc["boots"]
-        if isinstance(gap, int | float) and isinstance(boots, int) and gap >= 0 and boots >= 0:
-            return SilenceRecord(float(gap), boots)
-    except (OSError, ValueError, KeyError, TypeError):
+        gap, boots, payloads = doc["longest_gap"], doc["boots"], doc.get("payloads", {})
+        if (isinstance(gap, int | float) and isinstance(boots, int) and gap >= 0
+                and boots >= 0 and isinstance(payloads, dict)
+                and all(isinstance(v, int) for v in payloads.values())):
+            return SilenceRecord(float(gap), boots, tuple(sorted(payloads.items())))
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
         pass
     return SilenceRecord(0.0, 0)
 
@@ -102,32 +126,34 @@ def _locked(path: Path) -> Iterator[None]:
         yield
 
 
-def learn(kernel_sha256: str, transcript: Transcript, cache_dir: Path | None = None
-          ) -> SilenceRecord:
-    """Add a passing boot's transcript to its kernel's record; returns the new record.
+def learn(kernel_sha256: str, transcript: Transcript, initrd: InitrdSpec | None,
+          cache_dir: Path | None = None) -> SilenceRecord:
+    """Add a passing boot (its transcript, the initrd it unpacked) to its kernel's
+    record; returns the new record.
 
     Best effort: a cache that cannot be written leaves the record as it was."""
     path = _path(kernel_sha256, cache_dir)
     gap = longest_gap(transcript)
     try:
         with _locked(path):
-            old = read_record(kernel_sha256, cache_dir)
-            new = SilenceRecord(max(old.longest_gap, gap), old.boots + 1)
-            atomic_write_text(path, json.dumps({"longest_gap": round(new.longest_gap, 3),
-                                                "boots": new.boots}) + "\n")
+            new = read_record(kernel_sha256, cache_dir).add(gap, initrd)
+            atomic_write_text(path, json.dumps({
+                "longest_gap": round(new.longest_gap, 3), "boots": new.boots,
+                "payloads": dict(new.payloads)}) + "\n")
     except OSError:
         return read_record(kernel_sha256, cache_dir)
     return new
 
 
-def timeout_for(silence: Silence, kernel_sha256: str | None, cache_dir: Path | None = None
-                ) -> float:
-    """Seconds of quiet allowed: fixed, or learned for this kernel (None: not known)."""
+def timeout_for(silence: Silence, kernel_sha256: str | None, initrd: InitrdSpec | None,
+                cache_dir: Path | None = None) -> float:
+    """Seconds of quiet allowed for a boot of *initrd*: fixed, or learned for this
+    kernel (None: not known)."""
     if not isinstance(silence, LearnedSilence):
         return silence
     if kernel_sha256 is None:
         return silence.unseen
-    return read_record(kernel_sha256, cache_dir).timeout(silence.unseen)
+    return read_record(kernel_sha256, cache_dir).timeout(silence.unseen, initrd)
 
 
 _DIGESTS: dict[tuple[str, int, int], str] = {}

@@ -21,6 +21,8 @@ from pathlib import Path
 
 import pytest
 
+from bootfuzz.case import InitrdSpec
+from bootfuzz.compression import Compression
 from bootfuzz.errors import BackendError
 from bootfuzz.run import silence
 from bootfuzz.run.backends.base import HaltProbing
@@ -281,47 +283,72 @@ def test_longest_gap_counts_the_start_and_every_pair_of_lines() -> None:
     assert silence.longest_gap(late_start) == 2.0
 
 
+SMALL = InitrdSpec(1 << 20, Compression.BZIP2)
+
+
 def test_a_kernel_never_seen_keeps_the_default(tmp_path: Path) -> None:
     learned = silence.LearnedSilence(60.0)
-    assert silence.timeout_for(learned, SHA, tmp_path) == 60.0
-    assert silence.timeout_for(learned, None, tmp_path) == 60.0
-    assert silence.timeout_for(7.0, SHA, tmp_path) == 7.0  # a fixed timeout stays fixed
+    assert silence.timeout_for(learned, SHA, SMALL, tmp_path) == 60.0
+    assert silence.timeout_for(learned, None, SMALL, tmp_path) == 60.0
+    assert silence.timeout_for(7.0, SHA, SMALL, tmp_path) == 7.0  # a fixed timeout stays
 
 
 def test_silence_is_learned_after_min_boots_as_factor_times_the_longest_gap(
         tmp_path: Path) -> None:
     learned = silence.LearnedSilence(60.0)
     for i in range(silence.MIN_BOOTS):
-        assert silence.timeout_for(learned, SHA, tmp_path) == 60.0, f"after {i} boots"
-        silence.learn(SHA, boot_with_gap(5.0 if i == 1 else 1.0), tmp_path)
-    assert silence.read_record(SHA, tmp_path) == silence.SilenceRecord(5.0, silence.MIN_BOOTS)
-    assert silence.timeout_for(learned, SHA, tmp_path) == silence.GAP_FACTOR * 5.0
+        assert silence.timeout_for(learned, SHA, SMALL, tmp_path) == 60.0, f"after {i} boots"
+        silence.learn(SHA, boot_with_gap(5.0 if i == 1 else 1.0), SMALL, tmp_path)
+    assert silence.read_record(SHA, tmp_path) == silence.SilenceRecord(
+        5.0, silence.MIN_BOOTS, (("bzip2", 1 << 20),))
+    assert silence.timeout_for(learned, SHA, SMALL, tmp_path) == silence.GAP_FACTOR * 5.0
     # Another kernel has learned nothing.
-    assert silence.timeout_for(learned, "cd" * 32, tmp_path) == 60.0
+    assert silence.timeout_for(learned, "cd" * 32, SMALL, tmp_path) == 60.0
+
+
+def test_a_heavier_unpack_than_any_on_record_gets_the_default(tmp_path: Path) -> None:
+    """The unpack is a boot's longest quiet stretch and grows with the initrd: gaps
+    learned from 1 MiB of bzip2 say nothing about 8 MiB of it, nor about xz."""
+    learned = silence.LearnedSilence(60.0)
+    for _ in range(silence.MIN_BOOTS):
+        silence.learn(SHA, boot_with_gap(5.0), SMALL, tmp_path)
+    assert silence.timeout_for(learned, SHA, InitrdSpec(1 << 19, Compression.BZIP2),
+                               tmp_path) == 15.0
+    assert silence.timeout_for(learned, SHA, None, tmp_path) == 15.0  # nothing to unpack
+    assert silence.timeout_for(learned, SHA, InitrdSpec(8 << 20, Compression.BZIP2),
+                               tmp_path) == 60.0
+    assert silence.timeout_for(learned, SHA, InitrdSpec(1 << 19, Compression.XZ),
+                               tmp_path) == 60.0
+    silence.learn(SHA, boot_with_gap(6.0), InitrdSpec(8 << 20, Compression.BZIP2), tmp_path)
+    assert silence.timeout_for(learned, SHA, InitrdSpec(8 << 20, Compression.BZIP2),
+                               tmp_path) == 18.0
 
 
 def test_learned_silence_never_drops_below_the_floor_nor_exceeds_the_default(
         tmp_path: Path) -> None:
     for _ in range(silence.MIN_BOOTS):
-        silence.learn(SHA, boot_with_gap(0.5), tmp_path)
-    assert silence.timeout_for(silence.LearnedSilence(60.0), SHA, tmp_path) == silence.FLOOR
-    silence.learn(SHA, boot_with_gap(30.0), tmp_path)
-    assert silence.timeout_for(silence.LearnedSilence(60.0), SHA, tmp_path) == 60.0
+        silence.learn(SHA, boot_with_gap(0.5), SMALL, tmp_path)
+    learned = silence.LearnedSilence(60.0)
+    assert silence.timeout_for(learned, SHA, SMALL, tmp_path) == silence.FLOOR
+    silence.learn(SHA, boot_with_gap(30.0), SMALL, tmp_path)
+    assert silence.timeout_for(learned, SHA, SMALL, tmp_path) == 60.0
 
 
 def test_an_unreadable_record_costs_the_default_never_an_error(tmp_path: Path) -> None:
     path = tmp_path / "silence" / f"{SHA}.json"
     path.parent.mkdir()
-    for bad in ("{", '{"longest_gap": "x", "boots": 5}', "[]", '{"boots": 5}'):
+    for bad in ("{", '{"longest_gap": "x", "boots": 5}', "[]", '{"boots": 5}',
+                '{"longest_gap": 1, "boots": 5, "payloads": {"gzip": "x"}}'):
         path.write_text(bad)
         assert silence.read_record(SHA, tmp_path) == silence.SilenceRecord(0.0, 0), bad
-    silence.learn(SHA, boot_with_gap(2.0), tmp_path)  # a broken record is started again
-    assert silence.read_record(SHA, tmp_path) == silence.SilenceRecord(2.0, 1)
+    silence.learn(SHA, boot_with_gap(2.0), SMALL, tmp_path)  # a broken record starts again
+    assert silence.read_record(SHA, tmp_path) == silence.SilenceRecord(
+        2.0, 1, (("bzip2", 1 << 20),))
 
 
 def _learn_many(cache: str, n: int) -> None:
     for _ in range(n):
-        silence.learn(SHA, boot_with_gap(1.0), Path(cache))
+        silence.learn(SHA, boot_with_gap(1.0), SMALL, Path(cache))
 
 
 def test_parallel_boots_each_count(tmp_path: Path) -> None:
