@@ -6,5 +6,8 @@ pexpect console session (``run.console``), the guest's exit classified once from
 backend's exit-status table (``run.exits``), and (``run.boot``) a ``BootResult``:
 case -> plan -> backend -> transcript -> observation -> verdict.  ``run.probe`` boots a
 probe guest the same way.  ``run.memory_files`` writes the files both backends load
-a plan's memory from.
+a plan's memory from.  ``run.qmp`` asks QEMU over QMP whether its guest halted with
+interrupts off (a hang judged at once), ``run.silence`` learns per kernel how quiet a
+healthy boot gets (the silence timeout), ``run.phases`` splits a boot's time into
+phases.
 """
