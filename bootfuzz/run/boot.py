@@ -107,6 +107,19 @@ def kernel_image(path: Path) -> KernelImage:
     return _read_image(os.fspath(path.resolve()), st.st_size, st.st_mtime_ns)
 
 
+@functools.lru_cache(maxsize=8)
+def _unpack_message(kernel: str, path: str, size: int, mtime_ns: int) -> UnpackStart | None:
+    config = find_config(kernel, Path(path))
+    return None if config is None else config_unpack_message(config)
+
+
+def unpack_message(kernel: str, path: Path) -> UnpackStart | None:
+    """The unpack line *kernel*'s build configuration dictates, read once per process
+    for an unchanged kernel file (parsing a distribution .config costs tens of ms)."""
+    st = path.stat()
+    return _unpack_message(kernel, os.fspath(path.resolve()), st.st_size, st.st_mtime_ns)
+
+
 def prepare(case: BootCase) -> PreparedBoot:
     """Everything up to the plan.
 
@@ -131,8 +144,7 @@ def prepare(case: BootCase) -> PreparedBoot:
     with clock.time(PLAN):
         plan = plan_boot(case, image, platform, initrd)
     with clock.time(KERNEL):
-        config = find_config(case.kernel, kernel_path)
-    unpack = None if config is None else config_unpack_message(config)
+        unpack = unpack_message(case.kernel, kernel_path)
     return PreparedBoot(case, image, backend, harness, plan, unpack, clock.phases, kernel_path)
 
 
