@@ -42,7 +42,7 @@ from bootfuzz.judge.verdict import OracleResult, judged
 from bootfuzz.loader.layout import PAGE_SIZE
 from bootfuzz.loader.plan import BootPlan
 from bootfuzz.loader.real16 import bios_memory
-from bootfuzz.loader.x86 import Cr0
+from bootfuzz.loader.x86 import RFLAGS_IF, Cr0
 from bootfuzz.transcript import GuestExit
 
 # --- the report ----------------------------------------------------------------------
@@ -184,7 +184,6 @@ def parse_probe_report(text: str) -> ProbeReport | ProbeReportError | None:
 # --- checking a report against the plan ---------------------------------------------
 
 #: RFLAGS.IF.  source: Intel SDM vol. 1, 3.4.3.
-RFLAGS_IF = 1 << 9
 
 
 def _exact(name: str, expected: Mapping[str, int], observed: Mapping[str, int]) -> OracleResult:

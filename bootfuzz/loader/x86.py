@@ -29,6 +29,8 @@ class Efer(enum.IntFlag):
 
 
 MSR_EFER = 0xC0000080
+#: RFLAGS.IF: interrupts enabled (a halted CPU without it never wakes).
+RFLAGS_IF = 1 << 9
 
 # Descriptor access bytes and flags.
 _ACCESS_CODE = 0x9B  # present, DPL 0, code, execute/read, accessed

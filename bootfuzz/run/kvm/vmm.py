@@ -40,6 +40,7 @@ from bootfuzz.jsonread import JsonReader
 from bootfuzz.loader.layout import BIOS_AREA_START
 from bootfuzz.loader.plan import CpuState
 from bootfuzz.loader.platform import FIRMWARE_SIZE, FIRMWARE_TOP_BASE
+from bootfuzz.loader.x86 import RFLAGS_IF
 from bootfuzz.run.kvm import abi
 from bootfuzz.run.kvm.cpu import make_regs, make_sregs
 from bootfuzz.run.kvm.devices import (
@@ -66,7 +67,6 @@ EXIT_TIMEOUT = 124  # our own --timeout (as timeout(1))
 TICK_SECONDS = 0.02
 #: Ticks in a row the vCPU must be halted with IF clear before we call it hung.
 HALTED_TICKS = 2
-RFLAGS_IF = 1 << 9
 #: exit_reason is set to this before KVM_RUN so an interrupted call is recognisable.
 _NO_EXIT = 0xFFFF_FFFF
 _PREFIX = "bootfuzz-kvm:"
