@@ -4,10 +4,14 @@ initrd reduced to what the loader reads of it."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from bootfuzz.abi.bootparam import SECTOR_SIZE, SETUP_HEADER
+from bootfuzz.judge.observation import Observation
+from bootfuzz.judge.oracles import StopPoint
+from bootfuzz.judge.verdict import OracleResult, Verdict
+from bootfuzz.transcript import GuestExit
 
 MiB = 1 << 20
 
@@ -71,3 +75,24 @@ class FakeInitrd:
 #: Stands in for the static /init agent where an initrd is built (an ELF magic and filler;
 #: the tests/conftest.py fixture `agent` puts it in a file).
 FAKE_AGENT = b"\x7fELF" + bytes(range(256)) * 4
+
+
+@dataclass(frozen=True)
+class FakeTranscript:
+    """The part of a Transcript that triage and the campaign read."""
+
+    text: str
+
+
+@dataclass(frozen=True)
+class FakeResult:
+    """A BootResult as triage, the minimizer, the depth rule and the campaign see it: the
+    judgment, the console text, the phases and how deep the boot went; nothing booted."""
+
+    verdict: Verdict
+    oracles: tuple[OracleResult, ...]
+    observation: Observation
+    guest_exit: GuestExit
+    transcript: FakeTranscript = field(default_factory=lambda: FakeTranscript(""))
+    phases: dict[str, float] = field(default_factory=lambda: {"plan": 0.25})
+    until: StopPoint | None = None

@@ -14,7 +14,6 @@ import sys
 import xml.etree.ElementTree as ET
 from collections.abc import Callable
 from concurrent.futures import Executor, Future
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -51,14 +50,14 @@ from bootfuzz.fuzz.state import CampaignError, CampaignState, Finding, load_stat
 from bootfuzz.fuzz.summary import CampaignSummary, junit_xml, summary_json, summary_markdown
 from bootfuzz.fuzz.triage import Signature, evidence, normalize, signature
 from bootfuzz.judge.memory_floor import FloorPoint, MemoryFloor
-from bootfuzz.judge.observation import Observation, parse_transcript
-from bootfuzz.judge.oracles import StopPoint
+from bootfuzz.judge.observation import parse_transcript
 from bootfuzz.judge.verdict import OracleResult, Verdict
 from bootfuzz.loader.layout import GiB, KiB, MiB
 from bootfuzz.loader.placement import check_blobs
 from bootfuzz.loader.plan import Blob
 from bootfuzz.loader.platform import qemu_pc
 from bootfuzz.transcript import GuestExit
+from tests.fakes import FakeResult, FakeTranscript
 
 T = TypeVar("T")
 CONFIG = GeneratorConfig(kernels=(("debian-6.1-cloud", DEBIAN_CLOUD_LIMITS),), seed=7)
@@ -123,22 +122,6 @@ def test_parse_shard_bad_is_refused(text: str) -> None:
 
 
 # -- signatures --------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class FakeTranscript:
-    text: str
-
-
-@dataclass(frozen=True)
-class FakeResult:
-    verdict: Verdict
-    oracles: tuple[OracleResult, ...]
-    observation: Observation
-    guest_exit: GuestExit
-    transcript: FakeTranscript = field(default_factory=lambda: FakeTranscript(""))
-    phases: dict[str, float] = field(default_factory=lambda: {"plan": 0.25})
-    until: StopPoint | None = None
 
 
 def fail_result(names: tuple[str, ...], log: str, exit_: GuestExit = GuestExit.RESET

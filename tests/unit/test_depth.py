@@ -18,29 +18,14 @@ from bootfuzz.fuzz.campaign import BootSettings, CaseOutcome, boot_one
 from bootfuzz.fuzz.caselog import CaseRecord
 from bootfuzz.fuzz.depth import Depth, boot_at_depth, forget_seen, verdict_vector
 from bootfuzz.fuzz.reproducer import Expectation, Reproducer
-from bootfuzz.judge.observation import Observation, parse_transcript
+from bootfuzz.judge.observation import parse_transcript
 from bootfuzz.judge.oracles import STOP_POINTS, StopPoint
 from bootfuzz.judge.verdict import OracleResult, Verdict
 from bootfuzz.transcript import GuestExit
+from tests.fakes import FakeResult, FakeTranscript
 
 EARLY = ("e820", "cmdline", "initrd-placement")
 FULL = (*EARLY, "boot", "initrd-unpacked", "payload-digest")
-
-
-@dataclass(frozen=True)
-class FakeTranscript:
-    text: str
-
-
-@dataclass(frozen=True)
-class FakeResult:
-    verdict: Verdict
-    oracles: tuple[OracleResult, ...]
-    observation: Observation
-    guest_exit: GuestExit
-    transcript: FakeTranscript
-    phases: dict[str, float]
-    until: StopPoint | None
 
 
 @dataclass

@@ -7,7 +7,6 @@ from __future__ import annotations
 import io
 import json
 from concurrent.futures import Executor, Future
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -36,11 +35,12 @@ from bootfuzz.judge.memory_floor import (
     below_floor,
     memmap_size,
 )
-from bootfuzz.judge.observation import Observation, parse_transcript
+from bootfuzz.judge.observation import parse_transcript
 from bootfuzz.judge.verdict import OracleResult, Verdict
 from bootfuzz.loader.layout import MiB
 from bootfuzz.loader.platform import QEMU_RAM_ALIGN
 from bootfuzz.transcript import GuestExit
+from tests.fakes import FakeResult, FakeTranscript
 
 CRASHES = Path(__file__).resolve().parents[1] / "data" / "logs" / "crashes"
 DEADLOCKED_LOG = CRASHES / "panic-deadlocked-on-memory-6.1-cloud-73m.txt"
@@ -138,21 +138,6 @@ def test_memory_floor_needs_a_point_and_sorts_them() -> None:
 
 
 # -- learning by bisection, with a fake kernel ----------------------------------------------
-
-
-@dataclass(frozen=True)
-class FakeTranscript:
-    text: str
-
-
-@dataclass(frozen=True)
-class FakeResult:
-    verdict: Verdict
-    oracles: tuple[OracleResult, ...]
-    observation: Observation
-    guest_exit: GuestExit
-    transcript: FakeTranscript
-    phases: dict[str, float] = field(default_factory=dict)
 
 
 DEADLOCK = "[    1.1] Kernel panic - not syncing: System is deadlocked on memory\n"

@@ -25,11 +25,12 @@ from bootfuzz.fuzz.minimize import (
     minimize,
 )
 from bootfuzz.fuzz.triage import Signature, signature
-from bootfuzz.judge.observation import Observation, parse_transcript
+from bootfuzz.judge.observation import parse_transcript
 from bootfuzz.judge.verdict import OracleResult, Verdict
 from bootfuzz.loader.layout import GiB, KiB, MiB
 from bootfuzz.loader.platform import QEMU_RAM_ALIGN, qemu_pc
 from bootfuzz.transcript import GuestExit
+from tests.fakes import FakeResult, FakeTranscript
 
 PANIC = "[    0.5] Kernel panic - not syncing: System is deadlocked on memory\n"
 TARGET = Signature(("boot",), "Kernel panic - not syncing: System is deadlocked on memory")
@@ -37,20 +38,6 @@ FLOOR = 64 * MiB
 START = 8 * GiB
 #: The issue's case: failing above 1147 MiB, minimized from 8 GiB.
 THRESHOLD = 1147 * MiB
-
-
-@dataclass(frozen=True)
-class FakeTranscript:
-    text: str
-
-
-@dataclass(frozen=True)
-class FakeResult:
-    verdict: Verdict
-    oracles: tuple[OracleResult, ...]
-    observation: Observation
-    guest_exit: GuestExit
-    transcript: FakeTranscript
 
 
 FAILED = FakeResult(Verdict.FAIL, (OracleResult("boot", Verdict.FAIL, "agent", "panic"),),

@@ -27,10 +27,11 @@ from bootfuzz.fuzz.triage import (
     normalize,
     signature,
 )
-from bootfuzz.judge.observation import Observation, parse_transcript
+from bootfuzz.judge.observation import parse_transcript
 from bootfuzz.judge.patterns import CRASH_PATTERNS
 from bootfuzz.judge.verdict import OracleResult, Verdict
 from bootfuzz.transcript import GuestExit
+from tests.fakes import FakeResult, FakeTranscript
 
 LOGS = Path(__file__).parent.parent / "data" / "logs"
 CRASHES = LOGS / "crashes"
@@ -39,20 +40,6 @@ TITLES: dict[str, str] = tomllib.loads((CRASHES / "titles.toml").read_text())
 
 def console(name: str) -> str:
     return (CRASHES / name).read_text()
-
-
-@dataclass(frozen=True)
-class FakeTranscript:
-    text: str
-
-
-@dataclass(frozen=True)
-class FakeResult:
-    verdict: Verdict
-    oracles: tuple[OracleResult, ...]
-    observation: Observation
-    guest_exit: GuestExit
-    transcript: FakeTranscript
 
 
 def failed(text: str, failing: tuple[str, ...] = ("boot",),
