@@ -55,6 +55,6 @@ def test_kvm_host_template_shows_the_host_kvm_leaf_0() -> None:
 def test_kvm_hardware_shows_exactly_the_baseline() -> None:
     """Every register of every leaf the template defines, where KVM is hardware."""
     if not kvm_status().hardware:
-        pytest.skip("emulating KVM: it answers leaf 1's feature bits itself "
+        pytest.skip("needs hardware KVM; this emulating KVM answers leaf 1's bits itself "
                     f"({'; '.join(template_deviations(CpuTemplate.BASELINE)) or 'none'})")
     assert template_deviations(CpuTemplate.BASELINE) == ()
