@@ -1,5 +1,6 @@
 """nox sessions: ``nox -s tests``, ``nox -s lint``, ``nox -s boot-matrix [-- ARGS]``,
-``nox -s fuzz [-- ARGS]`` (the nightly campaign).
+``nox -s fuzz [-- ARGS]`` (the nightly campaign), ``nox -s atheris [-- ARGS]`` (the parsers
+and the planner, 1,000,000 executions per atheris target).
 
 Each session installs the project into its own venv (``.[dev]``); ``reuse_venv``
 keeps those venvs between runs so a machine without network can rerun them.
@@ -8,8 +9,6 @@ keeps those venvs between runs so a machine without network can rerun them.
 """
 
 from __future__ import annotations
-
-import os
 
 import nox
 
@@ -44,12 +43,13 @@ def boot_matrix(session: nox.Session) -> None:
 @nox.session(python=PYTHON, reuse_venv=True)
 def fuzz(session: nox.Session) -> None:
     """The nightly campaign: every pinned kernel, 30 minutes, all cores, the nightly
-    Hypothesis profile for the property tests, then every atheris target briefly.
+    Hypothesis profile for the property tests, then every atheris target for 1,000,000
+    executions (about an hour on 2 cores).
 
     Arguments after -- go to `bootfuzz fuzz` (e.g. -- --time 2h --shard 1/4).
     """
     session.install("-e", ".[dev]")
-    out = session.env.get("BOOTFUZZ_FUZZ_OUT", "fuzz-out")
+    out = session.env.get("BOOTFUZZ_FUZZ_OUT") or "fuzz-out"
     session.run(
         "bootfuzz", "fuzz",
         "--kernel", "debian-6.1-amd64", "--kernel", "debian-6.1-cloud",
@@ -60,8 +60,20 @@ def fuzz(session: nox.Session) -> None:
     )
     session.run("pytest", "-q", "tests/unit/test_planner_properties.py",
                 "tests/unit/test_strategies.py", env={"HYPOTHESIS_PROFILE": "nightly"})
-    for target in ("image", "cpio", "kernel_log", "reproducer", "planner"):
-        os.makedirs(f"{out}/atheris-{target}", exist_ok=True)
-        session.run("python", "-m", f"tests.fuzz.fuzz_{target}", f"{out}/atheris-{target}",
-                    f"corpus/atheris/{target}", "-atheris_runs=200000",
-                    "-artifact_prefix=" + f"{out}/atheris-{target}-")
+    _atheris(session, out, ())
+
+
+def _atheris(session: nox.Session, out: str, args: tuple[str, ...] | list[str]) -> None:
+    # 1,000,000 executions per target (tests/fuzz/run.py), the targets side by side on
+    # the usable cores; a summary of executions and coverage in OUT/atheris-summary.md.
+    session.run("python", "-m", "tests.fuzz.run", out, *args)
+
+
+@nox.session(python=PYTHON, reuse_venv=True)
+def atheris(session: nox.Session) -> None:
+    """Every atheris target for 1,000,000 executions (the fuzz session's last step alone).
+
+    Arguments after -- go to tests/fuzz/run.py (e.g. -- --runs 100000 --targets cpio,image).
+    """
+    session.install("-e", ".[dev]")
+    _atheris(session, session.env.get("BOOTFUZZ_FUZZ_OUT") or "fuzz-out", session.posargs)

@@ -1,7 +1,10 @@
-"""atheris target: the pure planner (bootfuzz.loader.planner.plan_boot) on a fake bzImage.
+"""atheris target: the pure planner (bootfuzz.loader.planner.plan_boot) on a kernel image.
 
 Run: python -m tests.fuzz.fuzz_planner /tmp/new-corpus corpus/atheris/planner \
     -atheris_runs=100000
+The image is a fake bzImage by default; BOOTFUZZ_FUZZ_KERNEL=NAME (a pinned kernel,
+fetched if needed) or a path plans on a real one, whose header has the fields and
+limits a fake can only imitate (init_size, pref_address, xloadflags, cmdline_size).
 The bytes become a case through atheris.FuzzedDataProvider (without atheris, through
 a small stand-in with the same methods, so the seeds still run in CI): memory, an
 initrd size, a command line, and overrides with every value inside its field's
@@ -13,6 +16,7 @@ without overrides must pass every validity rule.
 from __future__ import annotations
 
 import functools
+import os
 from typing import Any
 
 from tests.fuzz._common import atheris, instrumented, main
@@ -25,14 +29,25 @@ with instrumented(__name__ == "__main__"):
     from bootfuzz.fuzz.generate import MEMORY_EDGES, field_max
     from bootfuzz.judge.layout_rules import check_layout
     from bootfuzz.judge.verdict import Verdict
-    from bootfuzz.kernel.image import parse_kernel_image
+    from bootfuzz.kernel.image import KernelImage, load_kernel_image, parse_kernel_image
+    from bootfuzz.kernel.pinned import resolve_kernel
     from bootfuzz.loader import entry_cpu, x86
     from bootfuzz.loader.planner import plan_boot
     from bootfuzz.loader.platform import qemu_pc
     from tests.fakes import FakeInitrd, fake_bzimage
 
 TARGET = "planner"
-IMAGE = parse_kernel_image(fake_bzimage(init_size=0x3378000))
+KERNEL_ENV = "BOOTFUZZ_FUZZ_KERNEL"
+
+
+def _image() -> KernelImage:
+    spec = os.environ.get(KERNEL_ENV)
+    if not spec:
+        return parse_kernel_image(fake_bzimage(init_size=0x3378000))
+    return load_kernel_image(resolve_kernel(spec))
+
+
+IMAGE = _image()
 INT_FIELDS = tuple(f.name for f in BOOT_PARAMS if not f.raw)
 U64 = (1 << 64) - 1
 U32 = (1 << 32) - 1

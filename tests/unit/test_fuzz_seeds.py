@@ -55,3 +55,19 @@ def test_fuzz_seeds_reproducer_deeply_nested_json_is_no_crash() -> None:
     from tests.fuzz.fuzz_reproducer import TestOneInput
 
     TestOneInput(b"[" * 100_000 + b"]" * 100_000)
+
+
+def test_fuzz_seeds_planner_runs_its_seeds_on_a_real_pinned_kernel(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """BOOTFUZZ_FUZZ_KERNEL swaps the fake bzImage for a pinned kernel's real header."""
+    import tests.fuzz.fuzz_planner as planner
+
+    monkeypatch.setenv(planner.KERNEL_ENV, "debian-6.12-cloud")
+    try:
+        real = importlib.reload(planner)
+        assert real.IMAGE.kernel_version_string.startswith("6.12"), real.IMAGE.kernel_version_string
+        for path in seed_files("planner"):
+            real.TestOneInput(path.read_bytes())
+    finally:
+        monkeypatch.delenv(planner.KERNEL_ENV)
+        importlib.reload(planner)
