@@ -205,9 +205,10 @@ def _bios_equates() -> list[tuple[str, int, str]]:
     return equ
 
 
-#: Subdirectories of harness/ that other builders own (bootfuzz.guest.probes): a change
+#: Subdirectories of harness/ that other builders own (bootfuzz.guest.probes,
+#: bootfuzz.guest.coverage_tools): a change
 #: there must not invalidate the agent and firmware build.
-_OTHER_BUILDS = ("probes",)
+_OTHER_BUILDS = ("probes", "coverage")
 
 
 def _source_files() -> list[Path]:

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from bootfuzz.case import BootCase, InitrdSpec
 from bootfuzz.compression import Compression
-from bootfuzz.errors import BackendError, LayoutError, StorageError
+from bootfuzz.errors import BackendError, ConfigError, LayoutError, StorageError
 from bootfuzz.fileio import atomic_write_text
 from bootfuzz.guest.harness import HarnessArtifacts, build_harness
 from bootfuzz.guest.initrd import cached_initrd
@@ -38,13 +38,17 @@ from bootfuzz.run import silence
 from bootfuzz.run.backends import get_backend
 from bootfuzz.run.backends.base import Backend, HaltProbing
 from bootfuzz.run.console import run_console
+from bootfuzz.run.coverage import MAP_NAME, BlockCoverage, CoverageBackend, collect
 from bootfuzz.run.exits import classify_exit
 from bootfuzz.run.host import check_guest_memory
+from bootfuzz.run.kallsyms import kernel_symbols
 from bootfuzz.run.phases import BLOBS, INITRD, JUDGE, KERNEL, PLAN, Stopwatch, guest_phases
 from bootfuzz.run.silence import LearnedSilence, Silence
 from bootfuzz.transcript import GuestExit, Transcript
 from bootfuzz.units import format_size
 
+#: Seconds spent reading and naming the coverage map (a phase of its own).
+COVERAGE = "coverage"
 #: Generous for TCG: the xz kernel decompresses for ~3 s and a 64 MiB xz initrd
 #: unpacks for several more; a healthy boot on this machine takes 2-15 s.
 DEFAULT_TIMEOUT = 300.0
@@ -88,6 +92,9 @@ class BootResult:
     #: Where the run was stopped early (None: it ran to its end): the oracles not of
     #: that stop point are unknown.
     until: StopPoint | None = None
+    #: The guest kernel's block coverage, when the boot was run with coverage
+    #: (bootfuzz.run.coverage): KASLR-normalized, comparable across boots.
+    coverage: BlockCoverage | None = None
 
 
 @functools.lru_cache(maxsize=4)
@@ -218,18 +225,27 @@ def run_backend(
     keep_blobs: bool = False,
     stop_patterns: Sequence[str] = (),
     clock: Stopwatch | None = None,
+    coverage: bool = False,
 ) -> tuple[Transcript, GuestExit]:
     """Run *plan* on *backend* and say how the guest ended.
 
     Leaves command.json and console.log in *run_dir*; the blob files the backend
     wrote there go afterwards unless *keep_blobs*, whatever ends the run (a signal,
-    a full disk while the backend writes them).
+    a full disk while the backend writes them).  With *coverage* the backend
+    records guest blocks into coverage.map there (bootfuzz.run.coverage).
     """
     clock = clock or Stopwatch()
+    if coverage and not isinstance(backend, CoverageBackend):
+        raise ConfigError(f"coverage needs the qemu-tcg backend, not {backend.name}")
     try:
         try:
             with clock.time(BLOBS):
                 argv = backend.prepare(plan, harness, run_dir)
+                if isinstance(backend, CoverageBackend) and coverage:
+                    from bootfuzz.guest.coverage_tools import build_coverage_tools
+
+                    argv += backend.coverage_argv(build_coverage_tools().plugin,
+                                                  run_dir / MAP_NAME)
             atomic_write_text(run_dir / "command.json", json.dumps(argv, indent=1) + "\n")
         except OSError as exc:  # the blobs it wrote so far go in the clean-up below
             raise StorageError.writing(exc.filename or run_dir, exc) from None
@@ -252,14 +268,22 @@ def execute(
     silence_timeout: Silence = LEARNED_SILENCE,
     keep_blobs: bool = False,
     until: StopPoint | None = None,
+    coverage: bool = False,
 ) -> BootResult:
     """Run a prepared boot and judge it.  The console log is kept in *run_dir*.
 
     With *until*, the guest is stopped as soon as the oracles of that stop point
     can answer; the others are reported unknown.  *silence_timeout* is seconds, or
     learned from the kernel's passing boots (bootfuzz.run.silence), which every
-    passing full boot adds to.
+    passing full boot adds to.  With *coverage* (qemu-tcg only) the result
+    carries the guest kernel's block coverage (a kernel booted for coverage the
+    first time is booted once more before, to read its symbols: run.kallsyms).
     """
+    symbols = None
+    if coverage:  # before the clock starts: the first time, it is a boot of its own
+        if prepared.kernel_path is None:
+            raise ConfigError("coverage needs the kernel file, to read its symbols")
+        symbols = kernel_symbols(prepared.kernel_path)
     started = time.monotonic()
     clock = Stopwatch()
     kernel_sha256 = (None if prepared.kernel_path is None
@@ -269,6 +293,7 @@ def execute(
         prepared.backend, prepared.plan, prepared.harness, run_dir, timeout=timeout,
         silence_timeout=quiet, keep_blobs=keep_blobs,
         stop_patterns=[STOP_POINTS[until][0]] if until else [], clock=clock,
+        coverage=coverage,
     )
     judging = time.monotonic()
     observation = parse_transcript(transcript.raw)  # bytes: the command line is judged exactly
@@ -290,6 +315,12 @@ def execute(
     if (kernel_sha256 is not None and until is None and verdict is Verdict.PASS
             and guest_exit is GuestExit.POWER_OFF):
         silence.learn(kernel_sha256, transcript, prepared.case.initrd)
+    covered = None
+    if symbols is not None and kernel_sha256 is not None:
+        with clock.time(COVERAGE):
+            covered = collect(run_dir / MAP_NAME, symbols, kernel_sha256, prepared.plan,
+                              prepared.image)
+        phases = {**phases, COVERAGE: clock.phases[COVERAGE]}
     return BootResult(
         case=prepared.case,
         plan=prepared.plan,
@@ -302,6 +333,7 @@ def execute(
         duration=time.monotonic() - started,
         phases=phases,
         until=until,
+        coverage=covered,
     )
 
 
@@ -312,8 +344,9 @@ def run_case(
     timeout: float = DEFAULT_TIMEOUT,
     silence_timeout: Silence = LEARNED_SILENCE,
     until: StopPoint | None = None,
+    coverage: bool = False,
 ) -> BootResult:
     """Prepare and execute *case*."""
     prepared = prepare(case)
     return execute(prepared, run_dir or new_run_dir(case), timeout=timeout,
-                   silence_timeout=silence_timeout, until=until)
+                   silence_timeout=silence_timeout, until=until, coverage=coverage)

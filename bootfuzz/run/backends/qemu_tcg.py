@@ -148,6 +148,11 @@ class QemuTcgBackend:
             ]
         return argv
 
+    def coverage_argv(self, plugin: Path, map_path: Path) -> list[str]:
+        """Arguments that load the block-coverage plugin (bootfuzz.run.coverage)
+        writing into *map_path*: TCG runs plugins, so this backend records coverage."""
+        return ["-plugin", f"{_qemu_opt(plugin)},map={_qemu_opt(map_path)}"]
+
     def halt_probe(self, run_dir: Path) -> QmpHaltProbe:
         """Asks the QEMU that prepare()'s argv starts whether its guest halted for good."""
         return QmpHaltProbe(qmp_socket(run_dir))

@@ -1,0 +1,233 @@
+"""Guest-kernel block coverage under QEMU-TCG: the plugin's map file, read and normalized.
+
+The plugin (harness/coverage/blockcov.c, built by bootfuzz.guest.harness) records
+the start address of every guest block QEMU translates, once each, into an
+open-addressing hash set in a file it maps shared: the pages are the page
+cache's, so what a killed QEMU recorded up to its end is in the file.
+Translation time, not execution time: a block is recorded when first
+translated (QEMU translates a block before its first execution and again only
+after its cache is flushed), which costs one hash insert per translation and
+nothing per execution.
+
+Here that raw set of guest addresses is split by where it ran: the kernel
+proper (virtual, and physical before the kernel switches to its own page
+tables), normalized to offsets from ``_text`` by the boot's KASLR slide
+(bootfuzz.kernel.symbols.find_slide), so blocks of two boots of one kernel
+compare; the decompressor, as offsets from the protected-mode code's load
+address (it carries no symbols); the real-mode setup code, as offsets from its
+load address; and the rest (our firmware, the agent, unplaced) only counted.
+"""
+
+from __future__ import annotations
+
+import struct
+from array import array
+from collections import Counter
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
+
+from bootfuzz.errors import ConfigError, StorageError
+from bootfuzz.guest.coverage_tools import MAP_HEADER_SIZE, MAP_MAGIC, MAP_VERSION
+from bootfuzz.kernel.image import KernelImage
+from bootfuzz.kernel.symbols import SymbolTable, find_slide
+from bootfuzz.loader.plan import BootPlan
+
+#: The map file in a run directory.
+MAP_NAME = "coverage.map"
+#: coverage.json, what `bootfuzz boot --coverage` writes beside console.log.
+JSON_NAME = "coverage.json"
+#: magic, version, log2 of slots, blocks stored, blocks dropped (set full), zero seen.
+MAP_HEADER = struct.Struct("<QIIQQQ")
+#: Kernel (upper-half) addresses on x86-64 start here.
+KERNEL_SPACE = 0xFFFF_8000_0000_0000
+#: The highest address the kernel proper can run at physically before its own
+#: page tables (arch/x86/Kconfig: KASLR's physical range ends at 64 TiB).
+PHYSICAL_LIMIT = 1 << 46
+
+
+@runtime_checkable
+class CoverageBackend(Protocol):
+    """A backend that can record block coverage (only QEMU-TCG runs plugins)."""
+
+    def coverage_argv(self, plugin: Path, map_path: Path) -> list[str]: ...
+
+
+@dataclass(frozen=True)
+class RawMap:
+    """The guest addresses a map file holds, and what its header says was lost."""
+
+    addresses: frozenset[int]
+    dropped: int
+
+
+def read_map(path: Path) -> RawMap:
+    """The addresses recorded in the map file at *path* (complete even if QEMU was killed)."""
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise StorageError(f"cannot read the coverage map {path}: {exc.strerror}") from None
+    if len(data) < MAP_HEADER_SIZE:
+        raise ConfigError(f"coverage map {path} is {len(data)} bytes, shorter than its header")
+    magic, version, log2, _count, dropped, zero = MAP_HEADER.unpack_from(data)
+    if magic != MAP_MAGIC or version != MAP_VERSION:
+        raise ConfigError(f"{path} is not a version {MAP_VERSION} bootfuzz coverage map")
+    slots = array("Q")
+    slots.frombytes(data[MAP_HEADER_SIZE:MAP_HEADER_SIZE + (8 << log2)])
+    found = set(slots)
+    found.discard(0)
+    if zero:
+        found.add(0)
+    return RawMap(frozenset(found), dropped)
+
+
+@dataclass(frozen=True)
+class Region:
+    """Guest-physical code our plan placed, whose blocks are reported as offsets."""
+
+    name: str
+    start: int
+    end: int
+
+
+def plan_regions(plan: BootPlan, kernel_init_size: int) -> tuple[Region, ...]:
+    """Where the setup code and the decompressor run in *plan*'s boot.
+
+    The decompressor runs in place and from its copy near the end of the buffer
+    it decompresses into (arch/x86/boot/compressed/head_64.S), both inside
+    ``[load, load + init_size)`` of the protected-mode code's load address.
+    """
+    regions = []
+    for blob in plan.blobs:
+        if blob.name == "setup":
+            regions.append(Region("setup", blob.addr, blob.end))
+        elif blob.name == "kernel":
+            regions.append(Region("decompressor", blob.addr,
+                                  blob.addr + max(kernel_init_size, blob.size)))
+    return tuple(regions)
+
+
+@dataclass(frozen=True)
+class BlockCoverage:
+    """One boot's covered blocks, comparable across boots of the same kernel.
+
+    *blocks* are kernel block offsets from ``_text`` (KASLR removed); *symbols*
+    names them (functions()); *regions* holds the early code without symbols
+    as offsets per region ("decompressor", "setup").
+    """
+
+    kernel_sha256: str
+    blocks: frozenset[int]
+    symbols: SymbolTable = field(compare=False, repr=False)
+    #: Where ``_text`` was in this boot, virtually and physically (None: not found).
+    text_base: int | None = None
+    physical_base: int | None = None
+    regions: Mapping[str, frozenset[int]] = field(default_factory=dict)
+    #: Blocks in none of the above (our firmware, the agent, modules, JIT code).
+    other: int = 0
+    #: Blocks the plugin could not store (its set was full): none in practice.
+    dropped: int = 0
+
+    def blocks_per_function(self) -> dict[str, int]:
+        """Function name -> how many of its blocks ran, for every function reached."""
+        counts: Counter[str] = Counter()
+        for offset in self.blocks:
+            fn = self.symbols.function_at(offset)
+            if fn is not None:
+                counts[fn.name] += 1
+        return dict(counts)
+
+    def functions(self) -> frozenset[str]:
+        """The kernel functions reached: the boot-path functions of this boot."""
+        return frozenset(self.blocks_per_function())
+
+    def init_functions(self) -> frozenset[str]:
+        """The functions reached in .init.text (code that exists only to boot)."""
+        names = set()
+        for offset in self.blocks:
+            fn = self.symbols.function_at(offset)
+            if fn is not None and fn.init:
+                names.add(fn.name)
+        return frozenset(names)
+
+    def name(self, offset: int) -> str:
+        """``function+0xN`` for a kernel block offset, ``_text+0xN`` outside any function."""
+        fn = self.symbols.function_at(offset)
+        return f"_text+{offset:#x}" if fn is None else f"{fn.name}+{offset - fn.start:#x}"
+
+    def to_json(self) -> dict[str, Any]:
+        """The coverage.json form: counts, then functions with their blocks, then offsets."""
+        per_function = self.blocks_per_function()
+        init = self.init_functions()
+        return {
+            "kernel_sha256": self.kernel_sha256,
+            "text_base": None if self.text_base is None else f"{self.text_base:#x}",
+            "physical_base": None if self.physical_base is None else f"{self.physical_base:#x}",
+            "blocks": len(self.blocks),
+            "functions_reached": len(per_function),
+            "init_functions_reached": len(init),
+            "other_blocks": self.other,
+            "dropped": self.dropped,
+            "functions": {n: {"blocks": per_function[n], "init": n in init}
+                          for n in sorted(per_function)},
+            "regions": {r: sorted(v) for r, v in sorted(self.regions.items())},
+            "block_offsets": sorted(self.blocks),
+        }
+
+
+def normalize(raw: Iterable[int], symbols: SymbolTable, kernel_sha256: str,
+              regions: Iterable[Region] = (), dropped: int = 0) -> BlockCoverage:
+    """Split *raw* guest addresses by where they ran and remove this boot's KASLR slide."""
+    upper = [a for a in raw if a >= KERNEL_SPACE]
+    lower = [a for a in raw if a < KERNEL_SPACE]
+    kernel: set[int] = set()
+    other = 0
+    virt = find_slide(upper, symbols)
+    for addr in upper:
+        if virt is not None and symbols.in_code(addr - virt.base):
+            kernel.add(addr - virt.base)
+        else:
+            other += 1
+    early: dict[str, set[int]] = {}
+    region_list = tuple(regions)
+    rest = []
+    for addr in lower:
+        for region in region_list:
+            if region.start <= addr < region.end:
+                early.setdefault(region.name, set()).add(addr - region.start)
+                break
+        else:
+            rest.append(addr)
+    # The kernel proper first runs at its physical address (head_64.S), often
+    # inside the decompressor's buffer: those blocks count for the kernel too.
+    phys = find_slide([a for a in lower if a < PHYSICAL_LIMIT], symbols)
+    if phys is not None:
+        for addr in lower:
+            offset = addr - phys.base
+            if 0 <= offset < symbols.text_end and symbols.function_at(offset) is not None:
+                kernel.add(offset)
+                for name, offsets in early.items():
+                    offsets.discard(addr - next(r.start for r in region_list if r.name == name))
+                if addr in rest:
+                    rest.remove(addr)
+    other += len(rest)
+    return BlockCoverage(
+        kernel_sha256=kernel_sha256,
+        blocks=frozenset(kernel),
+        symbols=symbols,
+        text_base=None if virt is None else virt.base,
+        physical_base=None if phys is None else phys.base,
+        regions={k: frozenset(v) for k, v in early.items() if v},
+        other=other,
+        dropped=dropped,
+    )
+
+
+def collect(map_path: Path, symbols: SymbolTable, kernel_sha256: str, plan: BootPlan,
+            image: KernelImage) -> BlockCoverage:
+    """The coverage of the boot of *plan* that wrote *map_path*, named with *symbols*
+    (its kernel's: bootfuzz.run.kallsyms.kernel_symbols)."""
+    raw = read_map(map_path)
+    return normalize(raw.addresses, symbols, kernel_sha256,
+                     plan_regions(plan, image.init_size), raw.dropped)
