@@ -96,8 +96,11 @@ STAMP_FILE = ".verified.json"
 #: was keyed by the whole sha256 (kernels/<name>/<digits>/); such entries are moved.
 LEGACY_KEY_DIGITS = 16
 
-#: The only Debian architecture whose kernels bootfuzz boots.
-ARCHES = ("amd64",)
+#: The Debian architectures whose kernels bootfuzz boots; the host's own (amd64) comes
+#: through the host's apt, the others through a private apt configuration
+#: (bootfuzz.kernel.foreign_apt), never by changing the host's dpkg architectures.
+ARCHES = ("amd64", "arm64", "riscv64")
+HOST_ARCH = "amd64"
 
 #: apt-get download of a 70 MB package on a slow link; beyond this, give up.
 APT_TIMEOUT_S = 1800
@@ -673,10 +676,36 @@ def _gone_message(pinned: PinnedKernel, apt_said: str, policy: AptPolicy) -> str
     return "\n".join(lines)
 
 
+def _foreign_download_argv(pinned: PinnedKernel, workdir: Path, runner: Runner) -> list[str]:
+    """Set up a private apt for pinned.arch under workdir, update its lists, and give
+    the download argv (bootfuzz.kernel.foreign_apt)."""
+    from bootfuzz.kernel import foreign_apt
+
+    listing = None
+    if not os.environ.get(foreign_apt.ARCHIVE_ENV):
+        res = _run(runner, ["apt-get", "indextargets", "--format",
+                            "$(REPO_URI)|$(ORIGIN)|$(LABEL)"])
+        listing = res.stdout
+    apt = foreign_apt.ForeignApt(workdir / ".apt", pinned.arch,
+                                 foreign_apt.foreign_suite(pinned.package),
+                                 foreign_apt.archive_base(listing))
+    apt.prepare()
+    res = _run(runner, apt.update_argv(), cwd=workdir)
+    if res.returncode != 0:
+        raise KernelFetchError(
+            f"{pinned.name}: updating a private {pinned.arch} package list failed "
+            f"(apt-get: {_apt_error_line(res.stderr)})"
+        )
+    return apt.download_argv(pinned.package, pinned.version, as_root=os.geteuid() == 0)
+
+
 def _apt_download(pinned: PinnedKernel, workdir: Path, runner: Runner) -> Path:
     """apt-get download pinned.package=pinned.version into workdir; the .deb it left."""
     package, version = pinned.package, pinned.version
-    argv = apt_download_argv(package, version, as_root=os.geteuid() == 0)
+    if pinned.arch != HOST_ARCH:
+        argv = _foreign_download_argv(pinned, workdir, runner)
+    else:
+        argv = apt_download_argv(package, version, as_root=os.geteuid() == 0)
     res = _run(runner, argv, cwd=workdir)
     if res.returncode != 0:
         said = _apt_error_line(res.stderr)
