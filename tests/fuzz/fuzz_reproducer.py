@@ -9,9 +9,11 @@ but a BootfuzzError (ReproducerError) is a crash; an accepted file must round-tr
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import json
 import os
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -23,6 +25,7 @@ with instrumented(__name__ == "__main__"):
 
 TARGET = "reproducer"
 _SCRATCH = Path(tempfile.mkdtemp(prefix="bootfuzz-fuzz-reproducer-"))
+atexit.register(shutil.rmtree, _SCRATCH, ignore_errors=True)  # one per import, not left behind
 
 
 def TestOneInput(data: bytes) -> None:
