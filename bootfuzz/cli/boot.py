@@ -24,6 +24,7 @@ from bootfuzz.run.boot import (
     new_run_dir,
     prepare,
 )
+from bootfuzz.run.coverage import write_coverage
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -45,6 +46,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="parent directory for the run's files (console.log, verdict.json)")
     r.add_argument("--keep-blobs", action="store_true",
                    help="keep the blob files the backend loaded, for inspection")
+    r.add_argument("--coverage", action="store_true",
+                   help="record the guest kernel's block coverage (qemu-tcg only) and write "
+                   "coverage.json in the run directory: the kernel functions reached, blocks "
+                   "per function, decompressor offsets; a kernel's first coverage run boots "
+                   "it once more to read its symbols (cached)")
     o = p.add_argument_group("output")
     o.add_argument("--json", action="store_true", help="print the result as JSON")
     o.add_argument("-v", "--verbose", action="store_true",
@@ -68,7 +74,8 @@ def run(args: argparse.Namespace) -> int:
         quiet = LEARNED_SILENCE if args.silence_timeout is None else args.silence_timeout
         result = execute(prepared, run_dir, timeout=args.timeout,
                          silence_timeout=quiet, keep_blobs=args.keep_blobs,
-                         until=StopPoint(args.until) if args.until else None)
+                         until=StopPoint(args.until) if args.until else None,
+                         coverage=args.coverage)
     except KeyboardInterrupt as exc:  # SIGINT, or SIGTERM (cli.exits.Terminated)
         # The guest is stopped and the blobs are gone (run.boot); say why no verdict.
         name = signal.Signals(getattr(exc, "signum", signal.SIGINT)).name
@@ -80,9 +87,16 @@ def run(args: argparse.Namespace) -> int:
             run_dir.rmdir()  # nothing got written: leave no empty run behind
         raise
     doc = result_json(result)
+    if result.coverage is not None:
+        doc["coverage"] = write_coverage(run_dir, result.coverage)
     write_verdict(run_dir, doc)
     if args.json:
         print(json.dumps(doc, indent=2))
     else:
         print(result_table(result, verbose=args.verbose))
+        if "coverage" in doc:
+            c = doc["coverage"]
+            print(f"coverage: {c['functions_reached']} boot-path functions reached "
+                  f"({c['init_functions_reached']} in .init.text), {c['blocks']} kernel "
+                  f"blocks; {c['file']}")
     return ExitStatus.PASS if result.verdict is Verdict.PASS else ExitStatus.FINDING

@@ -135,14 +135,18 @@ class Slide:
 
 
 def find_slide(addresses: Iterable[int], table: SymbolTable,
-               align: int = KASLR_ALIGN) -> Slide | None:
+               align: int = KASLR_ALIGN, *, entered_at_base: bool = False) -> Slide | None:
     """The ``_text`` address that puts the most of *addresses* on function starts.
 
     A KASLR slide is a multiple of *align*, so a block and the function it starts
     agree modulo *align*: each block votes for ``block - start`` over the few
     functions with its residue.  None when no base gets MIN_SLIDE_VOTES or the
     best does not beat the runner-up twice over (the blocks do not decide it).
+    With *entered_at_base* only a base that is itself a block counts: the kernel
+    proper is entered at ``_text`` (startup_64) at its physical address, and a
+    few dozen physical blocks are too few to outvote dense thunk arrays alone.
     """
+    addresses = frozenset(addresses)
     by_residue: dict[int, list[int]] = {}
     for start in table.starts:
         by_residue.setdefault(start % align, []).append(start)
@@ -150,6 +154,8 @@ def find_slide(addresses: Iterable[int], table: SymbolTable,
     for addr in addresses:
         for start in by_residue.get(addr % align, ()):
             votes[addr - start] += 1
+    if entered_at_base:
+        votes = Counter({base: n for base, n in votes.items() if base in addresses})
     ranked = votes.most_common(2)
     if not ranked or ranked[0][1] < MIN_SLIDE_VOTES:
         return None

@@ -20,6 +20,7 @@ load address; and the rest (our firmware, the agent, unplaced) only counted.
 
 from __future__ import annotations
 
+import json
 import struct
 from array import array
 from collections import Counter
@@ -29,6 +30,7 @@ from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 from bootfuzz.errors import ConfigError, StorageError
+from bootfuzz.fileio import atomic_write_text
 from bootfuzz.guest.coverage_tools import MAP_HEADER_SIZE, MAP_MAGIC, MAP_VERSION
 from bootfuzz.kernel.image import KernelImage
 from bootfuzz.kernel.symbols import SymbolTable, find_slide
@@ -178,9 +180,18 @@ class BlockCoverage:
 
 def normalize(raw: Iterable[int], symbols: SymbolTable, kernel_sha256: str,
               regions: Iterable[Region] = (), dropped: int = 0) -> BlockCoverage:
-    """Split *raw* guest addresses by where they ran and remove this boot's KASLR slide."""
-    upper = [a for a in raw if a >= KERNEL_SPACE]
-    lower = [a for a in raw if a < KERNEL_SPACE]
+    """Split *raw* guest addresses by where they ran and remove this boot's KASLR slide.
+
+    Upper-half addresses are the kernel at its virtual slide.  Below that, the
+    kernel proper first runs at its physical address (head_64.S, until it jumps
+    to its virtual one): those blocks count for the kernel too, wherever the
+    decompressor put it (with KASLR off that is the load address itself, and
+    the decompressor's own first blocks there are then counted as the kernel's).
+    The rest below goes to the plan's regions, else to *other*.
+    """
+    addresses = frozenset(raw)
+    upper = [a for a in addresses if a >= KERNEL_SPACE]
+    lower = [a for a in addresses if a < KERNEL_SPACE]
     kernel: set[int] = set()
     other = 0
     virt = find_slide(upper, symbols)
@@ -189,40 +200,29 @@ def normalize(raw: Iterable[int], symbols: SymbolTable, kernel_sha256: str,
             kernel.add(addr - virt.base)
         else:
             other += 1
+    phys = find_slide([a for a in lower if a < PHYSICAL_LIMIT], symbols, entered_at_base=True)
     early: dict[str, set[int]] = {}
     region_list = tuple(regions)
-    rest = []
     for addr in lower:
+        if phys is not None and symbols.in_code(addr - phys.base):
+            kernel.add(addr - phys.base)
+            continue
         for region in region_list:
             if region.start <= addr < region.end:
                 early.setdefault(region.name, set()).add(addr - region.start)
                 break
         else:
-            rest.append(addr)
-    # The kernel proper first runs at its physical address (head_64.S), often
-    # inside the decompressor's buffer: those blocks count for the kernel too.
-    phys = find_slide([a for a in lower if a < PHYSICAL_LIMIT], symbols)
-    if phys is not None:
-        for addr in lower:
-            offset = addr - phys.base
-            if 0 <= offset < symbols.text_end and symbols.function_at(offset) is not None:
-                kernel.add(offset)
-                for name, offsets in early.items():
-                    offsets.discard(addr - next(r.start for r in region_list if r.name == name))
-                if addr in rest:
-                    rest.remove(addr)
-    other += len(rest)
+            other += 1
     return BlockCoverage(
         kernel_sha256=kernel_sha256,
         blocks=frozenset(kernel),
         symbols=symbols,
         text_base=None if virt is None else virt.base,
         physical_base=None if phys is None else phys.base,
-        regions={k: frozenset(v) for k, v in early.items() if v},
+        regions={k: frozenset(v) for k, v in early.items()},
         other=other,
         dropped=dropped,
     )
-
 
 def collect(map_path: Path, symbols: SymbolTable, kernel_sha256: str, plan: BootPlan,
             image: KernelImage) -> BlockCoverage:
@@ -231,3 +231,16 @@ def collect(map_path: Path, symbols: SymbolTable, kernel_sha256: str, plan: Boot
     raw = read_map(map_path)
     return normalize(raw.addresses, symbols, kernel_sha256,
                      plan_regions(plan, image.init_size), raw.dropped)
+
+
+def write_coverage(run_dir: Path, coverage: BlockCoverage) -> dict[str, Any]:
+    """coverage.json in *run_dir*; returns its summary (counts and the file's path)."""
+    path = run_dir / JSON_NAME
+    doc = coverage.to_json()
+    try:
+        atomic_write_text(path, json.dumps(doc, indent=1) + "\n")
+    except OSError as exc:
+        raise StorageError.writing(path, exc) from None
+    keys = ("blocks", "functions_reached", "init_functions_reached", "text_base",
+            "physical_base", "other_blocks", "dropped")
+    return {**{k: doc[k] for k in keys}, "file": str(path)}
