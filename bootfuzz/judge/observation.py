@@ -22,6 +22,7 @@ from bootfuzz.abi.e820 import kernel_type_from_words
 from bootfuzz.errors import BootfuzzError
 from bootfuzz.guest.protocol import AGENT_FORMAT_VERSION
 from bootfuzz.jsonread import JsonReader
+from bootfuzz.judge.efi_map import EfiDescriptor, parse_efi_memmap
 from bootfuzz.judge.patterns import (
     AGENT_PREFIX,
     FIRMWARE_ENTERED,
@@ -151,6 +152,8 @@ class Observation:
     agent_error: str | None
     #: The "Command line: " message exactly, with the lines printk may have split it into.
     command_line_record: PrintkRecord | None = None
+    #: The UEFI memory map the kernel printed (efi=debug on an EFI-stub boot), in order.
+    efi_memmap: tuple[EfiDescriptor, ...] = ()
 
     @property
     def bios_e820(self) -> tuple[E820Line, ...]:
@@ -304,6 +307,7 @@ def parse_transcript(console: str | bytes) -> Observation:
         panics=tuple(panics),
         oopses=tuple(oopses),
         command_line_record=record,
+        efi_memmap=parse_efi_memmap(texts),
         **found,
     )
 

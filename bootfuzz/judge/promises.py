@@ -29,6 +29,16 @@ class MemoryMeaning(enum.StrEnum):
     ADDRESS_SPAN = "address-span"
 
 
+class MemoryMapSource(enum.StrEnum):
+    """Where the kernel's memory map comes from on a target."""
+
+    #: The firmware's E820 table, passed on by the loader (or written by ours).
+    FIRMWARE_E820 = "firmware-e820"
+    #: The UEFI memory map: the kernel's EFI stub derives its E820 from it
+    #: (bootfuzz.judge.efi_map judges both).
+    EFI_STUB = "efi-stub"
+
+
 class Anchor(enum.StrEnum):
     ABSOLUTE = "absolute"  # start/end are guest-physical addresses
     TOP_OF_LOW = "top-of-low"  # start/end are offsets below the top of low RAM
@@ -95,6 +105,14 @@ class InitrdRule:
     reserve_top: int = 0
     kernel_limit: KernelLimit = KernelLimit.ADDR_MAX
     inclusive_limit: bool = False
+    #: The loader takes the highest *free* chunk below the window (GRUB's relocator):
+    #: where its own allocations sit is not known, so the window's top is a bound only.
+    upper_bound_only: bool = False
+
+    #: The loader's own cap on the (inclusive) limit, and what it keeps below it:
+    #: GRUB caps initrd_addr_max at 0x37FFFFFF and stays 64 KiB under.
+    loader_cap: int = U32_MAX
+    margin: int = 0
 
     def address(self, low_end: int, initrd_addr_max: int, high_ok: bool, size: int) -> int:
         limit = {
@@ -102,6 +120,7 @@ class InitrdRule:
             KernelLimit.ADDR_MAX_OR_4G: U32_MAX if high_ok else initrd_addr_max,
             KernelLimit.NONE: U32_MAX,
         }[self.kernel_limit]
+        limit = min(limit, self.loader_cap) - self.margin
         limit = min(limit, low_end - self.reserve_top - 1)  # inclusive
         top = limit if self.inclusive_limit else limit + 1
         return align_down(top - size, PAGE_SIZE)
@@ -121,6 +140,16 @@ class TargetPromises:
     exact: bool = False
     #: Entry protocols a case may ask for, and what the target really does for each.
     entries: tuple[tuple[EntryProtocol, str], ...] = ()
+    #: Where the kernel's memory map comes from.
+    memory_map: MemoryMapSource = MemoryMapSource.FIRMWARE_E820
+    #: Bytes the loader itself puts before and after the command line it was given
+    #: (GRUB's "BOOT_IMAGE=/vmlinuz ", OVMF's " initrd=initrd").
+    cmdline_prefix: bytes = b""
+    cmdline_suffix: bytes = b""
+
+    def kernel_cmdline(self, asked: bytes) -> bytes:
+        """The command line the kernel should see when the loader was given *asked*."""
+        return self.cmdline_prefix + asked + self.cmdline_suffix
 
     def platform(self, memory: int) -> Platform | None:
         return None if self.gap is None else self.gap.platform(self.description, memory)

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 
 from bootfuzz.abi.e820 import firmware_memmap_type
 from bootfuzz.case import EntryProtocol
+from bootfuzz.judge.efi_map import judge_efi_e820, judge_efi_initrd, judge_efi_ram
 from bootfuzz.judge.observation import E820Line, Observation
 from bootfuzz.judge.oracles import (
     judge_agent_cmdline,
@@ -28,7 +29,7 @@ from bootfuzz.judge.oracles import (
     judge_payload,
     judge_unpack,
 )
-from bootfuzz.judge.promises import TargetPromises
+from bootfuzz.judge.promises import MemoryMapSource, TargetPromises
 from bootfuzz.judge.verdict import OracleResult, judged, unknown
 from bootfuzz.loader.layout import FOUR_GIB, PAGE_SIZE, align_up
 from bootfuzz.transcript import GuestExit
@@ -181,19 +182,46 @@ def check_ramdisk_rule(ev: ValidityEvidence) -> OracleResult:
                         exp.initrd_size)
     last = align_up(addr + exp.initrd_size, PAGE_SIZE) - 1
     expected = f"RAMDISK: {_fmt(addr, last)} ({rule.description})"
+    if rule.upper_bound_only:
+        expected = f"RAMDISK starting at or below {addr:#x} ({rule.description})"
     if obs.ramdisk is None:
         return unknown("ramdisk-rule", expected, "no RAMDISK line")
     observed = f"RAMDISK: {_fmt(obs.ramdisk.start, obs.ramdisk.end)}"
+    if rule.upper_bound_only:
+        return judged("ramdisk-rule", obs.ramdisk.start <= addr, expected, observed)
     return judged("ramdisk-rule", (obs.ramdisk.start, obs.ramdisk.end) == (addr, last),
                   expected, observed)
 
 
 def check_cmdline(ev: ValidityEvidence) -> OracleResult:
-    return judge_cmdline(ev.observation, ev.request.cmdline)
+    """As asked, with what the target's loader promises to add (GRUB's BOOT_IMAGE=)."""
+    return judge_cmdline(ev.observation, ev.promises.kernel_cmdline(ev.request.cmdline))
 
 
 def check_agent_cmdline(ev: ValidityEvidence) -> OracleResult:
-    return judge_agent_cmdline(ev.observation, ev.request.cmdline)
+    return judge_agent_cmdline(ev.observation,
+                               ev.promises.kernel_cmdline(ev.request.cmdline))
+
+
+def check_efi_ram(ev: ValidityEvidence) -> OracleResult:
+    """EFI targets: the UEFI map describes the platform's RAM (bootfuzz.judge.efi_map)."""
+    return judge_efi_ram(ev.observation.efi_memmap, ev.promises.platform(ev.request.memory),
+                         ev.promises.withheld_ranges(ev.request.memory))
+
+
+def check_efi_e820(ev: ValidityEvidence) -> OracleResult:
+    """EFI targets: the printed E820 is the one the stub derives from the UEFI map."""
+    printed = [(ln.start, ln.end, ln.type_text) for ln in ev.observation.bios_e820]
+    return judge_efi_e820(ev.observation.efi_memmap, printed)
+
+
+def check_efi_initrd(ev: ValidityEvidence) -> OracleResult:
+    """EFI targets: the initrd sits in an EfiLoaderData allocation below its limit."""
+    exp, obs = ev.request, ev.observation
+    if exp.initrd_size is None:
+        return judged("ramdisk-rule", obs.ramdisk is None, "no initrd", str(obs.ramdisk))
+    rd = None if obs.ramdisk is None else (obs.ramdisk.start, obs.ramdisk.end)
+    return judge_efi_initrd(obs.efi_memmap, rd, exp.initrd_size, exp.initrd_addr_max)
 
 
 def check_unpacked(ev: ValidityEvidence) -> OracleResult:
@@ -246,9 +274,19 @@ VALIDITY_ORACLES: tuple[ValidityOracle, ...] = (
 )
 
 
+#: On an EFI-stub boot the RAM accounting and the initrd rule are judged on the UEFI
+#: map (the E820 is derived from it), and the derivation itself is judged.
+_EFI_REPLACES: dict[ValidityOracle, ValidityOracle] = {
+    check_ram_total: check_efi_ram, check_ramdisk_rule: check_efi_initrd}
+EFI_VALIDITY_ORACLES: tuple[ValidityOracle, ...] = (
+    *(_EFI_REPLACES.get(o, o) for o in VALIDITY_ORACLES), check_efi_e820)
+
+
 def judge_validity(ev: ValidityEvidence) -> list[OracleResult]:
     """Every validity oracle that applies to the case (agent ones need an initrd)."""
-    results = [oracle(ev) for oracle in VALIDITY_ORACLES]
+    oracles = (EFI_VALIDITY_ORACLES if ev.promises.memory_map is MemoryMapSource.EFI_STUB
+               else VALIDITY_ORACLES)
+    results = [oracle(ev) for oracle in oracles]
     if ev.request.initrd_size is None:
         results = [r for r in results if r.name not in AGENT_VALIDITY]
     return results

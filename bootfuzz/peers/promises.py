@@ -13,6 +13,7 @@ from bootfuzz.judge.promises import (
     GapRule,
     InitrdRule,
     KernelLimit,
+    MemoryMapSource,
     TargetPromises,
     Withheld,
 )
@@ -109,3 +110,108 @@ KNOWN_PROMISES: dict[str, TargetPromises] = {
     "qemu-microvm": QEMU_MICROVM,
     "none": TargetPromises(description="no promises"),
 }
+
+# --------------------------------------------------------------------------------------
+# Real loaders (bootfuzz.peers.loaders), each on QEMU pc: SeaBIOS for the BIOS ones, OVMF
+# for the EFI ones.  "memory" is QEMU's -m (total RAM) everywhere.
+# --------------------------------------------------------------------------------------
+
+#: GRUB 2.06 (grub-core/loader/i386/linux.c and linux16.c, grub_cmd_initrd, as read):
+#: initrd_addr_max capped at GRUB_LINUX_INITRD_MAX_ADDRESS, less 64 KiB, then the
+#: relocator's highest free 4 KiB-aligned chunk whose start is at most that - size.
+#: GRUB's own allocations sit above it at any size, so the window is a bound only
+#: (measured: debian-6.1-cloud at 5G ends 0x103000 under it, at 256M 15 MiB under
+#: the top of low RAM).
+GRUB_INITRD_MAX_ADDRESS = 0x37FFFFFF
+GRUB_INITRD_MARGIN = 0x10000
+_GRUB_RULE = InitrdRule(
+    "GRUB grub_cmd_initrd: highest free chunk starting at or below "
+    "min(initrd_addr_max, 0x37FFFFFF) - 64 KiB - size (a bound: GRUB's own memory is above)",
+    reserve_top=QEMU_PC_TOP_RESERVED, kernel_limit=KernelLimit.ADDR_MAX,
+    inclusive_limit=True, upper_bound_only=True, loader_cap=GRUB_INITRD_MAX_ADDRESS,
+    margin=GRUB_INITRD_MARGIN)
+#: GRUB's linux and linux16 put "BOOT_IMAGE=<path> " before the arguments (measured;
+#: grub-core/loader/i386/linux.c writes it before grub_create_loader_cmdline).
+GRUB_BOOT_IMAGE = b"BOOT_IMAGE=/vmlinuz "
+#: The firmware's E820 passed through: SeaBIOS's map as QEMU -kernel sees it.
+_SEABIOS_WITHHELD = QEMU_PC.withheld
+
+GRUB_BIOS = TargetPromises(
+    description="GRUB 2 i386-pc 'linux'/'initrd' from an El Torito ISO, SeaBIOS, QEMU pc",
+    gap=PC_GAP, withheld=_SEABIOS_WITHHELD,
+    initrd_rules=((EntryProtocol.BOOT64, _GRUB_RULE),),
+    entries=((EntryProtocol.BOOT64, "GRUB's 'linux': the kernel's 32-bit protected-mode "
+              "entry (code32_start) with a zero page GRUB wrote; its setup code never runs"),),
+    cmdline_prefix=GRUB_BOOT_IMAGE,
+)
+
+GRUB_BIOS_LINUX16 = TargetPromises(
+    description="GRUB 2 i386-pc 'linux16'/'initrd16' from an El Torito ISO, SeaBIOS, QEMU pc",
+    gap=PC_GAP, withheld=_SEABIOS_WITHHELD,
+    initrd_rules=((EntryProtocol.BOOT64, _GRUB_RULE),),
+    entries=((EntryProtocol.BOOT64, "GRUB's 'linux16': the kernel's 16-bit real-mode setup "
+              "entry; the setup code asks the BIOS for the E820 itself"),),
+    cmdline_prefix=GRUB_BOOT_IMAGE,
+)
+
+SYSLINUX_ISOLINUX = TargetPromises(
+    description="ISOLINUX (SYSLINUX 6.04) KERNEL/INITRD/APPEND from an ISO, SeaBIOS, QEMU pc",
+    gap=PC_GAP, withheld=_SEABIOS_WITHHELD,
+    initrd_rules=((EntryProtocol.BOOT64, InitrdRule(
+        "SYSLINUX load_linux: the top of the highest usable RAM below initrd_addr_max + 1, "
+        "page aligned (measured at 256M and 5G: ends at below_4g - 128 KiB or at 2 GiB)",
+        reserve_top=QEMU_PC_TOP_RESERVED, kernel_limit=KernelLimit.ADDR_MAX)),),
+    entries=((EntryProtocol.BOOT64, "SYSLINUX: the kernel's 16-bit real-mode setup entry"),),
+    # "BOOT_IMAGE=<KERNEL> " before APPEND, " initrd=<INITRD>" after it (measured).
+    cmdline_prefix=GRUB_BOOT_IMAGE,
+    cmdline_suffix=b" initrd=/initrd.img",
+)
+
+#: OVMF on QEMU pc: RAM split as QEMU pc's; the UEFI map describes every byte of it but
+#: the legacy hole (measured at 256M and 5G; OVMF keeps no EBDA, its own areas appear as
+#: typed descriptors, judged through the map).
+_EFI_COMMON = {
+    "gap": PC_GAP,
+    "withheld": (LEGACY_HOLE,),
+    "memory_map": MemoryMapSource.EFI_STUB,
+    "initrd_rules": ((EntryProtocol.BOOT64, InitrdRule(
+        "EFI: an EfiLoaderData allocation below initrd_addr_max (judged on the UEFI map)")),),
+}
+
+EFI_STUB_OVMF = TargetPromises(
+    description="the kernel's EFI stub started by OVMF (QEMU -kernel through fw_cfg: "
+                "LoadImage/StartImage, initrd by LoadFile2), QEMU pc",
+    entries=((EntryProtocol.BOOT64, "the bzImage's PE/COFF entry (efi_pe_entry); the stub "
+              "builds boot_params and its E820 from the UEFI memory map"),),
+    # OVMF appends " initrd=initrd" when QEMU has an initrd (measured).
+    cmdline_suffix=b" initrd=initrd",
+    **_EFI_COMMON,  # type: ignore[arg-type]
+)
+
+GRUB_EFI = TargetPromises(
+    description="GRUB 2 x86_64-efi 'linux'/'initrd' (Debian's EFI handover) from an El "
+                "Torito ISO, OVMF, QEMU pc",
+    entries=((EntryProtocol.BOOT64, "GRUB's 'linux' on EFI: the kernel's EFI handover "
+              "entry (handover_offset) with a zero page GRUB wrote; the stub builds the "
+              "E820 from the UEFI map"),),
+    cmdline_prefix=GRUB_BOOT_IMAGE,
+    **_EFI_COMMON,  # type: ignore[arg-type]
+)
+
+SYSTEMD_BOOT = TargetPromises(
+    description="systemd-boot (systemd 252) Type #1 entry on a FAT ESP image, OVMF, QEMU pc",
+    entries=((EntryProtocol.BOOT64, "systemd-boot starts the bzImage's PE/COFF entry "
+              "(LoadImage/StartImage), initrd by LoadFile2"),),
+    # "initrd=\\<path> " before the options, one per initrd (measured).
+    cmdline_prefix=b"initrd=\\initrd.img ",
+    **_EFI_COMMON,  # type: ignore[arg-type]
+)
+
+KNOWN_PROMISES.update({
+    "grub-bios": GRUB_BIOS,
+    "grub-bios-linux16": GRUB_BIOS_LINUX16,
+    "grub-efi": GRUB_EFI,
+    "syslinux": SYSLINUX_ISOLINUX,
+    "efi-stub": EFI_STUB_OVMF,
+    "systemd-boot": SYSTEMD_BOOT,
+})

@@ -37,6 +37,7 @@ from bootfuzz.judge.promises import TargetPromises
 from bootfuzz.judge.validity import LoadRequest, ValidityEvidence, judge_validity
 from bootfuzz.judge.verdict import OracleResult, Verdict, overall
 from bootfuzz.kernel.image import KernelImage
+from bootfuzz.peers.loaders import Loader, RealLoader, parse_loader
 from bootfuzz.peers.promises import KNOWN_PROMISES, OURS_QEMU_TCG, QEMU_MICROVM, QEMU_PC
 from bootfuzz.run.backends.qemu_tcg import QEMU_EXIT_STATUSES
 from bootfuzz.run.console import run_console
@@ -439,12 +440,67 @@ class CommandTarget:
                       started)
 
 
+# --------------------------------------------------------------------------------------
+# A real loader (GRUB, SYSLINUX, the EFI stub under OVMF, systemd-boot): bootfuzz.peers.loaders
+# --------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class LoaderTarget:
+    """A real boot loader on QEMU-TCG pc, booting media built for the case."""
+
+    loader: RealLoader
+
+    @property
+    def name(self) -> str:
+        return self.loader.name
+
+    @property
+    def promises(self) -> TargetPromises:
+        return self.loader.promises(initrd=True)
+
+    def unsupported(self, case: BootCase) -> str | None:
+        if case.overrides != type(case.overrides)():
+            return "a real loader takes no overrides of boot_params or addresses"
+        if self.promises.entry_note(case.entry) is None:
+            return (f"entry {case.entry.value}: {self.loader.loader.value} boots the bzImage "
+                    "its own way (entry 64 stands for it)")
+        try:
+            self.loader.check_cmdline(cmdline_bytes(case.cmdline))
+        except ConfigError as e:
+            return str(e)
+        return None
+
+    def run(self, case: BootCase, run_dir: Path, *, timeout: float,
+            silence_timeout: float) -> TargetRun:
+        started = time.monotonic()
+        refuse_unsupported(self, case)
+        mats = materials(case)
+        from bootfuzz.loader.placement import encode_cmdline
+
+        encode_cmdline(case.cmdline, mats.image)
+        asked = cmdline_bytes(case.cmdline)
+        launch = self.loader.launch(mats.kernel, None if mats.initrd is None else
+                                    mats.initrd.path, asked, case.memory, run_dir)
+        try:
+            transcript = _run_argv(launch.argv, run_dir, timeout, silence_timeout, self.name)
+        finally:
+            for path in launch.scratch:
+                path.unlink(missing_ok=True)
+        guest_exit = classify_exit(transcript, QEMU_EXIT_STATUSES)
+        request = replace(load_request(case, mats.image, mats.initrd),
+                          cmdline=self.loader.loader_cmdline(asked))
+        return _judge(self.name, case, launch.argv, transcript, guest_exit, request,
+                      self.loader.promises(mats.initrd is not None), run_dir, started)
+
+
 class TargetSpecError(ConfigError):
     component = "target"
 
 
 def parse_target(spec: str) -> Target:
-    """``ours[:BACKEND]``, ``qemu-direct:MACHINE[:ACCEL]``, ``command:TEMPLATE-FILE``."""
+    """``ours[:BACKEND]``, ``qemu-direct:MACHINE[:ACCEL]``, ``command:TEMPLATE-FILE``,
+    or a real loader ``LOADER[:BUILD]`` (bootfuzz.peers.loaders)."""
     kind, _, rest = spec.partition(":")
     if kind == "ours":
         from bootfuzz.run.backends import get_backend
@@ -465,11 +521,14 @@ def parse_target(spec: str) -> Target:
                 f"{', '.join(Accel)}"
             ) from None
         return QemuDirectTarget(machine, accel)
+    loader = parse_loader(spec)
+    if loader is not None:
+        return LoaderTarget(loader)
     if kind == "command":
         if not rest:
             raise TargetSpecError(f"{spec!r}: expected command:TEMPLATE-FILE (.toml or .json)")
         return CommandTarget(load_template(Path(rest)))
     raise TargetSpecError(
         f"unknown target {spec!r} (ours[:BACKEND], qemu-direct:pc|microvm[:tcg|kvm], "
-        "command:FILE)"
+        f"command:FILE, {'|'.join(Loader)}[:BUILD])"
     )

@@ -1,0 +1,228 @@
+"""The UEFI memory map a kernel booted through its EFI stub printed, and what follows from it.
+
+On an EFI boot nobody hands the kernel a BIOS E820 table: the EFI stub asks the firmware
+for its memory map (GetMemoryMap, at ExitBootServices), derives the E820 table in
+``boot_params`` from it and passes the map itself on (``efi_info``).  With ``efi=debug``
+the kernel prints that map (``efi: mem00: [Conventional|...] range=[...]``) before its
+runtime map.  Three things can then be judged, by whoever started the stub (OVMF's own
+loader, systemd-boot, GRUB's handover):
+
+- the map against the platform: every RAM descriptor inside the machine's RAM, and all of
+  the machine's RAM described (less what the platform never maps: the legacy hole);
+- the kernel's ``BIOS-e820`` print against the E820 the stub derives from the map
+  (drivers/firmware/efi/libstub/x86-stub.c setup_e820(), as read: which EFI type becomes
+  which E820 type, adjacent ranges of one type merged);
+- the initrd: loaders that go through the stub allocate it as ``EfiLoaderData`` pages at
+  or below the kernel's ``initrd_addr_max`` (the stub's soft limit), so the RAMDISK lies in
+  one Loader Data descriptor.
+
+Pure: descriptors in, :class:`OracleResult` out.
+"""
+
+from __future__ import annotations
+
+import enum
+import itertools
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+from bootfuzz.abi.e820 import E820Type
+from bootfuzz.judge.patterns import line_body
+from bootfuzz.judge.verdict import OracleResult, judged, unknown
+from bootfuzz.loader.layout import FOUR_GIB, PAGE_SIZE, align_up
+from bootfuzz.loader.platform import Platform
+
+
+class EfiType(enum.StrEnum):
+    """EFI memory types by the names the kernel prints (efi_md_typeattr_format())."""
+
+    RESERVED = "Reserved"
+    LOADER_CODE = "Loader Code"
+    LOADER_DATA = "Loader Data"
+    BOOT_CODE = "Boot Code"
+    BOOT_DATA = "Boot Data"
+    RUNTIME_CODE = "Runtime Code"
+    RUNTIME_DATA = "Runtime Data"
+    CONVENTIONAL = "Conventional"
+    UNUSABLE = "Unusable"
+    ACPI_RECLAIM = "ACPI Reclaim"
+    ACPI_NVS = "ACPI Mem NVS"
+    MMIO = "MMIO"
+    MMIO_PORT = "MMIO Port"
+    PAL_CODE = "PAL Code"
+    PERSISTENT = "Persistent"
+    UNACCEPTED = "Unaccepted"
+
+
+#: What the EFI stub makes of each type in the E820 table (setup_e820(), as read).
+#: A type missing here is left out of the table.
+STUB_E820: dict[EfiType, E820Type] = {
+    EfiType.RESERVED: E820Type.RESERVED,
+    EfiType.RUNTIME_CODE: E820Type.RESERVED,
+    EfiType.RUNTIME_DATA: E820Type.RESERVED,
+    EfiType.MMIO: E820Type.RESERVED,
+    EfiType.MMIO_PORT: E820Type.RESERVED,
+    EfiType.PAL_CODE: E820Type.RESERVED,
+    EfiType.UNUSABLE: E820Type.UNUSABLE,
+    EfiType.ACPI_RECLAIM: E820Type.ACPI,
+    EfiType.LOADER_CODE: E820Type.RAM,
+    EfiType.LOADER_DATA: E820Type.RAM,
+    EfiType.BOOT_CODE: E820Type.RAM,
+    EfiType.BOOT_DATA: E820Type.RAM,
+    EfiType.CONVENTIONAL: E820Type.RAM,
+    EfiType.ACPI_NVS: E820Type.NVS,
+    EfiType.PERSISTENT: E820Type.PMEM,
+}
+
+#: Descriptors that are not RAM: device windows the firmware maps for runtime services.
+NOT_RAM = frozenset({EfiType.MMIO, EfiType.MMIO_PORT})
+
+#: How the kernel prints an E820 type (as judge.observation reads ``BIOS-e820`` lines).
+E820_WORDS: dict[E820Type, str] = {
+    E820Type.RAM: "usable",
+    E820Type.RESERVED: "reserved",
+    E820Type.ACPI: "ACPI data",
+    E820Type.NVS: "ACPI NVS",
+    E820Type.UNUSABLE: "unusable",
+    E820Type.PMEM: "persistent (type 7)",
+}
+
+_DESCRIPTOR = re.compile(
+    r"efi: mem(\d+): \[([^|\]]+)\|.*\] range=\[0x([0-9a-f]+)-0x([0-9a-f]+)\]")
+
+
+@dataclass(frozen=True)
+class EfiDescriptor:
+    index: int
+    type_text: str  # as printed, stripped
+    start: int
+    end: int  # inclusive, as printed
+
+    @property
+    def type(self) -> EfiType | None:
+        try:
+            return EfiType(self.type_text)
+        except ValueError:
+            return None
+
+    @property
+    def size(self) -> int:
+        return self.end + 1 - self.start
+
+
+def parse_efi_memmap(lines: Iterable[str]) -> tuple[EfiDescriptor, ...]:
+    """The first ``efi: memNN:`` listing of a console (the boot-time map); the runtime
+    map printed later starts again at mem00 and is not taken."""
+    out: list[EfiDescriptor] = []
+    for line in lines:
+        m = _DESCRIPTOR.search(line_body(line))
+        if m is None:
+            continue
+        index = int(m.group(1))
+        if index != len(out):
+            if out:
+                break
+            continue
+        out.append(EfiDescriptor(index, m.group(2).strip(), int(m.group(3), 16),
+                                 int(m.group(4), 16)))
+    return tuple(out)
+
+
+def stub_e820(descriptors: Sequence[EfiDescriptor]) -> list[tuple[int, int, str]]:
+    """The E820 table the stub derives from *descriptors*, adjacent same-type ranges
+    merged as the kernel's sanitizer prints them: (start, inclusive end, words)."""
+    ranges: list[tuple[int, int, E820Type]] = []
+    for d in sorted(descriptors, key=lambda d: d.start):
+        t = d.type
+        if t is None or t not in STUB_E820:
+            continue
+        e820 = STUB_E820[t]
+        if ranges and ranges[-1][2] == e820 and ranges[-1][1] + 1 == d.start:
+            ranges[-1] = (ranges[-1][0], d.end, e820)
+        else:
+            ranges.append((d.start, d.end, e820))
+    return [(s, e, E820_WORDS.get(t, f"type {int(t)}")) for s, e, t in ranges]
+
+
+def _fmt(start: int, end: int) -> str:
+    return f"[mem {start:#012x}-{end:#012x}]"
+
+
+def judge_efi_e820(descriptors: Sequence[EfiDescriptor],
+                   printed: Sequence[tuple[int, int, str]]) -> OracleResult:
+    """The kernel's BIOS-e820 print is the E820 the stub derives from the printed map."""
+    name = "efi-e820"
+    if not descriptors:
+        return unknown(name, "(the E820 derived from the EFI map)",
+                       "no 'efi: memNN:' lines (efi=debug missing, or not an EFI boot)")
+    want = stub_e820(descriptors)
+    expected = "\n".join(f"{_fmt(s, e)} {t}" for s, e, t in want)
+    if not printed:
+        return unknown(name, expected, "no BIOS-e820 lines in the log")
+    observed = "\n".join(f"{_fmt(s, e)} {t}" for s, e, t in printed)
+    return judged(name, list(printed) == want, expected, observed)
+
+
+def judge_efi_ram(descriptors: Sequence[EfiDescriptor], platform: Platform | None,
+                  withheld: Sequence[tuple[str, int, int]] | None) -> OracleResult:
+    """Every RAM descriptor lies in the platform's RAM, and together they describe all
+    of it but what the platform never maps (*withheld*: the legacy hole on a PC)."""
+    name = "efi-ram"
+    if platform is None or withheld is None:
+        return unknown(name, "(nothing promised)", "the target promised no memory layout")
+    kept = sum(abs(e - s) for _, s, e in withheld)
+    want = platform.memory - kept
+    names = ", ".join(f"{n} {abs(e - s):#x}" for n, s, e in withheld)
+    expected = (f"{want:#x} bytes of RAM descriptors ({platform.memory:#x} less {names}), "
+                "none outside the platform's RAM")
+    if not descriptors:
+        return unknown(name, expected, "no 'efi: memNN:' lines (efi=debug missing?)")
+    ram = [d for d in descriptors if d.type not in NOT_RAM]
+    problems = []
+    for d in ram:
+        outside = [r.kind.value for r in platform.regions_touched(d.start, d.end + 1)
+                   if not r.ram]
+        if outside:
+            problems.append(f"mem{d.index:02} {d.type_text} {_fmt(d.start, d.end)} in the "
+                            + ", the ".join(outside))
+    spans = sorted((d.start, d.end) for d in ram)
+    for (_s0, e0), (s1, _e1) in itertools.pairwise(spans):
+        if s1 <= e0:
+            problems.append(f"descriptors overlap at {s1:#x}")
+    got = sum(d.size for d in ram)
+    if got != want:
+        problems.append(f"{abs(got - want):#x} bytes {'more' if got > want else 'less'}")
+    observed = f"{got:#x} bytes in {len(ram)} RAM descriptors"
+    return judged(name, not problems, expected, observed, "; ".join(problems))
+
+
+def judge_efi_initrd(descriptors: Sequence[EfiDescriptor], ramdisk: tuple[int, int] | None,
+                     initrd_size: int, initrd_addr_max: int) -> OracleResult:
+    """The initrd lies in one EfiLoaderData allocation, ending at or below
+    initrd_addr_max (the soft limit every stub-based loader allocates below)."""
+    name = "ramdisk-rule"
+    expected = (f"RAMDISK of {align_up(initrd_size, PAGE_SIZE):#x} bytes inside one Loader "
+                f"Data descriptor, data ending at or below initrd_addr_max "
+                f"{initrd_addr_max:#x}")
+    if not descriptors:
+        return unknown(name, expected, "no 'efi: memNN:' lines (efi=debug missing?)")
+    if ramdisk is None:
+        return unknown(name, expected, "no RAMDISK line")
+    start, end = ramdisk
+    holder = [d for d in descriptors if d.start <= start and end <= d.end]
+    observed = f"RAMDISK: {_fmt(start, end)} in " + (
+        f"mem{holder[0].index:02} {holder[0].type_text} {_fmt(holder[0].start, holder[0].end)}"
+        if holder else "no single descriptor")
+    problems = []
+    if not holder or holder[0].type is not EfiType.LOADER_DATA:
+        problems.append("not inside a Loader Data allocation")
+    last = start + initrd_size - 1
+    if last > initrd_addr_max:
+        where = "above 4 GiB" if last >= FOUR_GIB else "above initrd_addr_max"
+        problems.append(f"data ends at {last:#x}, {where}")
+    return judged(name, not problems, expected, observed, "; ".join(problems))
+
+
+__all__ = ["EfiDescriptor", "EfiType", "judge_efi_e820", "judge_efi_initrd", "judge_efi_ram",
+           "parse_efi_memmap", "stub_e820"]
