@@ -37,8 +37,10 @@ QEMU_PLUGIN_API_VERSION = 1
 MAP_MAGIC = 0x564F_4346_5A46_5442  # "BTFZFCOV" as little-endian bytes
 MAP_VERSION = 1
 MAP_HEADER_SIZE = 64
-#: 2^20 slots of 8 bytes: an 8 MiB sparse file; a 6.1 cloud boot fills ~5% of it.
-MAP_LOG2_SLOTS = 20
+#: 2^18 slots of 8 bytes: a 2 MiB file; a 6.1 cloud boot stores ~50,000 blocks, the
+#: plugin stops storing (and counts what it drops) at 3/4 full, 196,608.  Every
+#: slot is read back after each boot, so the set is no bigger than that needs.
+MAP_LOG2_SLOTS = 18
 #: Lines around the dumper's listing on the console.
 KALLSYMS_BEGIN = "BOOTFUZZ-KALLSYMS-BEGIN"
 KALLSYMS_END = "BOOTFUZZ-KALLSYMS-END"

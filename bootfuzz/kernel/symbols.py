@@ -12,6 +12,7 @@ starts is the boot's.  Pure: text in, tables and numbers out.
 from __future__ import annotations
 
 import bisect
+import functools
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -29,6 +30,8 @@ TEXT_START, TEXT_END = "_text", "_etext"
 INIT_START, INIT_END = "_sinittext", "_einittext"
 #: The fewest blocks that must land on function starts before a slide is believed.
 MIN_SLIDE_VOTES = 8
+#: How many of a boot's blocks vote on its slide (all of them, when fewer).
+SLIDE_SAMPLE = 4096
 
 
 @dataclass(frozen=True)
@@ -64,6 +67,14 @@ class SymbolTable:
             return None
         return Function(self.names[i], self.starts[i],
                         self.init_start <= self.starts[i] < self.init_end)
+
+    @functools.cached_property
+    def by_residue(self) -> dict[int, tuple[int, ...]]:
+        """Function starts by their residue modulo KASLR_ALIGN (find_slide's index)."""
+        index: dict[int, list[int]] = {}
+        for start in self.starts:
+            index.setdefault(start % KASLR_ALIGN, []).append(start)
+        return {k: tuple(v) for k, v in index.items()}
 
     def in_code(self, offset: int) -> bool:
         return 0 <= offset < self.text_end or self.init_start <= offset < self.init_end
@@ -135,24 +146,26 @@ class Slide:
 
 
 def find_slide(addresses: Iterable[int], table: SymbolTable,
-               align: int = KASLR_ALIGN, *, entered_at_base: bool = False) -> Slide | None:
+               *, entered_at_base: bool = False) -> Slide | None:
     """The ``_text`` address that puts the most of *addresses* on function starts.
 
-    A KASLR slide is a multiple of *align*, so a block and the function it starts
-    agree modulo *align*: each block votes for ``block - start`` over the few
-    functions with its residue.  None when no base gets MIN_SLIDE_VOTES or the
-    best does not beat the runner-up twice over (the blocks do not decide it).
+    A KASLR slide is a multiple of KASLR_ALIGN, so a block and the function it
+    starts agree modulo that: each block votes for ``block - start`` over the few
+    functions with its residue.  SLIDE_SAMPLE blocks, evenly spread, vote: a boot's
+    tens of thousands agree on one base by hundreds of votes from a few thousand.
+    None when no base gets MIN_SLIDE_VOTES or the best does not beat the
+    runner-up twice over (the blocks do not decide it).
     With *entered_at_base* only a base that is itself a block counts: the kernel
     proper is entered at ``_text`` (startup_64) at its physical address, and a
     few dozen physical blocks are too few to outvote dense thunk arrays alone.
     """
     addresses = frozenset(addresses)
-    by_residue: dict[int, list[int]] = {}
-    for start in table.starts:
-        by_residue.setdefault(start % align, []).append(start)
+    ordered = sorted(addresses)
+    step = max(1, len(ordered) // SLIDE_SAMPLE)
+    by_residue = table.by_residue
     votes: Counter[int] = Counter()
-    for addr in addresses:
-        for start in by_residue.get(addr % align, ()):
+    for addr in ordered[::step]:
+        for start in by_residue.get(addr % KASLR_ALIGN, ()):
             votes[addr - start] += 1
     if entered_at_base:
         votes = Counter({base: n for base, n in votes.items() if base in addresses})

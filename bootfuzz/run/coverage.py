@@ -195,11 +195,12 @@ def normalize(raw: Iterable[int], symbols: SymbolTable, kernel_sha256: str,
     kernel: set[int] = set()
     other = 0
     virt = find_slide(upper, symbols)
-    for addr in upper:
-        if virt is not None and symbols.in_code(addr - virt.base):
-            kernel.add(addr - virt.base)
-        else:
-            other += 1
+    if virt is not None:
+        base, text_end = virt.base, symbols.text_end
+        init_start, init_end = symbols.init_start, symbols.init_end
+        kernel = {a - base for a in upper
+                  if 0 <= a - base < text_end or init_start <= a - base < init_end}
+    other += len(upper) - len(kernel)
     phys = find_slide([a for a in lower if a < PHYSICAL_LIMIT], symbols, entered_at_base=True)
     early: dict[str, set[int]] = {}
     region_list = tuple(regions)

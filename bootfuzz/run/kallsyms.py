@@ -91,10 +91,20 @@ def dump_kallsyms(kernel_path: Path) -> str:
     return listing_from_console(transcript.text)
 
 
+_TABLES: dict[Path, SymbolTable] = {}
+
+
 def kernel_symbols(kernel_path: Path, cache_dir: Path | None = None) -> SymbolTable:
-    """The code symbols of the kernel at *kernel_path*: cached, else from a one-off boot."""
+    """The code symbols of the kernel at *kernel_path*: read once per process from the
+    cache, else from a one-off boot."""
     sha = file_sha256(kernel_path)
     path = symbols_path(sha, cache_dir)
+    if path not in _TABLES:
+        _TABLES[path] = _cached_or_dumped(kernel_path, path)
+    return _TABLES[path]
+
+
+def _cached_or_dumped(kernel_path: Path, path: Path) -> SymbolTable:
     with _locked(path):
         try:
             return SymbolTable.loads(path.read_text())
