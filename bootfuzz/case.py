@@ -10,6 +10,7 @@ import enum
 from dataclasses import dataclass
 
 from bootfuzz.abi.e820 import E820Entry
+from bootfuzz.arch import Arch
 from bootfuzz.compression import Compression, lzo_unsupported, lzop_available
 from bootfuzz.errors import InitramfsError
 
@@ -30,6 +31,18 @@ HARNESS_CMDLINE = "console=ttyS0 earlyprintk=serial panic=-1 cryptomgr.notests m
 #: The harness command lines of earlier versions, newest first: the minimizer keeps
 #: any of them whole as it keeps HARNESS_CMDLINE.
 EARLIER_HARNESS_CMDLINES: tuple[str, ...] = ("console=ttyS0 earlyprintk=serial panic=-1",)
+#: The same for the device-tree machines (QEMU virt): the console is the board's UART
+#: (arm64 PL011 ttyAMA0, riscv64 NS16550A ttyS0) and ``earlycon`` with no argument
+#: takes the UART from /chosen/stdout-path, which our DTB sets.
+DT_HARNESS_CMDLINES = {
+    Arch.ARM64: "console=ttyAMA0 earlycon panic=-1 cryptomgr.notests mitigations=off",
+    Arch.RISCV64: "console=ttyS0 earlycon panic=-1 cryptomgr.notests mitigations=off",
+}
+
+
+def harness_cmdline(arch: Arch) -> str:
+    """The harness command line a case of *arch* starts from."""
+    return DT_HARNESS_CMDLINES.get(arch, HARNESS_CMDLINE)
 
 
 class EntryProtocol(enum.StrEnum):
@@ -165,6 +178,38 @@ class Overrides:
 
 
 @dataclass(frozen=True)
+class DtOverrides:
+    """Device-tree decisions taken out of the loader's hands (a faulty loader's DTB).
+
+    Defaults mean "the loader decides"; bootfuzz.judge.dt_rules says what is wrong with
+    the result.  Addresses are guest-physical; ranges are (address, size).
+    """
+
+    #: /chosen linux,initrd-start / -end as written (the initrd's bytes stay where the
+    #: loader put them): a range one page past the initrd, inverted, over the DTB.
+    initrd_start: int | None = None
+    initrd_end: int | None = None
+    #: The /memory nodes written instead of the machine's RAM (one node per range).
+    memory: tuple[tuple[int, int], ...] | None = None
+    dtb_addr: int | None = None
+    #: FDT header fields written last, by their names in bootfuzz.abi.fdt.FDT_HEADER.
+    header: tuple[tuple[str, int], ...] = ()
+    #: Keep only this many bytes of the DTB (a truncated copy).
+    truncate: int | None = None
+    #: /memreserve/ entries added to the reservation block.
+    reservations: tuple[tuple[int, int], ...] = ()
+    #: The root's #address-cells / #size-cells (memory reg is written in them).
+    address_cells: int | None = None
+    size_cells: int | None = None
+    #: /chosen bootargs written exactly (a missing NUL included).
+    bootargs_raw: bytes | None = None
+
+    @property
+    def empty(self) -> bool:
+        return self == DtOverrides()
+
+
+@dataclass(frozen=True)
 class BootCase:
     """One boot: kernel, memory, initrd, command line (the exact string written)."""
 
@@ -177,3 +222,9 @@ class BootCase:
     overrides: Overrides = Overrides()
     initrd_placement: InitrdPlacement = InitrdPlacement.TOP
     cpu_template: CpuTemplate = CpuTemplate.BASELINE
+    #: The guest architecture; every other than x86_64 boots with a device tree.
+    arch: Arch = Arch.X86_64
+    #: Device-tree machines: RAM left out of the /memory nodes, as (address, size):
+    #: the kernel is told of the machine's RAM around these holes, one node per part.
+    mem_holes: tuple[tuple[int, int], ...] = ()
+    dt: DtOverrides = DtOverrides()

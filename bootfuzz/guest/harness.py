@@ -208,7 +208,7 @@ def _bios_equates() -> list[tuple[str, int, str]]:
 #: Subdirectories of harness/ that other builders own (bootfuzz.guest.probes,
 #: bootfuzz.guest.coverage_tools): a change
 #: there must not invalidate the agent and firmware build.
-_OTHER_BUILDS = ("probes", "coverage")
+_OTHER_BUILDS = ("probes", "coverage", "dtentry")
 
 
 def _source_files() -> list[Path]:
@@ -363,3 +363,76 @@ def cached_build(root: Path, key: str, build: Callable[[Path], None]) -> Path:
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return final
+
+
+# --- the device-tree machines: the agent and the entry stub, cross-built ---------------
+
+#: Cross toolchains (Debian gcc-aarch64-linux-gnu, gcc-riscv64-linux-gnu, and the
+#: binutils they pull in), by the arch's QEMU name.
+DT_TOOL_PREFIX = {"aarch64": "aarch64-linux-gnu-", "riscv64": "riscv64-linux-gnu-"}
+DT_TOOL_PACKAGES = {"aarch64": "gcc-aarch64-linux-gnu", "riscv64": "gcc-riscv64-linux-gnu"}
+#: The stub is position-independent code assembled for the base ISA (riscv: no
+#: compressed instructions needed, Zicsr for csrr).
+DT_STUB_ASFLAGS = {"aarch64": (), "riscv64": ("-march=rv64imac_zicsr",)}
+#: The agent's flags minus x86's -fcf-protection, plus the device-tree report.
+DT_AGENT_CFLAGS: tuple[str, ...] = (
+    *(f for f in AGENT_CFLAGS if f != "-fcf-protection=none"), "-DAGENT_DEVICETREE")
+DT_STUB_NAME = "entry.bin"
+_DT_RECIPE_VERSION = 1
+
+
+@dataclass(frozen=True)
+class DtHarness:
+    """One cached cross-build: the /init agent and the entry stub for an architecture."""
+
+    arch: str
+    agent: Path
+    entry_stub: Path
+    directory: Path
+
+
+def _dt_tools(arch: str) -> dict[str, Path]:
+    prefix = DT_TOOL_PREFIX[arch]
+    tools: dict[str, Path] = {}
+    for tool in ("gcc", "as", "ld", "objcopy"):
+        found = shutil.which(prefix + tool)
+        if found is None:
+            raise HarnessBuildError(
+                f"{prefix}{tool} not found on PATH; install the Debian package "
+                f"{DT_TOOL_PACKAGES[arch]}"
+            )
+        tools[tool] = Path(found)
+    return tools
+
+
+def _dt_sources(arch: str) -> list[Path]:
+    agent = HARNESS_SOURCE_DIR / "agent"
+    stub = HARNESS_SOURCE_DIR / "dtentry" / f"entry-{arch}.S"
+    return [agent / "init.c", agent / "sha256.h", stub]
+
+
+def build_dt_harness(arch: str, cache_dir: Path | None = None) -> DtHarness:
+    """Cross-builds the agent and the entry stub for *arch* ("aarch64" or "riscv64"),
+    or returns the cached build."""
+    if arch not in DT_TOOL_PREFIX:
+        raise HarnessBug(f"no device-tree harness for {arch}")
+    tools = _dt_tools(arch)
+    sources = _dt_sources(arch)
+    inputs = [("recipe", str(_DT_RECIPE_VERSION).encode()), ("arch", arch.encode())]
+    inputs += [(p.relative_to(HARNESS_SOURCE_DIR).as_posix(), p.read_bytes()) for p in sources]
+    inputs += [("cflags", "\0".join(DT_AGENT_CFLAGS + agent_defines()).encode()),
+               ("asflags", "\0".join(DT_STUB_ASFLAGS[arch]).encode())]
+
+    def build(out: Path) -> None:
+        _run([tools["gcc"], *DT_AGENT_CFLAGS, *agent_defines(), "-o", out / AGENT_NAME,
+              sources[0]], f"cross-compiling the agent for {arch}")
+        _run([tools["as"], *DT_STUB_ASFLAGS[arch], "-o", out / "entry.o", sources[2]],
+             f"assembling the {arch} entry stub")
+        _run([tools["ld"], "-Ttext=0", "-o", out / "entry.elf", out / "entry.o"],
+             f"linking the {arch} entry stub")
+        _run([tools["objcopy"], "-O", "binary", out / "entry.elf", out / DT_STUB_NAME],
+             f"extracting the {arch} entry stub")
+
+    root = cache_root(cache_dir) / "harness"
+    final = cached_build(root, "dt-" + build_key(inputs, tools), build)
+    return DtHarness(arch, final / AGENT_NAME, final / DT_STUB_NAME, final)

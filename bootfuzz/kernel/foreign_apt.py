@@ -47,7 +47,8 @@ def foreign_suite(package: str) -> str:
 
 
 def parse_indextargets(text: str) -> str | None:
-    """The Debian archive URI in ``apt-get indextargets --format '$(REPO_URI)|$(ORIGIN)|$(LABEL)'``."""
+    """The Debian archive's URI in the output of ``apt-get indextargets --format
+    '$(REPO_URI)|$(ORIGIN)|$(LABEL)'``."""
     for line in text.splitlines():
         parts = line.split("|")
         if len(parts) == 3 and parts[1] == "Debian" and parts[2] == "Debian":

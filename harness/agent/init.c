@@ -26,6 +26,7 @@
 #error "build through bootfuzz.harness: it passes AGENT_* with -D"
 #endif
 
+#if defined(__x86_64__)
 /* ---- raw Linux x86_64 syscalls (arch/x86/entry/syscalls/syscall_64.tbl) ---- */
 
 #define SYS_read 0
@@ -40,12 +41,38 @@
 #define SYS_mount 165
 #define SYS_reboot 169
 #define SYS_ioperm 173
+#define SYS_getdents64 217
+#elif defined(__aarch64__) || defined(__riscv)
+/*
+ * ---- the generic syscall table (include/uapi/asm-generic/unistd.h), which arm64
+ * and riscv64 use: no open/mkdir/pause, only their *at and ppoll forms ----
+ */
+#define SYS_fcntl 25
+#define SYS_ioctl 29
+#define SYS_mkdirat 34
+#define SYS_mount 40
+#define SYS_openat 56
+#define SYS_close 57
+#define SYS_getdents64 61
+#define SYS_read 63
+#define SYS_write 64
+#define SYS_ppoll 73
+#define SYS_exit 93
+#define SYS_reboot 142
+#define AT_FDCWD (-100)
+#else
+#error "the agent knows the x86_64, aarch64 and riscv64 syscall ABIs"
+#endif
 
 /* include/uapi/asm-generic/fcntl.h, errno-base.h, asm-generic/ioctls.h, linux/reboot.h */
 #define O_RDONLY 00
 #define O_WRONLY 01
 #define O_NOCTTY 0400
+#if defined(__aarch64__)
+#define O_DIRECTORY 040000 /* arch/arm64/include/uapi/asm/fcntl.h */
+#else
 #define O_DIRECTORY 0200000
+#endif
 #define F_GETFD 1
 #define ENOENT 2
 #define EEXIST 17
@@ -56,6 +83,7 @@
 #define LINUX_REBOOT_MAGIC2 672274793
 #define LINUX_REBOOT_CMD_POWER_OFF 0x4321fedc
 
+#if defined(__x86_64__)
 static long syscall6(long n, long a, long b, long c, long d, long e, long f)
 {
 	register long r10 __asm__("r10") = d;
@@ -70,8 +98,6 @@ static long syscall6(long n, long a, long b, long c, long d, long e, long f)
 	return ret;
 }
 
-#define SC(n, a, b, c) syscall6((n), (long)(a), (long)(b), (long)(c), 0, 0, 0)
-
 /*
  * Entry: the kernel starts us with argc at (%rsp).  Align the stack the way
  * the ABI expects at a call and hand agent_main the original stack pointer.
@@ -84,6 +110,77 @@ __asm__(".text\n"
 	"	and $-16, %rsp\n"
 	"	call agent_main\n"
 	"	ud2\n");
+#elif defined(__aarch64__)
+/* arm64: svc #0 with the number in x8, arguments in x0..x5, result in x0. */
+static long syscall6(long n, long a, long b, long c, long d, long e, long f)
+{
+	register long x8 __asm__("x8") = n;
+	register long x0 __asm__("x0") = a;
+	register long x1 __asm__("x1") = b;
+	register long x2 __asm__("x2") = c;
+	register long x3 __asm__("x3") = d;
+	register long x4 __asm__("x4") = e;
+	register long x5 __asm__("x5") = f;
+
+	__asm__ volatile("svc #0"
+			 : "+r"(x0)
+			 : "r"(x8), "r"(x1), "r"(x2), "r"(x3), "r"(x4), "r"(x5)
+			 : "memory", "cc");
+	return x0;
+}
+
+/* Entry: argc at [sp]; hand agent_main the original stack pointer. */
+__asm__(".text\n"
+	".global _start\n"
+	"_start:\n"
+	"	mov x29, xzr\n"
+	"	mov x0, sp\n"
+	"	and sp, x0, #-16\n"
+	"	bl agent_main\n"
+	"	brk #0\n");
+#else
+/* riscv64: ecall with the number in a7, arguments in a0..a5, result in a0. */
+static long syscall6(long n, long a, long b, long c, long d, long e, long f)
+{
+	register long a7 __asm__("a7") = n;
+	register long a0 __asm__("a0") = a;
+	register long a1 __asm__("a1") = b;
+	register long a2 __asm__("a2") = c;
+	register long a3 __asm__("a3") = d;
+	register long a4 __asm__("a4") = e;
+	register long a5 __asm__("a5") = f;
+
+	__asm__ volatile("ecall"
+			 : "+r"(a0)
+			 : "r"(a7), "r"(a1), "r"(a2), "r"(a3), "r"(a4), "r"(a5)
+			 : "memory");
+	return a0;
+}
+
+/* Entry: set gp for linker relaxation, argc at (sp). */
+__asm__(".text\n"
+	".global _start\n"
+	"_start:\n"
+	"	.option push\n"
+	"	.option norelax\n"
+	"	lla gp, __global_pointer$\n"
+	"	.option pop\n"
+	"	mv a0, sp\n"
+	"	andi sp, sp, -16\n"
+	"	call agent_main\n"
+	"	ebreak\n");
+#endif
+
+#define SC(n, a, b, c) syscall6((n), (long)(a), (long)(b), (long)(c), 0, 0, 0)
+
+#if defined(SYS_openat)
+/* openat ignores the mode for an existing file; every open here is of one. */
+#define SYS_OPEN(path, flags, mode) SC(SYS_openat, AT_FDCWD, (path), (flags))
+#define SYS_MKDIR(path, mode) SC(SYS_mkdirat, AT_FDCWD, (path), (mode))
+#else
+#define SYS_OPEN(path, flags, mode) SC(SYS_open, (path), (flags), (mode))
+#define SYS_MKDIR(path, mode) SC(SYS_mkdir, (path), (mode), 0)
+#endif
 
 /* gcc may emit calls to these even when freestanding. */
 void *memset(void *d, int c, size_t n)
@@ -259,7 +356,7 @@ static const char *at(const char *path)
 
 static long open_at(const char *path, long flags)
 {
-	return SC(SYS_open, at(path), flags, 0);
+	return SYS_OPEN(at(path), flags, 0);
 }
 
 /*
@@ -297,7 +394,7 @@ static long read_small(const char *path, uint8_t *p, size_t cap, int *more)
 #ifndef AGENT_SELFTEST
 static void mount_fs(const char *source, const char *target, const char *type)
 {
-	long r = SC(SYS_mkdir, target, 0555, 0);
+	long r = SYS_MKDIR(target, 0555);
 
 	if (r < 0 && r != -EEXIST)
 		error_errno("mkdir", target, r);
@@ -310,7 +407,7 @@ static void mount_fs(const char *source, const char *target, const char *type)
 static void quiet_printk(void)
 {
 	const char *path = "/proc/sys/kernel/printk";
-	long fd = SC(SYS_open, path, O_WRONLY, 0);
+	long fd = SYS_OPEN(path, O_WRONLY, 0);
 	long r;
 
 	if (fd < 0) {
@@ -325,7 +422,7 @@ static void quiet_printk(void)
 
 static long open_console(const char *path)
 {
-	return SC(SYS_open, path, O_WRONLY | O_NOCTTY, 0);
+	return SYS_OPEN(path, O_WRONLY | O_NOCTTY, 0);
 }
 
 /*
@@ -360,13 +457,21 @@ static int console_fd(void)
  */
 static void __attribute__((noreturn)) power_off(void)
 {
+#if defined(__x86_64__)
 	if (SC(SYS_ioperm, AGENT_EXIT_PORT, 1, 1) == 0)
 		__asm__ volatile("outb %b0, %w1"
 				 :
 				 : "a"((uint8_t)AGENT_EXIT_VALUE), "Nd"((uint16_t)AGENT_EXIT_PORT));
+#endif
+	/* On the device-tree machines this is the way out: PSCI SYSTEM_OFF (arm64) or
+	 * SBI system reset (riscv64); the kernel says "reboot: Power down" first. */
 	SC(SYS_reboot, LINUX_REBOOT_MAGIC1, LINUX_REBOOT_MAGIC2, LINUX_REBOOT_CMD_POWER_OFF);
 	for (;;)
+#if defined(SYS_pause)
 		SC(SYS_pause, 0, 0, 0);
+#else
+		SC(SYS_ppoll, 0, 0, 0);
+#endif
 }
 #endif
 
@@ -469,6 +574,7 @@ static void report_payload(void)
 	put(&line, "}");
 }
 
+#ifndef AGENT_DEVICETREE /* x86: the firmware map, boot_params, setup_data */
 /* One sysfs attribute as a JSON string, trailing newlines dropped. */
 static void put_sysfs_string(const char *path)
 {
@@ -620,6 +726,188 @@ static void report_setup_data(void)
 	put(&line, "]");
 }
 
+#endif
+
+#ifdef AGENT_DEVICETREE
+/*
+ * ---- the device tree the kernel kept (/sys/firmware/devicetree/base, drivers/of/
+ * kobj.c: one directory per node, one binary file per property) and /proc/iomem ----
+ */
+struct dirent64 {
+	uint64_t d_ino;
+	int64_t d_off;
+	uint16_t d_reclen;
+	uint8_t d_type;
+	char d_name[];
+};
+
+#define DT_BASE "/sys/firmware/devicetree/base"
+#define DT_MAX_NAMES 128
+#define DT_NAME_MAX 64
+static char dt_names[DT_MAX_NAMES][DT_NAME_MAX];
+
+static int starts_with(const char *s, const char *prefix)
+{
+	while (*prefix)
+		if (*s++ != *prefix++)
+			return 0;
+	return 1;
+}
+
+/* The entries of *dir* (not "." or ".."), at most DT_MAX_NAMES, into dt_names. */
+static int list_dir(const char *dir)
+{
+	static char dents[16384];
+	long fd = open_at(dir, O_RDONLY | O_DIRECTORY);
+	int count = 0;
+
+	if (fd < 0) {
+		if (fd != -ENOENT)
+			error_errno("open", dir, fd);
+		return -1;
+	}
+	for (;;) {
+		long n = SC(SYS_getdents64, fd, dents, sizeof(dents));
+		long off = 0;
+
+		if (n < 0)
+			error_errno("getdents64", dir, n);
+		if (n <= 0)
+			break;
+		while (off < n) {
+			struct dirent64 *d = (struct dirent64 *)(dents + off);
+			size_t len = str_len(d->d_name);
+
+			off += d->d_reclen;
+			if (d->d_name[0] == '.' && (len == 1 || (len == 2 && d->d_name[1] == '.')))
+				continue;
+			if (count == DT_MAX_NAMES || len >= DT_NAME_MAX) {
+				error3("list", dir, 0, "too many or too long names, some left out");
+				continue;
+			}
+			memcpy(dt_names[count], d->d_name, len + 1);
+			count++;
+		}
+	}
+	SC(SYS_close, fd, 0, 0);
+	return count;
+}
+
+/* "name":"hex of the property file" for the property at dir/name. */
+static void put_dt_prop(const char *dir, const char *name)
+{
+	static uint8_t value[4096];
+	char path[256];
+	struct buf p = { path, 0, sizeof(path) - 1, 0 };
+	int more;
+	long n;
+
+	put(&p, dir);
+	put(&p, "/");
+	put(&p, name);
+	path[p.len] = 0;
+	n = read_small(path, value, sizeof(value), &more);
+	put_json_string(&line, name, str_len(name));
+	put(&line, ":\"");
+	if (n < 0)
+		error_errno("read", path, n);
+	else
+		put_hex(&line, value, (size_t)n);
+	put(&line, "\"");
+	if (more)
+		error3("read", path, 0, "longer than 4096 bytes, truncated");
+}
+
+/* {"prop":"hex",...} for every property file of a node directory. */
+static void put_dt_node_props(const char *dir)
+{
+	static char names[DT_MAX_NAMES][DT_NAME_MAX];
+	char path[256];
+	int count = list_dir(dir), i, first = 1;
+
+	put(&line, "{");
+	for (i = 0; i < count; i++)
+		memcpy(names[i], dt_names[i], DT_NAME_MAX);
+	for (i = 0; i < count; i++) {
+		struct buf p = { path, 0, sizeof(path) - 1, 0 };
+		long fd;
+
+		put(&p, dir);
+		put(&p, "/");
+		put(&p, names[i]);
+		path[p.len] = 0;
+		fd = open_at(path, O_RDONLY | O_DIRECTORY);
+		if (fd >= 0) { /* a child node, not a property */
+			SC(SYS_close, fd, 0, 0);
+			continue;
+		}
+		if (!first)
+			put(&line, ",");
+		first = 0;
+		put_dt_prop(dir, names[i]);
+	}
+	put(&line, "}");
+}
+
+static void report_devicetree(void)
+{
+	static char nodes[DT_MAX_NAMES][DT_NAME_MAX];
+	char path[256];
+	int count, i, first = 1;
+
+	put(&line, "\"devicetree\":{\"root\":");
+	put_dt_node_props(DT_BASE);
+	count = list_dir(DT_BASE);
+	for (i = 0; i < count; i++)
+		memcpy(nodes[i], dt_names[i], DT_NAME_MAX);
+	put(&line, ",\"memory\":{");
+	for (i = 0; i < count; i++) {
+		struct buf p = { path, 0, sizeof(path) - 1, 0 };
+
+		if (!starts_with(nodes[i], "memory"))
+			continue;
+		put(&p, DT_BASE "/");
+		put(&p, nodes[i]);
+		path[p.len] = 0;
+		if (!first)
+			put(&line, ",");
+		first = 0;
+		put_json_string(&line, nodes[i], str_len(nodes[i]));
+		put(&line, ":");
+		put_dt_node_props(path);
+	}
+	put(&line, "},\"chosen\":");
+	put_dt_node_props(DT_BASE "/chosen");
+	put(&line, ",\"reserved\":[");
+	count = list_dir(DT_BASE "/reserved-memory");
+	for (i = 0; i < count; i++) {
+		if (i)
+			put(&line, ",");
+		put_json_string(&line, dt_names[i], str_len(dt_names[i]));
+	}
+	put(&line, "]}");
+}
+
+/* /proc/iomem as one JSON string: the kernel's resource tree, System RAM included. */
+static void report_iomem(void)
+{
+	static uint8_t text[32768];
+	const char *path = "/proc/iomem";
+	int more;
+	long n = read_small(path, text, sizeof(text), &more);
+
+	put(&line, "\"iomem\":");
+	if (n < 0) {
+		error_errno("read", path, n);
+		put(&line, "null");
+		return;
+	}
+	if (more)
+		error3("read", path, 0, "longer than 32768 bytes, truncated");
+	put_json_string(&line, (const char *)text, (size_t)n);
+}
+#endif
+
 static void report(void)
 {
 	put(&line, AGENT_LINE_PREFIX " {\"v\":");
@@ -629,11 +917,17 @@ static void report(void)
 	put(&line, ",");
 	report_payload();
 	put(&line, ",");
+#ifdef AGENT_DEVICETREE
+	report_devicetree();
+	put(&line, ",");
+	report_iomem();
+#else
 	report_memmap();
 	put(&line, ",");
 	report_boot_params();
 	put(&line, ",");
 	report_setup_data();
+#endif
 	if (errs.overflow) {
 		errs.overflow = 0;
 		errs.len = 0;

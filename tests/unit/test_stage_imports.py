@@ -19,7 +19,7 @@ PACKAGE = Path(__file__).resolve().parents[2] / "bootfuzz"
 #: Lowest first.  A module may import from its own stage and from earlier ones.
 STAGES: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("foundation", ("bootfuzz", "errors", "units", "fileio", "cache", "jsonread", "compression",
-                    "case", "cmdline", "transcript", "junit", "abi")),
+                    "case", "cmdline", "transcript", "junit", "abi", "arch")),
     ("kernel", ("kernel",)),
     ("loader", ("loader",)),
     ("guest", ("guest",)),
