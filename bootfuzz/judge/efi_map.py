@@ -149,9 +149,22 @@ def _fmt(start: int, end: int) -> str:
     return f"[mem {start:#012x}-{end:#012x}]"
 
 
+def _as_kernel_treats(words: str) -> str:
+    """An E820 type as the kernel uses it: a type it does not know is reserved
+    (arch/x86/kernel/e820.c: only RAM is memory; the ACPI spec leaves other numbers
+    reserved), so "type 20" counts as "reserved"."""
+    return words if words in E820_WORDS.values() or words == "soft reserved" else "reserved"
+
+
 def judge_efi_e820(descriptors: Sequence[EfiDescriptor],
-                   printed: Sequence[tuple[int, int, str]]) -> OracleResult:
-    """The kernel's BIOS-e820 print is the E820 the stub derives from the printed map."""
+                   printed: Sequence[tuple[int, int, str]],
+                   loader_made: bool = False) -> OracleResult:
+    """The kernel's BIOS-e820 print is the E820 the stub derives from the printed map.
+
+    *loader_made*: the loader, not the stub, wrote the E820 (GRUB on EFI); it is held
+    to the stub's rules as the kernel treats the types, and a type number the kernel
+    does not know (GRUB's own memory types) is named in the detail.
+    """
     name = "efi-e820"
     if not descriptors:
         return unknown(name, "(the E820 derived from the EFI map)",
@@ -161,7 +174,19 @@ def judge_efi_e820(descriptors: Sequence[EfiDescriptor],
     if not printed:
         return unknown(name, expected, "no BIOS-e820 lines in the log")
     observed = "\n".join(f"{_fmt(s, e)} {t}" for s, e, t in printed)
-    return judged(name, list(printed) == want, expected, observed)
+    if not loader_made:
+        return judged(name, list(printed) == want, expected, observed)
+    merged: list[tuple[int, int, str]] = []
+    for s, e, t in printed:
+        t = _as_kernel_treats(t)
+        if merged and merged[-1][2] == t and merged[-1][1] + 1 == s:
+            merged[-1] = (merged[-1][0], e, t)
+        else:
+            merged.append((s, e, t))
+    odd = sorted({t for _, _, t in printed if _as_kernel_treats(t) != t})
+    detail = (f"types the kernel does not know, treated as reserved: {', '.join(odd)}"
+              if odd else "")
+    return judged(name, merged == want, expected, observed, detail)
 
 
 def judge_efi_ram(descriptors: Sequence[EfiDescriptor], platform: Platform | None,

@@ -37,6 +37,13 @@ class MemoryMapSource(enum.StrEnum):
     #: The UEFI memory map: the kernel's EFI stub derives its E820 from it
     #: (bootfuzz.judge.efi_map judges both).
     EFI_STUB = "efi-stub"
+    #: The UEFI memory map, turned into an E820 by the loader itself (GRUB on EFI
+    #: exits boot services and writes the zero page; the stub never runs).
+    EFI_LOADER = "efi-loader"
+
+    @property
+    def efi(self) -> bool:
+        return self is not MemoryMapSource.FIRMWARE_E820
 
 
 class Anchor(enum.StrEnum):

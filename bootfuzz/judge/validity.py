@@ -212,7 +212,8 @@ def check_efi_ram(ev: ValidityEvidence) -> OracleResult:
 def check_efi_e820(ev: ValidityEvidence) -> OracleResult:
     """EFI targets: the printed E820 is the one the stub derives from the UEFI map."""
     printed = [(ln.start, ln.end, ln.type_text) for ln in ev.observation.bios_e820]
-    return judge_efi_e820(ev.observation.efi_memmap, printed)
+    return judge_efi_e820(ev.observation.efi_memmap, printed,
+                          loader_made=ev.promises.memory_map is MemoryMapSource.EFI_LOADER)
 
 
 def check_efi_initrd(ev: ValidityEvidence) -> OracleResult:
@@ -284,8 +285,7 @@ EFI_VALIDITY_ORACLES: tuple[ValidityOracle, ...] = (
 
 def judge_validity(ev: ValidityEvidence) -> list[OracleResult]:
     """Every validity oracle that applies to the case (agent ones need an initrd)."""
-    oracles = (EFI_VALIDITY_ORACLES if ev.promises.memory_map is MemoryMapSource.EFI_STUB
-               else VALIDITY_ORACLES)
+    oracles = EFI_VALIDITY_ORACLES if ev.promises.memory_map.efi else VALIDITY_ORACLES
     results = [oracle(ev) for oracle in oracles]
     if ev.request.initrd_size is None:
         results = [r for r in results if r.name not in AGENT_VALIDITY]

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import enum
 import os
+import re
 import shutil
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -104,16 +105,22 @@ def _no_controls(cmdline: bytes, who: str) -> None:
                            "command line in its configuration")
 
 
+#: The kernel's own tokens (spaces separate, double quotes group): GRUB is given one
+#: word per token, so a quoted value keeps its spaces.
+_TOKEN = re.compile(rb'(?:[^ "]|"[^"]*"?)+')
+
+
 def grub_words(cmdline: bytes) -> bytes:
-    """The command line as GRUB script words: each space-separated word single-quoted
-    (a quote as ``'\\''``); GRUB's ``linux`` joins its arguments with one space."""
+    """The command line as GRUB script words: one single-quoted word per kernel token
+    (a quote inside as ``'\\''``); GRUB's ``linux`` joins its arguments with one space."""
     _no_controls(cmdline, "GRUB")
     if not cmdline:
         return b""
-    words = cmdline.split(b" ")
-    if any(not w for w in words):
+    words = _TOKEN.findall(cmdline)
+    if b" ".join(words) != cmdline:
         raise MediaRefusal("GRUB joins its arguments with single spaces: a command line "
-                           "with leading, trailing or repeated spaces cannot be passed as is")
+                           "with leading, trailing or repeated spaces between its words "
+                           "cannot be passed as is")
     return b" ".join(b"'" + w.replace(b"'", b"'\\''") + b"'" for w in words)
 
 
