@@ -16,6 +16,7 @@ from bootfuzz.fuzz.campaign import (
     DEFAULT_OUT,
     DEFAULT_SILENCE,
     CampaignOptions,
+    Runtime,
     run_campaign,
 )
 from bootfuzz.fuzz.depth import Depth
@@ -77,6 +78,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--overrides, what the loader cannot represent is counted as rejected.")
     p.epilog = EPILOG
     g = p.add_argument_group("campaign")
+    g.add_argument("--target", default=None, metavar="TARGET",
+                   help="boot every case through this peer instead of our loader (a real "
+                   "loader: grub-bios, grub-bios-linux16, grub-efi, syslinux, efi-stub, "
+                   "systemd-boot, or any `bootfuzz diff` target spec), judged by the "
+                   "validity oracles its promises allow")
     g.add_argument("--kernel", action="append", required=True, metavar="NAME",
                    help=f"{KERNEL_HELP}; repeat for several")
     g.add_argument("--time", default="30m", metavar="DURATION",
@@ -148,6 +154,23 @@ def options_from_args(args: argparse.Namespace) -> CampaignOptions:
     )
 
 
+def _target_runtime(args: argparse.Namespace, opts: CampaignOptions) -> Runtime | None:
+    """With --target: boots through the peer (floors still from our loader's cache)."""
+    from bootfuzz.fuzz.target_boot import (
+        TargetBoot,
+        check_campaign_target,
+        learn_floors_with_ours,
+    )
+
+    target = getattr(args, "target", None)
+    check_campaign_target(opts.work_dir, target, opts.resume)
+    if target is None:
+        return None
+    if getattr(args, "coverage", False):
+        raise CampaignError("--coverage measures our boots; a --target campaign has none")
+    return Runtime(boot=TargetBoot(target), floors=learn_floors_with_ours)
+
+
 def run(args: argparse.Namespace) -> int:
     opts = options_from_args(args)
     if args.initrd_cache is not None:  # the workers (forked) and their boots read it
@@ -155,7 +178,7 @@ def run(args: argparse.Namespace) -> int:
     print(f"bootfuzz fuzz: seed {opts.seed}, shard {opts.shard[0]}/{opts.shard[1]}, "
           f"{opts.jobs} job(s), {opts.seconds:.0f} s, out {opts.out}; {cache_usage()}",
           file=sys.stderr)
-    summary = run_campaign(opts)
+    summary = run_campaign(opts, runtime=_target_runtime(args, opts))
     print(summary_markdown(summary))
     if summary.stop_signal:
         return 128 + summary.stop_signal
