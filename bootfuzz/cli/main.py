@@ -44,6 +44,7 @@ SUBCOMMANDS: tuple[Subcommand, ...] = (
     Subcommand("fuzz", "run a boot campaign: generated cases, judged, failures minimized"),
     Subcommand("merge", "merge sharded campaign outputs into one summary"),
     Subcommand("minimize", "shrink a failing reproducer while it fails the same way"),
+    Subcommand("coverage", "report a guided campaign's kernel coverage as HTML and JSON"),
 )
 
 

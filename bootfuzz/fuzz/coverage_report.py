@@ -1,0 +1,344 @@
+"""The coverage report of a guided campaign: what it reached, by which case first, and when.
+
+Reads ``OUT/campaign/coverage.jsonl`` (bootfuzz.fuzz.coverage_log) and writes
+``report.json`` and ``report.html`` (one self-contained page: inline CSS and SVG,
+no script, so it opens anywhere and archives as one file).  The page shows, per
+kernel and entry path, the boot-path functions reached (every kernel function the
+boots ran, from the entry to our agent's power-off) and which case first reached
+each; a watch list of the boot-protocol functions across all paths; and the
+growth of distinct functions and blocks over the campaign's time.
+
+The plots are drawn here as SVG step lines: a few hundred points need no plotting
+library, and the page then needs nothing beside it.  The model (build_report) is
+pure; only write_report touches files.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from bootfuzz.errors import StorageError
+from bootfuzz.fileio import atomic_write_text
+from bootfuzz.fuzz.coverage_log import COVERAGE_LOG_NAME, CoverageEntry, read_coverage_log
+
+REPORT_JSON = "report.json"
+REPORT_HTML = "report.html"
+#: Names of the functions that read what a boot loader hands over (the watch list).
+WATCHED = re.compile(
+    r"e820|initrd|initramfs|rootfs|setup_data|boot_params|bootdata|cmdline|kaslr|"
+    r"x86_64_start|setup_arch|early_reserve|reserve_(?:initrd|brk|bios|ebda)|"
+    r"populate_rootfs|unpack|decompress_method|gunzip|unlz4|unxz|unzstd|bunzip|unlzma|unlzo|"
+    r"memblock_x86|parse_setup|pvh|hvm_start|xen_start"
+)
+
+
+@dataclass(frozen=True)
+class FirstReach:
+    """A function and the case that reached it first on one path."""
+
+    name: str
+    case: int
+    #: Seconds into the campaign (from its first coverage line).
+    at: float
+
+
+@dataclass(frozen=True)
+class PathReport:
+    """One kernel and entry path: what its cases reached, and who reached it first."""
+
+    kernel: str
+    kernel_sha256: str
+    entry: str
+    blocks: int
+    #: Cases that reached something new on this path, in time order.
+    cases: tuple[int, ...]
+    functions: tuple[FirstReach, ...]  # in the order they were first reached
+
+    @property
+    def label(self) -> str:
+        return f"{self.kernel} / entry {self.entry}"
+
+
+@dataclass(frozen=True)
+class GrowthPoint:
+    """The campaign's distinct coverage after one more line of the log."""
+
+    at: float
+    case: int
+    #: Distinct (kernel, block) and (kernel, function) pairs over all paths so far.
+    blocks: int
+    functions: int
+    #: The same, per kernel name.
+    per_kernel: tuple[tuple[str, int, int], ...]
+
+
+@dataclass(frozen=True)
+class CoverageReport:
+    paths: tuple[PathReport, ...]
+    growth: tuple[GrowthPoint, ...]
+    started: float  # Unix time of the first line
+    lines: int
+
+
+def build_report(entries: Iterable[CoverageEntry]) -> CoverageReport:
+    """The report of a log's entries (any order: shards' lines are sorted by time)."""
+    ordered = sorted(entries, key=lambda e: (e.at, e.case))
+    started = ordered[0].at if ordered else 0.0
+    path_blocks: dict[tuple[str, str], set[int]] = {}
+    path_funcs: dict[tuple[str, str], dict[str, FirstReach]] = {}
+    path_cases: dict[tuple[str, str], list[int]] = {}
+    names: dict[str, str] = {}  # kernel sha256 -> the name the campaign used
+    all_blocks: dict[str, set[int]] = {}
+    all_funcs: dict[str, set[str]] = {}
+    growth = []
+    for e in ordered:
+        key = (e.kernel_sha256, e.entry)
+        names.setdefault(e.kernel_sha256, e.kernel)
+        path_blocks.setdefault(key, set()).update(e.new_blocks)
+        firsts = path_funcs.setdefault(key, {})
+        for name in e.new_functions:
+            firsts.setdefault(name, FirstReach(name, e.case, e.at - started))
+        cases = path_cases.setdefault(key, [])
+        if e.case not in cases:
+            cases.append(e.case)
+        all_blocks.setdefault(e.kernel_sha256, set()).update(e.new_blocks)
+        all_funcs.setdefault(e.kernel_sha256, set()).update(e.new_functions)
+        growth.append(GrowthPoint(
+            at=e.at - started, case=e.case,
+            blocks=sum(len(b) for b in all_blocks.values()),
+            functions=sum(len(f) for f in all_funcs.values()),
+            per_kernel=tuple((names[sha], len(all_blocks[sha]), len(all_funcs[sha]))
+                             for sha in sorted(all_blocks, key=lambda s: names[s])),
+        ))
+    paths = tuple(
+        PathReport(names[sha], sha, entry, len(path_blocks[(sha, entry)]),
+                   tuple(path_cases[(sha, entry)]),
+                   tuple(sorted(path_funcs[(sha, entry)].values(), key=lambda f: (f.at, f.name))))
+        for sha, entry in sorted(path_blocks, key=lambda k: (names[k[0]], k[1]))
+    )
+    return CoverageReport(paths, tuple(growth), started, len(ordered))
+
+
+def report_json(report: CoverageReport) -> dict[str, Any]:
+    return {
+        "started": report.started,
+        "lines": report.lines,
+        "paths": [{
+            "kernel": p.kernel, "kernel_sha256": p.kernel_sha256, "entry": p.entry,
+            "blocks": p.blocks, "functions_reached": len(p.functions), "cases": list(p.cases),
+            "functions": {f.name: {"first_case": f.case, "at": round(f.at, 3)}
+                          for f in p.functions},
+        } for p in report.paths],
+        "growth": [{
+            "at": round(g.at, 3), "case": g.case, "blocks": g.blocks, "functions": g.functions,
+            "per_kernel": {k: {"blocks": b, "functions": f} for k, b, f in g.per_kernel},
+        } for g in report.growth],
+    }
+
+
+# ---- HTML ----
+
+_CSS = """
+body{font:14px/1.45 system-ui,sans-serif;margin:2em auto;max-width:72em;color:#222;padding:0 1em}
+h1{font-size:1.5em;margin-bottom:.2em}h2{font-size:1.2em;margin-top:1.8em}
+.sub{color:#666;margin-top:0}
+table{border-collapse:collapse;margin:.6em 0}
+th,td{padding:.25em .7em;border-bottom:1px solid #ddd;text-align:left;vertical-align:top}
+th{background:#f3f3f3;font-weight:600}td.n{text-align:right;font-variant-numeric:tabular-nums}
+td.none{color:#bbb}code{font-size:.95em}
+.cards{display:flex;gap:1em;flex-wrap:wrap}
+.card{border:1px solid #ddd;border-radius:6px;padding:.6em 1em;min-width:9em}
+.card b{display:block;font-size:1.6em}
+details{margin:.4em 0}summary{cursor:pointer;font-weight:600}
+.late{background:#fff6d6}
+svg text{font:12px system-ui,sans-serif;fill:#333}
+"""
+_COLOURS = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#17becf")
+
+
+def _e(text: object) -> str:
+    return html.escape(str(text))
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 60:
+        return f"{seconds:.0f} s"
+    minutes, sec = divmod(int(seconds), 60)
+    if minutes < 60:
+        return f"{minutes} min {sec:02d} s"
+    return f"{minutes // 60} h {minutes % 60:02d} min"
+
+
+def _nice_max(value: int) -> int:
+    """The smallest 1, 2 or 5 times a power of ten at or above *value*."""
+    step = 1
+    while True:
+        for m in (1, 2, 5):
+            if m * step >= value:
+                return m * step
+        step *= 10
+
+
+def growth_svg(title: str, series: Sequence[tuple[str, Sequence[tuple[float, int]]]],
+               width: int = 720, height: int = 260) -> str:
+    """A step plot of cumulative counts over campaign time, one line per series."""
+    left, right, top, bottom = 64, 150, 28, 36
+    pw, ph = width - left - right, height - top - bottom
+    t_max = max((t for _, pts in series for t, _ in pts), default=0.0) or 1.0
+    y_max = _nice_max(max((v for _, pts in series for _, v in pts), default=1) or 1)
+    out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
+           f'role="img" aria-label="{_e(title)}">',
+           f'<text x="{left}" y="16" style="font-weight:600">{_e(title)}</text>']
+    for i in range(5):
+        v = y_max * i // 4
+        y = top + ph - ph * i / 4
+        out.append(f'<line x1="{left}" x2="{left + pw}" y1="{y:.1f}" y2="{y:.1f}" '
+                   'stroke="#e5e5e5"/>')
+        out.append(f'<text x="{left - 6}" y="{y + 4:.1f}" text-anchor="end">{v:,}</text>')
+    for i in range(5):
+        t = t_max * i / 4
+        x = left + pw * i / 4
+        out.append(f'<text x="{x:.1f}" y="{top + ph + 18}" text-anchor="middle">'
+                   f'{_e(_duration(t))}</text>')
+    out.append(f'<line x1="{left}" x2="{left}" y1="{top}" y2="{top + ph}" stroke="#999"/>')
+    out.append(f'<line x1="{left}" x2="{left + pw}" y1="{top + ph}" y2="{top + ph}" '
+               'stroke="#999"/>')
+    for n, (name, pts) in enumerate(series):
+        colour = _COLOURS[n % len(_COLOURS)]
+        coords: list[str] = []
+        last_y = None
+        for t, v in pts:
+            x = left + pw * t / t_max
+            y = top + ph - ph * v / y_max
+            if last_y is not None:
+                coords.append(f"{x:.1f},{last_y:.1f}")
+            coords.append(f"{x:.1f},{y:.1f}")
+            last_y = y
+        if pts and last_y is not None:
+            coords.append(f"{left + pw:.1f},{last_y:.1f}")
+        out.append(f'<polyline fill="none" stroke="{colour}" stroke-width="2" '
+                   f'points="{" ".join(coords)}"/>')
+        ly = top + 14 + 18 * n
+        out.append(f'<line x1="{left + pw + 12}" x2="{left + pw + 30}" y1="{ly - 4}" '
+                   f'y2="{ly - 4}" stroke="{colour}" stroke-width="3"/>')
+        final = pts[-1][1] if pts else 0
+        out.append(f'<text x="{left + pw + 36}" y="{ly}">{_e(name)} ({final:,})</text>')
+    out.append("</svg>")
+    return "\n".join(out)
+
+
+def _series(report: CoverageReport, functions: bool) -> list[tuple[str, list[tuple[float, int]]]]:
+    kernels = sorted({k for g in report.growth for k, _, _ in g.per_kernel})
+    series: list[tuple[str, list[tuple[float, int]]]] = [
+        ("all kernels", [(g.at, g.functions if functions else g.blocks) for g in report.growth])]
+    if len(kernels) > 1:
+        for kernel in kernels:
+            pts = [(g.at, f if functions else b) for g in report.growth
+                   for k, b, f in g.per_kernel if k == kernel]
+            series.append((kernel, pts))
+    return series
+
+
+def _watch_table(report: CoverageReport) -> str:
+    firsts = {p.label: {f.name: f for f in p.functions} for p in report.paths}
+    watched = sorted({f.name for p in report.paths for f in p.functions if WATCHED.search(f.name)})
+    if not watched:
+        return "<p>No boot-protocol function was reached.</p>"
+    head = "".join(f"<th>{_e(p.label)}</th>" for p in report.paths)
+    rows = []
+    for name in watched:
+        cells = []
+        for p in report.paths:
+            f = firsts[p.label].get(name)
+            if f is None:
+                cells.append('<td class="none">not reached</td>')
+            else:
+                late = ' class="late"' if f.case != p.cases[0] else ""
+                cells.append(f"<td{late}>case {f.case} <small>at {_e(_duration(f.at))}</small>"
+                             "</td>")
+        rows.append(f"<tr><td><code>{_e(name)}</code></td>{''.join(cells)}</tr>")
+    return (f"<table><tr><th>function</th>{head}</tr>\n" + "\n".join(rows) + "</table>")
+
+
+def _path_section(p: PathReport) -> str:
+    first = p.cases[0]
+    late = [f for f in p.functions if f.case != first]
+    rows_late = "\n".join(
+        f'<tr class="late"><td><code>{_e(f.name)}</code></td><td class="n">{f.case}</td>'
+        f"<td>{_e(_duration(f.at))}</td></tr>" for f in late)
+    rows_all = "\n".join(
+        f"<tr><td><code>{_e(f.name)}</code></td><td class=\"n\">{f.case}</td>"
+        f"<td>{_e(_duration(f.at))}</td></tr>" for f in sorted(p.functions, key=lambda f: f.name))
+    head = "<tr><th>function</th><th>first case</th><th>reached at</th></tr>"
+    return (
+        f"<h3>{_e(p.label)}</h3>"
+        f"<p>{len(p.functions):,} functions, {p.blocks:,} blocks, {len(p.cases)} case(s) "
+        f"added coverage; case {first} reached {len(p.functions) - len(late):,} of the "
+        f"functions first.</p>"
+        f"<details open><summary>{len(late):,} functions first reached by a later case"
+        f"</summary><table>{head}\n{rows_late}</table></details>"
+        f"<details><summary>all {len(p.functions):,} functions, by name</summary>"
+        f"<table>{head}\n{rows_all}</table></details>"
+    )
+
+
+def report_html(report: CoverageReport, source: str) -> str:
+    total_functions = report.growth[-1].functions if report.growth else 0
+    total_blocks = report.growth[-1].blocks if report.growth else 0
+    span = report.growth[-1].at if report.growth else 0.0
+    summary_rows = "\n".join(
+        f"<tr><td>{_e(p.kernel)}</td><td>{_e(p.entry)}</td>"
+        f'<td class="n">{len(p.functions):,}</td><td class="n">{p.blocks:,}</td>'
+        f'<td class="n">{len(p.cases)}</td><td class="n">{p.cases[0]}</td>'
+        f'<td class="n">{sum(1 for f in p.functions if f.case != p.cases[0]):,}</td></tr>'
+        for p in report.paths)
+    return f"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8">
+<title>bootfuzz coverage report</title><style>{_CSS}</style></head><body>
+<h1>bootfuzz coverage report</h1>
+<p class="sub">{_e(source)}: {report.lines} coverage lines over {_e(_duration(span))}.
+Boot-path functions are the kernel functions a boot ran, from its entry to our agent's
+power-off; blocks are KASLR-normalized kernel block offsets (QEMU-TCG plugin).</p>
+<div class="cards">
+<div class="card"><b>{total_functions:,}</b>kernel functions</div>
+<div class="card"><b>{total_blocks:,}</b>kernel blocks</div>
+<div class="card"><b>{len(report.paths)}</b>kernel-and-entry paths</div>
+</div>
+<h2>Boot-path functions per kernel and entry path</h2>
+<table><tr><th>kernel</th><th>entry</th><th>functions</th><th>blocks</th>
+<th>cases adding coverage</th><th>first case</th><th>functions found later</th></tr>
+{summary_rows}</table>
+<h2>Growth over the campaign</h2>
+{growth_svg("distinct kernel functions reached", _series(report, functions=True))}
+{growth_svg("distinct kernel blocks reached", _series(report, functions=False))}
+<h2>Boot-protocol functions: which case reached each first</h2>
+<p>Functions that read what the loader hands over (E820, initrd, initramfs, setup_data,
+boot_params, command line, KASLR, PVH); highlighted where a later case than the path's
+first reached it.  Replay a case with <code>bootfuzz replay OUT/campaign/cases.jsonl:N</code>.</p>
+{_watch_table(report)}
+<h2>Functions per path</h2>
+{"".join(_path_section(p) for p in report.paths)}
+</body></html>
+"""
+
+
+def write_report(out: Path, dest: Path | None = None) -> tuple[Path, Path, CoverageReport]:
+    """Read *out*'s coverage log and write report.json and report.html into *dest*
+    (default ``OUT/campaign/coverage-report``)."""
+    log = out / "campaign" / COVERAGE_LOG_NAME
+    report = build_report(read_coverage_log(log))
+    dest = dest or out / "campaign" / "coverage-report"
+    json_path, html_path = dest / REPORT_JSON, dest / REPORT_HTML
+    try:
+        dest.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(json_path, json.dumps(report_json(report), indent=1) + "\n")
+        atomic_write_text(html_path, report_html(report, str(log)))
+    except OSError as exc:
+        raise StorageError.writing(exc.filename or dest, exc) from None
+    return json_path, html_path, report
