@@ -68,6 +68,11 @@ def write_verdict(run_dir: Path, doc: dict[str, Any]) -> None:
 
 def run(args: argparse.Namespace) -> int:
     case = case_from_args(args, backend=args.backend)
+    if case.arch.device_tree:  # arm64, riscv64: our DT loader on QEMU virt
+        from bootfuzz.cli.dt_report import run_dt_boot
+
+        return run_dt_boot(args, case, new_run_dir(
+            case, None if args.run_dir is None else Path(args.run_dir)))
     prepared = prepare(case)
     run_dir = new_run_dir(case, None if args.run_dir is None else Path(args.run_dir))
     try:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import math
 
+from bootfuzz.arch import Arch
 from bootfuzz.case import (
     HARNESS_CMDLINE,
     SEED_LIMIT,
@@ -21,6 +22,7 @@ from bootfuzz.case import (
     InitrdPlacement,
     InitrdSpec,
     Overrides,
+    harness_cmdline,
 )
 from bootfuzz.cmdline import from_argv
 from bootfuzz.compression import Compression
@@ -96,6 +98,36 @@ def address(text: str) -> int:
     return value
 
 
+def mem_hole(text: str) -> tuple[int, int]:
+    """argparse type for ADDR:SIZE (a memory hole)."""
+    addr_text, sep, size_text = text.partition(":")
+    if not sep:
+        raise argparse.ArgumentTypeError(f"{text!r}: give ADDR:SIZE, e.g. 0xc0000000:256M")
+    return address(addr_text), size(size_text)
+
+
+def case_arch(args: argparse.Namespace) -> Arch:
+    """--arch, else the pinned kernel's architecture, else the image header's."""
+    if getattr(args, "arch", None):
+        return Arch.parse(args.arch)
+    from bootfuzz.kernel.pinned import load_manifest
+
+    pinned = load_manifest().get(args.kernel)
+    if pinned is not None:
+        return Arch.parse(pinned.arch)
+    from pathlib import Path
+
+    from bootfuzz.kernel.dt_image import is_dt_image, load_dt_image
+
+    path = Path(args.kernel)
+    try:
+        with path.open("rb") as f:
+            head = f.read(64)
+    except OSError:
+        return Arch.X86_64  # the kernel resolver says what is wrong with the path
+    return load_dt_image(path).arch if is_dt_image(head) else Arch.X86_64
+
+
 def add_case_arguments(parser: argparse.ArgumentParser) -> None:
     """The arguments of one boot case, in a "case" group."""
     g = parser.add_argument_group("case")
@@ -130,6 +162,12 @@ def add_case_arguments(parser: argparse.ArgumentParser) -> None:
                    help="the CPU the kvm backend shows the guest: baseline (a fixed x86-64 "
                    "CPU, the same on every host) or host (all this host's KVM offers, not "
                    "reproducible elsewhere); docs/cpu-templates.md; default baseline")
+    g.add_argument("--arch", default=None, metavar="ARCH",
+                   help="guest architecture: x86_64 (amd64), aarch64 (arm64) or riscv64; "
+                   "default: the pinned kernel's (its manifest arch) or the image's header")
+    g.add_argument("--mem-hole", type=mem_hole, action="append", default=[],
+                   metavar="ADDR:SIZE", help="device-tree machines: leave this RAM out of "
+                   "the /memory nodes (repeatable), e.g. 0xc0000000:256M")
     d = parser.add_argument_group(
         "loader decisions", "taken out of the loader's hands (our loader only: a peer "
         "makes its own)")
@@ -157,10 +195,12 @@ def initrd_from_args(args: argparse.Namespace) -> InitrdSpec | None:
 
 def case_from_args(args: argparse.Namespace, backend: str = "qemu-tcg") -> BootCase:
     """The case :func:`add_case_arguments` describes, to be run on *backend*."""
+    arch = case_arch(args)
+    base = harness_cmdline(arch)
     if args.raw_cmdline is not None:
         cmdline = args.raw_cmdline
     else:  # the user's bytes exactly: a trailing space or newline is theirs to give
-        cmdline = f"{HARNESS_CMDLINE} {args.cmdline}" if args.cmdline else HARNESS_CMDLINE
+        cmdline = f"{base} {args.cmdline}" if args.cmdline else base
     return BootCase(
         kernel=args.kernel,
         memory=args.mem,
@@ -171,6 +211,8 @@ def case_from_args(args: argparse.Namespace, backend: str = "qemu-tcg") -> BootC
         overrides=Overrides(kernel_load=args.kernel_load, cmdline_addr=args.cmdline_addr),
         initrd_placement=InitrdPlacement(args.initrd_placement),
         cpu_template=CpuTemplate(args.cpu_template),
+        arch=arch,
+        mem_holes=tuple(getattr(args, "mem_hole", ())),
     )
 
 
