@@ -29,8 +29,9 @@ from dataclasses import dataclass
 
 from bootfuzz.abi.e820 import E820Type
 from bootfuzz.judge.patterns import line_body
+from bootfuzz.judge.promises import U64_MAX
 from bootfuzz.judge.verdict import OracleResult, judged, unknown
-from bootfuzz.loader.layout import FOUR_GIB, PAGE_SIZE, align_up
+from bootfuzz.loader.layout import PAGE_SIZE, align_up
 from bootfuzz.loader.platform import Platform
 
 
@@ -223,13 +224,13 @@ def judge_efi_ram(descriptors: Sequence[EfiDescriptor], platform: Platform | Non
 
 
 def judge_efi_initrd(descriptors: Sequence[EfiDescriptor], ramdisk: tuple[int, int] | None,
-                     initrd_size: int, initrd_addr_max: int) -> OracleResult:
-    """The initrd lies in one EfiLoaderData allocation, ending at or below
-    initrd_addr_max (the soft limit every stub-based loader allocates below)."""
+                     initrd_size: int, limit: int, rule: str = "") -> OracleResult:
+    """The initrd lies in one EfiLoaderData allocation (what a loader allocates through
+    UEFI), its data ending at or below *limit* (the loader's rule, inclusive)."""
     name = "ramdisk-rule"
+    bound = "no limit" if limit >= U64_MAX else f"at or below {limit:#x}"
     expected = (f"RAMDISK of {align_up(initrd_size, PAGE_SIZE):#x} bytes inside one Loader "
-                f"Data descriptor, data ending at or below initrd_addr_max "
-                f"{initrd_addr_max:#x}")
+                f"Data descriptor, data ending {bound}" + (f" ({rule})" if rule else ""))
     if not descriptors:
         return unknown(name, expected, "no 'efi: memNN:' lines (efi=debug missing?)")
     if ramdisk is None:
@@ -243,9 +244,8 @@ def judge_efi_initrd(descriptors: Sequence[EfiDescriptor], ramdisk: tuple[int, i
     if not holder or holder[0].type is not EfiType.LOADER_DATA:
         problems.append("not inside a Loader Data allocation")
     last = start + initrd_size - 1
-    if last > initrd_addr_max:
-        where = "above 4 GiB" if last >= FOUR_GIB else "above initrd_addr_max"
-        problems.append(f"data ends at {last:#x}, {where}")
+    if last > limit:
+        problems.append(f"data ends at {last:#x}, above {limit:#x}")
     return judged(name, not problems, expected, observed, "; ".join(problems))
 
 

@@ -18,6 +18,7 @@ from bootfuzz.loader.platform import Platform, RamRange
 
 #: The largest 32-bit address (QEMU's initrd_max when the kernel may go above it).
 U32_MAX = 0xFFFF_FFFF
+U64_MAX = (1 << 64) - 1
 
 
 class MemoryMeaning(enum.StrEnum):
@@ -95,6 +96,9 @@ class KernelLimit(enum.StrEnum):
 
     ADDR_MAX = "initrd_addr_max"  # the header's initrd_addr_max
     ADDR_MAX_OR_4G = "initrd_addr_max, or 4 GiB - 1 with XLF_CAN_BE_LOADED_ABOVE_4G"
+    #: The EFI stub's hard limit for an initrd it loads (LoadFile2): initrd_addr_max,
+    #: or none with XLF_CAN_BE_LOADED_ABOVE_4G (the stub sets ext_ramdisk_image).
+    ADDR_MAX_OR_ANY = "initrd_addr_max, or none with XLF_CAN_BE_LOADED_ABOVE_4G"
     NONE = "none"  # the PVH paths: no setup header is read
 
 
@@ -118,17 +122,25 @@ class InitrdRule:
 
     #: The loader's own cap on the (inclusive) limit, and what it keeps below it:
     #: GRUB caps initrd_addr_max at 0x37FFFFFF and stays 64 KiB under.
-    loader_cap: int = U32_MAX
+    loader_cap: int | None = None
     margin: int = 0
 
-    def address(self, low_end: int, initrd_addr_max: int, high_ok: bool, size: int) -> int:
+    def limit(self, initrd_addr_max: int, high_ok: bool) -> int:
+        """The highest address (inclusive) the initrd may reach, by the kernel's limit
+        the loader consults and the loader's own cap and margin."""
         limit = {
             KernelLimit.ADDR_MAX: initrd_addr_max,
             KernelLimit.ADDR_MAX_OR_4G: U32_MAX if high_ok else initrd_addr_max,
+            KernelLimit.ADDR_MAX_OR_ANY: U64_MAX if high_ok else initrd_addr_max,
             KernelLimit.NONE: U32_MAX,
         }[self.kernel_limit]
-        limit = min(limit, self.loader_cap) - self.margin
-        limit = min(limit, low_end - self.reserve_top - 1)  # inclusive
+        if self.loader_cap is not None:
+            limit = min(limit, self.loader_cap)
+        return limit - self.margin
+
+    def address(self, low_end: int, initrd_addr_max: int, high_ok: bool, size: int) -> int:
+        limit = min(self.limit(initrd_addr_max, high_ok),
+                    low_end - self.reserve_top - 1)  # inclusive
         top = limit if self.inclusive_limit else limit + 1
         return align_down(top - size, PAGE_SIZE)
 

@@ -221,8 +221,14 @@ def check_efi_initrd(ev: ValidityEvidence) -> OracleResult:
     exp, obs = ev.request, ev.observation
     if exp.initrd_size is None:
         return judged("ramdisk-rule", obs.ramdisk is None, "no initrd", str(obs.ramdisk))
+    rule = ev.promises.initrd_rule(exp.entry)
+    if rule is None:
+        return unknown("ramdisk-rule", "(no placement rule promised)",
+                       "the target states no initrd placement rule")
     rd = None if obs.ramdisk is None else (obs.ramdisk.start, obs.ramdisk.end)
-    return judge_efi_initrd(obs.efi_memmap, rd, exp.initrd_size, exp.initrd_addr_max)
+    return judge_efi_initrd(obs.efi_memmap, rd, exp.initrd_size,
+                            rule.limit(exp.initrd_addr_max, exp.initrd_high_ok),
+                            rule.description)
 
 
 def check_unpacked(ev: ValidityEvidence) -> OracleResult:

@@ -170,13 +170,27 @@ SYSLINUX_ISOLINUX = TargetPromises(
 #: OVMF on QEMU pc: RAM split as QEMU pc's; the UEFI map describes every byte of it but
 #: the legacy hole (measured at 256M and 5G; OVMF keeps no EBDA, its own areas appear as
 #: typed descriptors, judged through the map).
+#: The EFI stub loading the initrd itself (LoadFile2 from OVMF or systemd-boot):
+#: drivers/firmware/efi/libstub efi_load_initrd() gives the device-path initrd only the
+#: hard limit, initrd_addr_max or, with XLF_CAN_BE_LOADED_ABOVE_4G, none (as read;
+#: measured at 5G: debian-6.1-cloud's initrd at 0xbd5b8000, above its 2 GiB
+#: initrd_addr_max), allocated as EfiLoaderData from the top of free memory.
+STUB_INITRD_RULE = InitrdRule(
+    "EFI stub, LoadFile2 initrd: EfiLoaderData pages below initrd_addr_max, or anywhere "
+    "with XLF_CAN_BE_LOADED_ABOVE_4G", kernel_limit=KernelLimit.ADDR_MAX_OR_ANY)
+#: GRUB on EFI: its grub_cmd_initrd window (as on BIOS), in EfiLoaderData pages.
+GRUB_EFI_INITRD_RULE = InitrdRule(
+    "GRUB grub_cmd_initrd on EFI: EfiLoaderData pages ending at or below "
+    "min(initrd_addr_max, 0x37FFFFFF) - 64 KiB", kernel_limit=KernelLimit.ADDR_MAX,
+    loader_cap=GRUB_INITRD_MAX_ADDRESS, margin=GRUB_INITRD_MARGIN)
+
+
 def _efi(description: str, entry: str, *, memory_map: MemoryMapSource = MemoryMapSource.EFI_STUB,
-         prefix: bytes = b"", suffix: bytes = b"") -> TargetPromises:
+         rule: InitrdRule = STUB_INITRD_RULE, prefix: bytes = b"", suffix: bytes = b""
+         ) -> TargetPromises:
     return TargetPromises(
         description=description, gap=PC_GAP, withheld=(LEGACY_HOLE,), memory_map=memory_map,
-        initrd_rules=((EntryProtocol.BOOT64, InitrdRule(
-            "EFI: an EfiLoaderData allocation below initrd_addr_max (judged on the UEFI "
-            "map)")),),
+        initrd_rules=((EntryProtocol.BOOT64, rule),),
         entries=((EntryProtocol.BOOT64, entry),), cmdline_prefix=prefix, cmdline_suffix=suffix)
 
 
@@ -193,7 +207,7 @@ GRUB_EFI = _efi(
     "GRUB's own x86 Linux loader on EFI: GRUB exits boot services, writes the zero page "
     "(its E820 from the UEFI map, efi_info) and enters the kernel's 64-bit entry; the EFI "
     "stub never runs (measured: no 'EFI stub:' line, GRUB's memory type 20 in the E820)",
-    memory_map=MemoryMapSource.EFI_LOADER, prefix=GRUB_BOOT_IMAGE)
+    memory_map=MemoryMapSource.EFI_LOADER, rule=GRUB_EFI_INITRD_RULE, prefix=GRUB_BOOT_IMAGE)
 
 SYSTEMD_BOOT = _efi(
     "systemd-boot (systemd 252) Type #1 entry on a FAT ESP image, OVMF, QEMU pc",
