@@ -42,6 +42,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    f"{' '.join(matrix.INITRDS)}")
     s.add_argument("--targets", nargs="+", default=list(matrix.TARGETS), metavar="TARGET",
                    help=f"default: {' '.join(matrix.TARGETS)}")
+    s.add_argument("--loaders", action="store_true",
+                   help="the real-loader matrix: targets "
+                   f"{' '.join(matrix.LOADER_TARGETS)}, entry "
+                   f"{' '.join(matrix.LOADER_ENTRIES)} (each loader boots its own way), the "
+                   f"{matrix.LOADER_KERNEL_ARCH} kernels; --targets, --entries and --kernels "
+                   "still choose")
     s.add_argument("--list", action="store_true", help="print the selected cells and stop")
     r = p.add_argument_group("run")
     r.add_argument("--jobs", "-j", type=count, default=os.cpu_count() or 1, metavar="N",
@@ -53,8 +59,16 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def dimensions(args: argparse.Namespace) -> Dimensions:
-    return Dimensions(tuple(args.kernels or load_manifest()), tuple(args.entries),
-                      tuple(args.mem), tuple(args.initrds), tuple(args.targets))
+    kernels, entries, targets = args.kernels, args.entries, args.targets
+    if getattr(args, "loaders", False):
+        kernels = kernels or [name for name, k in load_manifest().items()
+                              if k.arch == matrix.LOADER_KERNEL_ARCH]
+        if entries == list(matrix.ENTRIES):
+            entries = list(matrix.LOADER_ENTRIES)
+        if targets == list(matrix.TARGETS):
+            targets = list(matrix.LOADER_TARGETS)
+    return Dimensions(tuple(kernels or load_manifest()), tuple(entries),
+                      tuple(args.mem), tuple(args.initrds), tuple(targets))
 
 
 def _progress(done: int, total: int, r: CellResult) -> None:

@@ -42,6 +42,13 @@ MEMORIES: tuple[str, ...] = ("256M", "3583M", "3584M", "5G")
 NO_INITRD = "none"
 INITRDS: tuple[str, ...] = ("gzip", "xz", "lz4", "zstd", NO_INITRD)
 TARGETS: tuple[str, ...] = ("ours:qemu-tcg", "qemu-direct:pc:tcg", "qemu-direct:microvm:tcg")
+#: The real-loader matrix (``bootfuzz matrix --loaders``): our loader beside each real
+#: loader (bootfuzz.peers.loaders), on entry 64, which stands for whatever entry each
+#: loader takes itself; the x86 kernels only.
+LOADER_TARGETS: tuple[str, ...] = ("ours:qemu-tcg", "grub-bios", "grub-bios-linux16",
+                                   "grub-efi", "syslinux", "efi-stub", "systemd-boot")
+LOADER_ENTRIES: tuple[str, ...] = (EntryProtocol.BOOT64.value,)
+LOADER_KERNEL_ARCH = "amd64"
 INITRD_PAYLOAD = 1 << 20
 #: Per boot.  TCG boots take 2-15 s here; the 5G xz-kernel ones the longest.
 CELL_TIMEOUT = 180.0
