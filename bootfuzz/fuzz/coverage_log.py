@@ -89,7 +89,8 @@ def read_coverage_log(path: Path) -> list[CoverageEntry]:
     try:
         data = path.read_bytes()
     except FileNotFoundError:
-        raise ConfigError(f"{path} not found: it is written by bootfuzz fuzz --coverage") from None
+        raise ConfigError(f"{path} not found (nor a corpus beside it): a campaign run "
+                          "with bootfuzz fuzz --coverage writes them") from None
     except OSError as exc:
         raise StorageError(f"cannot read {path}: {exc.strerror}") from None
     entries = []

@@ -1,24 +1,28 @@
 """The coverage report of a guided campaign: what it reached, by which case first, and when.
 
-Reads ``OUT/campaign/coverage.jsonl`` (bootfuzz.fuzz.coverage_log) and writes
-``report.json`` and ``report.html`` (one self-contained page: inline CSS and SVG,
-no script, so it opens anywhere and archives as one file).  The page shows, per
-kernel and entry path, the boot-path functions reached (every kernel function the
-boots ran, from the entry to our agent's power-off) and which case first reached
-each; a watch list of the boot-protocol functions across all paths; and the
-growth of distinct functions and blocks over the campaign's time.
+Reads ``OUT/campaign/coverage.jsonl`` (bootfuzz.fuzz.coverage_log) where the
+campaign wrote one, else the campaign's corpus (``OUT/campaign/corpus/``,
+bootfuzz.fuzz.corpus: each entry's new blocks, named here with the kernel's
+symbols), and writes ``report.json`` and ``report.html``: one self-contained
+page (inline CSS and SVG, no script) that opens anywhere and archives as one
+file.  The page shows, per kernel and entry path, the boot-path functions
+reached (every kernel function the boots ran, from the entry to our agent's
+power-off) and which case first reached each; a watch list of the boot-protocol
+functions across all paths; and the growth of distinct functions and blocks
+over the campaign's time.
 
 The plots are drawn here as SVG step lines: a few hundred points need no plotting
 library, and the page then needs nothing beside it.  The model (build_report) is
-pure; only write_report touches files.
+pure; load_report and write_report touch files.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import html
 import json
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,6 +30,7 @@ from typing import Any
 from bootfuzz.errors import StorageError
 from bootfuzz.fileio import atomic_write_text
 from bootfuzz.fuzz.coverage_log import COVERAGE_LOG_NAME, CoverageEntry, read_coverage_log
+from bootfuzz.kernel.symbols import SymbolTable
 
 REPORT_JSON = "report.json"
 REPORT_HTML = "report.html"
@@ -82,14 +87,19 @@ class GrowthPoint:
 class CoverageReport:
     paths: tuple[PathReport, ...]
     growth: tuple[GrowthPoint, ...]
-    started: float  # Unix time of the first line
+    started: float  # when campaign time 0 was (Unix time, or 0 for a corpus)
     lines: int
+    #: Where the data came from: per path (the coverage log) or per kernel (a corpus,
+    #: whose entries hold what was new for their kernel, whatever their entry path).
+    source: str = "log"
 
 
-def build_report(entries: Iterable[CoverageEntry]) -> CoverageReport:
-    """The report of a log's entries (any order: shards' lines are sorted by time)."""
+def build_report(entries: Iterable[CoverageEntry], origin: float | None = None
+                 ) -> CoverageReport:
+    """The report of a log's entries (any order: shards' lines are sorted by time);
+    times count from *origin* (default: the first entry)."""
     ordered = sorted(entries, key=lambda e: (e.at, e.case))
-    started = ordered[0].at if ordered else 0.0
+    started = origin if origin is not None else ordered[0].at if ordered else 0.0
     path_blocks: dict[tuple[str, str], set[int]] = {}
     path_funcs: dict[tuple[str, str], dict[str, FirstReach]] = {}
     path_cases: dict[tuple[str, str], list[int]] = {}
@@ -127,6 +137,7 @@ def build_report(entries: Iterable[CoverageEntry]) -> CoverageReport:
 
 def report_json(report: CoverageReport) -> dict[str, Any]:
     return {
+        "source": report.source,
         "started": report.started,
         "lines": report.lines,
         "paths": [{
@@ -288,6 +299,14 @@ def _path_section(p: PathReport) -> str:
     )
 
 
+def _source_note(report: CoverageReport) -> str:
+    if report.source != "corpus":
+        return ""
+    return ("<p>From the campaign's corpus: each entry holds the blocks new for its kernel, "
+            "so a path lists the functions that cases of that entry path reached first for "
+            "the kernel.</p>")
+
+
 def report_html(report: CoverageReport, source: str) -> str:
     total_functions = report.growth[-1].functions if report.growth else 0
     total_blocks = report.growth[-1].blocks if report.growth else 0
@@ -311,6 +330,7 @@ power-off; blocks are KASLR-normalized kernel block offsets (QEMU-TCG plugin).</
 <div class="card"><b>{len(report.paths)}</b>kernel-and-entry paths</div>
 </div>
 <h2>Boot-path functions per kernel and entry path</h2>
+{_source_note(report)}
 <table><tr><th>kernel</th><th>entry</th><th>functions</th><th>blocks</th>
 <th>cases adding coverage</th><th>first case</th><th>functions found later</th></tr>
 {summary_rows}</table>
@@ -328,17 +348,62 @@ first reached it.  Replay a case with <code>bootfuzz replay OUT/campaign/cases.j
 """
 
 
-def write_report(out: Path, dest: Path | None = None) -> tuple[Path, Path, CoverageReport]:
-    """Read *out*'s coverage log and write report.json and report.html into *dest*
-    (default ``OUT/campaign/coverage-report``)."""
+def kernel_symbols_by_name(kernel: str) -> SymbolTable:
+    """The symbols of a kernel named as in a case: cached, else read in a one-off boot
+    (bootfuzz.run.kallsyms)."""
+    from bootfuzz.kernel.pinned import resolve_kernel
+    from bootfuzz.run.kallsyms import kernel_symbols
+
+    return kernel_symbols(resolve_kernel(kernel))
+
+
+def entries_from_corpus(directory: Path,
+                        symbols_for: Callable[[str], SymbolTable] = kernel_symbols_by_name
+                        ) -> list[CoverageEntry]:
+    """A corpus's entries as coverage lines: each entry's new blocks, and the functions
+    they reached first for its kernel (named with *symbols_for* the kernel)."""
+    from bootfuzz.fuzz.corpus import read_entries
+
+    tables: dict[str, SymbolTable] = {}
+    seen: dict[str, set[str]] = {}
+    out = []
+    for e in read_entries(directory):
+        if not e.new.blocks:
+            continue  # kept for a new verdict vector or console line only
+        kernel = e.case.kernel
+        if kernel not in tables:
+            tables[kernel] = symbols_for(kernel)
+        reached = {f.name for b in e.new.blocks
+                   if (f := tables[kernel].function_at(b)) is not None}
+        known = seen.setdefault(kernel, set())
+        out.append(CoverageEntry(
+            at=e.elapsed, case=e.index, kernel=kernel, kernel_sha256=kernel,
+            entry=e.case.entry.value, blocks=e.blocks or 0, functions=0,
+            new_blocks=e.new.blocks, new_functions=tuple(sorted(reached - known))))
+        known |= reached
+    return out
+
+
+def load_report(out: Path) -> tuple[CoverageReport, str]:
+    """The report of campaign output *out*, and the path it was read from."""
     log = out / "campaign" / COVERAGE_LOG_NAME
-    report = build_report(read_coverage_log(log))
+    corpus = out / "campaign" / "corpus"
+    if log.exists() or not corpus.is_dir():
+        return build_report(read_coverage_log(log)), str(log)
+    report = build_report(entries_from_corpus(corpus), origin=0.0)
+    return dataclasses.replace(report, source="corpus"), str(corpus)
+
+
+def write_report(out: Path, dest: Path | None = None) -> tuple[Path, Path, CoverageReport]:
+    """Read *out*'s coverage (load_report) and write report.json and report.html into
+    *dest* (default ``OUT/campaign/coverage-report``)."""
+    report, source = load_report(out)
     dest = dest or out / "campaign" / "coverage-report"
     json_path, html_path = dest / REPORT_JSON, dest / REPORT_HTML
     try:
         dest.mkdir(parents=True, exist_ok=True)
         atomic_write_text(json_path, json.dumps(report_json(report), indent=1) + "\n")
-        atomic_write_text(html_path, report_html(report, str(log)))
+        atomic_write_text(html_path, report_html(report, source))
     except OSError as exc:
         raise StorageError.writing(exc.filename or dest, exc) from None
     return json_path, html_path, report

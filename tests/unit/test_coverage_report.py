@@ -97,3 +97,21 @@ def test_cli_without_a_coverage_log_says_so(tmp_path: Path,
     assert main(["coverage", "report", str(tmp_path)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "coverage.jsonl not found" in err[0] and "--coverage" in err[0]
+
+
+def test_a_corpus_without_a_log_is_reported_per_kernel(tmp_path: Path) -> None:
+    from bootfuzz.case import BootCase, EntryProtocol
+    from bootfuzz.fuzz.corpus import Corpus, Novelty
+    from bootfuzz.fuzz.coverage_report import entries_from_corpus, load_report
+
+    corpus = Corpus.open(tmp_path / "campaign" / "corpus")
+    case = BootCase(kernel="debian-6.1-cloud", memory=256 << 20)
+    corpus.add(case, 0, 5.0, Novelty(blocks=(0x0, 0x104)), blocks=2)
+    corpus.add(case, 3, 9.0, Novelty(lines=("a new line",)))  # no new block
+    corpus.add(BootCase(kernel="debian-6.1-cloud", memory=256 << 20,
+                        entry=EntryProtocol.REAL16), 7, 20.0, Novelty(blocks=(0x108, 0x200)))
+    entries = entries_from_corpus(tmp_path / "campaign" / "corpus", lambda kernel: SYMBOLS)
+    assert [(e.case, e.entry, e.new_functions) for e in entries] == [
+        (0, "64", ("e820__memory_setup", "startup_64")), (7, "16", ("unpack_to_rootfs",))]
+    with pytest.raises(ConfigError, match="not found"):  # neither a log nor a corpus
+        load_report(tmp_path / "nothing")
