@@ -4,5 +4,6 @@ Takes kernels and a generator configuration (or Hypothesis strategies); gives
 ``BootCase`` streams, campaign state and summaries, failure signatures (triage),
 minimized cases, and reproducer files (format, load, replay) under ``corpus/``; each
 kernel's memory floor, measured by real boots and cached (floors); how deep each case
-is booted, and which shallow ones are booted to the end (depth).
+is booted, and which shallow ones are booted to the end (depth); what each guided case
+reached first (coverage_log) and the coverage report drawn from it (coverage_report).
 """

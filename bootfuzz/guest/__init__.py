@@ -3,5 +3,7 @@
 Takes an ``InitrdSpec`` and the harness sources under ``harness/``; gives built,
 cached artifacts: our agent (``/init``), our firmware stub and probe images, initrd
 archives (cpio newc, compressed), and the protocol constants both sides share
-(console markers, exit ports, the firmware hand-off block's fields).
+(console markers, exit ports, the firmware hand-off block's fields);
+``guest.coverage_tools`` builds the QEMU block-coverage plugin and the kallsyms
+dumper from ``harness/coverage``.
 """

@@ -3,5 +3,7 @@
 Takes a file (a bzImage, a vmlinux ELF, a Debian ``.deb``) or the name of a pinned
 kernel; gives a parsed ``KernelImage`` (setup header, payload, vmlinux notes), the
 kernel's ``KernelCapabilities`` (entry paths, initrd compressions, messages it prints),
-and pinned kernels fetched, verified by sha256 and cached.  Knows nothing of guests.
+and pinned kernels fetched, verified by sha256 and cached; ``kernel.symbols`` holds a
+kernel's function symbols as offsets from ``_text`` (from its own kallsyms) and finds
+one boot's KASLR slide from its covered blocks.  Knows nothing of guests.
 """

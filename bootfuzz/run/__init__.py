@@ -9,5 +9,7 @@ probe guest the same way.  ``run.memory_files`` writes the files both backends l
 a plan's memory from.  ``run.qmp`` asks QEMU over QMP whether its guest halted with
 interrupts off (a hang judged at once), ``run.silence`` learns per kernel how quiet a
 healthy boot gets (the silence timeout), ``run.phases`` splits a boot's time into
-phases.
+phases.  ``run.coverage`` reads the QEMU plugin's block map into a KASLR-normalized
+``BlockCoverage`` (``BootResult.coverage``), named with symbols ``run.kallsyms``
+reads from the kernel itself in a one-off boot, cached per kernel.
 """
