@@ -7,14 +7,16 @@ import argparse
 import dataclasses
 import json
 
-from bootfuzz.case import Overrides
+from bootfuzz.case import DtOverrides, Overrides
 from bootfuzz.cli.case_args import count, seconds
+from bootfuzz.cli.dt_report import dt_result_json, dt_result_table
 from bootfuzz.cli.exits import EPILOG, ExitStatus
 from bootfuzz.cli.report import result_json, result_table
 from bootfuzz.fuzz.caselog import load_replay_source
 from bootfuzz.fuzz.replay import replay
 from bootfuzz.judge.verdict import Verdict
 from bootfuzz.run.boot import DEFAULT_TIMEOUT
+from bootfuzz.run.dt_boot import DtBootResult
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -38,14 +40,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     rep = load_replay_source(args.file)
     if args.without_overrides:
-        rep = dataclasses.replace(rep, case=dataclasses.replace(rep.case, overrides=Overrides()),
-                                  expect=None)
+        rep = dataclasses.replace(rep, case=dataclasses.replace(
+            rep.case, overrides=Overrides(), dt=DtOverrides()), expect=None)
     outcomes = [replay(rep, timeout=args.timeout) for _ in range(args.times)]
     signatures = {(o.result.verdict, o.failing) for o in outcomes}
     if args.json:
         print(json.dumps({
             "file": args.file,
-            "runs": [{**result_json(o.result), "expectation_met": o.expectation_met,
+            "runs": [{**(dt_result_json(o.result) if isinstance(o.result, DtBootResult)
+                         else result_json(o.result)), "expectation_met": o.expectation_met,
                       "mismatch": o.mismatch} for o in outcomes],
             "identical": len(signatures) == 1,
         }, indent=2))
@@ -53,7 +56,9 @@ def run(args: argparse.Namespace) -> int:
         for i, o in enumerate(outcomes):
             if len(outcomes) > 1:
                 print(f"--- replay {i + 1}/{len(outcomes)}")
-            print(result_table(o.result, verbose=args.verbose))
+            print(dt_result_table(o.result, verbose=args.verbose)
+                  if isinstance(o.result, DtBootResult)
+                  else result_table(o.result, verbose=args.verbose))
             if o.expectation_met is not None:
                 print("expectation: " + ("met" if o.expectation_met else f"NOT met: {o.mismatch}"))
         if len(outcomes) > 1:

@@ -10,11 +10,12 @@ from bootfuzz.fuzz.reproducer import Reproducer, check_kernel_sha256
 from bootfuzz.judge.verdict import Verdict
 from bootfuzz.kernel.pinned import load_manifest, resolve_kernel
 from bootfuzz.run.boot import DEFAULT_TIMEOUT, BootResult, execute, new_run_dir, prepare
+from bootfuzz.run.dt_boot import DtBootResult, execute_dt, prepare_dt
 
 
 @dataclass(frozen=True)
 class ReplayOutcome:
-    result: BootResult
+    result: BootResult | DtBootResult
     #: None when the reproducer states no expectation.
     expectation_met: bool | None
     mismatch: str = ""
@@ -24,7 +25,8 @@ class ReplayOutcome:
         return tuple(r.name for r in self.result.oracles if r.verdict is Verdict.FAIL)
 
 
-def compare_expectation(rep: Reproducer, result: BootResult) -> tuple[bool | None, str]:
+def compare_expectation(rep: Reproducer, result: BootResult | DtBootResult
+                        ) -> tuple[bool | None, str]:
     """Whether *result* shows what *rep* expects: its verdict and exactly its failing oracles."""
     if rep.expect is None:
         return None, ""
@@ -49,8 +51,12 @@ def replay(rep: Reproducer, run_dir: Path | None = None, timeout: float = DEFAUL
     pin = load_manifest().get(rep.case.kernel)
     moved = pin is not None and rep.kernel_sha256 not in (None, pin.vmlinuz_sha256)
     case = dataclasses.replace(rep.case, kernel=str(kernel)) if moved else rep.case
-    prepared = prepare(case)
-    result = execute(prepared, run_dir or new_run_dir(rep.case), until=rep.until,
-                     timeout=timeout)
+    result: BootResult | DtBootResult
+    if case.arch.device_tree:  # arm64, riscv64: the device-tree loader on QEMU virt
+        result = execute_dt(prepare_dt(case), run_dir or new_run_dir(rep.case),
+                            timeout=timeout)
+    else:
+        result = execute(prepare(case), run_dir or new_run_dir(rep.case), until=rep.until,
+                         timeout=timeout)
     met, mismatch = compare_expectation(rep, result)
     return ReplayOutcome(result, met, mismatch)

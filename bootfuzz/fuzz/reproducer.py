@@ -63,6 +63,7 @@ from bootfuzz.cmdline import cmdline_bytes
 from bootfuzz.compression import Compression
 from bootfuzz.errors import CmdlineError, ConfigError
 from bootfuzz.fileio import atomic_write_text
+from bootfuzz.fuzz.dt_reproducer import DT_TOP_KEYS, dt_case_fields, dt_json
 from bootfuzz.jsonread import JsonReader
 from bootfuzz.judge.oracles import StopPoint
 from bootfuzz.judge.verdict import Verdict
@@ -72,7 +73,7 @@ FORMAT_KEY = "bootfuzz_reproducer"
 FORMAT_VERSION = 1
 _TOP_KEYS = {FORMAT_KEY, "kernel", "backend", "entry", "memory", "initrd", "cmdline",
              "initrd_placement", "cpu_template", "overrides", "until", "expect", "description",
-             "evidence"}
+             "evidence"} | DT_TOP_KEYS
 _OVERRIDE_KEYS = {"fields", "initrd_addr", "cmdline_addr", "cmdline_raw_hex", "kernel_load",
                   "e820", "setup_data", "start_info"}
 #: Our cpio archive with the agent and payload, whole or split in two (uncompressed
@@ -222,6 +223,7 @@ def parse_reproducer(doc: object, where: str = "<reproducer>") -> Reproducer:
         cpu_template=CpuTemplate(r.as_choice(
             top.get("cpu_template", CpuTemplate.BASELINE.value), "cpu_template",
             [t.value for t in CpuTemplate])),
+        **dt_case_fields(r, top),
     )
     until = top.get("until")
     expect = None
@@ -287,6 +289,7 @@ def reproducer_json(rep: Reproducer) -> dict[str, Any]:
     if case.initrd_placement is not InitrdPlacement.TOP:
         doc["initrd_placement"] = case.initrd_placement.value
     doc["cpu_template"] = case.cpu_template.value
+    doc.update(dt_json(case))
     o: dict[str, Any] = {}
     if ov.fields:
         o["fields"] = dict(ov.fields)

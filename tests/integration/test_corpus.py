@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from bootfuzz.case import Overrides
+from bootfuzz.case import DtOverrides, Overrides
 from bootfuzz.fuzz.replay import replay
 from bootfuzz.fuzz.reproducer import load_reproducer
 from bootfuzz.judge.verdict import Verdict
@@ -30,13 +30,17 @@ def test_reproducer_still_shows_its_bug(path: Path, tmp_path: Path) -> None:
     assert outcome.expectation_met, f"{outcome.mismatch}; log {tmp_path / 'console.log'}"
 
 
-@pytest.mark.parametrize("path", [p for p in FILES if not load_reproducer(p).case.overrides.empty],
-                         ids=lambda p: p.stem)
+def _overridden(path: Path) -> bool:
+    case = load_reproducer(path).case
+    return not (case.overrides.empty and case.dt.empty)
+
+
+@pytest.mark.parametrize("path", [p for p in FILES if _overridden(p)], ids=lambda p: p.stem)
 def test_same_case_with_the_loaders_own_layout_passes(path: Path, tmp_path: Path) -> None:
     """The bug is the override: our loader's layout of the same case passes every oracle."""
     rep = load_reproducer(path)
-    fixed = dataclasses.replace(rep, case=dataclasses.replace(rep.case, overrides=Overrides()),
-                                expect=None)
+    fixed = dataclasses.replace(rep, case=dataclasses.replace(
+        rep.case, overrides=Overrides(), dt=DtOverrides()), expect=None)
     outcome = replay(fixed, tmp_path, timeout=120)
     failing = [r.name for r in outcome.result.oracles if r.verdict is not Verdict.PASS]
     assert outcome.result.verdict is Verdict.PASS, failing
