@@ -6,8 +6,10 @@ import argparse
 import json
 from pathlib import Path
 
+from bootfuzz.case import BootCase
 from bootfuzz.cli.case_args import add_case_arguments, add_guest_timeouts, case_from_args
 from bootfuzz.cli.exits import ExitStatus
+from bootfuzz.errors import ConfigError
 from bootfuzz.judge.verdict import Verdict
 from bootfuzz.peers.differential import report_json, report_table, run_diff
 from bootfuzz.peers.targets import parse_target
@@ -29,7 +31,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     add_case_arguments(p)
     t = p.add_argument_group("targets")
     t.add_argument("--peer", required=True, metavar="TARGET",
-                   help="qemu-direct:pc|microvm[:tcg|kvm], command:FILE, or ours[:BACKEND]")
+                   help="qemu-direct:pc|microvm[:tcg|kvm], command:FILE, or ours[:BACKEND]; "
+                   "for an arm64 or riscv64 kernel: qemu-kernel:virt (QEMU's own -kernel)")
     t.add_argument("--target", default=DEFAULT_TARGET, metavar="TARGET",
                    help=f"the left-hand target; default {DEFAULT_TARGET}")
     r = p.add_argument_group("run")
@@ -47,6 +50,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     case = case_from_args(args)
+    if case.arch.device_tree:  # arm64, riscv64: ours on qemu-virt against QEMU's -kernel
+        return _run_dt(args, case)
     left, right = parse_target(args.target), parse_target(args.peer)
     parent = Path(args.run_dir) if args.run_dir else default_runs_dir()
     report = run_diff(case, left, right, parent, timeout=args.timeout,
@@ -55,6 +60,24 @@ def run(args: argparse.Namespace) -> int:
         print(json.dumps(report_json(report), indent=2))
     else:
         print(report_table(report, show_all=args.all))
+    ok = report.left.verdict is Verdict.PASS and report.right.verdict is Verdict.PASS
+    if args.fail_on_diff and report.differences:
+        ok = False
+    return ExitStatus.PASS if ok else ExitStatus.FINDING
+
+
+def _run_dt(args: argparse.Namespace, case: BootCase) -> int:
+    from bootfuzz.peers.dt_diff import PEER_NAME, report_json, report_table, run_dt_diff
+
+    if args.peer != PEER_NAME or args.target not in (DEFAULT_TARGET, "ours:qemu-virt"):
+        raise ConfigError(f"an {case.arch.value} case is compared as --target ours:qemu-virt "
+                          f"--peer {PEER_NAME}")
+    parent = Path(args.run_dir) if args.run_dir else default_runs_dir()
+    quiet = DEFAULT_SILENCE_TIMEOUT if args.silence_timeout is None else args.silence_timeout
+    report = run_dt_diff(case, parent, timeout=args.timeout, silence_timeout=quiet,
+                         parallel=not args.sequential)
+    print(json.dumps(report_json(report), indent=2) if args.json
+          else report_table(report, show_all=args.all))
     ok = report.left.verdict is Verdict.PASS and report.right.verdict is Verdict.PASS
     if args.fail_on_diff and report.differences:
         ok = False

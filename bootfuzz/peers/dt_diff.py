@@ -1,0 +1,308 @@
+"""Differential runs on the device-tree machines: our loader against QEMU's own
+``-kernel/-initrd/-append`` on ``virt`` (target ``qemu-kernel:virt``).
+
+QEMU's loader writes its own DTB (every virt device, its own memory node, rng-seed,
+kaslr-seed on arm64), puts the Image, the initrd and the DTB where hw/arm/boot.c or
+hw/riscv/boot.c decide, and on riscv64 runs its bundled OpenSBI (``-bios default``).
+We do not know its bytes, so the peer is judged by what any correct loader must give:
+the kernel reached our agent; its command line is the one asked for; the initrd was
+unpacked and the payload digest is ours; and the kernel's memory (Early memory node
+ranges, /proc/iomem) is what the DTB the kernel kept says.  Our side is judged by
+every exact oracle as in ``bootfuzz boot``.  Each difference between the two kernels'
+views is listed with the value each side showed.
+
+    bootfuzz diff --kernel debian-6.12-cloud-arm64 --peer qemu-kernel:virt
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import shutil
+import tempfile
+import time
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from bootfuzz.arch import Arch
+from bootfuzz.case import BootCase
+from bootfuzz.errors import BackendError, ConfigError
+from bootfuzz.judge.dt_observation import DtObservation, parse_dt_transcript
+from bootfuzz.judge.dt_oracles import initrd_freed_kib, merged_ram
+from bootfuzz.judge.oracles import judge_agent_cmdline, judge_boot, judge_payload
+from bootfuzz.judge.verdict import OracleResult, Verdict, judged, oracle_json, overall, unknown
+from bootfuzz.loader.fdt_writer import decode_cells
+from bootfuzz.run.backends.qemu_virt import QEMU_BINARIES, classify_virt_exit, machine_args
+from bootfuzz.run.console import run_console
+from bootfuzz.run.dt_boot import execute_dt, prepare_dt
+from bootfuzz.transcript import GuestExit, Transcript
+
+PEER_NAME = "qemu-kernel:virt"
+OURS_NAME = "ours:qemu-virt"
+JSON_FORMAT_VERSION = 1
+
+
+@dataclass(frozen=True)
+class DtSide:
+    """One target's boot of the case, judged."""
+
+    target: str
+    argv: tuple[str, ...]
+    transcript: Transcript
+    observation: DtObservation
+    guest_exit: GuestExit
+    oracles: tuple[OracleResult, ...]
+    verdict: Verdict
+    run_dir: Path
+    duration: float
+
+
+@dataclass(frozen=True)
+class DtDiffRow:
+    field: str
+    left: str
+    right: str
+
+    @property
+    def differs(self) -> bool:
+        return self.left != self.right
+
+
+@dataclass(frozen=True)
+class DtDiffReport:
+    case: BootCase
+    left: DtSide
+    right: DtSide
+    rows: tuple[DtDiffRow, ...]
+
+    @property
+    def differences(self) -> tuple[DtDiffRow, ...]:
+        return tuple(r for r in self.rows if r.differs)
+
+
+def qemu_kernel_argv(case: BootCase, kernel: Path, initrd: Path | None) -> list[str]:
+    """QEMU's own loader on the same machine our backend starts."""
+    argv = [QEMU_BINARIES[case.arch], *machine_args(case.arch, case.memory)]
+    if case.arch is Arch.RISCV64:
+        argv += ["-bios", "default"]
+    argv += ["-kernel", str(kernel), "-append", case.cmdline]
+    if initrd is not None:
+        argv += ["-initrd", str(initrd)]
+    return argv
+
+
+def _kept_memory(obs: DtObservation) -> list[tuple[int, int]] | None:
+    """The memory nodes of the DTB the kernel kept, as (address, size)."""
+    agent = obs.dt_agent
+    if agent is None:
+        return None
+    ac = int.from_bytes(agent.root.get("#address-cells", b"\0\0\0\2"), "big")
+    sc = int.from_bytes(agent.root.get("#size-cells", b"\0\0\0\2"), "big")
+    out = []
+    for props in agent.memory.values():
+        out += decode_cells(props.get("reg", b""), ac, sc)
+    return sorted(out)
+
+
+def _kept_initrd(obs: DtObservation) -> tuple[int, int] | None:
+    agent = obs.dt_agent
+    if agent is None:
+        return None
+    s, e = agent.chosen.get("linux,initrd-start"), agent.chosen.get("linux,initrd-end")
+    if s is None or e is None:
+        return None
+    return int.from_bytes(s, "big"), int.from_bytes(e, "big")
+
+
+def _fmt(ranges: Sequence[tuple[int, int]]) -> str:
+    return "\n".join(f"[mem {a:#018x}-{b:#018x}]" for a, b in ranges) or "(none)"
+
+
+def validity_oracles(case: BootCase, obs: DtObservation, guest_exit: GuestExit,
+                     end_detail: str, payload_sha256: str | None) -> list[OracleResult]:
+    """What any loader must give, judged without knowing its bytes."""
+    agent = case.initrd is not None and not case.initrd.raw
+    out = [judge_boot(obs.base, guest_exit, end_detail, agent=agent, firmware_marker=False)]
+    cmdline = case.cmdline.encode("utf-8", "surrogateescape")
+    got = obs.kernel_command_line
+    out.append(unknown("cmdline", case.cmdline, "no 'Kernel command line:' line") if got is None
+               else judged("cmdline", got == cmdline, case.cmdline,
+                           got.decode("utf-8", "replace")))
+    if agent:
+        out.append(judge_agent_cmdline(obs.base, cmdline))
+        assert case.initrd is not None and payload_sha256 is not None
+        out.append(judge_payload(obs.base, case.initrd.size, payload_sha256))
+    kept = _kept_memory(obs)
+    if kept is not None:
+        want = merged_ram(kept)
+        ranges = [(a, b) for _, a, b in obs.memory_node_ranges]
+        out.append(judged("dt-memory", ranges == want, _fmt(want), _fmt(ranges),
+                          "against the memory nodes of the DTB the kernel kept"))
+        if obs.dt_agent is not None:
+            out.append(judged("iomem-ram", obs.dt_agent.system_ram() == want, _fmt(want),
+                              _fmt(obs.dt_agent.system_ram())))
+    rng = _kept_initrd(obs)
+    if rng is not None:
+        kib = initrd_freed_kib(*rng)
+        freed = obs.base.initrd_freed_kib
+        out.append(judged("initrd-unpacked", freed == kib and obs.base.unpack_failure is None,
+                          f"unpacked, 'Freeing initrd memory: {kib}K' for the kept range "
+                          f"[{rng[0]:#x}, {rng[1]:#x})",
+                          f"Freeing initrd memory: {freed}K"
+                          + (f", failed: {obs.base.unpack_failure}"
+                             if obs.base.unpack_failure else "")))
+    return out
+
+
+def run_peer(case: BootCase, run_dir: Path, *, timeout: float, silence_timeout: float
+             ) -> DtSide:
+    """Boot *case* with QEMU's own -kernel loader on virt."""
+    binary = QEMU_BINARIES[case.arch]
+    if shutil.which(binary) is None:
+        raise BackendError(f"{binary} not found")
+    prepared = prepare_dt(case)  # the same kernel file and initrd our side boots
+    from bootfuzz.kernel.pinned import resolve_kernel
+
+    kernel = resolve_kernel(case.kernel)
+    initrd = next((b.path for b in prepared.plan.blobs if b.name == "initrd"), None)
+    argv = qemu_kernel_argv(case, kernel, initrd)
+    started = time.monotonic()
+    run_dir.mkdir(parents=True, exist_ok=True)
+    transcript = run_console(argv, timeout=timeout, silence_timeout=silence_timeout,
+                             log_path=run_dir / "console.log")
+    guest_exit = classify_virt_exit(transcript)
+    obs = parse_dt_transcript(transcript.raw)
+    sha = None if prepared.plan.initrd is None else prepared.plan.initrd.payload_sha256
+    oracles = validity_oracles(case, obs, guest_exit, transcript.end_detail, sha)
+    return DtSide(PEER_NAME, tuple(argv), transcript, obs, guest_exit, tuple(oracles),
+                  overall(oracles), run_dir, time.monotonic() - started)
+
+
+def run_ours(case: BootCase, run_dir: Path, *, timeout: float, silence_timeout: float
+             ) -> DtSide:
+    run_dir.mkdir(parents=True, exist_ok=True)
+    started = time.monotonic()
+    result = execute_dt(prepare_dt(case), run_dir, timeout=timeout,
+                        silence_timeout=silence_timeout)
+    return DtSide(OURS_NAME, (), result.transcript, result.observation, result.guest_exit,
+                  result.oracles, result.verdict, run_dir, time.monotonic() - started)
+
+
+def _chosen(obs: DtObservation) -> str:
+    agent = obs.dt_agent
+    if agent is None:
+        return "(no agent report)"
+    return "\n".join(f"{k} = {v.hex()}" for k, v in sorted(agent.chosen.items())
+                     if k not in ("name",))
+
+
+def compare(left: DtObservation, right: DtObservation) -> list[DtDiffRow]:
+    """Each field both kernels show, side by side."""
+
+    def row(name: str, f: Any) -> DtDiffRow:
+        return DtDiffRow(name, str(f(left)), str(f(right)))
+
+    def ranges(o: DtObservation) -> str:
+        return _fmt([(a, b) for _, a, b in o.memory_node_ranges])
+
+    def kept(o: DtObservation) -> str:
+        m = _kept_memory(o)
+        return "(no agent report)" if m is None else ", ".join(
+            f"[{a:#x}, {a + s:#x})" for a, s in m)
+
+    def initrd(o: DtObservation) -> str:
+        r = _kept_initrd(o)
+        return "(none)" if r is None else f"[{r[0]:#x}, {r[1]:#x}) {r[1] - r[0]} bytes"
+
+    def iomem(o: DtObservation) -> str:
+        return "(no agent report)" if o.dt_agent is None else _fmt(o.dt_agent.system_ram())
+
+    def reserved(o: DtObservation) -> str:
+        return "\n".join(o.reserved_mem) or "(none)"
+
+    def reserved_nodes(o: DtObservation) -> str:
+        if o.dt_agent is None:
+            return "(no agent report)"
+        return ", ".join(n for n in o.dt_agent.reserved if "@" in n) or "(none)"
+
+    def payload(o: DtObservation) -> str:
+        a = o.base.agent
+        return "(no agent report)" if a is None or a.payload is None else (
+            f"{a.payload.size} bytes, sha256 {a.payload.sha256.hex()}")
+
+    return [
+        row("machine model", lambda o: o.machine_model),
+        row("kernel command line", lambda o: (o.kernel_command_line or b"").decode(
+            "utf-8", "replace")),
+        row("memory nodes kept", kept),
+        row("early memory node ranges", ranges),
+        row("iomem System RAM", iomem),
+        row("OF reserved mem", reserved),
+        row("reserved-memory nodes", reserved_nodes),
+        row("chosen initrd range", initrd),
+        row("Freeing initrd memory", lambda o: f"{o.base.initrd_freed_kib}K"),
+        row("chosen (kept)", _chosen),
+        row("payload", payload),
+    ]
+
+
+def run_dt_diff(case: BootCase, parent: Path, *, timeout: float, silence_timeout: float,
+                parallel: bool = True) -> DtDiffReport:
+    """Our loader and QEMU's -kernel on the same case; both judged, views compared."""
+    if not case.arch.device_tree:
+        raise ConfigError("qemu-kernel:virt boots arm64 and riscv64 kernels only")
+    prepare_dt(case)  # build everything once before the two boots start
+    parent.mkdir(parents=True, exist_ok=True)
+    root = Path(tempfile.mkdtemp(prefix=f"{time.strftime('%Y%m%d-%H%M%S')}-dtdiff-",
+                                 dir=parent))
+    kw = {"timeout": timeout, "silence_timeout": silence_timeout}
+    if parallel:
+        with ThreadPoolExecutor(2) as pool:
+            fl = pool.submit(run_ours, case, root / "ours", **kw)
+            fr = pool.submit(run_peer, case, root / "peer", **kw)
+            left, right = fl.result(), fr.result()
+    else:
+        left = run_ours(case, root / "ours", timeout=timeout, silence_timeout=silence_timeout)
+        right = run_peer(case, root / "peer", timeout=timeout, silence_timeout=silence_timeout)
+    return DtDiffReport(case, left, right, tuple(compare(left.observation, right.observation)))
+
+
+def side_json(side: DtSide) -> dict[str, Any]:
+    return {"target": side.target, "verdict": side.verdict.value,
+            "guest_exit": side.guest_exit.value, "run_dir": str(side.run_dir),
+            "duration": round(side.duration, 3),
+            "oracles": [oracle_json(r) for r in side.oracles]}
+
+
+def report_json(report: DtDiffReport) -> dict[str, Any]:
+    return {
+        "format": JSON_FORMAT_VERSION,
+        "arch": report.case.arch.value,
+        "left": side_json(report.left),
+        "right": side_json(report.right),
+        "differences": [dataclasses.asdict(r) for r in report.differences],
+        "equal": [r.field for r in report.rows if not r.differs],
+    }
+
+
+def report_table(report: DtDiffReport, show_all: bool = False) -> str:
+    lines = [f"{report.case.kernel} ({report.case.arch.value}), "
+             f"{report.case.memory >> 20} MiB: {report.left.target} vs {report.right.target}"]
+    for side in (report.left, report.right):
+        bad = [r.name for r in side.oracles if r.verdict is not Verdict.PASS]
+        lines.append(f"  {side.target}: {side.verdict.value.upper()}"
+                     + (f" ({', '.join(bad)})" if bad else "")
+                     + f"  log {side.run_dir / 'console.log'}")
+    lines.append("")
+    for r in report.rows:
+        if not r.differs and not show_all:
+            continue
+        lines.append(f"{'DIFFERS' if r.differs else 'same   '} {r.field}")
+        for label, value in ((report.left.target, r.left), (report.right.target, r.right)):
+            vals = value.splitlines() or [""]
+            lines.append(f"    {label:<18} {vals[0]}")
+            lines += [f"    {'':<18} {v}" for v in vals[1:]]
+    lines.append(f"\n{len(report.differences)} of {len(report.rows)} items differ")
+    return "\n".join(lines)
