@@ -14,6 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from bootfuzz.abi.structs import Field, Struct
 from bootfuzz.cache import cache_root
 from bootfuzz.errors import InfrastructureError
 from bootfuzz.guest.harness import (
@@ -33,10 +34,19 @@ DUMPER_NAME = "kallsyms"
 #: accepts 0 to 1 (include/qemu/qemu-plugin.h: QEMU_PLUGIN_VERSION 1); the
 #: version-2 API of QEMU 8.2 dropped calls we do not use, so 1 loads there too.
 QEMU_PLUGIN_API_VERSION = 1
-#: The map file header (bootfuzz.run.coverage reads what blockcov.c writes).
+#: The map file header (bootfuzz.run.coverage reads what blockcov.c writes; the
+#: plugin gets each field's offset and size as -D MAP_OFF_<name> / MAP_SIZE_<name>).
 MAP_MAGIC = 0x564F_4346_5A46_5442  # "BTFZFCOV" as little-endian bytes
 MAP_VERSION = 1
 MAP_HEADER_SIZE = 64
+MAP_HEADER = Struct("coverage map header", MAP_HEADER_SIZE, (
+    Field("magic", 0x00, 8, doc="MAP_MAGIC, written last: the header is whole"),
+    Field("version", 0x08, 4),
+    Field("log2_slots", 0x0C, 4, doc="2^log2_slots 8-byte slots follow the header"),
+    Field("count", 0x10, 8, doc="blocks stored"),
+    Field("dropped", 0x18, 8, doc="blocks not stored: the set was 3/4 full"),
+    Field("zero_seen", 0x20, 8, doc="a block at address 0 (0 marks an empty slot)"),
+))
 #: 2^18 slots of 8 bytes: a 2 MiB file; a 6.1 cloud boot stores ~50,000 blocks, the
 #: plugin stops storing (and counts what it drops) at 3/4 full, 196,608.  Every
 #: slot is read back after each boot, so the set is no bigger than that needs.
@@ -63,12 +73,15 @@ class CoverageTools:
 
 
 def plugin_defines() -> tuple[str, ...]:
+    fields = [f"-DMAP_OFF_{f.name}={f.offset:#x}" for f in MAP_HEADER]
+    fields += [f"-DMAP_SIZE_{f.name}={f.size}" for f in MAP_HEADER]
     return (
         f"-DQEMU_PLUGIN_API_VERSION={QEMU_PLUGIN_API_VERSION}",
         f"-DMAP_MAGIC={MAP_MAGIC:#x}ULL",
         f"-DMAP_VERSION={MAP_VERSION}",
         f"-DMAP_HEADER_SIZE={MAP_HEADER_SIZE}",
         f"-DMAP_LOG2_SLOTS={MAP_LOG2_SLOTS}",
+        *fields,
     )
 
 

@@ -1,6 +1,6 @@
 """Guest-kernel block coverage under QEMU-TCG: the plugin's map file, read and normalized.
 
-The plugin (harness/coverage/blockcov.c, built by bootfuzz.guest.harness) records
+The plugin (harness/coverage/blockcov.c, built by bootfuzz.guest.coverage_tools) records
 the start address of every guest block QEMU translates, once each, into an
 open-addressing hash set in a file it maps shared: the pages are the page
 cache's, so what a killed QEMU recorded up to its end is in the file.
@@ -21,7 +21,6 @@ load address; and the rest (our firmware, the agent, unplaced) only counted.
 from __future__ import annotations
 
 import json
-import struct
 from array import array
 from collections import Counter
 from collections.abc import Iterable, Mapping
@@ -31,7 +30,7 @@ from typing import Any, Protocol, runtime_checkable
 
 from bootfuzz.errors import ConfigError, StorageError
 from bootfuzz.fileio import atomic_write_text
-from bootfuzz.guest.coverage_tools import MAP_HEADER_SIZE, MAP_MAGIC, MAP_VERSION
+from bootfuzz.guest.coverage_tools import MAP_HEADER, MAP_HEADER_SIZE, MAP_MAGIC, MAP_VERSION
 from bootfuzz.kernel.image import KernelImage
 from bootfuzz.kernel.symbols import SymbolTable, find_slide
 from bootfuzz.loader.plan import BootPlan
@@ -40,12 +39,10 @@ from bootfuzz.loader.plan import BootPlan
 MAP_NAME = "coverage.map"
 #: coverage.json, what `bootfuzz boot --coverage` writes beside console.log.
 JSON_NAME = "coverage.json"
-#: magic, version, log2 of slots, blocks stored, blocks dropped (set full), zero seen.
-MAP_HEADER = struct.Struct("<QIIQQQ")
 #: Kernel (upper-half) addresses on x86-64 start here.
 KERNEL_SPACE = 0xFFFF_8000_0000_0000
-#: The highest address the kernel proper can run at physically before its own
-#: page tables (arch/x86/Kconfig: KASLR's physical range ends at 64 TiB).
+#: Where the kernel proper can run physically before its own page tables: below
+#: MAXMEM, 64 TiB with 4-level paging (arch/x86/include/asm/pgtable_64_types.h).
 PHYSICAL_LIMIT = 1 << 46
 
 
@@ -72,14 +69,15 @@ def read_map(path: Path) -> RawMap:
         raise StorageError(f"cannot read the coverage map {path}: {exc.strerror}") from None
     if len(data) < MAP_HEADER_SIZE:
         raise ConfigError(f"coverage map {path} is {len(data)} bytes, shorter than its header")
-    magic, version, log2, _count, dropped, zero = MAP_HEADER.unpack_from(data)
-    if magic != MAP_MAGIC or version != MAP_VERSION:
+    header = MAP_HEADER.parse(data)
+    log2, dropped = int(header["log2_slots"]), int(header["dropped"])
+    if header["magic"] != MAP_MAGIC or header["version"] != MAP_VERSION:
         raise ConfigError(f"{path} is not a version {MAP_VERSION} bootfuzz coverage map")
     slots = array("Q")
     slots.frombytes(data[MAP_HEADER_SIZE:MAP_HEADER_SIZE + (8 << log2)])
     found = set(slots)
     found.discard(0)
-    if zero:
+    if header["zero_seen"]:
         found.add(0)
     return RawMap(frozenset(found), dropped)
 

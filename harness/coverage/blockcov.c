@@ -11,8 +11,9 @@
  *
  * Usage: -plugin blockcov.so,map=FILE   (FILE is created and sized here)
  *
- * The header layout is declared once in bootfuzz/run/coverage.py and handed in
- * with -D (MAP_MAGIC, MAP_VERSION, MAP_HEADER_SIZE, MAP_LOG2_SLOTS).
+ * The header is declared once, in bootfuzz/guest/coverage_tools.py (MAP_HEADER),
+ * and handed in with -D: each field's offset and size (MAP_OFF_<name>,
+ * MAP_SIZE_<name>), MAP_MAGIC, MAP_VERSION, MAP_HEADER_SIZE, MAP_LOG2_SLOTS.
  *
  * Debian installs no qemu-plugin.h, so the few API entries used are declared
  * below from QEMU's documented plugin API (include/qemu/qemu-plugin.h).
@@ -38,19 +39,14 @@ extern void qemu_plugin_outs(const char *string);
 
 EXPORT int qemu_plugin_version = QEMU_PLUGIN_API_VERSION;
 
-/* ---- the map file ---- */
-struct map_header {
-	uint64_t magic;
-	uint32_t version;
-	uint32_t log2_slots;
-	uint64_t count;     /* blocks stored */
-	uint64_t dropped;   /* blocks not stored: the set was 3/4 full */
-	uint64_t zero_seen; /* a block at address 0 (0 marks an empty slot) */
-};
+/* ---- the map file: header fields at the offsets the host declared ---- */
+#define U64_FIELD(name) ((uint64_t *)(map + MAP_OFF_##name))
+#define U32_FIELD(name) ((uint32_t *)(map + MAP_OFF_##name))
+_Static_assert(MAP_SIZE_magic == 8 && MAP_SIZE_count == 8 && MAP_SIZE_dropped == 8 &&
+	       MAP_SIZE_zero_seen == 8, "64-bit header fields");
+_Static_assert(MAP_SIZE_version == 4 && MAP_SIZE_log2_slots == 4, "32-bit header fields");
 
-_Static_assert(sizeof(struct map_header) <= MAP_HEADER_SIZE, "header outgrew its room");
-
-static struct map_header *header;
+static char *map;
 static uint64_t *slots;
 static uint64_t mask;
 
@@ -69,7 +65,7 @@ static void record(uint64_t addr)
 	uint64_t i, expected;
 
 	if (addr == 0) {
-		__atomic_store_n(&header->zero_seen, 1, __ATOMIC_RELAXED);
+		__atomic_store_n(U64_FIELD(zero_seen), 1, __ATOMIC_RELAXED);
 		return;
 	}
 	for (i = mix(addr) & mask;; i = (i + 1) & mask) {
@@ -79,14 +75,14 @@ static void record(uint64_t addr)
 			return;
 		if (seen != 0)
 			continue;
-		if (__atomic_load_n(&header->count, __ATOMIC_RELAXED) >= mask / 4 * 3) {
-			__atomic_fetch_add(&header->dropped, 1, __ATOMIC_RELAXED);
+		if (__atomic_load_n(U64_FIELD(count), __ATOMIC_RELAXED) >= mask / 4 * 3) {
+			__atomic_fetch_add(U64_FIELD(dropped), 1, __ATOMIC_RELAXED);
 			return;
 		}
 		expected = 0;
 		if (__atomic_compare_exchange_n(&slots[i], &expected, addr, 0,
 						__ATOMIC_RELAXED, __ATOMIC_RELAXED)) {
-			__atomic_fetch_add(&header->count, 1, __ATOMIC_RELAXED);
+			__atomic_fetch_add(U64_FIELD(count), 1, __ATOMIC_RELAXED);
 			return;
 		}
 		if (expected == addr)
@@ -116,12 +112,12 @@ static int open_map(const char *path)
 	close(fd);
 	if (p == MAP_FAILED)
 		return -1;
-	header = p;
-	slots = (uint64_t *)((char *)p + MAP_HEADER_SIZE);
+	map = p;
+	slots = (uint64_t *)(map + MAP_HEADER_SIZE);
 	mask = ((uint64_t)1 << MAP_LOG2_SLOTS) - 1;
-	header->log2_slots = MAP_LOG2_SLOTS;
-	header->version = MAP_VERSION;
-	__atomic_store_n(&header->magic, (uint64_t)MAP_MAGIC, __ATOMIC_RELEASE);
+	*U32_FIELD(log2_slots) = MAP_LOG2_SLOTS;
+	*U32_FIELD(version) = MAP_VERSION;
+	__atomic_store_n(U64_FIELD(magic), (uint64_t)MAP_MAGIC, __ATOMIC_RELEASE);
 	return 0;
 }
 

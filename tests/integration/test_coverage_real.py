@@ -17,11 +17,11 @@ import pytest
 
 from bootfuzz.case import BootCase, InitrdSpec
 from bootfuzz.cli.main import main
-from bootfuzz.guest.coverage_tools import MAP_HEADER_SIZE, build_coverage_tools
+from bootfuzz.guest.coverage_tools import MAP_HEADER, MAP_HEADER_SIZE, build_coverage_tools
 from bootfuzz.loader.layout import MiB
 from bootfuzz.run.backends.qemu_tcg import QemuTcgBackend
 from bootfuzz.run.boot import prepare, run_case
-from bootfuzz.run.coverage import MAP_HEADER, read_map
+from bootfuzz.run.coverage import read_map
 
 pytestmark = pytest.mark.qemu
 KERNEL = "debian-6.1-cloud"
@@ -86,7 +86,7 @@ def test_the_map_outlives_a_killed_qemu(tmp_path: Path) -> None:
         while stored < 20_000 and time.monotonic() < deadline and proc.poll() is None:
             time.sleep(0.2)
             if map_path.exists() and map_path.stat().st_size > MAP_HEADER_SIZE:
-                stored = MAP_HEADER.unpack_from(map_path.read_bytes())[3]
+                stored = int(MAP_HEADER.parse(map_path.read_bytes())["count"])
     finally:
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait()

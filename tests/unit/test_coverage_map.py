@@ -14,7 +14,7 @@ import pytest
 
 from bootfuzz.errors import ConfigError
 from bootfuzz.guest.coverage_tools import (
-    MAP_HEADER_SIZE,
+    MAP_HEADER,
     MAP_LOG2_SLOTS,
     MAP_MAGIC,
     MAP_VERSION,
@@ -22,7 +22,7 @@ from bootfuzz.guest.coverage_tools import (
     build_coverage_tools,
 )
 from bootfuzz.kernel.symbols import KASLR_ALIGN, SymbolTable
-from bootfuzz.run.coverage import MAP_HEADER, Region, normalize, read_map
+from bootfuzz.run.coverage import Region, normalize, read_map
 
 TEXT = 0xFFFF_FFFF_8100_0000
 
@@ -34,9 +34,10 @@ def write_map(path: Path, addresses: list[int], dropped: int = 0) -> None:
     zero = 0 in addresses
     for i, a in enumerate(a for a in addresses if a):
         slots[i] = a
-    header = MAP_HEADER.pack(MAP_MAGIC, MAP_VERSION, MAP_LOG2_SLOTS, len(addresses), dropped,
-                             int(zero))
-    path.write_bytes(header.ljust(MAP_HEADER_SIZE, b"\0") + slots.tobytes())
+    header = MAP_HEADER.build({"magic": MAP_MAGIC, "version": MAP_VERSION,
+                               "log2_slots": MAP_LOG2_SLOTS, "count": len(addresses),
+                               "dropped": dropped, "zero_seen": int(zero)})
+    path.write_bytes(header + slots.tobytes())
 
 
 def test_read_map_returns_every_address_and_the_drop_count(tmp_path: Path) -> None:
