@@ -214,6 +214,13 @@ def new_run_dir(case: BootCase, parent: Path | None = None) -> Path:
         raise StorageError.writing(exc.filename or parent, exc) from None
 
 
+def check_coverage_backend(backend: Backend) -> None:
+    """Refuse coverage on a backend that cannot record it (only TCG runs QEMU plugins)."""
+    if not isinstance(backend, CoverageBackend):
+        raise ConfigError(f"--coverage needs the qemu-tcg backend (QEMU plugins run under "
+                          f"TCG), not {backend.name}")
+
+
 def run_backend(
     backend: Backend,
     plan: BootPlan,
@@ -235,8 +242,8 @@ def run_backend(
     records guest blocks into coverage.map there (bootfuzz.run.coverage).
     """
     clock = clock or Stopwatch()
-    if coverage and not isinstance(backend, CoverageBackend):
-        raise ConfigError(f"coverage needs the qemu-tcg backend, not {backend.name}")
+    if coverage:
+        check_coverage_backend(backend)
     try:
         try:
             with clock.time(BLOBS):
@@ -281,6 +288,7 @@ def execute(
     """
     symbols = None
     if coverage:  # before the clock starts: the first time, it is a boot of its own
+        check_coverage_backend(prepared.backend)
         if prepared.kernel_path is None:
             raise ConfigError("coverage needs the kernel file, to read its symbols")
         symbols = kernel_symbols(prepared.kernel_path)

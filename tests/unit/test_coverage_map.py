@@ -106,3 +106,13 @@ def test_plugin_builds_and_declares_the_api_version() -> None:
     assert ctypes.c_int.in_dll(lib, "qemu_plugin_version").value == QEMU_PLUGIN_API_VERSION
     assert hasattr(lib, "qemu_plugin_install")
     assert os.access(tools.dumper, os.X_OK)
+
+
+def test_coverage_is_refused_on_a_backend_without_plugins() -> None:
+    from bootfuzz.run.backends.kvm import KvmBackend
+    from bootfuzz.run.backends.qemu_tcg import QemuTcgBackend
+    from bootfuzz.run.boot import check_coverage_backend
+
+    check_coverage_backend(QemuTcgBackend())
+    with pytest.raises(ConfigError, match="needs the qemu-tcg backend"):
+        check_coverage_backend(KvmBackend())
