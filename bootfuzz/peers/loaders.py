@@ -125,14 +125,18 @@ def grub_words(cmdline: bytes) -> bytes:
 
 
 def grub_cfg(cmdline: bytes, initrd: bool, linux16: bool) -> bytes:
+    """GRUB's script: load, then boot only if every load succeeded (GRUB's script goes on
+    after a failed command, so a failed ``initrd`` would boot without one); else say so
+    and power off, leaving GRUB's own error line in the console."""
     suffix = b"16" if linux16 else b""
     words = grub_words(cmdline)
+    linux = b"linux" + suffix + b" /" + KERNEL_NAME.encode() + (b" " + words if words else b"")
+    boot = b"  if initrd" + suffix + b" /" + INITRD_NAME.encode() + b"; then boot; fi" \
+        if initrd else b"  boot"
     lines = [b"serial --unit=0 --speed=115200", b"terminal_input serial",
              b"terminal_output serial", b"terminfo serial dumb",
-             b"linux" + suffix + b" /" + KERNEL_NAME.encode() + (b" " + words if words else b"")]
-    if initrd:
-        lines.append(b"initrd" + suffix + b" /" + INITRD_NAME.encode())
-    lines += [b"boot", b"echo 'bootfuzz: GRUB did not boot the kernel'", b"halt"]
+             b"if " + linux + b"; then", boot, b"fi",
+             b"echo 'bootfuzz: GRUB did not boot the kernel'", b"halt"]
     return b"\n".join(lines) + b"\n"
 
 

@@ -83,10 +83,11 @@ def test_grub_words_one_quoted_word_per_kernel_token() -> None:
 
 def test_grub_cfg_linux16_and_no_initrd() -> None:
     cfg = grub_cfg(b"a=1", initrd=False, linux16=True)
-    assert b"linux16 /vmlinuz 'a=1'\n" in cfg
+    assert b"\nif linux16 /vmlinuz 'a=1'; then\n  boot\nfi\n" in cfg
     assert b"initrd" not in cfg
     cfg = grub_cfg(b"a=1", initrd=True, linux16=False)
-    assert b"\nlinux /vmlinuz 'a=1'\ninitrd /initrd.img\nboot\n" in cfg
+    assert b"\nif linux /vmlinuz 'a=1'; then\n  if initrd /initrd.img; then boot; fi\nfi\n" in cfg
+    assert cfg.endswith(b"\nhalt\n")
 
 
 def test_isolinux_and_systemd_boot_configs_carry_the_line_verbatim() -> None:
