@@ -126,6 +126,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="longest command line; default each kernel's cmdline_size")
     c.add_argument("--overrides", action="store_true",
                    help="also take loader decisions over (deliberately invalid layouts)")
+    c.add_argument("--coverage", action="store_true",
+                   help="guided: boot with guest block coverage (QEMU-TCG plugin) and keep "
+                   "every case that reached a new kernel block, verdict vector or console "
+                   "line in DIR/campaign/corpus as a reproducer; half the cases are then "
+                   "mutants of corpus entries, one dimension changed")
+    c.add_argument("--corpus", action="append", default=[], metavar="CORPUS",
+                   help="with --coverage: seed the corpus from an earlier campaign's "
+                   "corpus directory (OUT/campaign/corpus); repeat for several")
     r = p.add_argument_group("boots")
     add_guest_timeouts(r, DEFAULT_BOOT_TIMEOUT, DEFAULT_SILENCE, learned=True)
     r.add_argument("--minimize-boots", type=int, default=DEFAULT_MAX_BOOTS, metavar="N",
@@ -151,6 +159,8 @@ def options_from_args(args: argparse.Namespace) -> CampaignOptions:
         silence_timeout=args.silence_timeout, max_boots=args.minimize_boots,
         depth=Depth(args.depth),
         max_cases=args.max_cases, below_floor=args.below_floor,
+        guided=args.coverage, coverage=args.coverage,
+        corpus=tuple(Path(c) for c in args.corpus), target=args.target,
     )
 
 

@@ -42,8 +42,10 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import fcntl
+import functools
 import hashlib
 import os
+import random
 import shutil
 import signal
 import sys
@@ -59,7 +61,8 @@ from typing import IO, Protocol, TextIO
 from bootfuzz.case import BootCase
 from bootfuzz.errors import ConfigError, HarnessBug, InfrastructureError
 from bootfuzz.fuzz.caselog import CASES_NAME, CaseLog, CaseRecord, read_cases, read_tail, truncate
-from bootfuzz.fuzz.depth import Depth, boot_at_depth
+from bootfuzz.fuzz.corpus import CORPUS_DIR, Corpus, Signals, console_features, verdict_text
+from bootfuzz.fuzz.depth import Depth, boot_at_depth, verdict_vector
 from bootfuzz.fuzz.floors import (
     FloorKernel,
     FloorRequest,
@@ -74,6 +77,7 @@ from bootfuzz.fuzz.generate import (
     min_memory,
 )
 from bootfuzz.fuzz.minimize import DEFAULT_MAX_BOOTS, minimize
+from bootfuzz.fuzz.mutate import MUTANT_SHARE, pick_and_mutate
 from bootfuzz.fuzz.reproducer import Expectation, Reproducer, load_reproducer, write_reproducer
 from bootfuzz.fuzz.scheduler import BootCaseNumber, Scheduler
 from bootfuzz.fuzz.state import (
@@ -123,7 +127,8 @@ class BootFunction(Protocol):
     """Boot and judge one case, leaving its files in *run_dir* (bootfuzz.run.boot.run_case)."""
 
     def __call__(self, case: BootCase, run_dir: Path, *, timeout: float,
-                 silence_timeout: Silence, until: StopPoint | None = None) -> BootOutcome: ...
+                 silence_timeout: Silence, until: StopPoint | None = None,
+                 coverage: bool = False) -> BootOutcome: ...
 
 
 @dataclass(frozen=True)
@@ -136,14 +141,19 @@ class KernelFacts:
 
 def read_kernels(names: tuple[str, ...]) -> dict[str, KernelFacts]:
     """Fetch (if pinned) and read each kernel once, before any worker starts."""
+    from bootfuzz.kernel.capabilities import read_capabilities
     from bootfuzz.kernel.image import load_kernel_image
     from bootfuzz.kernel.pinned import resolve_kernel
 
     facts = {}
     for name in names:
         path = resolve_kernel(name)
-        facts[name] = KernelFacts(KernelLimits.of(load_kernel_image(path)),
-                                  hashlib.sha256(path.read_bytes()).hexdigest())
+        image = load_kernel_image(path)
+        try:  # the entry paths it has: its vmlinux, decompressed once here
+            limits = KernelLimits.of(image, read_capabilities(image))
+        except ConfigError:  # a payload we cannot read: its 64-bit entry only
+            limits = KernelLimits.of(image)
+        facts[name] = KernelFacts(limits, hashlib.sha256(path.read_bytes()).hexdigest())
     return facts
 
 
@@ -172,6 +182,13 @@ class BootSettings:
     boot: BootFunction = run_case
     #: Where a case's first boot stops (bootfuzz.fuzz.depth; None: a full boot).
     until: StopPoint | None = None
+    #: Boot with block coverage (the QEMU-TCG plugin, bootfuzz.run.coverage).
+    coverage: bool = False
+    #: Send back what each boot showed (bootfuzz.fuzz.corpus.Signals): a guided campaign.
+    signals: bool = False
+    #: Loader decisions are taken over deliberately (--overrides): a refusal is then
+    #: ``rejected``; otherwise every override is a correct loader's and a refusal a finding.
+    wild: bool = False
 
 
 @dataclass(frozen=True)
@@ -191,6 +208,7 @@ class CaseOutcome:
     coverage: int | None = None  # None: not measured
     phases: tuple[tuple[str, float], ...] = ()  # seconds per phase (bootfuzz.run.phases)
     until: StopPoint | None = None  # where the boot judged stopped (None: its end)
+    signals: Signals | None = None  # what the boot showed (a guided campaign's)
 
 
 def _raised_by_loader(exc: BaseException) -> bool:
@@ -224,17 +242,20 @@ def boot_one(index: int, case: BootCase, settings: BootSettings,
     """
     started = time.monotonic()
     run_dir = new_run_dir(case, settings.runs)
+    boot: BootFunction = (functools.partial(settings.boot, coverage=True)
+                          if settings.coverage else settings.boot)
+    sound = case.overrides.empty or not settings.wild  # a correct loader's layout
     try:
-        result = boot_at_depth(settings.boot, case, run_dir, timeout=settings.timeout,
+        result = boot_at_depth(boot, case, run_dir, timeout=settings.timeout,
                                silence_timeout=settings.silence_timeout, until=settings.until)
     except ConfigError as exc:
         shutil.rmtree(run_dir, ignore_errors=True)
-        if case.overrides.empty:
+        if sound:
             return _refused(index, case, exc, started)
         return CaseOutcome(index, case, "rejected", message=str(exc),
                            duration=time.monotonic() - started)
     except HarnessBug as exc:
-        if case.overrides.empty and _raised_by_loader(exc):
+        if sound and _raised_by_loader(exc):
             shutil.rmtree(run_dir, ignore_errors=True)
             return _refused(index, case, exc, started)
         return CaseOutcome(index, case, "infra", message=str(exc), run_dir=str(run_dir),
@@ -242,6 +263,20 @@ def boot_one(index: int, case: BootCase, settings: BootSettings,
     except InfrastructureError as exc:
         return CaseOutcome(index, case, "infra", message=str(exc), run_dir=str(run_dir),
                            duration=time.monotonic() - started)
+    outcome = _judged(index, case, settings, result, run_dir, started, floor)
+    if not settings.signals:
+        return outcome
+    blocks = getattr(getattr(result, "coverage", None), "blocks", None)
+    shown = Signals(verdict_text(verdict_vector(result)),
+                    console_features(case, result.transcript.text), blocks)
+    return dataclasses.replace(outcome, signals=shown,
+                               coverage=None if blocks is None else len(blocks))
+
+
+def _judged(index: int, case: BootCase, settings: BootSettings, result: BootOutcome,
+            run_dir: Path, started: float, floor: MemoryFloor | None) -> CaseOutcome:
+    """The outcome of a booted case: pass, or a failure booted again (fail, flaky),
+    or below the kernel's memory floor."""
     sig = signature(result)
     phases = tuple(result.phases.items())
     if sig is None:
@@ -335,6 +370,20 @@ class CampaignOptions:
     #: Generate from the loader's least memory, under the kernels' floors too (a boot
     #: there that fails short of memory is below-floor).
     below_floor: bool = False
+    #: Keep a corpus (OUT/campaign/corpus) of the cases that showed a new verdict
+    #: vector, console line or (with coverage) kernel block (bootfuzz.fuzz.corpus) ...
+    guided: bool = False
+    #: ... and mutate its entries, one dimension at a time, between fresh cases
+    #: (False: the corpus is only recorded, every case is fresh).
+    mutate: bool = True
+    #: Boot with guest block coverage (the QEMU-TCG plugin, bootfuzz.run.coverage).
+    coverage: bool = False
+    #: Earlier corpora whose entries seed this one (--corpus DIR).
+    corpus: tuple[Path, ...] = ()
+    #: Boot through this peer target (bootfuzz.fuzz.target_boot) instead of our loader:
+    #: only what a loader is given is drawn (64-bit, top, one archive: no dimension a
+    #: real loader decides itself).
+    target: str | None = None
 
     @property
     def work_dir(self) -> Path:
@@ -355,6 +404,8 @@ class _Progress:
         self.tty = stream.isatty()
         self.last = 0.0
 
+    corpus: Corpus | None = None
+
     def show(self, state: CampaignState, elapsed: float, running: int, force: bool = False
              ) -> None:
         now = time.monotonic()
@@ -368,6 +419,9 @@ class _Progress:
                 f"signature(s), {c['fail']} failing, {c['flaky']} flaky, "
                 f"{c['below-floor']} below floor, {c['rejected']} refused, {c['infra']} "
                 f"infra, {running} running")
+        if self.corpus is not None:
+            line += (f"; corpus {len(self.corpus.entries)} ({self.corpus.block_count()} "
+                     "blocks)")
         self.stream.write(("\r" + line + "\033[K") if self.tty else line + "\n")
         self.stream.flush()
 
@@ -463,6 +517,22 @@ class _Campaign:
     scheduler: Scheduler | None = None  # None while recovering: minimizations wait
     consecutive_infra: int = 0
     floors: dict[str, MemoryFloor] = field(default_factory=dict)  # by kernel name
+    corpus: Corpus | None = None  # a guided campaign's
+    #: The parent entry and dimension of each mutant running, by case number.
+    origins: dict[int, tuple[str, str]] = field(default_factory=dict)
+
+    def case_for(self, config: GeneratorConfig, index: int) -> BootCase:
+        """Case *index*: in a guided campaign with a corpus, half the time a mutant of
+        an entry (bootfuzz.fuzz.mutate), else the seed's fresh case."""
+        if self.corpus is not None and config.mutants and self.corpus.entries:
+            src = random.Random(f"bootfuzz-mutant:{config.seed}:{index}")
+            if src.random() < MUTANT_SHARE:
+                mutant = pick_and_mutate(src, config, [(e.name, e.case)
+                                                       for e in self.corpus.entries])
+                if mutant is not None:
+                    self.origins[index] = (mutant.parent, mutant.dimension)
+                    return mutant.case
+        return generate_case(config, index)
 
     def kernel_sha256(self, case: BootCase) -> str | None:
         facts = self.kernels.get(case.kernel)
@@ -476,15 +546,17 @@ class _Campaign:
             description=f"{how} by bootfuzz fuzz (seed {self.opts.seed}): {key}",
         )
 
-    def record(self, outcome: CaseOutcome) -> CaseRecord:
+    def record(self, outcome: CaseOutcome, origin: tuple[str, str] | None = None
+               ) -> CaseRecord:
         """The case log's line for *outcome*: the case as a reproducer that expects
         what the case showed."""
         expect = (None if outcome.verdict is None
                   else Expectation(outcome.verdict, outcome.failing))
+        how = "" if origin is None else f", a mutant of {origin[0]} ({origin[1]})"
         rep = Reproducer(
             case=outcome.case, kernel_sha256=self.kernel_sha256(outcome.case), expect=expect,
             evidence=outcome.evidence, until=outcome.until,
-            description=f"case #{outcome.index} of bootfuzz fuzz (seed {self.opts.seed})",
+            description=f"case #{outcome.index} of bootfuzz fuzz (seed {self.opts.seed}){how}",
         )
         title = None if outcome.signature is None else outcome.signature.partition("|")[2]
         return CaseRecord(
@@ -502,14 +574,33 @@ class _Campaign:
         kernel_floor = self.floors.get(case.kernel)
         return floor if kernel_floor is None else max(floor, kernel_floor.floor(case.initrd))
 
-    def booted(self, outcome: CaseOutcome, log: CaseLog) -> None:
-        """Journal the outcome in the case log, then count it."""
-        record = self.record(outcome)
+    def booted(self, outcome: CaseOutcome, log: CaseLog, elapsed: float = 0.0) -> None:
+        """Keep the case in the corpus if it showed something new, journal the outcome
+        in the case log, then count it."""
+        origin = self.origins.pop(outcome.index, None)
+        record = self.record(outcome, origin)
+        self.keep(outcome, record, origin, elapsed)
         self.apply(record, log.append(record))
         infra = outcome.status == "infra"
         self.consecutive_infra = self.consecutive_infra + 1 if infra else 0
         if infra:
             self.stream.write(f"\ncase #{outcome.index}: infrastructure: {outcome.message}\n")
+
+    def keep(self, outcome: CaseOutcome, record: CaseRecord, origin: tuple[str, str] | None,
+             elapsed: float) -> None:
+        """A corpus entry for a case that showed a feature no entry has (written before
+        its log line: a kill between the two keeps the entry, the case runs again)."""
+        if self.corpus is None or outcome.signals is None:
+            return
+        new = self.corpus.novelty(outcome.case.kernel, outcome.signals)
+        if new.empty:
+            return
+        self.corpus.add(outcome.case, outcome.index, elapsed, new,
+                        kernel_sha256=self.kernel_sha256(outcome.case),
+                        expect=record.reproducer.expect, blocks=outcome.coverage,
+                        parent=None if origin is None else origin[0],
+                        mutated=None if origin is None else origin[1],
+                        description=record.reproducer.description)
 
     def apply(self, record: CaseRecord, log_end: int) -> None:
         """Count a logged case in the state (*log_end*: the log offset past its line).
@@ -613,8 +704,22 @@ def run_campaign(opts: CampaignOptions, stream: TextIO | None = None,
             max_initrd=opts.max_initrd, overrides=opts.overrides, max_cmdline=opts.max_cmdline,
             floors=() if opts.below_floor else tuple(
                 (k, floors[k]) for k in opts.kernels if k in floors),
+            mutants=opts.guided and opts.mutate, dimensions=opts.target is None,
         )
         return _run_locked(opts, stream, runtime, kernels, floors, config, stop)
+
+
+def _open_corpus(opts: CampaignOptions, stream: TextIO) -> Corpus | None:
+    """A guided campaign's corpus (a resumed one's as it was), seeded from --corpus."""
+    if not opts.guided:
+        if opts.corpus:
+            raise CampaignError("--corpus seeds a guided campaign: add --coverage")
+        return None
+    corpus = Corpus.open(opts.work_dir / CORPUS_DIR)
+    for seeds in opts.corpus:
+        added = corpus.seed_from(seeds, opts.kernels)
+        stream.write(f"corpus: {added} entries from {seeds}\n")
+    return corpus
 
 
 def _floors(opts: CampaignOptions, runtime: Runtime, kernels: dict[str, KernelFacts],
@@ -648,7 +753,8 @@ def _run_locked(opts: CampaignOptions, stream: TextIO, runtime: Runtime,
                 kernels: dict[str, KernelFacts], floors: dict[str, MemoryFloor],
                 config: GeneratorConfig, stop: _StopSignals) -> CampaignSummary:
     state = _open_state(opts, generator_digest(config), floors)
-    run = _Campaign(opts, state, kernels, stream, _known_cases(state), floors=state.floors)
+    run = _Campaign(opts, state, kernels, stream, _known_cases(state), floors=state.floors,
+                    corpus=_open_corpus(opts, stream))
     recovered = run.recover() if opts.resume else 0
     if recovered:
         stream.write(f"counted {recovered} case(s) the last run booted but did not save\n")
@@ -662,10 +768,12 @@ def _run_locked(opts: CampaignOptions, stream: TextIO, runtime: Runtime,
     quiet = (LearnedSilence(DEFAULT_SILENCE) if opts.silence_timeout is None
              else opts.silence_timeout)
     settings = BootSettings(opts.work_dir / "runs", opts.timeout, quiet, runtime.boot,
-                            opts.depth.stop)
+                            opts.depth.stop, coverage=opts.coverage, signals=opts.guided,
+                            wild=opts.overrides)
     started = time.monotonic()
     deadline = started + opts.seconds
     progress = _Progress(stream)
+    progress.corpus = run.corpus
     aborted = ""
     log = CaseLog(opts.cases_path)
 
@@ -674,7 +782,7 @@ def _run_locked(opts: CampaignOptions, stream: TextIO, runtime: Runtime,
 
     def take(outcome: CaseOutcome | MinimizeOutcome) -> None:
         if isinstance(outcome, CaseOutcome):
-            run.booted(outcome, log)
+            run.booted(outcome, log, elapsed())
         else:
             run.minimized(outcome)
         save_state(dataclasses.replace(state, elapsed=elapsed()), opts.state_path)
@@ -689,7 +797,7 @@ def _run_locked(opts: CampaignOptions, stream: TextIO, runtime: Runtime,
                 if work is None:
                     break
                 if isinstance(work, BootCaseNumber):
-                    case = generate_case(config, work.index)
+                    case = run.case_for(config, work.index)
                     pending.add(pool.submit(boot_one, work.index, case, settings,
                                             run.floors.get(case.kernel)))
                 else:
@@ -727,6 +835,11 @@ def _run_locked(opts: CampaignOptions, stream: TextIO, runtime: Runtime,
         save_state(state, opts.state_path)
         progress.show(state, state.elapsed, 0, force=True)
         progress.done()
+        if run.corpus is not None:
+            c = run.corpus
+            stream.write(f"corpus: {len(c.entries)} entries, {c.block_count()} kernel blocks, "
+                         f"{len(c.verdicts)} verdict vectors, {len(c.lines)} console lines "
+                         f"in {c.directory}\n")
         records = read_cases(opts.cases_path, state.cases_bytes)
         flaky, below = noise_tables(records)
         summary = CampaignSummary(

@@ -8,8 +8,9 @@ the case logs as one (``cases.jsonl``, in case order, coverage counts kept where
 shard measured them), the failures de-duplicated by signature (for a signature
 found by several shards, the reproducer of its lowest case number: the one a single
 run would have found first, counts summed), the reproducers copied next to it, and
-one summary (markdown, JSON, JUnit).  A shard still running (its lock held) is
-refused: its files are still changing.
+one summary (markdown, JSON, JUnit); the corpora of guided shards as one
+(``campaign/corpus``: every entry, bootfuzz.fuzz.corpus).  A shard still running
+(its lock held) is refused: its files are still changing.
 
 Only what a shard's state counts is merged; lines a killed shard logged past it
 are counted by its own ``--resume``.
@@ -27,6 +28,7 @@ from pathlib import Path
 from bootfuzz.fileio import atomic_write_bytes
 from bootfuzz.fuzz.campaign import LOCK_NAME, MAX_REJECTIONS_KEPT, campaign_lock
 from bootfuzz.fuzz.caselog import CASES_NAME, CaseRecord, read_cases
+from bootfuzz.fuzz.corpus import CORPUS_DIR, read_entries
 from bootfuzz.fuzz.state import STATUSES, CampaignError, CampaignState, Finding, load_state
 from bootfuzz.fuzz.summary import CampaignSummary, case_table, noise_tables, write_summaries
 from bootfuzz.jsonread import JsonReader
@@ -142,6 +144,20 @@ def _merged_findings(shards: Sequence[ShardOutput], dest: Path) -> list[Finding]
     return merged
 
 
+def _merged_corpus(shards: Sequence[ShardOutput], dest: Path) -> int:
+    """Every shard's corpus entries copied into *dest* (their names carry the case
+    number, which no two shards share); returns how many."""
+    copied = 0
+    for s in shards:
+        source = s.out / "campaign" / CORPUS_DIR
+        if not source.is_dir():
+            continue
+        for entry in read_entries(source):
+            atomic_write_bytes(dest / entry.name, entry.path.read_bytes())
+            copied += 1
+    return copied
+
+
 def merge_campaigns(outs: Sequence[Path], dest: Path) -> CampaignSummary:
     """Merge the shard outputs *outs* into *dest* (reproducers there, the rest in
     ``dest/campaign``); returns the merged summary."""
@@ -160,6 +176,7 @@ def merge_campaigns(outs: Sequence[Path], dest: Path) -> CampaignSummary:
             raise CampaignError(f"{dest}: holds a campaign of its own; merge into another "
                                 "--out")
         findings = _merged_findings(shards, dest)
+        _merged_corpus(shards, work / CORPUS_DIR)
         atomic_write_bytes(work / CASES_NAME, b"".join(r.line() for r in records))
         counts = dict.fromkeys(STATUSES, 0)
         for s in shards:

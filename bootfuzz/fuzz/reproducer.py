@@ -34,6 +34,10 @@ host's CPUID: add "cpu_template": "host" to replay that).
 setup_data node's "len" writes a header len that contradicts its payload; what each
 override may do is docs/platform-rules.md.
 
+A corpus entry of a guided campaign carries a "corpus" object too: the features its
+boot showed first, its case number and parent (bootfuzz.fuzz.corpus checks it);
+replay ignores it.
+
 Only "bootfuzz_reproducer", "kernel", "memory" and "cmdline" are required.  The
 command line is text; a byte that is not UTF-8 is written as its escape "\\udc80" ..
 "\\udcff" (bootfuzz.cmdline), as json.dumps writes Python's escaped bytes.
@@ -73,7 +77,7 @@ FORMAT_KEY = "bootfuzz_reproducer"
 FORMAT_VERSION = 1
 _TOP_KEYS = {FORMAT_KEY, "kernel", "backend", "entry", "memory", "initrd", "cmdline",
              "initrd_placement", "cpu_template", "overrides", "until", "expect", "description",
-             "evidence"} | DT_TOP_KEYS
+             "evidence", "corpus"} | DT_TOP_KEYS
 _OVERRIDE_KEYS = {"fields", "initrd_addr", "cmdline_addr", "cmdline_raw_hex", "kernel_load",
                   "e820", "setup_data", "start_info"}
 #: Our cpio archive with the agent and payload, whole or split in two (uncompressed
@@ -243,6 +247,7 @@ def parse_reproducer(doc: object, where: str = "<reproducer>") -> Reproducer:
         expect=expect,
         description=r.as_str(top.get("description", ""), "description"),
         evidence=r.as_str(top.get("evidence", ""), "evidence"),
+        extra={} if top.get("corpus") is None else {"corpus": top["corpus"]},
     )
 
 
@@ -318,6 +323,8 @@ def reproducer_json(rep: Reproducer) -> dict[str, Any]:
         doc["description"] = rep.description
     if rep.evidence:
         doc["evidence"] = rep.evidence
+    if rep.extra.get("corpus") is not None:  # a corpus entry's part (bootfuzz.fuzz.corpus)
+        doc["corpus"] = rep.extra["corpus"]
     return doc
 
 

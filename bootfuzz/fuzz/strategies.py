@@ -5,8 +5,10 @@ Every strategy takes keyword-only arguments, checks them before generating
 anything, and accepts strategies for its parts (xarray style), so a caller can
 narrow one part: ``boot_cases(memory=st.just(256 * MiB))``.  Draws mix uniform
 values with the boot protocol's edge values (shared with the campaign's seeded
-generator in :mod:`bootfuzz.fuzz.generate`), and rare nasty values sit behind a boolean
-so the shrinker can drop them.
+generator: :mod:`bootfuzz.fuzz.draws`), and rare nasty values sit behind a boolean
+so the shrinker can drop them.  :func:`campaign_cases` draws the campaign's own
+rules (every dimension, as the generator and the mutator do) through
+:class:`DrawSource`, a draws.Source over Hypothesis.
 
 What is valid: ``boot_cases(valid_only=True)`` (the default) gives cases our loader
 must accept (plan_boot returns a plan) whose layout every validity rule passes.
@@ -16,7 +18,7 @@ package (the ``dev`` extra); nothing else in bootfuzz imports this module.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any, TypeVar
 
 from hypothesis import strategies as st
@@ -35,6 +37,7 @@ from bootfuzz.case import (
     SetupDataNode,
 )
 from bootfuzz.compression import Compression
+from bootfuzz.fuzz.draws import CaseSpace, draw_case
 from bootfuzz.fuzz.generate import (
     COMPRESSIONS,
     DEBIAN_CLOUD_LIMITS,
@@ -63,8 +66,10 @@ from bootfuzz.loader.layout import FOUR_GIB, PAGE_SIZE, GiB, MiB
 
 __all__ = [
     "DEFAULT_CMDLINE_SIZE",
+    "DrawSource",
     "addresses",
     "boot_cases",
+    "campaign_cases",
     "cmdline_tokens",
     "cmdlines",
     "e820_entries",
@@ -479,3 +484,64 @@ def boot_cases(
     ovr = None if valid_only else _strategy(overrides, "overrides", _any_overrides(limits=lim))
     return _boot_case(kernel, lim, memory, initrd, cmdline, ovr, valid_only)
 
+
+
+# --------------------------------------------------------------------------------------
+# The campaign's own draw rules, through Hypothesis
+# --------------------------------------------------------------------------------------
+
+_RANDOM_STEPS = 1 << 53
+
+
+class DrawSource:
+    """A bootfuzz.fuzz.draws.Source over a Hypothesis draw (``st.composite``'s *draw*
+    or ``st.data().draw``): the campaign's generator and mutator rules, drawn so that
+    Hypothesis shrinks them.  ``random()`` shrinks towards 1, so a rare branch
+    (``chance(src, 0.1)``) shrinks away; ``randrange`` to its start; ``choice`` to the
+    first element."""
+
+    def __init__(self, draw: Callable[[SearchStrategy[Any]], Any]) -> None:
+        self._draw = draw
+
+    def random(self) -> float:
+        n: int = self._draw(st.integers(0, _RANDOM_STEPS - 1))
+        return (_RANDOM_STEPS - 1 - n) / _RANDOM_STEPS
+
+    def randrange(self, start: int, stop: int | None = None, step: int = 1) -> int:
+        if stop is None:
+            start, stop = 0, start
+        count = (stop - start + step - 1) // step
+        if count <= 0:
+            raise ValueError(f"empty range for randrange({start}, {stop}, {step})")
+        k: int = self._draw(st.integers(0, count - 1))
+        return start + step * k
+
+    def choice(self, seq: Sequence[T]) -> T:
+        if not seq:
+            raise IndexError("cannot choose from an empty sequence")
+        value: T = self._draw(st.sampled_from(seq))
+        return value
+
+
+@st.composite
+def _campaign_case(draw: st.DrawFn, space: CaseSpace) -> BootCase:
+    return draw_case(DrawSource(draw), space)
+
+
+def campaign_cases(
+    *, kernel: str = "fake", limits: KernelLimits = DEBIAN_CLOUD_LIMITS,
+    max_memory: int = DEFAULT_MAX_MEMORY, max_initrd: int = 16 * MiB,
+    overrides: bool = False,
+) -> SearchStrategy[BootCase]:
+    """The campaign's cases (bootfuzz.fuzz.draws.draw_case: every dimension, entry
+    paths as *limits* allow, initrd placement and format, a correct loader's
+    relocation, high command line, setup_data and E820 shapes), drawn through
+    Hypothesis.  Without *overrides* each is a case our loader must accept and lay
+    out so that every validity rule passes; with them, deliberately invalid layouts
+    too (bootfuzz.fuzz.draws.draw_overrides)."""
+    _int(max_memory, "max_memory", MIN_GUEST_MEMORY)
+    _int(max_initrd, "max_initrd", 0, MAX_PAYLOAD_SIZE)
+    if not isinstance(kernel, str) or not kernel:
+        raise InvalidArgument(f"kernel={kernel!r} must be a non-empty string")
+    return _campaign_case(CaseSpace(kernels=((kernel, limits),), max_memory=max_memory,
+                                    max_initrd=max_initrd, overrides=overrides))
