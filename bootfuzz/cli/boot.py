@@ -71,8 +71,11 @@ def run(args: argparse.Namespace) -> int:
     if case.arch.device_tree:  # arm64, riscv64: our DT loader on QEMU virt
         from bootfuzz.cli.dt_report import run_dt_boot
 
-        return run_dt_boot(args, case, new_run_dir(
-            case, None if args.run_dir is None else Path(args.run_dir)))
+        dt_run_dir = new_run_dir(case, None if args.run_dir is None else Path(args.run_dir))
+        doc, text, status = run_dt_boot(args, case, dt_run_dir)
+        write_verdict(dt_run_dir, doc)
+        print(text)
+        return status
     prepared = prepare(case)
     run_dir = new_run_dir(case, None if args.run_dir is None else Path(args.run_dir))
     try:

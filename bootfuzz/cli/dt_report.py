@@ -81,9 +81,9 @@ def dt_result_table(result: DtBootResult, verbose: bool = False) -> str:
     return "\n".join(out)
 
 
-def run_dt_boot(args: argparse.Namespace, case: BootCase, run_dir: Path) -> int:
-    """Boot a device-tree case and print its result; the exit status as for x86."""
-    from bootfuzz.cli.boot import write_verdict
+def run_dt_boot(args: argparse.Namespace, case: BootCase, run_dir: Path
+                ) -> tuple[dict[str, Any], str, int]:
+    """Boot a device-tree case: its verdict.json document, what to print, the exit status."""
     from bootfuzz.run.dt_boot import execute_dt, prepare_dt
 
     prepared = prepare_dt(case)
@@ -91,6 +91,5 @@ def run_dt_boot(args: argparse.Namespace, case: BootCase, run_dir: Path) -> int:
     result = execute_dt(prepared, run_dir, timeout=args.timeout, silence_timeout=quiet,
                         keep_blobs=args.keep_blobs)
     doc = dt_result_json(result)
-    write_verdict(run_dir, doc)
-    print(json.dumps(doc, indent=2) if args.json else dt_result_table(result, args.verbose))
-    return ExitStatus.PASS if result.verdict is Verdict.PASS else ExitStatus.FINDING
+    text = json.dumps(doc, indent=2) if args.json else dt_result_table(result, args.verbose)
+    return doc, text, ExitStatus.PASS if result.verdict is Verdict.PASS else ExitStatus.FINDING

@@ -161,7 +161,7 @@ def write_one(tmp_path: Path, **change: str | None) -> Path:
     [
         ({"package": None}, ".package: missing"),
         ({"version": "7"}, ".version: expected a string, got int"),
-        ({"arch": '"i386"'}, ".arch: 'i386' is not one of amd64"),
+        ({"arch": '"i386"'}, ".arch: 'i386' is not one of amd64, arm64, riscv64"),
         (
             {"compression": '"brotli"'},
             ".compression: 'brotli' is not one of none, gzip, bzip2, lzma, xz, lzo, lz4, zstd",
