@@ -220,6 +220,14 @@ class RealLoader:
                                f"{BUILD_HELP[self.loader]}")
         return path
 
+    def ovmf_vars_copy(self, run_dir: Path) -> Path:
+        """A fresh copy of OVMF's variable store for one boot, in *run_dir*."""
+        _, vars_ = self._ovmf()
+        run_dir.mkdir(parents=True, exist_ok=True)
+        copy = run_dir / "OVMF_VARS.fd"
+        shutil.copyfile(vars_, copy)
+        return copy
+
     def check_cmdline(self, cmdline: bytes) -> None:
         """Refuse (MediaRefusal) a command line this loader's configuration cannot carry."""
         given = self.loader_cmdline(cmdline)
@@ -278,10 +286,8 @@ class RealLoader:
         ]
         scratch: list[Path] = []
         if self.efi:
-            code, vars_ = self._ovmf()
-            run_dir.mkdir(parents=True, exist_ok=True)
-            copy = run_dir / "OVMF_VARS.fd"
-            shutil.copyfile(vars_, copy)
+            code, _ = self._ovmf()
+            copy = self.ovmf_vars_copy(run_dir)
             scratch.append(copy)
             argv += ["-drive", f"if=pflash,format=raw,unit=0,readonly=on,file={code}",
                      "-drive", f"if=pflash,format=raw,unit=1,file={copy}"]

@@ -307,7 +307,7 @@ class TemplateError(ConfigError):
 
 
 PLACEHOLDERS: tuple[str, ...] = ("kernel", "initrd", "cmdline", "mem_bytes", "mem_kib",
-                                 "mem_mib")
+                                 "mem_mib", "media", "ovmf_vars")
 _FORMATTER = string.Formatter()
 
 
@@ -342,6 +342,10 @@ class CommandTemplate:
     name: str = "command"
     promises: str = "none"
     poweroff_exit_status: int = QEMU_AGENT_EXIT_STATUS
+    #: ``LOADER[:BUILD]`` (bootfuzz.peers.loaders): the template boots that loader's media
+    #: for the case ({media}) with a fresh copy of OVMF's variable store ({ovmf_vars}), so
+    #: a user's own QEMU, firmware or loader build runs the same configuration.
+    media: str | None = None
 
     def __post_init__(self) -> None:
         if not self.argv:
@@ -353,6 +357,11 @@ class CommandTemplate:
         if self.promises not in KNOWN_PROMISES:
             raise TemplateError(f"unknown promises {self.promises!r} "
                                 f"(known: {', '.join(KNOWN_PROMISES)})")
+        if self.media is not None and parse_loader(self.media) is None:
+            raise TemplateError(f"media {self.media!r}: not a loader (known: "
+                                f"{', '.join(Loader)}, each with an optional :BUILD)")
+        if {"media", "ovmf_vars"} & self.fields and self.media is None:
+            raise TemplateError("{media} and {ovmf_vars} need media = \"LOADER[:BUILD]\"")
 
     @property
     def fields(self) -> set[str]:
@@ -393,15 +402,18 @@ def load_template(path: Path) -> CommandTemplate:
                             ) from None
     if not isinstance(doc, dict) or not isinstance(doc.get("argv"), list):
         raise TemplateError(f"{path}: needs a list 'argv'")
-    unknown = set(doc) - {"argv", "name", "promises", "poweroff_exit_status"}
+    unknown = set(doc) - {"argv", "name", "promises", "poweroff_exit_status", "media"}
     if unknown:
         raise TemplateError(f"{path}: unknown keys {', '.join(sorted(unknown))}")
     status = doc.get("poweroff_exit_status", QEMU_AGENT_EXIT_STATUS)
     if not isinstance(status, int) or isinstance(status, bool):
         raise TemplateError(f"{path}: poweroff_exit_status must be an integer")
+    media = doc.get("media")
+    if media is not None and not isinstance(media, str):
+        raise TemplateError(f"{path}: media must be a string (LOADER[:BUILD])")
     return CommandTemplate(tuple(doc["argv"]), name=str(doc.get("name", path.stem)),
                            promises=str(doc.get("promises", "none")),
-                           poweroff_exit_status=status)
+                           poweroff_exit_status=status, media=media)
 
 
 @dataclass(frozen=True)
@@ -421,6 +433,12 @@ class CommandTarget:
             return "the template passes {initrd} and the case has no initrd"
         if case.entry is not EntryProtocol.BOOT64:
             return f"entry {case.entry.value}: a command template boots the bzImage as given"
+        loader = None if self.template.media is None else parse_loader(self.template.media)
+        if loader is not None:
+            try:
+                loader.check_cmdline(cmdline_bytes(case.cmdline))
+            except ConfigError as e:
+                return str(e)
         return None
 
     def run(self, case: BootCase, run_dir: Path, *, timeout: float,
@@ -428,16 +446,32 @@ class CommandTarget:
         started = time.monotonic()
         refuse_unsupported(self, case)
         mats = materials(case)
-        argv = self.template.expand(placeholder_values(
-            mats.kernel, None if mats.initrd is None else mats.initrd.path, case.cmdline,
-            case.memory))
+        initrd = None if mats.initrd is None else mats.initrd.path
+        values = placeholder_values(mats.kernel, initrd, case.cmdline, case.memory)
+        scratch: list[Path] = []
+        request = load_request(case, mats.image, mats.initrd)
+        loader = None if self.template.media is None else parse_loader(self.template.media)
+        if loader is not None:
+            asked = cmdline_bytes(case.cmdline)
+            request = replace(request, cmdline=loader.loader_cmdline(asked))
+            values["cmdline"] = os.fsdecode(request.cmdline)
+            media = loader.media(mats.kernel, initrd, asked)
+            if media is not None:
+                values["media"] = str(media)
+            if "ovmf_vars" in self.template.fields:
+                scratch.append(loader.ovmf_vars_copy(run_dir))
+                values["ovmf_vars"] = str(scratch[-1])
+        argv = self.template.expand(values)
         if shutil.which(argv[0]) is None:
             raise BackendError(f"{argv[0]} not found (the template's program)")
-        transcript = _run_argv(argv, run_dir, timeout, silence_timeout, self.name)
+        try:
+            transcript = _run_argv(argv, run_dir, timeout, silence_timeout, self.name)
+        finally:
+            for path in scratch:
+                path.unlink(missing_ok=True)
         guest_exit = classify_exit(transcript, self.template.exit_statuses)
-        return _judge(self.name, case, argv, transcript, guest_exit,
-                      load_request(case, mats.image, mats.initrd), self.promises, run_dir,
-                      started)
+        return _judge(self.name, case, argv, transcript, guest_exit, request, self.promises,
+                      run_dir, started)
 
 
 # --------------------------------------------------------------------------------------

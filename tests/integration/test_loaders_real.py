@@ -108,3 +108,16 @@ def test_diff_ours_vs_loader_5g(loader: Loader, tmp_path: Path) -> None:
     assert cmd.differs  # each loader adds its own words (BOOT_IMAGE=, initrd=, efi=debug)
     assert "Command line: " in cmd.right_evidence[0].text
     assert rows["RAMDISK"].differs
+
+
+def test_command_template_boots_grub_media(tmp_path: Path) -> None:
+    """A user's QEMU command booting the GRUB ISO bootfuzz built for the case."""
+    from bootfuzz.peers.targets import CommandTarget, load_template
+
+    _selected(Loader.GRUB_BIOS, "5G")
+    _installed(Loader.GRUB_BIOS)
+    example = Path(__file__).resolve().parents[2] / "docs" / "examples" / "grub-bios-own.toml"
+    run = CommandTarget(load_template(example)).run(case("256M"), tmp_path, timeout=TIMEOUT,
+                                                    silence_timeout=90)
+    assert run.verdict is Verdict.PASS, explain(run)
+    assert any(a.endswith(".iso,format=raw,if=ide,media=cdrom,readonly=on") for a in run.argv)

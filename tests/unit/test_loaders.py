@@ -175,3 +175,25 @@ def test_esp_image_built_once_then_reused_and_evicted(tmp_path: Path,
     second = cached_media(spec(b"options b"), cache)
     assert second != first and second.exists()
     assert not first.exists()  # the least recently used went over the cap
+
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "docs" / "examples"
+
+
+def test_command_template_media_names_a_loader(tmp_path: Path) -> None:
+    from bootfuzz.peers.targets import CommandTarget, CommandTemplate, TemplateError, load_template
+
+    own = load_template(EXAMPLES / "grub-bios-own.toml")
+    assert own.media == "grub-bios:/usr/lib/grub/i386-pc"
+    assert "media" in own.fields
+    target = CommandTarget(own)
+    assert target.promises.cmdline_prefix == b"BOOT_IMAGE=/vmlinuz "
+    assert "single spaces" in (target.unsupported(_case(cmdline="a  b")) or "")
+    with pytest.raises(TemplateError, match="need media"):
+        CommandTemplate(("qemu", "{media}"))
+    with pytest.raises(TemplateError, match="not a loader"):
+        CommandTemplate(("qemu", "{media}"), media="lilo")
+    bad = tmp_path / "t.toml"
+    bad.write_text('argv = ["q"]\nmedia = 3\n')
+    with pytest.raises(TemplateError, match="media must be a string"):
+        load_template(bad)

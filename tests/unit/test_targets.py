@@ -49,7 +49,8 @@ def test_template_unknown_placeholder_clear_error() -> None:
         CommandTemplate(("vmm", "-kernel", "{kernal}"))
     assert str(e.value) == (
         "command template: argument 2 '{kernal}': unknown placeholder {kernal} (known: "
-        "{kernel}, {initrd}, {cmdline}, {mem_bytes}, {mem_kib}, {mem_mib})"
+        "{kernel}, {initrd}, {cmdline}, {mem_bytes}, {mem_kib}, {mem_mib}, {media}, "
+        "{ovmf_vars})"
     )
 
 
