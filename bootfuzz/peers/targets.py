@@ -2,8 +2,10 @@
 
 ``ours`` is our loader on one of our backends (every byte known, so the exact
 oracles of bootfuzz.judge.oracles apply).  ``qemu-direct`` is QEMU's own ``-kernel``
-loader (SeaBIOS + linuxboot option ROM on ``pc``, qboot on ``microvm``) and
-``command`` any VMM started from an argument-list template.  For peers we do not
+loader (SeaBIOS + linuxboot option ROM on ``pc``, qboot on ``microvm``),
+``command`` any VMM started from an argument-list template, and the real loaders
+(``grub-bios``, ``grub-bios-linux16``, ``grub-efi``, ``syslinux``, ``efi-stub``,
+``systemd-boot``: bootfuzz.peers.loaders) boot media built for the case.  For peers we do not
 know the bytes they wrote, only what they promise (:class:`TargetPromises`), so
 they are judged by bootfuzz.judge.validity: what the protocol and the platform allow.
 
