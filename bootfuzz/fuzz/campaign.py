@@ -527,8 +527,9 @@ class _Campaign:
         if self.corpus is not None and config.mutants and self.corpus.entries:
             src = random.Random(f"bootfuzz-mutant:{config.seed}:{index}")
             if src.random() < MUTANT_SHARE:
-                mutant = pick_and_mutate(src, config, [(e.name, e.case)
-                                                       for e in self.corpus.entries])
+                mutant = pick_and_mutate(src, config, [
+                    (e.name, e.case, len(e.new.blocks) + len(e.new.lines))
+                    for e in self.corpus.entries])
                 if mutant is not None:
                     self.origins[index] = (mutant.parent, mutant.dimension)
                     return mutant.case

@@ -4,8 +4,9 @@ Which dimension, and its new value, come from the same draw rules as a fresh cas
 (bootfuzz.fuzz.draws.redraw): the later dimensions that no longer fit are drawn
 again, the rest kept, so a mutant of a sound case is sound.  Besides whole
 redraws the command line is also mutated a token at a time (one added, one
-dropped), which keeps the rest of a long line.  Which entry: half the time one of
-the newest (what was just found is explored first), else any.  Pure: no I/O.
+dropped), which keeps the rest of a long line.  Which entry: a third of the time
+one of the newest (what was just found is explored first), a third by what it
+added, else any.  Pure: no I/O.
 """
 
 from __future__ import annotations
@@ -19,15 +20,16 @@ from bootfuzz.fuzz.draws import (
     DIMENSION_NAMES,
     CaseSpace,
     Source,
-    chance,
     draw_cmdline_token,
     misfits,
     redraw,
 )
 from bootfuzz.fuzz.generate import split_cmdline
 
-#: The newest entries a mutation picks from half the time.
+#: The newest entries a mutation picks from a third of the time.
 RECENT = 16
+#: An entry's weight is what it added first, at most this (plus one).
+WEIGHT_CAP = 200
 #: Share of a guided campaign's cases that are mutants once the corpus has entries.
 MUTANT_SHARE = 0.5
 #: Draws of the chosen dimension until the case changes (rare values need a few).
@@ -80,16 +82,35 @@ def mutate(src: Source, space: CaseSpace, parent: BootCase, dimension: str) -> B
     return child
 
 
+def pick(src: Source, weighted: Sequence[tuple[str, BootCase, int]]
+         ) -> tuple[str, BootCase]:
+    """An entry: a third of the time one of the newest, a third by weight (what it
+    added first, capped: the first entry adds every block of a boot), else any."""
+    kind = src.random()
+    if kind < 1 / 3:
+        name, case, _ = src.choice(weighted[-RECENT:])
+        return name, case
+    if kind < 2 / 3:
+        total = sum(min(w, WEIGHT_CAP) + 1 for _, _, w in weighted)
+        point = src.random() * total
+        for name, case, w in weighted:
+            point -= min(w, WEIGHT_CAP) + 1
+            if point < 0:
+                return name, case
+    name, case, _ = src.choice(weighted)
+    return name, case
+
+
 def pick_and_mutate(src: Source, space: CaseSpace,
-                    entries: Sequence[tuple[str, BootCase]]) -> Mutant | None:
-    """A mutant of one of *entries* (name, case), never equal to it; None when none is
+                    entries: Sequence[tuple[str, BootCase, int]]) -> Mutant | None:
+    """A mutant of one of *entries* (name, case, weight: what it added), never equal to
+    it (bootfuzz.fuzz.mutate.pick chooses which); None when none is
     of *space*'s kernels (a seed corpus of other kernels) or no dimension changed."""
     kernels = {name for name, _ in space.kernels}
-    usable = [(n, c) for n, c in entries if c.kernel in kernels]
+    usable = [e for e in entries if e[1].kernel in kernels]
     if not usable:
         return None
-    pool = usable[-RECENT:] if chance(src, 0.5) else usable
-    name, case = src.choice(pool)
+    name, case = pick(src, usable)
     for _ in range(DIMENSION_TRIES):  # PVH has no setup_data to change, say: another one
         dimension = src.choice(mutable_dimensions(space))
         child = mutate(src, space, case, dimension)
@@ -102,5 +123,5 @@ def pick_and_mutate(src: Source, space: CaseSpace,
     return None
 
 
-__all__ = ["CMDLINE_ADD", "CMDLINE_DROP", "MUTANT_SHARE", "RECENT", "Mutant",
-           "mutable_dimensions", "mutate", "pick_and_mutate"]
+__all__ = ["CMDLINE_ADD", "CMDLINE_DROP", "MUTANT_SHARE", "RECENT", "WEIGHT_CAP", "Mutant",
+           "mutable_dimensions", "mutate", "pick", "pick_and_mutate"]
