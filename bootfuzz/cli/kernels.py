@@ -52,8 +52,34 @@ def _fetch(names: list[str], snapshot_url: str | None) -> None:
         print(f"{name}: {got.vmlinuz} ({how}, sha256 verified)")
 
 
+def _show_dt(name: str, path: Path) -> None:
+    """An arm64 or RISC-V Image: its header and what its configuration enables."""
+    from bootfuzz.kernel.dt_capabilities import dt_capabilities
+    from bootfuzz.kernel.dt_image import load_dt_image
+
+    caps = dt_capabilities(load_dt_image(path), find_config(name, path))
+    rd = ("unknown (no config)" if caps.initrd_compressions is None
+          else ", ".join(sorted(c.value for c in caps.initrd_compressions)))
+    for label, value in (
+        ("architecture", caps.arch), ("file", path), ("entry", "device tree (Image header)"),
+        ("text_offset", f"{caps.text_offset:#x}"), ("image_size", f"{caps.image_size:#x}"),
+        ("page size", caps.page_size or "unspecified"),
+        ("placement", "anywhere in RAM" if caps.anywhere else "near the start of DRAM"),
+        ("relocatable", caps.relocatable), ("KASLR", caps.kaslr),
+        ("initrd compressions", rd),
+        ("unpack message", caps.unpack_message.value if caps.unpack_message else "unknown"),
+    ):
+        print(f"{label:<20} {value}")
+
+
 def _show(name: str) -> None:
     path = pinned.resolve_kernel(name)
+    from bootfuzz.kernel.dt_image import is_dt_image
+
+    with path.open("rb") as f:
+        if is_dt_image(f.read(64)):
+            _show_dt(name, path)
+            return
     caps = read_capabilities(load_kernel_image(path), find_config(name, path))
     rd = ("unknown (no config)" if caps.initrd_compressions is None
           else ", ".join(sorted(c.value for c in caps.initrd_compressions)))
