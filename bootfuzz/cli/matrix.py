@@ -6,6 +6,7 @@ import argparse
 import os
 from pathlib import Path
 
+from bootfuzz.arch import Arch
 from bootfuzz.cli.case_args import COMPRESSIONS, ENTRIES, KERNEL_HELP, count, seconds
 from bootfuzz.cli.exits import ExitStatus
 from bootfuzz.errors import ConfigError
@@ -48,6 +49,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    f"{' '.join(matrix.LOADER_ENTRIES)} (each loader boots its own way), the "
                    f"{matrix.LOADER_KERNEL_ARCH} kernels; --targets, --entries and --kernels "
                    "still choose")
+    s.add_argument("--arches", nargs="+", default=[Arch.X86_64.value], metavar="ARCH",
+                   choices=[a.value for a in Arch],
+                   help="the architecture axis: x86_64, aarch64, riscv64; each takes its own "
+                   f"dimensions (aarch64/riscv64: entry {matrix.DT_ENTRY}, memory "
+                   f"{' '.join(matrix.DT_MEMORIES)}, initrds {' '.join(matrix.DT_INITRDS)}, "
+                   f"targets {' '.join(matrix.DT_TARGETS)}) and the pinned kernels of that "
+                   "architecture; default x86_64")
     s.add_argument("--list", action="store_true", help="print the selected cells and stop")
     r = p.add_argument_group("run")
     r.add_argument("--jobs", "-j", type=count, default=os.cpu_count() or 1, metavar="N",
@@ -67,8 +75,26 @@ def dimensions(args: argparse.Namespace) -> Dimensions:
             entries = list(matrix.LOADER_ENTRIES)
         if targets == list(matrix.TARGETS):
             targets = list(matrix.LOADER_TARGETS)
-    return Dimensions(tuple(kernels or load_manifest()), tuple(entries),
+    x86 = [name for name, k in load_manifest().items() if k.arch == Arch.X86_64.debian]
+    return Dimensions(tuple(kernels or x86), tuple(entries),
                       tuple(args.mem), tuple(args.initrds), tuple(targets))
+
+
+def arch_dimensions(args: argparse.Namespace) -> list[Dimensions]:
+    """One Dimensions per architecture of --arches (x86_64 from the other options)."""
+    out = []
+    for name in getattr(args, "arches", [Arch.X86_64.value]):
+        arch = Arch(name)
+        if not arch.device_tree:
+            out.append(dimensions(args))
+            continue
+        pinned = [n for n, k in load_manifest().items() if k.arch == arch.debian]
+        kernels = [k for k in (args.kernels or pinned) if k in pinned]
+        if not kernels:
+            raise ConfigError(f"no pinned {arch.value} kernel among the selected kernels")
+        out.append(Dimensions(tuple(kernels), (matrix.DT_ENTRY,), matrix.DT_MEMORIES,
+                              matrix.DT_INITRDS, matrix.DT_TARGETS, arch.value))
+    return out
 
 
 def _progress(done: int, total: int, r: CellResult) -> None:
@@ -76,7 +102,8 @@ def _progress(done: int, total: int, r: CellResult) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    cells = matrix.select_cells(dimensions(args), nightly=args.nightly, strength=args.strength)
+    cells = [c for dims in arch_dimensions(args)
+             for c in matrix.select_cells(dims, nightly=args.nightly, strength=args.strength)]
     if args.list:
         for c in cells:
             print(c.id)
@@ -84,8 +111,10 @@ def run(args: argparse.Namespace) -> int:
         return ExitStatus.PASS
     if args.jobs < 1:
         raise ConfigError(f"--jobs {args.jobs}: must be at least 1")
-    matrix.warm_up(Dimensions(tuple(sorted({c.kernel for c in cells})),
-                              initrds=tuple(sorted({c.initrd for c in cells}))))
+    for arch in sorted({c.arch for c in cells}):
+        mine = [c for c in cells if c.arch == arch]
+        matrix.warm_up(Dimensions(tuple(sorted({c.kernel for c in mine})),
+                                  initrds=tuple(sorted({c.initrd for c in mine})), arch=arch))
     out = Path(args.out)
     print(f"{len(cells)} cells, {args.jobs} at a time; runs and reports in {out}")
     results = matrix.run_matrix(cells, out, args.jobs, _progress, timeout=args.timeout)

@@ -8,6 +8,12 @@ that can run (strength 2, "pairwise", about 20-25 cells, a few minutes); ``--str
 3`` covers every triple (about 80-100 cells).  A pair no runnable cell can hold (say,
 a target that cannot take an entry path) is shown as a skipped cell with its reason.
 
+The architecture is an outer axis (``--arches``): each architecture has its own
+dimensions (x86_64: the entry paths, QEMU pc sizes, our loader and QEMU's; aarch64 and
+riscv64: the device-tree entry, 256M and 4G as two memory nodes around a hole, our
+loader on qemu-virt and QEMU's own -kernel on virt) and its own covering array; the
+pinned kernels of that architecture are its kernel dimension.
+
 Every cell ends pass, fail, skip or error, always with its reason; the results go to
 the terminal and to ``matrix.md``, ``matrix.html``, ``junit.xml`` and
 ``results.json`` in the output directory.
@@ -27,7 +33,8 @@ from pathlib import Path
 from typing import Any
 
 from bootfuzz import junit
-from bootfuzz.case import HARNESS_CMDLINE, BootCase, EntryProtocol, InitrdSpec
+from bootfuzz.arch import Arch
+from bootfuzz.case import HARNESS_CMDLINE, BootCase, EntryProtocol, InitrdSpec, harness_cmdline
 from bootfuzz.compression import Compression
 from bootfuzz.errors import BootfuzzError, ConfigError, InfrastructureError
 from bootfuzz.judge.verdict import Verdict
@@ -50,6 +57,16 @@ LOADER_TARGETS: tuple[str, ...] = ("ours:qemu-tcg", "grub-bios", "grub-bios-linu
 LOADER_ENTRIES: tuple[str, ...] = (EntryProtocol.BOOT64.value,)
 LOADER_KERNEL_ARCH = "amd64"
 INITRD_PAYLOAD = 1 << 20
+#: The device-tree architectures' own dimensions: one entry (the Image with x0/a1 = the
+#: DTB), 256M and 4G described as two memory nodes around a 256 MiB hole, our loader
+#: on qemu-virt and QEMU's own -kernel on virt (bootfuzz.peers.dt_diff).
+DT_ENTRY = "dt"
+HOLE_SUFFIX = "/hole"
+DT_MEMORIES: tuple[str, ...] = ("256M", "4G" + HOLE_SUFFIX)
+DT_TARGETS: tuple[str, ...] = ("ours:qemu-virt", "qemu-kernel:virt")
+DT_INITRDS: tuple[str, ...] = ("gzip", "xz", "zstd", NO_INITRD)
+#: Where "/hole" puts the hole: 2 GiB into RAM, 256 MiB long.
+HOLE_OFFSET, HOLE_SIZE = 2 << 30, 256 << 20
 #: Per boot.  TCG boots take 2-15 s here; the 5G xz-kernel ones the longest.
 CELL_TIMEOUT = 180.0
 CELL_SILENCE_TIMEOUT = 60.0
@@ -69,10 +86,13 @@ class Cell:
     memory: str
     initrd: str
     target: str
+    #: The outer axis: not a covering-array factor (each arch has its own dimensions).
+    arch: str = Arch.X86_64.value
 
     @property
     def id(self) -> str:
-        return f"{self.kernel} {self.entry} {self.memory} {self.initrd} {self.target}"
+        base = f"{self.kernel} {self.entry} {self.memory} {self.initrd} {self.target}"
+        return base if self.arch == Arch.X86_64.value else f"{self.arch} {base}"
 
     @property
     def slug(self) -> str:
@@ -81,6 +101,17 @@ class Cell:
     def case(self) -> BootCase:
         initrd = None if self.initrd == NO_INITRD else InitrdSpec(
             INITRD_PAYLOAD, Compression(self.initrd))
+        arch = Arch(self.arch)
+        if arch.device_tree:
+            from bootfuzz.loader.virt import RAM_BASE
+
+            hole = self.memory.endswith(HOLE_SUFFIX)
+            return BootCase(kernel=self.kernel,
+                            memory=parse_size(self.memory.removesuffix(HOLE_SUFFIX)),
+                            cmdline=harness_cmdline(arch), initrd=initrd, arch=arch,
+                            backend="qemu-virt",
+                            mem_holes=((RAM_BASE[arch] + HOLE_OFFSET, HOLE_SIZE),) if hole
+                            else ())
         return BootCase(kernel=self.kernel, memory=parse_size(self.memory),
                         cmdline=HARNESS_CMDLINE, initrd=initrd,
                         entry=EntryProtocol(self.entry))
@@ -102,6 +133,7 @@ class Dimensions:
     memories: tuple[str, ...] = MEMORIES
     initrds: tuple[str, ...] = INITRDS
     targets: tuple[str, ...] = TARGETS
+    arch: str = Arch.X86_64.value
 
     def factors(self) -> tuple[tuple[str, ...], ...]:
         return (self.kernels, self.entries, self.memories, self.initrds, self.targets)
@@ -109,6 +141,9 @@ class Dimensions:
 
 def static_skip(cell: Cell) -> str | None:
     """Why *cell* cannot run on its target, known without booting (None: it can)."""
+    if Arch(cell.arch).device_tree:
+        return None if cell.target in DT_TARGETS else (
+            f"{cell.target} does not boot {cell.arch} kernels")
     from bootfuzz.peers.targets import parse_target
 
     return parse_target(cell.target).unsupported(cell.case())
@@ -120,7 +155,8 @@ def static_skip(cell: Cell) -> str | None:
 
 
 def full_product(dims: Dimensions) -> list[Cell]:
-    return [Cell(*combo) for combo in itertools.product(*dims.factors())]
+    return [Cell(k, e, m, i, t, dims.arch)
+            for k, e, m, i, t in itertools.product(*dims.factors())]
 
 
 def covering_cells(dims: Dimensions, strength: int = 2,
@@ -172,9 +208,10 @@ def select_cells(dims: Dimensions, *, nightly: bool = False, strength: int = 2) 
     from bootfuzz.peers.targets import parse_target
 
     for size in dims.memories:
-        parse_size(size)
+        parse_size(size.removesuffix(HOLE_SUFFIX))
     for t in dims.targets:
-        parse_target(t)
+        if not Arch(dims.arch).device_tree:
+            parse_target(t)
     return full_product(dims) if nightly else covering_cells(dims, strength)
 
 
@@ -203,6 +240,8 @@ def run_cell(cell: Cell, out_dir: Path, timeout: float = CELL_TIMEOUT,
     started = time.monotonic()
     run_dir = out_dir / "runs" / cell.slug
     try:
+        if Arch(cell.arch).device_tree:
+            return _run_dt_cell(cell, run_dir, timeout, silence_timeout, started)
         target = parse_target(cell.target)
         case = cell.case()
         reason = target.unsupported(case)
@@ -220,6 +259,20 @@ def run_cell(cell: Cell, out_dir: Path, timeout: float = CELL_TIMEOUT,
     return CellResult(cell, outcome, _summary(run), run.duration, str(run_dir))
 
 
+def _run_dt_cell(cell: Cell, run_dir: Path, timeout: float, silence_timeout: float,
+                 started: float) -> CellResult:
+    """A device-tree cell: ours on qemu-virt or QEMU's -kernel on virt (peers.dt_diff)."""
+    from bootfuzz.peers.dt_diff import run_ours, run_peer
+
+    reason = static_skip(cell)
+    if reason:
+        return CellResult(cell, Outcome.SKIP, reason)
+    runner = run_ours if cell.target == DT_TARGETS[0] else run_peer
+    run = runner(cell.case(), run_dir, timeout=timeout, silence_timeout=silence_timeout)
+    outcome = Outcome.PASS if run.verdict is Verdict.PASS else Outcome.FAIL
+    return CellResult(cell, outcome, _summary(run), time.monotonic() - started, str(run_dir))
+
+
 def warm_up(dims: Dimensions) -> None:
     """Fetch kernels and build the harness and initrds once, before the workers start."""
     from bootfuzz.guest.harness import build_harness
@@ -228,7 +281,12 @@ def warm_up(dims: Dimensions) -> None:
 
     for k in dims.kernels:
         resolve_kernel(k)
-    agent = build_harness().agent
+    if Arch(dims.arch).device_tree:
+        from bootfuzz.guest.harness import build_dt_harness
+
+        agent = build_dt_harness(dims.arch).agent
+    else:
+        agent = build_harness().agent
     for c in dims.initrds:
         if c != NO_INITRD:
             cached_initrd(InitrdSpec(INITRD_PAYLOAD, Compression(c)), agent)
@@ -253,12 +311,14 @@ def run_matrix(cells: Sequence[Cell], out_dir: Path, jobs: int,
 # Reports
 # --------------------------------------------------------------------------------------
 
-COLUMNS = ("kernel", "entry", "memory", "initrd", "target", "outcome", "time", "reason")
+COLUMNS = ("arch", "kernel", "entry", "memory", "initrd", "target", "outcome", "time",
+           "reason")
 
 
 def _row(r: CellResult) -> tuple[str, ...]:
     """One table row; the reason on one line (tool errors quote multi-line output)."""
-    return (*astuple(r.cell), r.outcome.value, f"{r.duration:.1f}s", " ".join(r.reason.split()))
+    return (r.cell.arch, *astuple(r.cell), r.outcome.value, f"{r.duration:.1f}s",
+            " ".join(r.reason.split()))
 
 
 def counts(results: Iterable[CellResult]) -> dict[Outcome, int]:

@@ -228,3 +228,26 @@ def test_foreign_apt_archive_is_configuration(monkeypatch: pytest.MonkeyPatch) -
         foreign_apt.archive_base("")
     monkeypatch.setenv(foreign_apt.ARCHIVE_ENV, "http://mirror.invalid/")
     assert foreign_apt.archive_base(None) == "http://mirror.invalid/"
+
+
+def test_matrix_arch_axis_has_its_own_dimensions(capsys: pytest.CaptureFixture[str]) -> None:
+    from bootfuzz.cli.main import parse_args
+    from bootfuzz.peers import matrix
+
+    args = parse_args(["matrix", "--list", "--arches", "aarch64", "riscv64"])
+    assert args.run(args) == 0
+    lines = capsys.readouterr().out.splitlines()[:-1]
+    assert lines and all(ln.split()[0] in ("aarch64", "riscv64") for ln in lines)
+    assert {ln.split()[4] for ln in lines} == set(matrix.DT_INITRDS)
+    cell = matrix.Cell("debian-6.12-riscv64", "dt", "4G/hole", "gzip", "ours:qemu-virt",
+                       "riscv64")
+    case = cell.case()
+    assert case.arch is Arch.RISCV64 and case.memory == 4 * GiB
+    assert case.mem_holes == ((0x1_0000_0000, 256 * MiB),)
+    assert matrix.static_skip(cell) is None
+    wrong = dataclasses.replace(cell, target="qemu-direct:pc:tcg")
+    assert matrix.static_skip(wrong) == "qemu-direct:pc:tcg does not boot riscv64 kernels"
+    x86 = parse_args(["matrix", "--list"])
+    from bootfuzz.cli.matrix import dimensions
+
+    assert not any("arm64" in k or "riscv" in k for k in dimensions(x86).kernels)
