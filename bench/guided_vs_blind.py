@@ -144,7 +144,7 @@ def main() -> int:
         print(f"  {r['blocks']} distinct kernel blocks, {r['functions']} functions "
               f"({r['init_functions']} in .init.text)")
         for kernel, k in r["kernels"].items():
-            grow = ", ".join(f"{t / 60:.0f} min {n}" for t, n in zip(growth_at, k["growth"],
+            grow = ", ".join(f"{t / 60:.1f} min {n}" for t, n in zip(growth_at, k["growth"],
                                                                        strict=True))
             print(f"  {kernel}: {k['cases']} cases, {k['entries']} entries, {k['blocks']} "
                   f"blocks, {k['functions']} functions ({k['init_functions']} init); "
