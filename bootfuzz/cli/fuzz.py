@@ -75,7 +75,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "short of memory below the kernel's memory floor is below-floor; both have "
         "their own sections in the summary and are never findings.  A case without "
         "overrides that the loader refuses is a finding (loader-refused); with "
-        "--overrides, what the loader cannot represent is counted as rejected.")
+        "--overrides, what the loader cannot represent is counted as rejected.  Cases "
+        "vary every dimension the loader has: the entry path (64, 32, 16, pvh, vmlinux, "
+        "as the kernel allows), initrd placement (top, low, above 4 GiB) and form "
+        "(split, raw), a relocated kernel, the command line above 4 GiB, setup_data "
+        "chains and E820 shapes, all layouts a correct loader could make.")
     p.epilog = EPILOG
     g = p.add_argument_group("campaign")
     g.add_argument("--target", default=None, metavar="TARGET",
