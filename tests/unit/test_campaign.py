@@ -673,6 +673,10 @@ def test_campaign_loader_refusal_without_overrides_is_a_finding(tmp_path: Path) 
     assert keys[bounds].count == len(refused) and keys[bounds].first_index == refused[0]
     (own,) = [k for k in keys if k.startswith("loader-refused|bootfuzz: our loader's own")]
     assert keys[own].count == len(inconsistent)
+    # Without --overrides every override is a correct loader's: refused, it is a finding.
+    overridden = [i for i, c in enumerate(cases) if not c.overrides.empty]
+    (sound,) = [k for k in keys if "ends past" in k]
+    assert overridden and keys[sound].count == len(overridden)
     rep = load_reproducer(Path(keys[bounds].file))
     assert rep.case == cases[refused[0]] and "does not fit below" in rep.evidence
     assert rep.expect == Expectation(Verdict.FAIL, ("loader-refused",))
