@@ -38,7 +38,14 @@ from bootfuzz.run import silence
 from bootfuzz.run.backends import get_backend
 from bootfuzz.run.backends.base import Backend, HaltProbing
 from bootfuzz.run.console import run_console
-from bootfuzz.run.coverage import MAP_NAME, BlockCoverage, CoverageBackend, collect
+from bootfuzz.run.coverage import (
+    MAP_NAME,
+    BlockCoverage,
+    CoverageBackend,
+    collect,
+    keep_map,
+    live_map_path,
+)
 from bootfuzz.run.exits import classify_exit
 from bootfuzz.run.host import check_guest_memory
 from bootfuzz.run.kallsyms import kernel_symbols
@@ -239,20 +246,22 @@ def run_backend(
     Leaves command.json and console.log in *run_dir*; the blob files the backend
     wrote there go afterwards unless *keep_blobs*, whatever ends the run (a signal,
     a full disk while the backend writes them).  With *coverage* the backend
-    records guest blocks into coverage.map there (bootfuzz.run.coverage).
+    records guest blocks into a map on a tmpfs, moved to coverage.map there when
+    the run ends, however it ends (bootfuzz.run.coverage).
     """
     clock = clock or Stopwatch()
+    live_map = None
     if coverage:
         check_coverage_backend(backend)
+        live_map = live_map_path(run_dir)
     try:
         try:
             with clock.time(BLOBS):
                 argv = backend.prepare(plan, harness, run_dir)
-                if isinstance(backend, CoverageBackend) and coverage:
+                if isinstance(backend, CoverageBackend) and live_map is not None:
                     from bootfuzz.guest.coverage_tools import build_coverage_tools
 
-                    argv += backend.coverage_argv(build_coverage_tools().plugin,
-                                                  run_dir / MAP_NAME)
+                    argv += backend.coverage_argv(build_coverage_tools().plugin, live_map)
             atomic_write_text(run_dir / "command.json", json.dumps(argv, indent=1) + "\n")
         except OSError as exc:  # the blobs it wrote so far go in the clean-up below
             raise StorageError.writing(exc.filename or run_dir, exc) from None
@@ -264,6 +273,8 @@ def run_backend(
         if not keep_blobs:
             for path in run_dir.glob(f"*{_BULKY_SUFFIX}"):
                 path.unlink(missing_ok=True)
+        if live_map is not None:
+            keep_map(live_map, run_dir)
     return transcript, classify_exit(transcript, backend.exit_statuses)
 
 

@@ -20,7 +20,10 @@ load address; and the rest (our firmware, the agent, unplaced) only counted.
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
+import shutil
 from array import array
 from collections import Counter
 from collections.abc import Iterable, Mapping
@@ -37,6 +40,13 @@ from bootfuzz.loader.plan import BootPlan
 
 #: The map file in a run directory.
 MAP_NAME = "coverage.map"
+#: Where the map lives while QEMU runs: a tmpfs.  On a disk filesystem the first
+#: write to each page of a shared file mapping goes through the filesystem
+#: (ext4 here: block allocation, the journal), in QEMU's vCPU thread; measured on
+#: this machine under load, QEMU's wall time per CPU second 2.92 with the map on
+#: ext4, 2.46 on /dev/shm, 2.45 without the plugin (medians of 5).  A tmpfs file
+#: outlives a killed QEMU just the same; it is moved into the run directory after.
+LIVE_MAP_DIR = Path("/dev/shm")
 #: coverage.json, what `bootfuzz boot --coverage` writes beside console.log.
 JSON_NAME = "coverage.json"
 #: Kernel (upper-half) addresses on x86-64 start here.
@@ -44,6 +54,26 @@ KERNEL_SPACE = 0xFFFF_8000_0000_0000
 #: Where the kernel proper can run physically before its own page tables: below
 #: MAXMEM, 64 TiB with 4-level paging (arch/x86/include/asm/pgtable_64_types.h).
 PHYSICAL_LIMIT = 1 << 46
+
+
+def live_map_path(run_dir: Path) -> Path:
+    """Where the plugin writes the map of the run in *run_dir* (moved there after)."""
+    if LIVE_MAP_DIR.is_dir() and os.access(LIVE_MAP_DIR, os.W_OK):
+        digest = hashlib.sha256(os.fsencode(run_dir.resolve())).hexdigest()[:24]
+        return LIVE_MAP_DIR / f"bootfuzz-coverage-{digest}.map"
+    return run_dir / MAP_NAME
+
+
+def keep_map(live: Path, run_dir: Path) -> None:
+    """Move the map the plugin wrote at *live* into *run_dir* (if it wrote one)."""
+    final = run_dir / MAP_NAME
+    if live == final or not live.exists():
+        return
+    try:
+        shutil.move(live, final)
+    except OSError as exc:
+        live.unlink(missing_ok=True)
+        raise StorageError.writing(final, exc) from None
 
 
 @runtime_checkable

@@ -116,3 +116,17 @@ def test_coverage_is_refused_on_a_backend_without_plugins() -> None:
     check_coverage_backend(QemuTcgBackend())
     with pytest.raises(ConfigError, match="needs the qemu-tcg backend"):
         check_coverage_backend(KvmBackend())
+
+
+def test_the_live_map_is_on_a_tmpfs_and_moves_into_the_run_dir(tmp_path: Path) -> None:
+    from bootfuzz.run.coverage import LIVE_MAP_DIR, MAP_NAME, keep_map, live_map_path
+
+    live = live_map_path(tmp_path)
+    if LIVE_MAP_DIR.is_dir() and os.access(LIVE_MAP_DIR, os.W_OK):
+        assert live.parent == LIVE_MAP_DIR
+        assert live_map_path(tmp_path / "other") != live  # one per run directory
+    write_map(live, [0x1000])
+    keep_map(live, tmp_path)
+    assert not live.exists() or live == tmp_path / MAP_NAME
+    assert read_map(tmp_path / MAP_NAME).addresses == {0x1000}
+    keep_map(live, tmp_path)  # nothing left to move: no error
