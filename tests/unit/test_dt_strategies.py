@@ -1,0 +1,57 @@
+"""Property tests of the device-tree loader and rules, with bootfuzz.fuzz.dt_strategies:
+every case the strategies call valid plans and passes every rule; every fault they make
+of a plan is flagged by its rule."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from bootfuzz.arch import Arch
+from bootfuzz.fuzz.dt_strategies import DtFault, dt_boot_cases, dt_faults, fault_override
+from bootfuzz.judge.dt_rules import check_dt_layout
+from bootfuzz.judge.verdict import Verdict
+from bootfuzz.kernel.dt_image import parse_dt_image
+from bootfuzz.loader.dt_plan import plan_dt_boot
+from tests.dt_fakes import FakeInitrd, fake_image
+
+IMAGES = {a: parse_dt_image(fake_image(a)) for a in (Arch.ARM64, Arch.RISCV64)}
+
+
+def _plan(case):  # type: ignore[no-untyped-def]
+    initrd = None if case.initrd is None else FakeInitrd(max(case.initrd.size, 1) + 300)
+    return plan_dt_boot(case, IMAGES[case.arch], initrd)
+
+
+def _failing(plan) -> set[str]:  # type: ignore[no-untyped-def]
+    return {r.name for r in check_dt_layout(plan) if r.verdict is not Verdict.PASS}
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.sampled_from([Arch.ARM64, Arch.RISCV64]).flatmap(dt_boot_cases))
+def test_valid_cases_plan_and_pass_every_rule(case) -> None:  # type: ignore[no-untyped-def]
+    plan = _plan(case)
+    assert _failing(plan) == set()
+    assert [a for a, _ in plan.memory] == sorted(a for a, _ in plan.memory)
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.data())
+def test_every_fault_is_flagged_by_its_rule(data: st.DataObject) -> None:
+    arch = data.draw(st.sampled_from([Arch.ARM64, Arch.RISCV64]))
+    plan = _plan(data.draw(dt_boot_cases(arch)))
+    fault, dt = data.draw(dt_faults(plan))
+    faulty = _plan(dataclasses.replace(plan.case, dt=dt))
+    assert fault.rule in _failing(faulty), fault
+
+
+@pytest.mark.parametrize("fault", list(DtFault))
+def test_each_fault_alone(fault: DtFault) -> None:
+    from tests.dt_fakes import plan
+
+    p = plan(Arch.ARM64)
+    faulty = _plan(dataclasses.replace(p.case, dt=fault_override(p, fault)))
+    assert fault.rule in _failing(faulty)
