@@ -78,7 +78,13 @@ from bootfuzz.fuzz.generate import (
 )
 from bootfuzz.fuzz.minimize import DEFAULT_MAX_BOOTS, minimize
 from bootfuzz.fuzz.mutate import MUTANT_SHARE, pick_and_mutate
-from bootfuzz.fuzz.reproducer import Expectation, Reproducer, load_reproducer, write_reproducer
+from bootfuzz.fuzz.reproducer import (
+    TARGET_KEY,
+    Expectation,
+    Reproducer,
+    load_reproducer,
+    write_reproducer,
+)
 from bootfuzz.fuzz.scheduler import BootCaseNumber, Scheduler
 from bootfuzz.fuzz.state import (
     STATUSES,
@@ -544,8 +550,18 @@ class _Campaign:
         return Reproducer(
             case=case, kernel_sha256=self.kernel_sha256(case),
             expect=Expectation(Verdict.FAIL, Signature.parse(key).failing), evidence=ev,
-            description=f"{how} by bootfuzz fuzz (seed {self.opts.seed}): {key}",
+            description=f"{how} by bootfuzz fuzz{self.against} (seed {self.opts.seed}): {key}",
+            extra=self.target_extra,
         )
+
+    @property
+    def against(self) -> str:
+        return "" if self.opts.target is None else f" --target {self.opts.target}"
+
+    @property
+    def target_extra(self) -> dict[str, str]:
+        """A campaign against a peer records it in every reproducer (TARGET_KEY)."""
+        return {} if self.opts.target is None else {TARGET_KEY: self.opts.target}
 
     def record(self, outcome: CaseOutcome, origin: tuple[str, str] | None = None
                ) -> CaseRecord:
@@ -557,7 +573,8 @@ class _Campaign:
         rep = Reproducer(
             case=outcome.case, kernel_sha256=self.kernel_sha256(outcome.case), expect=expect,
             evidence=outcome.evidence, until=outcome.until,
-            description=f"case #{outcome.index} of bootfuzz fuzz (seed {self.opts.seed}){how}",
+            description=f"case #{outcome.index} of bootfuzz fuzz{self.against} "
+            f"(seed {self.opts.seed}){how}", extra=self.target_extra,
         )
         title = None if outcome.signature is None else outcome.signature.partition("|")[2]
         return CaseRecord(

@@ -6,7 +6,12 @@ import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
-from bootfuzz.fuzz.reproducer import Reproducer, check_kernel_sha256
+from bootfuzz.fuzz.reproducer import (
+    TARGET_KEY,
+    Reproducer,
+    ReproducerError,
+    check_kernel_sha256,
+)
 from bootfuzz.judge.verdict import Verdict
 from bootfuzz.kernel.pinned import load_manifest, resolve_kernel
 from bootfuzz.run.boot import DEFAULT_TIMEOUT, BootResult, execute, new_run_dir, prepare
@@ -46,6 +51,12 @@ def replay(rep: Reproducer, run_dir: Path | None = None, timeout: float = DEFAUL
     A pinned name whose pin has moved on since the reproducer was recorded replays on
     the recorded kernel, found in the cache by its sha256.
     """
+    target = rep.extra.get(TARGET_KEY)
+    if target is not None:
+        raise ReproducerError(
+            f"recorded against the peer target {target}: its boot is that loader's, not "
+            f"ours; boot the case there (bootfuzz diff --peer {target} with the case's "
+            "options, or bootfuzz fuzz --target)")
     kernel = resolve_kernel(rep.case.kernel, sha256=rep.kernel_sha256)
     check_kernel_sha256(rep, kernel)
     pin = load_manifest().get(rep.case.kernel)

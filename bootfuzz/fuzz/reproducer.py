@@ -77,7 +77,9 @@ FORMAT_KEY = "bootfuzz_reproducer"
 FORMAT_VERSION = 1
 _TOP_KEYS = {FORMAT_KEY, "kernel", "backend", "entry", "memory", "initrd", "cmdline",
              "initrd_placement", "cpu_template", "overrides", "until", "expect", "description",
-             "evidence", "corpus"} | DT_TOP_KEYS
+             "evidence", "corpus", "target"} | DT_TOP_KEYS
+#: The peer target a campaign booted the case through (bootfuzz fuzz --target), if any.
+TARGET_KEY = "target"
 _OVERRIDE_KEYS = {"fields", "initrd_addr", "cmdline_addr", "cmdline_raw_hex", "kernel_load",
                   "e820", "setup_data", "start_info"}
 #: Our cpio archive with the agent and payload, whole or split in two (uncompressed
@@ -247,7 +249,9 @@ def parse_reproducer(doc: object, where: str = "<reproducer>") -> Reproducer:
         expect=expect,
         description=r.as_str(top.get("description", ""), "description"),
         evidence=r.as_str(top.get("evidence", ""), "evidence"),
-        extra={} if top.get("corpus") is None else {"corpus": top["corpus"]},
+        extra={**({} if top.get("corpus") is None else {"corpus": top["corpus"]}),
+               **({} if top.get(TARGET_KEY) is None else
+                  {TARGET_KEY: r.as_str(top[TARGET_KEY], TARGET_KEY)})},
     )
 
 
@@ -325,6 +329,8 @@ def reproducer_json(rep: Reproducer) -> dict[str, Any]:
         doc["evidence"] = rep.evidence
     if rep.extra.get("corpus") is not None:  # a corpus entry's part (bootfuzz.fuzz.corpus)
         doc["corpus"] = rep.extra["corpus"]
+    if rep.extra.get(TARGET_KEY) is not None:
+        doc[TARGET_KEY] = rep.extra[TARGET_KEY]
     return doc
 
 
