@@ -53,6 +53,23 @@ def qemu_tcg_status() -> BackendStatus:
     return BackendStatus("qemu-tcg", True, f"{shutil.which(backend.binary)}: {version}")
 
 
+def qemu_virt_status(arch_name: str) -> BackendStatus:
+    """qemu-virt for one device-tree architecture: its QEMU (and OpenSBI for riscv64)."""
+    from bootfuzz.arch import Arch
+    from bootfuzz.run.backends.qemu_virt import QemuVirtBackend
+
+    backend = QemuVirtBackend(Arch(arch_name))
+    name = f"qemu-virt ({arch_name})"
+    try:
+        backend.check_available()
+    except BootfuzzError as exc:
+        return BackendStatus(name, False, str(exc))
+    out = subprocess.run([backend.binary, "--version"], capture_output=True, text=True,
+                         check=False).stdout.splitlines()
+    return BackendStatus(name, True, f"{shutil.which(backend.binary)}: "
+                         f"{out[0] if out else 'unknown version'}")
+
+
 @functools.cache
 def kvm_status() -> BackendStatus:
     """Open /dev/kvm and run the calibration guest (cached: it takes about a second)."""
@@ -89,4 +106,5 @@ def pick_backend() -> str:
 
 
 def report() -> list[BackendStatus]:
-    return [qemu_tcg_status(), kvm_status()]
+    return [qemu_tcg_status(), kvm_status(), qemu_virt_status("aarch64"),
+            qemu_virt_status("riscv64")]
