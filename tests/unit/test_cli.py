@@ -238,7 +238,8 @@ def test_cli_boot_json_into_a_closed_pipe_keeps_the_verdict(
 
     monkeypatch.setattr(boot_cli, "prepare", lambda case: case)
     monkeypatch.setattr(boot_cli, "execute",
-                        lambda prepared, run_dir, **kw: SimpleNamespace(verdict=Verdict.PASS))
+                        lambda prepared, run_dir, **kw: SimpleNamespace(verdict=Verdict.PASS,
+                                                                         coverage=None))
     monkeypatch.setattr(boot_cli, "result_json", lambda result: {"verdict": "pass"})
     monkeypatch.setattr(sys, "stdout", _GoneReader())
     code = main(["boot", "--kernel", "k", "--json", "--run-dir", str(tmp_path)])
