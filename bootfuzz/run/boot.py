@@ -141,6 +141,9 @@ def prepare(case: BootCase) -> PreparedBoot:
     initrd can fit), so a bad case is reported as such even on a machine that lacks
     the backend, and before an initrd is built for it.
     """
+    if case.arch.device_tree:
+        raise ConfigError(f"an {case.arch.value} case boots through bootfuzz.run.dt_boot "
+                          "(our device-tree loader on qemu-virt), not this x86 pipeline")
     clock = Stopwatch()
     backend = get_backend(case.backend)
     with clock.time(KERNEL):

@@ -1,7 +1,7 @@
 """One device-tree boot end to end: case -> DtBootPlan -> qemu-virt -> transcript -> verdict.
 
-The arm64/riscv64 counterpart of bootfuzz.run.boot (which bootfuzz.run.boot.prepare
-and execute hand a device-tree case to): the kernel is fetched and parsed as an Image,
+The arm64/riscv64 counterpart of bootfuzz.run.boot (whose prepare refuses a
+device-tree case, naming this module): the kernel is fetched and parsed as an Image,
 the agent is the cross-built one, the plan is bootfuzz.loader.dt_plan's, the backend
 QemuVirtBackend, and the judge the dt_rules and dt_oracles.
 """
