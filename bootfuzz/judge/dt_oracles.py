@@ -154,6 +154,28 @@ def check_initrd_unpacked(ev: DtEvidence) -> OracleResult:
     return judged("initrd-unpacked", ok, expected, ", ".join(parts))
 
 
+def check_initrd_range(ev: DtEvidence) -> OracleResult | None:
+    """The initrd is where we put it: the range the kernel kept in /chosen is our initrd's
+    bytes, and the pages it freed after the unpack are that range's whole pages."""
+    placed = ev.plan.initrd
+    if placed is None or not agent_expected(ev.plan):
+        return None
+    kib = initrd_freed_kib(placed.addr, placed.end)
+    expected = (f"chosen [{placed.addr:#x}, {placed.end:#x}) kept, "
+                f"'Freeing initrd memory: {kib}K'")
+    agent = ev.observation.dt_agent
+    freed = ev.observation.base.initrd_freed_kib
+    if agent is None:
+        return unknown("initrd-range", expected, "no agent report")
+    start, end = agent.chosen.get("linux,initrd-start"), agent.chosen.get("linux,initrd-end")
+    if start is None or end is None:
+        return judged("initrd-range", False, expected, "no initrd range in /chosen")
+    got = (int.from_bytes(start, "big"), int.from_bytes(end, "big"))
+    observed = f"chosen [{got[0]:#x}, {got[1]:#x}) kept, 'Freeing initrd memory: {freed}K'"
+    return judged("initrd-range", got == (placed.addr, placed.end) and freed == kib,
+                  expected, observed)
+
+
 def check_payload(ev: DtEvidence) -> OracleResult | None:
     if not agent_expected(ev.plan):
         return None
@@ -220,6 +242,7 @@ DT_ORACLES: tuple[DtOracle, ...] = (
     check_cmdline,
     check_agent_cmdline,
     check_initrd_unpacked,
+    check_initrd_range,
     check_payload,
     check_dt_memory_kept,
     check_dt_chosen_kept,

@@ -96,8 +96,8 @@ def test_a_correct_kernel_passes_every_oracle(arch: Arch, big: bool) -> None:
     verdicts = judge(p, console(p))
     assert set(verdicts.values()) == {Verdict.PASS}, verdicts
     assert {"dt-memory", "iomem-ram", "dt-memory-kept", "dt-chosen-kept", "dt-rng-seed",
-            "initrd-unpacked", "payload-digest", "cmdline", "agent-cmdline", "boot",
-            "dt-machine-model"} == set(verdicts)
+            "initrd-unpacked", "initrd-range", "payload-digest", "cmdline", "agent-cmdline",
+            "boot", "dt-machine-model"} == set(verdicts)
 
 
 def test_each_wrong_view_fails_its_oracle() -> None:
@@ -112,7 +112,12 @@ def test_each_wrong_view_fails_its_oracle() -> None:
     }
     for oracle, text in cases.items():
         bad = [n for n, v in judge(p, text).items() if v is not Verdict.PASS]
-        assert bad == [oracle], (oracle, bad)
+        also = ["initrd-range"] if oracle == "initrd-unpacked" else []  # both count pages
+        assert bad == [oracle, *also], (oracle, bad)
+    moved = {k: v for k, v in find(p.fdt.root, "/chosen").props if k != "rng-seed"}
+    moved["linux,initrd-end"] = (p.initrd.end + 4096).to_bytes(8, "big")  # type: ignore[union-attr]
+    assert [n for n, v in judge(p, console(p, chosen=moved)).items()
+            if v is not Verdict.PASS] == ["initrd-range", "dt-chosen-kept"]
     chosen = {k: v for k, v in find(p.fdt.root, "/chosen").props}  # rng-seed left in
     assert [n for n, v in judge(p, console(p, chosen=chosen)).items()
             if v is not Verdict.PASS] == ["dt-chosen-kept", "dt-rng-seed"]
