@@ -32,7 +32,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     t = p.add_argument_group("targets")
     t.add_argument("--peer", required=True, metavar="TARGET",
                    help="qemu-direct:pc|microvm[:tcg|kvm], command:FILE, or ours[:BACKEND]; "
-                   "for an arm64 or riscv64 kernel: qemu-kernel:virt (QEMU's own -kernel)")
+                   "for an arm64 or riscv64 kernel: qemu-kernel:virt (QEMU's own -kernel) or "
+                   "qemu-kernel:virt:dtb (the same, given our DTB with -dtb)")
     t.add_argument("--target", default=DEFAULT_TARGET, metavar="TARGET",
                    help=f"the left-hand target; default {DEFAULT_TARGET}")
     r = p.add_argument_group("run")
@@ -67,15 +68,15 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _run_dt(args: argparse.Namespace, case: BootCase) -> int:
-    from bootfuzz.peers.dt_diff import PEER_NAME, report_json, report_table, run_dt_diff
+    from bootfuzz.peers.dt_diff import PEERS, report_json, report_table, run_dt_diff
 
-    if args.peer != PEER_NAME or args.target not in (DEFAULT_TARGET, "ours:qemu-virt"):
+    if args.peer not in PEERS or args.target not in (DEFAULT_TARGET, "ours:qemu-virt"):
         raise ConfigError(f"an {case.arch.value} case is compared as --target ours:qemu-virt "
-                          f"--peer {PEER_NAME}")
+                          f"--peer {' or '.join(PEERS)}")
     parent = Path(args.run_dir) if args.run_dir else default_runs_dir()
     quiet = DEFAULT_SILENCE_TIMEOUT if args.silence_timeout is None else args.silence_timeout
     report = run_dt_diff(case, parent, timeout=args.timeout, silence_timeout=quiet,
-                         parallel=not args.sequential)
+                         parallel=not args.sequential, peer=args.peer)
     print(json.dumps(report_json(report), indent=2) if args.json
           else report_table(report, show_all=args.all))
     ok = report.left.verdict is Verdict.PASS and report.right.verdict is Verdict.PASS

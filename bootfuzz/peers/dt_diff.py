@@ -12,6 +12,10 @@ every exact oracle as in ``bootfuzz boot``.  Each difference between the two ker
 views is listed with the value each side showed.
 
     bootfuzz diff --kernel debian-6.12-cloud-arm64 --peer qemu-kernel:virt
+
+``qemu-kernel:virt:dtb`` hands QEMU's loader our DTB (``-dtb``) instead: QEMU then
+edits it (/chosen, and on arm64 the memory nodes), and the differences say what it
+rewrote.
 """
 
 from __future__ import annotations
@@ -40,6 +44,9 @@ from bootfuzz.run.dt_boot import execute_dt, prepare_dt
 from bootfuzz.transcript import GuestExit, Transcript
 
 PEER_NAME = "qemu-kernel:virt"
+#: The same with our DTB handed to QEMU's loader (-dtb): what QEMU rewrites in it.
+PEER_DTB_NAME = "qemu-kernel:virt:dtb"
+PEERS = (PEER_NAME, PEER_DTB_NAME)
 OURS_NAME = "ours:qemu-virt"
 JSON_FORMAT_VERSION = 1
 
@@ -82,14 +89,17 @@ class DtDiffReport:
         return tuple(r for r in self.rows if r.differs)
 
 
-def qemu_kernel_argv(case: BootCase, kernel: Path, initrd: Path | None) -> list[str]:
-    """QEMU's own loader on the same machine our backend starts."""
+def qemu_kernel_argv(case: BootCase, kernel: Path, initrd: Path | None,
+                     dtb: Path | None = None) -> list[str]:
+    """QEMU's own loader on the same machine our backend starts (with *dtb*: ours)."""
     argv = [QEMU_BINARIES[case.arch], *machine_args(case.arch, case.memory)]
     if case.arch is Arch.RISCV64:
         argv += ["-bios", "default"]
     argv += ["-kernel", str(kernel), "-append", case.cmdline]
     if initrd is not None:
         argv += ["-initrd", str(initrd)]
+    if dtb is not None:
+        argv += ["-dtb", str(dtb)]
     return argv
 
 
@@ -156,9 +166,9 @@ def validity_oracles(case: BootCase, obs: DtObservation, guest_exit: GuestExit,
     return out
 
 
-def run_peer(case: BootCase, run_dir: Path, *, timeout: float, silence_timeout: float
-             ) -> DtSide:
-    """Boot *case* with QEMU's own -kernel loader on virt."""
+def run_peer(case: BootCase, run_dir: Path, *, timeout: float, silence_timeout: float,
+             peer: str = PEER_NAME) -> DtSide:
+    """Boot *case* with QEMU's own -kernel loader on virt (PEER_DTB_NAME: given our DTB)."""
     binary = QEMU_BINARIES[case.arch]
     if shutil.which(binary) is None:
         raise BackendError(f"{binary} not found")
@@ -167,16 +177,20 @@ def run_peer(case: BootCase, run_dir: Path, *, timeout: float, silence_timeout: 
 
     kernel = resolve_kernel(case.kernel)
     initrd = next((b.path for b in prepared.plan.blobs if b.name == "initrd"), None)
-    argv = qemu_kernel_argv(case, kernel, initrd)
-    started = time.monotonic()
     run_dir.mkdir(parents=True, exist_ok=True)
+    dtb = None
+    if peer == PEER_DTB_NAME:
+        dtb = run_dir / "ours.dtb"
+        dtb.write_bytes(prepared.plan.dtb)
+    argv = qemu_kernel_argv(case, kernel, initrd, dtb)
+    started = time.monotonic()
     transcript = run_console(argv, timeout=timeout, silence_timeout=silence_timeout,
                              log_path=run_dir / "console.log")
     guest_exit = classify_virt_exit(transcript)
     obs = parse_dt_transcript(transcript.raw)
     sha = None if prepared.plan.initrd is None else prepared.plan.initrd.payload_sha256
     oracles = validity_oracles(case, obs, guest_exit, transcript.end_detail, sha)
-    return DtSide(PEER_NAME, tuple(argv), transcript, obs, guest_exit, tuple(oracles),
+    return DtSide(peer, tuple(argv), transcript, obs, guest_exit, tuple(oracles),
                   overall(oracles), run_dir, time.monotonic() - started)
 
 
@@ -249,7 +263,7 @@ def compare(left: DtObservation, right: DtObservation) -> list[DtDiffRow]:
 
 
 def run_dt_diff(case: BootCase, parent: Path, *, timeout: float, silence_timeout: float,
-                parallel: bool = True) -> DtDiffReport:
+                parallel: bool = True, peer: str = PEER_NAME) -> DtDiffReport:
     """Our loader and QEMU's -kernel on the same case; both judged, views compared."""
     if not case.arch.device_tree:
         raise ConfigError("qemu-kernel:virt boots arm64 and riscv64 kernels only")
@@ -261,11 +275,12 @@ def run_dt_diff(case: BootCase, parent: Path, *, timeout: float, silence_timeout
     if parallel:
         with ThreadPoolExecutor(2) as pool:
             fl = pool.submit(run_ours, case, root / "ours", **kw)
-            fr = pool.submit(run_peer, case, root / "peer", **kw)
+            fr = pool.submit(run_peer, case, root / "peer", peer=peer, **kw)
             left, right = fl.result(), fr.result()
     else:
         left = run_ours(case, root / "ours", timeout=timeout, silence_timeout=silence_timeout)
-        right = run_peer(case, root / "peer", timeout=timeout, silence_timeout=silence_timeout)
+        right = run_peer(case, root / "peer", timeout=timeout, silence_timeout=silence_timeout,
+                         peer=peer)
     return DtDiffReport(case, left, right, tuple(compare(left.observation, right.observation)))
 
 
@@ -296,13 +311,14 @@ def report_table(report: DtDiffReport, show_all: bool = False) -> str:
                      + (f" ({', '.join(bad)})" if bad else "")
                      + f"  log {side.run_dir / 'console.log'}")
     lines.append("")
+    w = max(len(report.left.target), len(report.right.target))
     for r in report.rows:
         if not r.differs and not show_all:
             continue
         lines.append(f"{'DIFFERS' if r.differs else 'same   '} {r.field}")
         for label, value in ((report.left.target, r.left), (report.right.target, r.right)):
             vals = value.splitlines() or [""]
-            lines.append(f"    {label:<18} {vals[0]}")
-            lines += [f"    {'':<18} {v}" for v in vals[1:]]
+            lines.append(f"    {label:<{w}} {vals[0]}")
+            lines += [f"    {'':<{w}} {v}" for v in vals[1:]]
     lines.append(f"\n{len(report.differences)} of {len(report.rows)} items differ")
     return "\n".join(lines)
