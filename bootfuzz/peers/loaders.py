@@ -10,7 +10,7 @@ is written into its configuration.  The Target adapter that boots and judges it 
 ``LoaderTarget`` in bootfuzz.peers.targets; its promises are data in
 bootfuzz.peers.promises.
 
-Every loader is given the case's command line; the EFI ones get ``efi=debug`` appended
+Every loader is given the case's command line; the EFI ones get ``efi=debug`` first
 (the kernel prints the UEFI memory map only then, and bootfuzz.judge.efi_map judges it).
 """
 
@@ -44,9 +44,11 @@ from bootfuzz.peers.promises import (
     SYSTEMD_BOOT,
 )
 
-#: Appended to the command line of EFI loaders: the kernel prints its UEFI memory map
+#: Put before the command line of EFI loaders: the kernel prints its UEFI memory map
 #: (drivers/firmware/efi/memmap.c efi_print_memmap() runs under efi_enabled(EFI_DBG)).
-EFI_DEBUG = b" efi=debug"
+#: First, not last: after a "--" token it would be an argument of init (found by a
+#: campaign: a case ending in "--" lost the map and every EFI oracle said unknown).
+EFI_DEBUG = b"efi=debug "
 OVMF_DIR_ENV = "BOOTFUZZ_OVMF_DIR"
 #: The installed packages' files (Debian paths; a user's build is given by the spec).
 DEFAULT_OVMF_DIR = Path("/usr/share/OVMF")
@@ -197,8 +199,8 @@ class RealLoader:
         return p
 
     def loader_cmdline(self, cmdline: bytes) -> bytes:
-        """What the loader is given: the case's command line (+ efi=debug on EFI)."""
-        return cmdline + EFI_DEBUG if self.efi else cmdline
+        """What the loader is given: the case's command line (after efi=debug on EFI)."""
+        return EFI_DEBUG + cmdline if self.efi else cmdline
 
     # ---- files ------------------------------------------------------------------------
 

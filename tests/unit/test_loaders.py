@@ -58,7 +58,9 @@ def test_efi_loaders_read_the_uefi_map() -> None:
 
 
 def test_efi_loaders_get_efi_debug_appended() -> None:
-    assert RealLoader(Loader.EFI_STUB).loader_cmdline(b"a=1") == b"a=1 efi=debug"
+    assert RealLoader(Loader.EFI_STUB).loader_cmdline(b"a=1") == b"efi=debug a=1"
+    # First, so that a "--" (init's arguments follow) cannot swallow it.
+    assert RealLoader(Loader.SYSTEMD_BOOT).loader_cmdline(b"a=1 --") == b"efi=debug a=1 --"
     assert RealLoader(Loader.GRUB_BIOS).loader_cmdline(b"a=1") == b"a=1"
 
 
