@@ -172,7 +172,9 @@ def _target_runtime(args: argparse.Namespace, opts: CampaignOptions) -> Runtime 
     """With --target: boots through the peer (floors still from our loader's cache)."""
     from bootfuzz.fuzz.target_boot import (
         TargetBoot,
+        TargetKernels,
         check_campaign_target,
+        harness_overhead,
         learn_floors_with_ours,
     )
 
@@ -182,7 +184,8 @@ def _target_runtime(args: argparse.Namespace, opts: CampaignOptions) -> Runtime 
         return None
     if getattr(args, "coverage", False):
         raise CampaignError("--coverage measures our boots; a --target campaign has none")
-    return Runtime(boot=TargetBoot(target), floors=learn_floors_with_ours)
+    return Runtime(boot=TargetBoot(target), floors=learn_floors_with_ours,
+                   kernels=TargetKernels(harness_overhead(target)))
 
 
 def run(args: argparse.Namespace) -> int:

@@ -17,11 +17,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bootfuzz.case import BootCase
+from bootfuzz.fuzz.campaign import KernelFacts, read_kernels
 from bootfuzz.fuzz.floors import FloorRequest, learn_floors
 from bootfuzz.judge.memory_floor import MemoryFloor
 from bootfuzz.judge.observation import Observation
 from bootfuzz.judge.oracles import StopPoint
 from bootfuzz.judge.verdict import OracleResult, Verdict
+from bootfuzz.peers.loaders import RealLoader
 from bootfuzz.peers.targets import TargetRun, parse_target
 from bootfuzz.run.silence import LearnedSilence, Silence
 from bootfuzz.transcript import GuestExit, Transcript
@@ -84,6 +86,28 @@ class TargetBoot:
         return TargetOutcome(target.run(case, run_dir, timeout=timeout, silence_timeout=quiet))
 
 
+@dataclass(frozen=True)
+class TargetKernels:
+    """The campaign's kernels with room left on the command line for what the harness
+    adds for the target (``efi=debug `` on EFI loaders): a case at the kernel's
+    cmdline_size would otherwise overflow by our own bytes, not the loader's."""
+
+    overhead: int
+
+    def __call__(self, names: tuple[str, ...]) -> dict[str, KernelFacts]:
+        facts = read_kernels(names)
+        return {n: dataclasses.replace(f, limits=dataclasses.replace(
+            f.limits, cmdline_size=f.limits.cmdline_size - self.overhead))
+            for n, f in facts.items()}
+
+
+def harness_overhead(spec: str) -> int:
+    """Bytes the harness adds to every case's command line on target *spec*."""
+    target = parse_target(spec)
+    loader = getattr(target, "loader", None)
+    return len(loader.loader_cmdline(b"")) if isinstance(loader, RealLoader) else 0
+
+
 def learn_floors_with_ours(request: FloorRequest) -> dict[str, MemoryFloor]:
     """The kernels' memory floors as our loader measures them (cached per kernel):
     what a kernel needs to unpack its initrd does not depend on who loaded it, and
@@ -113,5 +137,5 @@ def check_campaign_target(work_dir: Path, spec: str | None, resume: bool) -> Non
         path.unlink(missing_ok=True)
 
 
-__all__ = ["TARGET_FILE", "TargetBoot", "TargetOutcome", "check_campaign_target",
-           "learn_floors_with_ours"]
+__all__ = ["TARGET_FILE", "TargetBoot", "TargetKernels", "TargetOutcome",
+           "check_campaign_target", "harness_overhead", "learn_floors_with_ours"]

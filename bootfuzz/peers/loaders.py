@@ -92,12 +92,26 @@ BUILD_HELP: dict[Loader, str] = {
 }
 
 
+#: Console lines saying the loader gave up and the firmware waits for a person: the
+#: session ends there instead of at the silence timeout (bootfuzz.run.console).
+GAVE_UP: dict[Loader, tuple[str, ...]] = {
+    # OVMF found nothing to boot and started its shell (QEMU's kernel loader failed).
+    Loader.EFI_STUB: (r"Shell> ",),
+    Loader.SYSTEMD_BOOT: (r"Shell> ",),
+    Loader.GRUB_EFI: (r"Shell> ",),
+    # SYSLINUX could not load the kernel or initrd: its prompt.
+    Loader.SYSLINUX: (r"^boot: ",),
+}
+
+
 @dataclass(frozen=True)
 class Launch:
-    """One boot through a loader: QEMU's argument list, and per-run files to remove."""
+    """One boot through a loader: QEMU's argument list, per-run files to remove, and the
+    console lines that end the session (the loader gave up)."""
 
     argv: list[str]
     scratch: tuple[Path, ...] = ()
+    stop_patterns: tuple[str, ...] = ()
 
 
 def _no_controls(cmdline: bytes, who: str) -> None:
@@ -303,7 +317,7 @@ class RealLoader:
                      "-boot", "d"]
         elif media is not None:
             argv += ["-drive", f"file={media},format=raw,if=ide,media=disk,snapshot=on"]
-        return Launch(argv, tuple(scratch))
+        return Launch(argv, tuple(scratch), GAVE_UP.get(self.loader, ()))
 
 
 def parse_loader(spec: str) -> RealLoader | None:

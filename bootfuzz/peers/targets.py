@@ -151,11 +151,11 @@ def _judge(name: str, case: BootCase, argv: Sequence[str], transcript: Transcrip
 
 
 def _run_argv(argv: Sequence[str], run_dir: Path, timeout: float, silence_timeout: float,
-              what: str) -> Transcript:
+              what: str, stop_patterns: Sequence[str] = ()) -> Transcript:
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "command.json").write_text(json.dumps(list(argv), indent=1) + "\n")
     transcript = run_console(argv, timeout=timeout, silence_timeout=silence_timeout,
-                             log_path=run_dir / "console.log")
+                             log_path=run_dir / "console.log", stop_patterns=stop_patterns)
     if transcript.end is SessionEnd.EXITED and transcript.exit_status not in (
         0, QEMU_AGENT_EXIT_STATUS
     ) and transcript.first_output_after is None:
@@ -519,7 +519,8 @@ class LoaderTarget:
         launch = self.loader.launch(mats.kernel, None if mats.initrd is None else
                                     mats.initrd.path, asked, case.memory, run_dir)
         try:
-            transcript = _run_argv(launch.argv, run_dir, timeout, silence_timeout, self.name)
+            transcript = _run_argv(launch.argv, run_dir, timeout, silence_timeout, self.name,
+                                   launch.stop_patterns)
         finally:
             for path in launch.scratch:
                 path.unlink(missing_ok=True)

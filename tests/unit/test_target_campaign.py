@@ -98,3 +98,14 @@ def test_target_boot_refuses_a_bad_spec_at_once() -> None:
 
     with pytest.raises(ConfigError, match="unknown target"):
         TargetBoot("lilo")
+
+
+def test_efi_targets_leave_room_for_efi_debug(monkeypatch: pytest.MonkeyPatch) -> None:
+    from bootfuzz.fuzz import target_boot
+
+    assert target_boot.harness_overhead("efi-stub") == len(b"efi=debug ")
+    assert target_boot.harness_overhead("grub-bios") == 0
+    assert target_boot.harness_overhead("ours:qemu-tcg") == 0
+    monkeypatch.setattr(target_boot, "read_kernels", _kernels)
+    facts = target_boot.TargetKernels(10)(("debian-6.1-cloud",))
+    assert facts["debian-6.1-cloud"].limits.cmdline_size == DEBIAN_CLOUD_LIMITS.cmdline_size - 10
