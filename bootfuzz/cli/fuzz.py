@@ -188,7 +188,28 @@ def _target_runtime(args: argparse.Namespace, opts: CampaignOptions) -> Runtime 
                    kernels=TargetKernels(harness_overhead(target)))
 
 
+def _run_dt(args: argparse.Namespace) -> int:
+    """arm64/riscv64 kernels: the device-tree campaign (bootfuzz.fuzz.dt_campaign)."""
+    from bootfuzz.fuzz.dt_campaign import run_dt_campaign
+    from bootfuzz.fuzz.dt_campaign import summary_markdown as dt_summary
+
+    seed = args.seed if args.seed is not None else int.from_bytes(os.urandom(4), "little")
+    print(f"bootfuzz fuzz (device tree): seed {seed}, {args.jobs} job(s), out {args.out}",
+          file=sys.stderr)
+    summary = run_dt_campaign(
+        args.kernel, seconds=parse_duration(args.time), seed=seed, out=Path(args.out),
+        overrides=args.overrides, jobs=args.jobs, max_cases=args.max_cases,
+        max_memory=args.mem_max,
+        silence=args.silence_timeout if args.silence_timeout is not None else 30.0)
+    print(dt_summary(summary))
+    return ExitStatus.FINDING if summary.findings else ExitStatus.PASS
+
+
 def run(args: argparse.Namespace) -> int:
+    from bootfuzz.fuzz.dt_campaign import dt_kernels
+
+    if dt_kernels(args.kernel):
+        return _run_dt(args)
     opts = options_from_args(args)
     if args.initrd_cache is not None:  # the workers (forked) and their boots read it
         os.environ[CACHE_MAX_ENV] = str(args.initrd_cache)
