@@ -167,9 +167,11 @@ td.none{color:#bbb}code{font-size:.95em}
 .card{border:1px solid #ddd;border-radius:6px;padding:.6em 1em;min-width:9em}
 .card b{display:block;font-size:1.6em}
 details{margin:.4em 0}summary{cursor:pointer;font-weight:600}
-.late{background:#fff6d6}
+.late{background:#fff6d6}table.watch{font-size:12px}table.watch td,table.watch th{padding:.2em .4em}
 svg text{font:12px system-ui,sans-serif;fill:#333}
 """
+#: Time axis steps, seconds: the first that gives at most six ticks is used.
+_TIME_STEPS = (1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200, 14400)
 _COLOURS = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#17becf")
 
 
@@ -182,7 +184,7 @@ def _duration(seconds: float) -> str:
         return f"{seconds:.0f} s"
     minutes, sec = divmod(int(seconds), 60)
     if minutes < 60:
-        return f"{minutes} min {sec:02d} s"
+        return f"{minutes} min" if sec == 0 else f"{minutes} min {sec:02d} s"
     return f"{minutes // 60} h {minutes % 60:02d} min"
 
 
@@ -212,11 +214,13 @@ def growth_svg(title: str, series: Sequence[tuple[str, Sequence[tuple[float, int
         out.append(f'<line x1="{left}" x2="{left + pw}" y1="{y:.1f}" y2="{y:.1f}" '
                    'stroke="#e5e5e5"/>')
         out.append(f'<text x="{left - 6}" y="{y + 4:.1f}" text-anchor="end">{v:,}</text>')
-    for i in range(5):
-        t = t_max * i / 4
-        x = left + pw * i / 4
+    step = next((s for s in _TIME_STEPS if t_max / s <= 6), t_max / 4)
+    t = 0.0
+    while t <= t_max + 1e-9:
+        x = left + pw * t / t_max
         out.append(f'<text x="{x:.1f}" y="{top + ph + 18}" text-anchor="middle">'
                    f'{_e(_duration(t))}</text>')
+        t += step
     out.append(f'<line x1="{left}" x2="{left}" y1="{top}" y2="{top + ph}" stroke="#999"/>')
     out.append(f'<line x1="{left}" x2="{left + pw}" y1="{top + ph}" y2="{top + ph}" '
                'stroke="#999"/>')
@@ -267,11 +271,13 @@ def _series(report: CoverageReport, functions: bool, since_first: bool = False
 
 
 def _watch_table(report: CoverageReport) -> str:
-    firsts = {p.label: {f.name: f for f in p.functions} for p in report.paths}
     watched = sorted({f.name for p in report.paths for f in p.functions if WATCHED.search(f.name)})
     if not watched:
         return "<p>No boot-protocol function was reached.</p>"
-    head = "".join(f"<th>{_e(p.label)}</th>" for p in report.paths)
+    if report.source == "corpus":
+        return _watch_table_per_kernel(report, watched)
+    firsts = {p.label: {f.name: f for f in p.functions} for p in report.paths}
+    head = "".join(f"<th>{_e(p.kernel)}<br>entry {_e(p.entry)}</th>" for p in report.paths)
     rows = []
     for name in watched:
         cells = []
@@ -284,7 +290,40 @@ def _watch_table(report: CoverageReport) -> str:
                 cells.append(f"<td{late}>case {f.case} <small>at {_e(_duration(f.at))}</small>"
                              "</td>")
         rows.append(f"<tr><td><code>{_e(name)}</code></td>{''.join(cells)}</tr>")
-    return (f"<table><tr><th>function</th>{head}</tr>\n" + "\n".join(rows) + "</table>")
+    return (f'<table class="watch"><tr><th>function</th>{head}</tr>\n' + "\n".join(rows)
+            + "</table>")
+
+
+def _watch_table_per_kernel(report: CoverageReport, watched: Sequence[str]) -> str:
+    """From a corpus only the first case per kernel is known: one column per kernel,
+    naming that case's entry path (another path's reaching it later is not recorded)."""
+    kernels = sorted({p.kernel for p in report.paths})
+    first: dict[tuple[str, str], tuple[FirstReach, PathReport]] = {}
+    for p in report.paths:
+        for f in p.functions:
+            key = (p.kernel, f.name)
+            if key not in first or f.at < first[key][0].at:
+                first[key] = (f, p)
+    opening: dict[str, FirstReach] = {}  # each kernel's earliest case
+    for (kernel, _), (f, _) in first.items():
+        if kernel not in opening or f.at < opening[kernel].at:
+            opening[kernel] = f
+    head = "".join(f"<th>{_e(k)}</th>" for k in kernels)
+    rows = []
+    for name in watched:
+        cells = []
+        for k in kernels:
+            hit = first.get((k, name))
+            if hit is None:
+                cells.append('<td class="none">not reached</td>')
+                continue
+            f, p = hit
+            late = ' class="late"' if f.case != opening[k].case else ""
+            cells.append(f"<td{late}>case {f.case} <small>(entry {_e(p.entry)}) at "
+                         f"{_e(_duration(f.at))}</small></td>")
+        rows.append(f"<tr><td><code>{_e(name)}</code></td>{''.join(cells)}</tr>")
+    return (f'<table class="watch"><tr><th>function</th>{head}</tr>\n' + "\n".join(rows)
+            + "</table>")
 
 
 def _path_section(p: PathReport) -> str:
@@ -321,6 +360,8 @@ def report_html(report: CoverageReport, source: str) -> str:
     total_functions = report.growth[-1].functions if report.growth else 0
     total_blocks = report.growth[-1].blocks if report.growth else 0
     span = report.growth[-1].at if report.growth else 0.0
+    functions_header = ("functions first reached for the kernel" if report.source == "corpus"
+                        else "functions")
     summary_rows = "\n".join(
         f"<tr><td>{_e(p.kernel)}</td><td>{_e(p.entry)}</td>"
         f'<td class="n">{len(p.functions):,}</td><td class="n">{p.blocks:,}</td>'
@@ -341,7 +382,7 @@ power-off; blocks are KASLR-normalized kernel block offsets (QEMU-TCG plugin).</
 </div>
 <h2>Boot-path functions per kernel and entry path</h2>
 {_source_note(report)}
-<table><tr><th>kernel</th><th>entry</th><th>functions</th><th>blocks</th>
+<table><tr><th>kernel</th><th>entry</th><th>{functions_header}</th><th>blocks</th>
 <th>cases adding coverage</th><th>first case</th><th>functions found later</th></tr>
 {summary_rows}</table>
 <h2>Growth over the campaign</h2>

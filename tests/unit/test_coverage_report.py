@@ -3,6 +3,7 @@ a kill, and the report drawn from it; `bootfuzz coverage report`."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -115,3 +116,26 @@ def test_a_corpus_without_a_log_is_reported_per_kernel(tmp_path: Path) -> None:
         (0, "64", ("e820__memory_setup", "startup_64")), (7, "16", ("unpack_to_rootfs",))]
     with pytest.raises(ConfigError, match="not found"):  # neither a log nor a corpus
         load_report(tmp_path / "nothing")
+
+
+def test_a_corpus_report_names_one_first_case_per_kernel(tmp_path: Path) -> None:
+    from bootfuzz.case import BootCase, EntryProtocol
+    from bootfuzz.fuzz.corpus import Corpus, Novelty
+    from bootfuzz.fuzz.coverage_report import entries_from_corpus
+
+    corpus = Corpus.open(tmp_path / "corpus")
+    corpus.add(BootCase(kernel="k", memory=256 << 20), 0, 5.0, Novelty(blocks=(0x0, 0x104)))
+    corpus.add(BootCase(kernel="k", memory=256 << 20, entry=EntryProtocol.REAL16), 7, 20.0,
+               Novelty(blocks=(0x208,)))
+    report = build_report(entries_from_corpus(tmp_path / "corpus", lambda kernel: SYMBOLS),
+                          origin=0.0)
+    report = dataclasses.replace(report, source="corpus")
+    page = report_html(report, "corpus")
+    # A column per kernel, not per path: the corpus does not say what entry 16 reached
+    # of what entry 64 had reached first, so no "not reached" is claimed for it.
+    watch = page[page.index('<table class="watch">'):]
+    watch = watch[:watch.index("</table>")]
+    assert "entry 16" not in watch.split("</tr>")[0]
+    assert "case 0 <small>(entry 64) at 5 s" in watch
+    assert "case 7 <small>(entry 16) at 20 s" in watch
+    assert "functions first reached for the kernel" in page
