@@ -360,7 +360,7 @@ def report_html(report: CoverageReport, source: str) -> str:
     total_functions = report.growth[-1].functions if report.growth else 0
     total_blocks = report.growth[-1].blocks if report.growth else 0
     span = report.growth[-1].at if report.growth else 0.0
-    functions_header = ("functions first reached for the kernel" if report.source == "corpus"
+    functions_header = ("functions first reached" if report.source == "corpus"
                         else "functions")
     summary_rows = "\n".join(
         f"<tr><td>{_e(p.kernel)}</td><td>{_e(p.entry)}</td>"

@@ -138,4 +138,4 @@ def test_a_corpus_report_names_one_first_case_per_kernel(tmp_path: Path) -> None
     assert "entry 16" not in watch.split("</tr>")[0]
     assert "case 0 <small>(entry 64) at 5 s" in watch
     assert "case 7 <small>(entry 16) at 20 s" in watch
-    assert "functions first reached for the kernel" in page
+    assert "functions first reached<" in page
