@@ -16,4 +16,6 @@ that was meant; gives an ``Observation`` (parsed ``BIOS-e820:``, ``RAMDISK:``,
 - Models of what the kernel does with our input: ``e820_model`` (sanitizer),
   ``user_memmap`` (mem=/memmap=), ``setup_data_model`` (the setup_data sysfs view),
   ``memory_floor`` (the least RAM a kernel needs for an initrd, from measured points).
+- Device-tree boots: ``dt_observation`` (log and agent report), ``dt_rules`` (the
+  ``dt-valid-*`` layout rules), ``dt_oracles`` (memory, initrd, cmdline, DT round trip).
 """

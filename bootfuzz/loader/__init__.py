@@ -6,5 +6,7 @@ page or ``hvm_start_info``, command line, initrd, setup_data, page tables) and t
 entry ``CpuState``.  One module per entry path, chosen by a dispatch table.  No I/O.
 ``memory`` says what memory holds once the blobs are written (RAM only, a later blob
 over an earlier one); ``handover`` what the kernel takes from boot_params, the setup
-header or ``hvm_start_info`` by its own rules.
+header or ``hvm_start_info`` by its own rules.  The device-tree machines have their own
+plan: ``dt_plan`` (a ``DtBootPlan`` for arm64/riscv64 on QEMU ``virt``, described in
+``virt``) with the DTB written by ``fdt_writer``.
 """

@@ -11,5 +11,6 @@ interrupts off (a hang judged at once), ``run.silence`` learns per kernel how qu
 healthy boot gets (the silence timeout), ``run.phases`` splits a boot's time into
 phases.  ``run.coverage`` reads the QEMU plugin's block map into a KASLR-normalized
 ``BlockCoverage`` (``BootResult.coverage``), named with symbols ``run.kallsyms``
-reads from the kernel itself in a one-off boot, cached per kernel.
+reads from the kernel itself in a one-off boot, cached per kernel.  ``run.dt_boot``
+strings a device-tree boot together on ``run.backends.qemu_virt`` (aarch64/riscv64).
 """
