@@ -202,11 +202,12 @@ class RealLoader:
 
     def promises(self, initrd: bool) -> TargetPromises:
         """The loader's promises; its own command-line additions for the initrd go when
-        there is none (OVMF's " initrd=initrd", systemd-boot's "initrd=\\initrd.img ")."""
+        there is none (OVMF's " initrd=initrd", SYSLINUX's " initrd=/initrd.img",
+        systemd-boot's "initrd=\\initrd.img ")."""
         p = PROMISES[self.loader]
         if initrd:
             return p
-        if self.loader is Loader.EFI_STUB:
+        if self.loader in (Loader.EFI_STUB, Loader.SYSLINUX):
             return replace(p, cmdline_suffix=b"")
         if self.loader is Loader.SYSTEMD_BOOT:
             return replace(p, cmdline_prefix=b"")

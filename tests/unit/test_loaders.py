@@ -72,6 +72,11 @@ def test_cmdline_additions_follow_the_initrd() -> None:
     assert sdboot.promises(False).kernel_cmdline(b"x") == b"x"
     assert RealLoader(Loader.GRUB_BIOS).promises(False).kernel_cmdline(b"x") == (
         b"BOOT_IMAGE=/vmlinuz x")
+    syslinux = RealLoader(Loader.SYSLINUX)
+    assert syslinux.promises(True).kernel_cmdline(b"x") == (
+        b"BOOT_IMAGE=/vmlinuz x initrd=/initrd.img")
+    # Found by bootfuzz matrix --loaders: without INITRD, SYSLINUX adds no initrd= word.
+    assert syslinux.promises(False).kernel_cmdline(b"x") == b"BOOT_IMAGE=/vmlinuz x"
 
 
 def test_grub_words_one_quoted_word_per_kernel_token() -> None:
