@@ -93,3 +93,19 @@ def test_the_map_outlives_a_killed_qemu(tmp_path: Path) -> None:
     assert proc.returncode == -signal.SIGKILL, "QEMU ended before it was killed"
     assert stored >= 20_000
     assert len(read_map(map_path).addresses) >= stored
+
+
+@pytest.mark.slow
+def test_the_kallsyms_boot_lists_the_kernels_functions(tmp_path: Path) -> None:
+    from bootfuzz.kernel.pinned import resolve_kernel
+    from bootfuzz.run.kallsyms import kernel_symbols, symbols_path
+    from bootfuzz.run.silence import file_sha256
+
+    path = resolve_kernel(KERNEL)
+    table = kernel_symbols(path, cache_dir=tmp_path)  # an empty cache: the one-off boot
+    assert symbols_path(file_sha256(path), tmp_path).is_file()
+    assert len(table) > 20_000
+    assert {"startup_64", "setup_arch", "e820__memory_setup", "unpack_to_rootfs"} <= set(
+        table.names)
+    fn = table.function_at(table.starts[table.names.index("setup_arch")] + 1)
+    assert fn is not None and fn.name == "setup_arch" and fn.init
