@@ -62,6 +62,7 @@ from bootfuzz.case import BootCase
 from bootfuzz.errors import ConfigError, HarnessBug, InfrastructureError
 from bootfuzz.fuzz.caselog import CASES_NAME, CaseLog, CaseRecord, read_cases, read_tail, truncate
 from bootfuzz.fuzz.corpus import CORPUS_DIR, Corpus, Signals, console_features, verdict_text
+from bootfuzz.fuzz.coverage_log import COVERAGE_LOG_NAME, CoverageLog
 from bootfuzz.fuzz.depth import Depth, boot_at_depth, verdict_vector
 from bootfuzz.fuzz.floors import (
     FloorKernel,
@@ -101,8 +102,10 @@ from bootfuzz.fuzz.workers import stop_workers, worker_pool
 from bootfuzz.judge.memory_floor import MemoryFloor, below_floor, below_floor_detail
 from bootfuzz.judge.oracles import StopPoint
 from bootfuzz.judge.verdict import Verdict
+from bootfuzz.kernel.symbols import SymbolTable
 from bootfuzz.loader.layout import MiB
 from bootfuzz.run.boot import new_run_dir, run_case
+from bootfuzz.run.coverage import BlockCoverage
 from bootfuzz.run.silence import LearnedSilence, Silence
 
 DEFAULT_OUT = Path("corpus/crashes")
@@ -526,6 +529,10 @@ class _Campaign:
     corpus: Corpus | None = None  # a guided campaign's
     #: The parent entry and dimension of each mutant running, by case number.
     origins: dict[int, tuple[str, str]] = field(default_factory=dict)
+    #: With --coverage: OUT/campaign/coverage.jsonl, what each case reached first per
+    #: kernel and entry path (bootfuzz.fuzz.coverage_log; `bootfuzz coverage report`).
+    coverage_log: CoverageLog | None = None
+    _symbols: dict[str, SymbolTable] = field(default_factory=dict)
 
     def case_for(self, config: GeneratorConfig, index: int) -> BootCase:
         """Case *index*: in a guided campaign with a corpus, half the time a mutant of
@@ -610,6 +617,7 @@ class _Campaign:
         its log line: a kill between the two keeps the entry, the case runs again)."""
         if self.corpus is None or outcome.signals is None:
             return
+        self.log_coverage(outcome)
         new = self.corpus.novelty(outcome.case.kernel, outcome.signals)
         if new.empty:
             return
@@ -619,6 +627,23 @@ class _Campaign:
                         parent=None if origin is None else origin[0],
                         mutated=None if origin is None else origin[1],
                         description=record.reproducer.description)
+
+    def log_coverage(self, outcome: CaseOutcome) -> None:
+        """The case's first-reached blocks and functions in the coverage log (before
+        its corpus entry and log line: a kill in between boots the case again, and the
+        log, which knows what it has seen, adds nothing twice)."""
+        blocks = None if outcome.signals is None else outcome.signals.blocks
+        sha = self.kernel_sha256(outcome.case)
+        if self.coverage_log is None or blocks is None or sha is None:
+            return
+        symbols = self._symbols.get(sha)
+        if symbols is None:  # the worker's boot dumped and cached them already
+            from bootfuzz.kernel.pinned import resolve_kernel
+            from bootfuzz.run.kallsyms import kernel_symbols
+
+            symbols = self._symbols[sha] = kernel_symbols(resolve_kernel(outcome.case.kernel))
+        self.coverage_log.record(outcome.index, outcome.case.kernel, outcome.case.entry.value,
+                                 BlockCoverage(sha, frozenset(blocks), symbols))
 
     def apply(self, record: CaseRecord, log_end: int) -> None:
         """Count a logged case in the state (*log_end*: the log offset past its line).
@@ -772,7 +797,9 @@ def _run_locked(opts: CampaignOptions, stream: TextIO, runtime: Runtime,
                 config: GeneratorConfig, stop: _StopSignals) -> CampaignSummary:
     state = _open_state(opts, generator_digest(config), floors)
     run = _Campaign(opts, state, kernels, stream, _known_cases(state), floors=state.floors,
-                    corpus=_open_corpus(opts, stream))
+                    corpus=_open_corpus(opts, stream),
+                    coverage_log=(CoverageLog(opts.work_dir / COVERAGE_LOG_NAME)
+                                  if opts.coverage else None))
     recovered = run.recover() if opts.resume else 0
     if recovered:
         stream.write(f"counted {recovered} case(s) the last run booted but did not save\n")

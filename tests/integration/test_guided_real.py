@@ -23,6 +23,7 @@ from bootfuzz.case import BootCase
 from bootfuzz.fuzz.campaign import read_kernels
 from bootfuzz.fuzz.caselog import read_cases
 from bootfuzz.fuzz.corpus import read_entries
+from bootfuzz.fuzz.coverage_log import COVERAGE_LOG_NAME, read_coverage_log
 from bootfuzz.fuzz.draws import CaseSpace, draw_case, initrd_size_bound, misfits
 from bootfuzz.fuzz.state import load_state
 from bootfuzz.fuzz.strategies import campaign_cases
@@ -136,3 +137,14 @@ def test_guided_campaign_sigkilled_and_resumed_loses_no_entry_and_no_finding(
     state = load_state(tmp_path / "campaign" / "state.json")
     assert {r.signature for r in logged if r.status == "fail"} <= set(state.findings)
     assert not marked(env)
+    # The coverage log (what `bootfuzz coverage report` draws): each kernel and entry
+    # path's first line holds that case's every block, no block is logged twice.
+    coverage = read_coverage_log(tmp_path / "campaign" / COVERAGE_LOG_NAME)
+    assert coverage and {c.case for c in coverage} <= set(range(6))
+    first = coverage[0]
+    assert first.new_blocks and len(first.new_blocks) == first.blocks
+    assert "e820__memory_setup" in first.new_functions
+    for key in {(c.kernel_sha256, c.entry) for c in coverage}:
+        logged_blocks = [b for c in coverage if (c.kernel_sha256, c.entry) == key
+                         for b in c.new_blocks]
+        assert len(logged_blocks) == len(set(logged_blocks))
