@@ -26,6 +26,7 @@ from pathlib import Path
 from bootfuzz.errors import BackendError
 from bootfuzz.guest.protocol import AGENT_EXIT_PORT
 from bootfuzz.judge.promises import TargetPromises
+from bootfuzz.judge.verdict import OracleResult, judged
 from bootfuzz.peers.media import (
     INITRD_NAME,
     KERNEL_NAME,
@@ -319,6 +320,29 @@ class RealLoader:
         elif media is not None:
             argv += ["-drive", f"file={media},format=raw,if=ide,media=disk,snapshot=on"]
         return Launch(argv, tuple(scratch), GAVE_UP.get(self.loader, ()))
+
+
+#: Escape sequences firmware and loaders draw their screens with (cursor, colour).
+_ESCAPES = re.compile(r"\x1b\[[0-9;=?]*[A-Za-z]|\x1b[()][A-Z0-9]|[\x00-\x08\x0b-\x1f]")
+#: How many of the loader's lines the oracle quotes: its complaints (an error, a failed
+#: load) first, else its last words.
+GAVE_UP_LINES = 3
+_COMPLAINT = re.compile(r"error|fail|not found", re.IGNORECASE)
+
+
+def judge_kernel_started(text: str, banners: int) -> OracleResult:
+    """The loader started the kernel (its "Linux version" banner is there); if not, the
+    loader's last console lines say why (GRUB's "error: out of memory.", OVMF's
+    "BdsDxe: failed to load ..."), so a matrix cell or a finding names the reason."""
+    name = "loader-started-kernel"
+    expected = "the kernel's 'Linux version' banner"
+    if banners:
+        return judged(name, True, expected, f"{banners} banner(s)")
+    lines = [ln.strip() for ln in (_ESCAPES.sub("", raw) for raw in text.splitlines())]
+    errors = [ln for ln in lines if _COMPLAINT.search(ln)]
+    said = errors[:GAVE_UP_LINES] or [ln for ln in lines if ln][-GAVE_UP_LINES:]
+    return judged(name, False, expected, " / ".join(said) or "(no console output)",
+                  "the loader never started the kernel")
 
 
 def parse_loader(spec: str) -> RealLoader | None:

@@ -39,7 +39,7 @@ from bootfuzz.judge.promises import TargetPromises
 from bootfuzz.judge.validity import LoadRequest, ValidityEvidence, judge_validity
 from bootfuzz.judge.verdict import OracleResult, Verdict, overall
 from bootfuzz.kernel.image import KernelImage
-from bootfuzz.peers.loaders import Loader, RealLoader, parse_loader
+from bootfuzz.peers.loaders import Loader, RealLoader, judge_kernel_started, parse_loader
 from bootfuzz.peers.promises import KNOWN_PROMISES, OURS_QEMU_TCG, QEMU_MICROVM, QEMU_PC
 from bootfuzz.run.backends.qemu_tcg import QEMU_EXIT_STATUSES
 from bootfuzz.run.console import run_console
@@ -527,8 +527,12 @@ class LoaderTarget:
         guest_exit = classify_exit(transcript, QEMU_EXIT_STATUSES)
         request = replace(load_request(case, mats.image, mats.initrd),
                           cmdline=self.loader.loader_cmdline(asked))
-        return _judge(self.name, case, launch.argv, transcript, guest_exit, request,
-                      self.loader.promises(mats.initrd is not None), run_dir, started)
+        run = _judge(self.name, case, launch.argv, transcript, guest_exit, request,
+                     self.loader.promises(mats.initrd is not None), run_dir, started)
+        started_kernel = judge_kernel_started(transcript.text,
+                                              run.observation.linux_version_count)
+        validity = (started_kernel, *run.validity)
+        return replace(run, validity=validity, verdict=overall([*validity, *run.exact]))
 
 
 class TargetSpecError(ConfigError):

@@ -204,3 +204,15 @@ def test_command_template_media_names_a_loader(tmp_path: Path) -> None:
     bad.write_text('argv = ["q"]\nmedia = 3\n')
     with pytest.raises(TemplateError, match="media must be a string"):
         load_template(bad)
+
+
+def test_kernel_started_quotes_the_loaders_complaint() -> None:
+    from bootfuzz.judge.verdict import Verdict
+    from bootfuzz.peers.loaders import judge_kernel_started
+
+    grub = "\x1b[0m\x1b[30mWelcome to GRUB!\r\n\x1b[H\x1b[Jerror: out of memory.\r\nbootfuzz: x\n"
+    r = judge_kernel_started(grub, 0)
+    assert r.verdict is Verdict.FAIL and r.observed == "error: out of memory."
+    quiet = judge_kernel_started("a\nb\nc\nd\n", 0)
+    assert quiet.observed == "b / c / d"  # no complaint: the last words
+    assert judge_kernel_started("[ 0.0] Linux version 6.1\n", 1).verdict is Verdict.PASS
