@@ -150,9 +150,12 @@ def test_campaign_cases_strategy_is_sound(case: BootCase) -> None:
 
 def test_campaign_cases_shrink_to_the_plainest_case() -> None:
     """Hypothesis shrinks the campaign's rules: rare dimensions drop away, so the
-    smallest case with a 16-bit entry is that entry and nothing else."""
-    found = find(campaign_cases(limits=LIMITS),
-                 lambda c: c.entry is EntryProtocol.REAL16,
+    smallest case of a kernel with the 16-bit entry only is that entry and nothing
+    else.  (Searching for a 16-bit case among all entries depended on Hypothesis's
+    integer bias, which shifts with the constants of the test modules loaded before.)"""
+    only16 = dataclasses.replace(LIMITS, entries=(EntryProtocol.REAL16,))
+    found = find(campaign_cases(limits=only16),
+                 lambda c: c.entry is EntryProtocol.REAL16 and c.initrd is not None,
                  settings=settings(database=None, max_examples=2000, derandomize=True,
                                    phases=(Phase.generate, Phase.shrink)))
     assert found.overrides.empty and found.initrd_placement is InitrdPlacement.TOP
