@@ -1,6 +1,9 @@
 """nox sessions: ``nox -s tests``, ``nox -s lint``, ``nox -s boot-matrix [-- ARGS]``,
 ``nox -s fuzz [-- ARGS]`` (the nightly campaign), ``nox -s atheris [-- ARGS]`` (the parsers
-and the planner, 1,000,000 executions per atheris target).
+and the planner, 1,000,000 executions per atheris target), ``nox -s loaders`` (every real
+boot loader target on real kernels), ``nox -s device-tree`` (every arm64/riscv64 boot
+and diff test), ``nox -s coverage-bench`` (the coverage plugin's cost, the guided
+campaign against the blind one).
 
 Each session installs the project into its own venv (``.[dev]``); ``reuse_venv``
 keeps those venvs between runs so a machine without network can rerun them.
@@ -38,6 +41,34 @@ def boot_matrix(session: nox.Session) -> None:
     """Kernels x entries x memory x initrds x targets; reports in matrix-out/."""
     session.install("-e", ".[dev]")
     session.run("bootfuzz", "matrix", *session.posargs)
+
+
+@nox.session(python=PYTHON, reuse_venv=True)
+def loaders(session: nox.Session) -> None:
+    """Every real-loader test (GRUB BIOS/linux16/EFI, SYSLINUX, the EFI stub, systemd-boot
+    on the pinned kernels, and diffs against ours); the default suite boots one per
+    family."""
+    session.install("-e", ".[dev]")
+    session.run("pytest", "-n", "2", "tests/integration/test_loaders_real.py",
+                *session.posargs, env={"BOOTFUZZ_LOADER_TESTS": "all"})
+
+
+@nox.session(name="device-tree", python=PYTHON, reuse_venv=True)
+def device_tree(session: nox.Session) -> None:
+    """Every arm64/riscv64 device-tree boot (256M and 4G with a hole, each arch) and the
+    diffs against QEMU's own -kernel on virt; the default suite boots one per arch."""
+    session.install("-e", ".[dev]")
+    session.run("pytest", "-n", "2", "tests/integration/test_dt_boot_real.py",
+                *session.posargs, env={"BOOTFUZZ_DT_FULL": "1"})
+
+
+@nox.session(name="coverage-bench", python=PYTHON, reuse_venv=True)
+def coverage_bench(session: nox.Session) -> None:
+    """bench/coverage_overhead.py, then bench/guided_vs_blind.py (20 minutes a side)."""
+    session.install("-e", ".[dev]")
+    session.run("python", "bench/coverage_overhead.py", "--pairs", "15")
+    session.run("python", "bench/guided_vs_blind.py", "--time", "20m", "--jobs", "2",
+                *session.posargs)
 
 
 @nox.session(python=PYTHON, reuse_venv=True)
