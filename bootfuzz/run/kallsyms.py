@@ -12,17 +12,14 @@ per kernel; concurrent callers wait on a lock instead of booting twice.
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import tempfile
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 from bootfuzz.cache import cache_root
 from bootfuzz.case import BootCase
 from bootfuzz.errors import BackendError, ConfigError
-from bootfuzz.fileio import atomic_write_text
+from bootfuzz.fileio import atomic_write_text, locked
 from bootfuzz.guest.coverage_tools import KALLSYMS_BEGIN, KALLSYMS_END, build_coverage_tools
 from bootfuzz.guest.harness import build_harness
 from bootfuzz.guest.initrd import early_archive
@@ -52,13 +49,6 @@ class _DumperInitrd:
 def symbols_path(kernel_sha256: str, cache_dir: Path | None = None) -> Path:
     return cache_root(cache_dir) / _DIR / kernel_sha256
 
-
-@contextlib.contextmanager
-def _locked(path: Path) -> Iterator[None]:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path.with_suffix(".lock"), "a") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        yield
 
 
 def listing_from_console(text: str) -> str:
@@ -105,7 +95,7 @@ def kernel_symbols(kernel_path: Path, cache_dir: Path | None = None) -> SymbolTa
 
 
 def _cached_or_dumped(kernel_path: Path, path: Path) -> SymbolTable:
-    with _locked(path):
+    with locked(path):
         try:
             return SymbolTable.loads(path.read_text())
         except (OSError, ConfigError):

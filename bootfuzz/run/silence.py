@@ -23,19 +23,16 @@ off is not waited for at all (bootfuzz.run.qmp); this is for the rest.
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import hashlib
 import itertools
 import json
 import os
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 from bootfuzz.cache import cache_root
 from bootfuzz.case import InitrdSpec
-from bootfuzz.fileio import atomic_write_text
+from bootfuzz.fileio import atomic_write_text, locked
 from bootfuzz.transcript import Transcript
 
 #: A healthy boot may be this many times quieter than the quietest one seen.
@@ -118,13 +115,6 @@ def read_record(kernel_sha256: str, cache_dir: Path | None = None) -> SilenceRec
     return SilenceRecord(0.0, 0)
 
 
-@contextlib.contextmanager
-def _locked(path: Path) -> Iterator[None]:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path.with_suffix(".lock"), "a") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        yield
-
 
 def learn(kernel_sha256: str, transcript: Transcript, initrd: InitrdSpec | None,
           cache_dir: Path | None = None) -> SilenceRecord:
@@ -135,7 +125,7 @@ def learn(kernel_sha256: str, transcript: Transcript, initrd: InitrdSpec | None,
     path = _path(kernel_sha256, cache_dir)
     gap = longest_gap(transcript)
     try:
-        with _locked(path):
+        with locked(path):
             new = read_record(kernel_sha256, cache_dir).add(gap, initrd)
             atomic_write_text(path, json.dumps({
                 "longest_gap": round(new.longest_gap, 3), "boots": new.boots,
