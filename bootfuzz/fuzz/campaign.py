@@ -148,6 +148,15 @@ class KernelFacts:
     sha256: str
 
 
+def kernel_symbols_of(name: str) -> SymbolTable:
+    """A kernel's symbols for the coverage log: the worker's coverage boot dumped and
+    cached them already (bootfuzz.run.kallsyms), so this reads the cache."""
+    from bootfuzz.kernel.pinned import resolve_kernel
+    from bootfuzz.run.kallsyms import kernel_symbols
+
+    return kernel_symbols(resolve_kernel(name))
+
+
 def read_kernels(names: tuple[str, ...]) -> dict[str, KernelFacts]:
     """Fetch (if pinned) and read each kernel once, before any worker starts."""
     from bootfuzz.kernel.capabilities import read_capabilities
@@ -176,6 +185,8 @@ class Runtime:
     kernels: Callable[[tuple[str, ...]], dict[str, KernelFacts]] = read_kernels
     executor: Callable[[int], Executor] = worker_pool
     floors: Callable[[FloorRequest], dict[str, MemoryFloor]] = learn_floors
+    #: A kernel's symbols by name (a guided campaign's coverage log names functions).
+    symbols: Callable[[str], SymbolTable] = kernel_symbols_of
 
 
 # --------------------------------------------------------------------------------------
@@ -532,6 +543,7 @@ class _Campaign:
     #: With --coverage: OUT/campaign/coverage.jsonl, what each case reached first per
     #: kernel and entry path (bootfuzz.fuzz.coverage_log; `bootfuzz coverage report`).
     coverage_log: CoverageLog | None = None
+    symbols_of: Callable[[str], SymbolTable] = kernel_symbols_of
     _symbols: dict[str, SymbolTable] = field(default_factory=dict)
 
     def case_for(self, config: GeneratorConfig, index: int) -> BootCase:
@@ -637,11 +649,8 @@ class _Campaign:
         if self.coverage_log is None or blocks is None or sha is None:
             return
         symbols = self._symbols.get(sha)
-        if symbols is None:  # the worker's boot dumped and cached them already
-            from bootfuzz.kernel.pinned import resolve_kernel
-            from bootfuzz.run.kallsyms import kernel_symbols
-
-            symbols = self._symbols[sha] = kernel_symbols(resolve_kernel(outcome.case.kernel))
+        if symbols is None:
+            symbols = self._symbols[sha] = self.symbols_of(outcome.case.kernel)
         self.coverage_log.record(outcome.index, outcome.case.kernel, outcome.case.entry.value,
                                  BlockCoverage(sha, frozenset(blocks), symbols))
 
@@ -799,7 +808,8 @@ def _run_locked(opts: CampaignOptions, stream: TextIO, runtime: Runtime,
     run = _Campaign(opts, state, kernels, stream, _known_cases(state), floors=state.floors,
                     corpus=_open_corpus(opts, stream),
                     coverage_log=(CoverageLog(opts.work_dir / COVERAGE_LOG_NAME)
-                                  if opts.coverage else None))
+                                  if opts.coverage else None),
+                    symbols_of=runtime.symbols)
     recovered = run.recover() if opts.resume else 0
     if recovered:
         stream.write(f"counted {recovered} case(s) the last run booted but did not save\n")

@@ -219,9 +219,10 @@ def _fails_with_bad_token(case: BootCase) -> FakeResult:
 def test_the_harness_options_of_an_earlier_version_stay_whole() -> None:
     """A case made before HARNESS_CMDLINE grew keeps its own harness part: replayed and
     minimized, it still boots with the options it was found with."""
-    (earlier,) = EARLIER_HARNESS_CMDLINES
-    assert HARNESS_CMDLINE.startswith(earlier) and earlier != HARNESS_CMDLINE
-    for harness in (earlier, HARNESS_CMDLINE):
+    assert EARLIER_HARNESS_CMDLINES
+    for earlier in EARLIER_HARNESS_CMDLINES:
+        assert HARNESS_CMDLINE.startswith(earlier) and earlier != HARNESS_CMDLINE
+    for harness in (*EARLIER_HARNESS_CMDLINES, HARNESS_CMDLINE):
         case = BootCase(kernel="k", memory=256 * MiB, cmdline=f"{harness} a=1 bad=1 b=2")
         done = minimize(case, TARGET, _fails_with_bad_token, max_boots=20, memory_floor=256 * MiB)
         assert done.case.cmdline == f"{harness} bad=1", harness

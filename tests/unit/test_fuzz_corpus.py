@@ -32,6 +32,7 @@ from bootfuzz.fuzz.corpus import (
     load_entry,
     read_entries,
 )
+from bootfuzz.fuzz.coverage_log import COVERAGE_LOG_NAME, read_coverage_log
 from bootfuzz.fuzz.draws import misfits
 from bootfuzz.fuzz.floors import no_floors
 from bootfuzz.fuzz.generate import DEBIAN_CLOUD_LIMITS, GeneratorConfig, generate_case
@@ -290,14 +291,19 @@ from bootfuzz.fuzz.floors import no_floors
 from bootfuzz.fuzz.generate import DEBIAN_CLOUD_LIMITS
 from bootfuzz.judge.observation import parse_transcript
 from bootfuzz.judge.verdict import OracleResult, Verdict
+from bootfuzz.kernel.symbols import SymbolTable
 from bootfuzz.transcript import GuestExit
-from tests.unit.test_corpus import CoveredResult, FakeCoverage, blocks_of
+from tests.unit.test_fuzz_corpus import CoveredResult, FakeCoverage, blocks_of
 from tests.fakes import FakeTranscript
 
 VFS = "Kernel panic - not syncing: VFS: Unable to mount root fs on unknown-block(0,0)"
 
 def kernels(names):
     return {n: KernelFacts(DEBIAN_CLOUD_LIMITS, "ab" * 32) for n in names}
+
+def symbols(name):  # a function every 10 "blocks": fn0 at 0, fn1 at 10, ...
+    return SymbolTable(tuple(range(0, 10_000, 10)), tuple(f"fn{i}" for i in range(1000)),
+                       10_000, 0, 0)
 
 class Boot:
     def __call__(self, case, run_dir, *, timeout, silence_timeout, until=None,
@@ -317,7 +323,7 @@ summary = run_campaign(
     CampaignOptions(kernels=("debian-6.1-cloud",), seconds=3600, jobs=2,
                     out=pathlib.Path(sys.argv[1]), seed=1, max_cases=int(sys.argv[2]),
                     max_boots=0, guided=True, coverage=True, resume=sys.argv[3] == "1"),
-    runtime=Runtime(boot=Boot(), kernels=kernels, floors=no_floors))
+    runtime=Runtime(boot=Boot(), kernels=kernels, floors=no_floors, symbols=symbols))
 sys.exit(128 + summary.stop_signal if summary.stop_signal else 0)
 """
 
@@ -377,4 +383,16 @@ def test_guided_campaign_killed_with_sigkill_and_resumed_loses_nothing(tmp_path:
     kept = [b for e in corpus.entries for b in e.new.blocks]
     assert len(kept) == len(set(kept))
     assert set(kept) == set(_union([r.reproducer.case for r in records]))
+    # The coverage log: what each case reached first per kernel and entry path, named;
+    # across the kill no block is logged twice for a path, and none is missing.
+    logged = read_coverage_log(tmp_path / "campaign" / COVERAGE_LOG_NAME)
+    by_path: dict[str, list[int]] = {}
+    for line in logged:
+        by_path.setdefault(line.entry, []).extend(line.new_blocks)
+        assert all(f.startswith("fn") for f in line.new_functions)
+    assert logged[0].new_functions
+    for blocks in by_path.values():
+        assert len(blocks) == len(set(blocks))
+    assert set().union(*map(set, by_path.values())) == set(_union(
+        [r.reproducer.case for r in records]))
     json.loads((tmp_path / "campaign" / "summary.json").read_text())
