@@ -33,7 +33,8 @@ def _need(arch: Arch) -> None:
         pytest.skip(f"{QEMU_BINARIES[arch]} not installed (Debian package "
                     f"{QEMU_PACKAGES[arch]})")
     if arch is Arch.RISCV64 and not opensbi_firmware().is_file():
-        pytest.skip(f"{opensbi_firmware()} missing (Debian package opensbi)")
+        pytest.skip(f"riscv64 needs OpenSBI: {opensbi_firmware()} is not installed "
+                    "(Debian package opensbi)")
 
 
 def _case(arch: Arch, memory: int) -> BootCase:
