@@ -39,9 +39,9 @@ from bootfuzz.errors import LayoutError
 from bootfuzz.kernel.dt_image import DtKernelImage
 from bootfuzz.loader.fdt_writer import Fdt, FdtNode, cells, prop_str, serialize
 from bootfuzz.loader.plan import Blob, InitrdImage, PlacedInitrd
+from bootfuzz.loader.platform import Fixture
 from bootfuzz.loader.virt import (
     OPENSBI_SIZE,
-    Reserved,
     VirtMachine,
     device_nodes,
     root_props,
@@ -226,7 +226,7 @@ def plan_dt_boot(case: BootCase, image: DtKernelImage,
                           f"{case.arch.value}")
     machine = VirtMachine(case.arch, case.memory)
     ov: DtOverrides = case.dt
-    reserved: tuple[Reserved, ...] = machine.reserved()
+    reserved: tuple[Fixture, ...] = machine.reserved()
     nodes = memory_ranges(machine, case.mem_holes)
     written_memory = list(ov.memory) if ov.memory is not None else nodes
     ac = _check_cells(ov.address_cells, 2, "#address-cells")

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from bootfuzz.arch import Arch
 from bootfuzz.errors import LayoutError
 from bootfuzz.loader.fdt_writer import FdtNode, cells, prop_str, prop_strs, prop_u32
+from bootfuzz.loader.platform import Fixture
 
 MiB = 1 << 20
 GiB = 1 << 30
@@ -85,19 +86,6 @@ PHANDLE_CLOCK, PHANDLE_GIC, PHANDLE_CPU0, PHANDLE_CPU_INTC, PHANDLE_PLIC, PHANDL
 
 
 @dataclass(frozen=True)
-class Reserved:
-    """RAM the emulator or firmware keeps for itself: no blob of ours may go there."""
-
-    name: str
-    start: int
-    size: int
-
-    @property
-    def end(self) -> int:
-        return self.start + self.size
-
-
-@dataclass(frozen=True)
 class VirtMachine:
     """One ``virt`` machine with *memory* bytes of RAM from RAM_BASE[arch]."""
 
@@ -118,14 +106,15 @@ class VirtMachine:
     def ram_end(self) -> int:
         return self.ram_start + self.memory
 
-    def reserved(self) -> tuple[Reserved, ...]:
-        """What the emulator (and, on riscv64, OpenSBI) holds in RAM."""
+    def reserved(self) -> tuple[Fixture, ...]:
+        """What the emulator (and, on riscv64, OpenSBI) holds in RAM at a fixed place:
+        no blob of ours may go there."""
         if self.arch is Arch.ARM64:
-            return (Reserved("QEMU's own DTB", self.ram_start, EMULATOR_DTB_SIZE),)
+            return (Fixture("QEMU's own DTB", self.ram_start, EMULATOR_DTB_SIZE),)
         top = min(self.ram_end, RISCV_FDT_CEILING)
         fdt = (top - EMULATOR_DTB_SIZE) & ~(2 * MiB - 1)
-        return (Reserved("OpenSBI", self.ram_start, OPENSBI_SIZE),
-                Reserved("QEMU's own DTB", fdt, EMULATOR_DTB_SIZE))
+        return (Fixture("OpenSBI", self.ram_start, OPENSBI_SIZE),
+                Fixture("QEMU's own DTB", fdt, EMULATOR_DTB_SIZE))
 
     def in_ram(self, start: int, end: int) -> bool:
         return self.ram_start <= start <= end <= self.ram_end
