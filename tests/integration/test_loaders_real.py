@@ -14,7 +14,6 @@ from pathlib import Path
 
 import pytest
 
-from bootfuzz.case import HARNESS_CMDLINE, BootCase, InitrdSpec
 from bootfuzz.judge.verdict import Verdict
 from bootfuzz.peers.differential import compare
 from bootfuzz.peers.loaders import (
@@ -26,8 +25,8 @@ from bootfuzz.peers.loaders import (
     SYSTEMD_BOOT_EFI,
     Loader,
 )
-from bootfuzz.peers.targets import OursTarget, TargetRun, parse_target
-from bootfuzz.units import parse_size
+from bootfuzz.peers.targets import OursTarget, parse_target
+from tests.target_runs import case, explain
 
 pytestmark = pytest.mark.qemu
 TIMEOUT = 240.0
@@ -61,17 +60,6 @@ def _selected(loader: Loader, mem: str) -> None:
     if not ALL and (loader not in CI_LOADERS or mem != "256M"):
         pytest.skip("not in the default suite (one boot per loader family); "
                     "BOOTFUZZ_LOADER_TESTS=all runs it (nox -s loaders)")
-
-
-def case(mem: str, kernel: str = "debian-6.1-cloud") -> BootCase:
-    return BootCase(kernel=kernel, memory=parse_size(mem), cmdline=HARNESS_CMDLINE,
-                    initrd=InitrdSpec(1 << 20))
-
-
-def explain(run: TargetRun) -> str:
-    return "\n".join(f"{r.name}: {r.verdict.value}: expected {r.expected!r}, observed "
-                     f"{r.observed!r} {r.detail}" for r in run.oracles
-                     if r.verdict is not Verdict.PASS) + f"\nlog: {run.run_dir}/console.log"
 
 
 @pytest.mark.parametrize("mem", ["256M", "5G"])

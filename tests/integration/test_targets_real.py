@@ -6,7 +6,6 @@ from pathlib import Path
 
 import pytest
 
-from bootfuzz.case import HARNESS_CMDLINE, BootCase, InitrdSpec
 from bootfuzz.judge.verdict import Verdict
 from bootfuzz.peers.differential import compare
 from bootfuzz.peers.targets import (
@@ -14,25 +13,13 @@ from bootfuzz.peers.targets import (
     OursTarget,
     QemuDirectTarget,
     QemuMachine,
-    TargetRun,
     load_template,
 )
-from bootfuzz.units import parse_size
+from tests.target_runs import case, explain
 
 pytestmark = pytest.mark.qemu
 EXAMPLE = Path(__file__).resolve().parents[2] / "docs" / "examples" / "qemu-pc.toml"
 TIMEOUT = 240.0
-
-
-def case(mem: str, kernel: str = "debian-6.1-cloud") -> BootCase:
-    return BootCase(kernel=kernel, memory=parse_size(mem), cmdline=HARNESS_CMDLINE,
-                    initrd=InitrdSpec(1 << 20))
-
-
-def explain(run: TargetRun) -> str:
-    return "\n".join(f"{r.name}: {r.verdict.value}: expected {r.expected!r}, observed "
-                     f"{r.observed!r} {r.detail}" for r in run.oracles
-                     if r.verdict is not Verdict.PASS) + f"\nlog: {run.run_dir}/console.log"
 
 
 @pytest.mark.parametrize("mem", ["256M", "5G"])
