@@ -21,7 +21,12 @@ from dataclasses import dataclass
 
 from bootfuzz.cmdline import cmdline_shown, cmdline_text
 from bootfuzz.judge.dt_observation import DtObservation
-from bootfuzz.judge.oracles import judge_agent_cmdline, judge_boot, judge_payload
+from bootfuzz.judge.oracles import (
+    judge_agent_cmdline,
+    judge_boot,
+    judge_kernel_clean,
+    judge_payload,
+)
 from bootfuzz.judge.verdict import OracleResult, judged, unknown
 from bootfuzz.loader.dt_plan import PAGE, DtBootPlan, align_down, align_up
 from bootfuzz.loader.fdt_writer import FdtNode
@@ -73,6 +78,11 @@ def check_boot(ev: DtEvidence) -> OracleResult:
     """The guest reached our agent and powered off (or, with no agent, the no-root panic)."""
     return judge_boot(ev.observation.base, ev.guest_exit, ev.end_detail,
                       agent=agent_expected(ev.plan), firmware_marker=False)
+
+
+def check_kernel_clean(ev: DtEvidence) -> OracleResult | None:
+    """The kernel reported no bug of its own on the way to our agent."""
+    return judge_kernel_clean(ev.observation.base)
 
 
 def check_machine_model(ev: DtEvidence) -> OracleResult:
@@ -236,6 +246,7 @@ def check_rng_seed(ev: DtEvidence) -> OracleResult | None:
 
 DT_ORACLES: tuple[DtOracle, ...] = (
     check_boot,
+    check_kernel_clean,
     check_machine_model,
     check_memory_nodes,
     check_iomem,

@@ -84,11 +84,13 @@ FRAMING_FRACTION = 64
 #: below-floor.)
 FLOOR_MARGIN = 4 * MiB
 #: What a kernel short of memory can fail: the boot itself (the OOM panic, no agent),
-#: the unpack (an error midway), the agent reading /payload.  Every other oracle
+#: the unpack (an error midway), the agent reading /payload, and the kernel's own bug
+#: reports on the way (an allocation that cannot fail failing).  Every other oracle
 #: answers from lines printed before the page allocator runs (e820, command line,
 #: RAMDISK), from the plan alone (valid-*), or from the agent's report, which memory
 #: does not change once the agent runs: a failure there is a finding at any memory.
-SHORT_OF_MEMORY_ORACLES = frozenset({"boot", "initrd-unpacked", "payload-digest"})
+SHORT_OF_MEMORY_ORACLES = frozenset({"boot", "kernel-clean", "initrd-unpacked",
+                                     "payload-digest"})
 
 
 def memmap_size(memory: int) -> int:

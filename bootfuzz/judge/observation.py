@@ -29,6 +29,7 @@ from bootfuzz.judge.patterns import (
     LINUX_VERSION,
     OOPS,
     PANIC,
+    WARNING,
     line_body,
 )
 from bootfuzz.kernel.capabilities import UnpackStart
@@ -154,6 +155,8 @@ class Observation:
     command_line_record: PrintkRecord | None = None
     #: The UEFI memory map the kernel printed (efi=debug on an EFI-stub boot), in order.
     efi_memmap: tuple[EfiDescriptor, ...] = ()
+    #: The first line of each WARN() report ("WARNING: CPU: 0 PID: 1 at ...").
+    warnings: tuple[str, ...] = ()
 
     @property
     def bios_e820(self) -> tuple[E820Line, ...]:
@@ -242,6 +245,7 @@ def parse_transcript(console: str | bytes) -> Observation:
     previous_map: MapKind | None = None  # the map the previous line belonged to
     panics: list[str] = []
     oopses: list[str] = []
+    warnings: list[str] = []
     versions = 0
     for index, line in enumerate(texts):
         if line.startswith(AGENT_PREFIX):  # user space: no timestamp, and never stripped
@@ -291,6 +295,8 @@ def parse_transcript(console: str | bytes) -> Observation:
                 first("ramdisk_no_room_size", int(no_room.group(1)))
         elif OOPS.regex.match(body):
             oopses.append(body)
+        elif WARNING.regex.match(body):
+            warnings.append(body)
         elif m := _RUN_INIT.match(body):
             first("init_process", m.group(1))
         elif m := _LAST_PFN.match(body):
@@ -306,6 +312,7 @@ def parse_transcript(console: str | bytes) -> Observation:
         linux_version_count=versions,
         panics=tuple(panics),
         oopses=tuple(oopses),
+        warnings=tuple(warnings),
         command_line_record=record,
         efi_memmap=parse_efi_memmap(texts),
         **found,

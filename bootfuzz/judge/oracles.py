@@ -107,6 +107,32 @@ def check_boot(ev: ExactEvidence) -> OracleResult:
                       agent=agent_expected(ev.plan), firmware_marker=True)
 
 
+#: What a clean boot prints of the kernel's bug reports.
+NO_KERNEL_REPORTS = "no BUG, oops or WARNING"
+
+
+def judge_kernel_clean(obs: Observation) -> OracleResult | None:
+    """A boot that reached our agent printed no BUG, oops or WARNING on the way.
+
+    The kernel survived something it calls a bug; an odd layout of ours can be the
+    cause, and a campaign boots a failure again before it reports it, so a warning
+    that does not repeat is flaky, not a finding.  Without an agent report the boot
+    oracle fails and names the oops itself.
+    """
+    if obs.agent is None:
+        return None
+    reports = [*obs.oopses, *obs.warnings]
+    observed = reports[0] if reports else NO_KERNEL_REPORTS
+    if len(reports) > 1:
+        observed += f" (and {len(reports) - 1} more)"
+    return judged("kernel-clean", not reports, NO_KERNEL_REPORTS, observed)
+
+
+def check_kernel_clean(ev: ExactEvidence) -> OracleResult | None:
+    """The kernel reported no bug of its own on the way to our agent (judge_kernel_clean)."""
+    return judge_kernel_clean(ev.observation)
+
+
 def check_e820(ev: ExactEvidence) -> OracleResult:
     """The kernel's BIOS-e820 lines equal the sanitized table we wrote, exactly."""
     want = expected_kernel_map(ev.plan)
@@ -490,6 +516,7 @@ STOP_POINTS: dict[StopPoint, tuple[str, frozenset[str]]] = {
 
 ORACLES: tuple[Oracle, ...] = (
     check_boot,
+    check_kernel_clean,
     check_e820,
     check_e820_extended,
     check_setup_data,

@@ -71,6 +71,10 @@ OOPS = KernelMessage(
     re.compile(r"(?:kernel BUG at |BUG: |Oops: |general protection fault|invalid opcode: )"),
     "the kernel oopsed (BUG, Oops, general protection fault, invalid opcode)",
 )
+#: The first line of a WARN() report: the kernel met a condition its authors call a
+#: bug and went on.  source: kernel/panic.c (__warn), lib/bug.c (report_bug).
+WARNING = KernelMessage("kernel-warning", re.compile(r"WARNING: "),
+                        "the kernel warned (WARN(): a bug it survived)")
 #: The banner each boot starts with; a second one means the guest reset and booted
 #: again.  source: init/version-timestamp.c, linux_banner.
 LINUX_VERSION = KernelMessage("linux-version", re.compile(r"Linux version "),
@@ -183,6 +187,7 @@ ORACLE_EVIDENCE: Mapping[str, str] = {
     "agent-cmdline": r"Command line:",
     "initrd-placement": r"RAMDISK",
     "initrd-unpacked": r"initramfs|Initramfs|initrd",
+    "kernel-clean": rf"{OOPS.regex.pattern}|{WARNING.regex.pattern}",
 }
 #: The lines of a crash report a reader wants (its title line, its trap, its RIP, the
 #: panic), each matched at the start of a line body.

@@ -97,7 +97,7 @@ def test_a_correct_kernel_passes_every_oracle(arch: Arch, big: bool) -> None:
     assert set(verdicts.values()) == {Verdict.PASS}, verdicts
     assert {"dt-memory", "iomem-ram", "dt-memory-kept", "dt-chosen-kept", "dt-rng-seed",
             "initrd-unpacked", "initrd-range", "payload-digest", "cmdline", "agent-cmdline",
-            "boot", "dt-machine-model"} == set(verdicts)
+            "boot", "kernel-clean", "dt-machine-model"} == set(verdicts)
 
 
 def test_each_wrong_view_fails_its_oracle() -> None:
