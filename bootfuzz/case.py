@@ -108,6 +108,12 @@ def check_payload_size(size: object) -> None:
         )
 
 
+#: Where a list of initrd compressions is asked for (``boot --initrd-compression``,
+#: ``matrix --initrds``), the word for a boot without an initrd: "none" is an
+#: uncompressed cpio archive.
+NO_INITRD = "none-initrd"
+
+
 @dataclass(frozen=True)
 class InitrdSpec:
     """What an initrd holds: a payload of *size* bytes made from *seed*, compressed.

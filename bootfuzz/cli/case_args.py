@@ -15,6 +15,7 @@ import math
 from bootfuzz.arch import Arch
 from bootfuzz.case import (
     HARNESS_CMDLINE,
+    NO_INITRD,
     SEED_LIMIT,
     BootCase,
     CpuTemplate,
@@ -29,9 +30,6 @@ from bootfuzz.compression import Compression
 from bootfuzz.errors import ConfigError
 from bootfuzz.units import parse_size
 
-#: ``--initrd-compression`` value for a boot without an initrd ("none" is an
-#: uncompressed cpio archive).
-NO_INITRD = "none-initrd"
 DEFAULT_MEMORY = "256M"
 DEFAULT_INITRD_SIZE = "1M"
 

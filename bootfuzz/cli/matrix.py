@@ -7,6 +7,7 @@ import os
 from pathlib import Path
 
 from bootfuzz.arch import Arch
+from bootfuzz.case import NO_INITRD
 from bootfuzz.cli.case_args import COMPRESSIONS, ENTRIES, KERNEL_HELP, count, seconds
 from bootfuzz.cli.exits import ExitStatus
 from bootfuzz.errors import ConfigError
@@ -38,8 +39,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     s.add_argument("--mem", nargs="+", default=list(matrix.MEMORIES), metavar="SIZE",
                    help=f"memory sizes; default: {' '.join(matrix.MEMORIES)}")
     s.add_argument("--initrds", nargs="+", default=list(matrix.INITRDS), metavar="FORMAT",
-                   choices=[*COMPRESSIONS, matrix.NO_INITRD],
-                   help=f"initrd compressions, or {matrix.NO_INITRD} for no initrd; default: "
+                   choices=[*COMPRESSIONS, NO_INITRD],
+                   help=f"initrd compressions (none: an uncompressed cpio), or {NO_INITRD} for no "
+                   f"initrd; default: "
                    f"{' '.join(matrix.INITRDS)}")
     s.add_argument("--targets", nargs="+", default=list(matrix.TARGETS), metavar="TARGET",
                    help=f"default: {' '.join(matrix.TARGETS)}")

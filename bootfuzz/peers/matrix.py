@@ -34,7 +34,14 @@ from typing import Any
 
 from bootfuzz import junit
 from bootfuzz.arch import Arch
-from bootfuzz.case import HARNESS_CMDLINE, BootCase, EntryProtocol, InitrdSpec, harness_cmdline
+from bootfuzz.case import (
+    HARNESS_CMDLINE,
+    NO_INITRD,
+    BootCase,
+    EntryProtocol,
+    InitrdSpec,
+    harness_cmdline,
+)
 from bootfuzz.compression import Compression
 from bootfuzz.errors import BootfuzzError, ConfigError, InfrastructureError
 from bootfuzz.judge.verdict import Verdict
@@ -46,7 +53,6 @@ ENTRIES: tuple[str, ...] = tuple(e.value for e in EntryProtocol)
 #: 256M: small; 3583M/3584M: either side of QEMU pc's 3.5 GiB split
 #: (PC_SPLIT_THRESHOLD = 0xE0000000 = 3584 MiB); 5G: RAM above 4 GiB.
 MEMORIES: tuple[str, ...] = ("256M", "3583M", "3584M", "5G")
-NO_INITRD = "none"
 INITRDS: tuple[str, ...] = ("gzip", "xz", "lz4", "zstd", NO_INITRD)
 TARGETS: tuple[str, ...] = ("ours:qemu-tcg", "qemu-direct:pc:tcg", "qemu-direct:microvm:tcg")
 #: The real-loader matrix (``bootfuzz matrix --loaders``): our loader beside each real

@@ -80,7 +80,7 @@ RESULTS = [
                "all 10 oracles pass", 3.2, "/r/1"),
     CellResult(Cell("k1", "pvh", "5G", "xz", "qemu-direct:pc:tcg"), Outcome.FAIL,
                "ramdisk fail: expected a | b, observed <c>", 7.5, "/r/2"),
-    CellResult(Cell("k2", "pvh", "5G", "none", "command:x"), Outcome.SKIP,
+    CellResult(Cell("k2", "pvh", "5G", "none-initrd", "command:x"), Outcome.SKIP,
                "entry pvh: a command template boots the bzImage as given"),
     CellResult(Cell("k2", "64", "3583M", "lz4", "qemu-direct:microvm:kvm"), Outcome.ERROR,
                "backend: qemu missing", 0.1),
@@ -150,3 +150,13 @@ def test_matrix_cli_bad_target_config_error() -> None:
     args = parse_args(["matrix", "--list", "--kernels", "k", "--targets", "bochs"])
     with pytest.raises(ConfigError, match="unknown target 'bochs'"):
         args.run(args)
+
+
+def test_initrd_none_is_an_uncompressed_archive_and_none_initrd_no_initrd() -> None:
+    # The same words as `bootfuzz boot --initrd-compression`.
+    plain = matrix.Cell("debian-6.1-cloud", "64", "256M", "none", "ours:qemu-tcg").case()
+    assert plain.initrd is not None and plain.initrd.compression.value == "none"
+    bare = matrix.Cell("debian-6.1-cloud", "64", "256M", "none-initrd", "ours:qemu-tcg").case()
+    assert bare.initrd is None
+    args = parse_args(["matrix", "--initrds", "none", "none-initrd"])
+    assert args.initrds == ["none", "none-initrd"]
