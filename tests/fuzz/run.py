@@ -36,6 +36,7 @@ TARGETS: dict[str, tuple[str, str, dict[str, str], tuple[str, ...]]] = {
     # have (their head and tail are seeds of their own; the agent report line is 8.7 KiB)
     # at half the cost of the 24 KiB whole transcripts.
     "kernel_log": ("fuzz_kernel_log", "kernel_log", {}, ("-max_len=12288",)),
+    "dt_log": ("fuzz_dt_log", "dt_log", {}, ("-max_len=16384",)),
     "reproducer": ("fuzz_reproducer", "reproducer", {}, ()),
     "planner": ("fuzz_planner", "planner", {}, ()),
     "planner-real": ("fuzz_planner", "planner", {"BOOTFUZZ_FUZZ_KERNEL": "debian-6.12-cloud"}, ()),

@@ -8,7 +8,7 @@ import pytest
 
 from tests.fuzz._common import seed_files
 
-TARGETS = ("image", "cpio", "kernel_log", "reproducer", "planner")
+TARGETS = ("image", "cpio", "kernel_log", "dt_log", "reproducer", "planner")
 
 
 @pytest.mark.parametrize("target", TARGETS)
