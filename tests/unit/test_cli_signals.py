@@ -31,6 +31,14 @@ exec sleep 120
 """
 
 
+def _as_from_a_terminal() -> None:
+    # A background job of a non-interactive shell (CI started with `&`, nohup) starts
+    # with SIGINT ignored, and an ignored signal stays ignored across exec: Python then
+    # installs no KeyboardInterrupt handler, as it should.  The test is about Ctrl-C at
+    # a terminal, so the boot starts with SIGINT at its default whoever runs the tests.
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -58,7 +66,7 @@ def test_boot_signal_stops_the_guest_removes_blobs_and_says_so(
         [sys.executable, "-c", ENTRY, "boot", "--kernel", str(kernel),
          "--initrd-compression", "none-initrd", "--run-dir", str(runs)],
         env={**os.environ, "BOOTFUZZ_QEMU": str(qemu)},
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, preexec_fn=_as_from_a_terminal,
     )
     try:
         deadline = time.monotonic() + 120  # a first run builds the harness
