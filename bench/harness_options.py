@@ -3,9 +3,10 @@
 Boots one kernel with the harness command line as it is (the peer) and with each
 candidate option added, alternating peer and candidate so both see the same load,
 and prints per candidate the median CPU time of the whole boot (the bootfuzz process
-and its QEMU, from wait4) and its ratio to the peer's median in the same run, plus
-whether every boot passed every oracle.  An option is worth keeping only if it passes
-everywhere and its ratio is clearly below 1.
+and its QEMU, from wait4), the median and quartiles of the candidate/peer ratio of
+each back-to-back pair, and the verdicts of the candidate's and of the peer's boots.
+An option is worth keeping only if it passes everywhere and its ratio is clearly
+below 1: a no-op option scatters by about +-10% per pair here, so use 20 pairs or more.
 
     .venv/bin/python bench/harness_options.py --kernel debian-6.1-cloud --pairs 5 \\
         --option noreplace-smp --option "8250.nr_uarts=1"
@@ -70,14 +71,19 @@ def main() -> int:
             order = [(peer, base), (cand, f"{base} {option}")]
             for sink, cmdline in order if i % 2 == 0 else order[::-1]:
                 sink.append(boot(args.kernel, cmdline, work / f"{len(sink)}", args.boot_arg))
-        p_cpu = statistics.median(b.cpu for b in peer)
-        c_cpu = statistics.median(b.cpu for b in cand)
+        # Per-pair ratios: the two boots of a pair ran back to back, so a machine that
+        # drifts over minutes (this one does, by ~20%) shows in both and cancels out.
+        ratios = sorted(c.cpu / p.cpu for p, c in zip(peer, cand, strict=True))
+        quart = statistics.quantiles(ratios, n=4) if len(ratios) > 1 else [ratios[0]] * 3
         p_wall = statistics.median(b.wall for b in peer)
         c_wall = statistics.median(b.wall for b in cand)
-        verdicts = sorted({b.verdict for b in peer + cand})
-        print(f"{option:40s} cpu {c_cpu:5.2f}s vs {p_cpu:5.2f}s ratio {c_cpu / p_cpu:.2f} | "
-              f"wall {c_wall:5.2f}s vs {p_wall:5.2f}s ratio {c_wall / p_wall:.2f} | "
-              f"verdicts {','.join(verdicts)} | load {os.getloadavg()[0]:.2f}")
+        print(f"{option:40s} cpu {statistics.median(b.cpu for b in cand):5.2f}s vs "
+              f"{statistics.median(b.cpu for b in peer):5.2f}s, pair ratio median "
+              f"{statistics.median(ratios):.3f} (quartiles {quart[0]:.3f}-{quart[2]:.3f}) | "
+              f"wall {c_wall:5.2f}s vs {p_wall:5.2f}s | verdicts "
+              f"{','.join(sorted({b.verdict for b in cand}))} "
+              f"(peer {','.join(sorted({b.verdict for b in peer}))}) | "
+              f"load {os.getloadavg()[0]:.2f}")
     return 0
 
 

@@ -147,3 +147,35 @@ def test_cache_limit_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> No
     monkeypatch.setenv(CACHE_MAX_ENV, "1.5G")
     with pytest.raises(CacheLimitError, match=rf"{CACHE_MAX_ENV}='1.5G': .*not a size"):
         cache_limit()
+
+
+def test_builds_under_the_cap_do_not_scan_the_cache(
+    agent: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A scan stats every entry: after the first, a build that keeps what this process
+    knows of the cache under the cap adds its bytes without one; the build that passes
+    the cap scans (and evicts), and so does the first build after RESCAN_SECONDS."""
+    first = build(1000, agent, tmp_path)
+    one = entry_size(first)
+    monkeypatch.setenv(CACHE_MAX_ENV, str(4 * one))
+    scans: list[Path] = []
+    real = initrd._entries
+
+    def counted(directory: Path, now: float) -> tuple[list[initrd._Entry], int]:
+        scans.append(directory)
+        return real(directory, now)
+
+    monkeypatch.setattr(initrd, "_entries", counted)
+    monkeypatch.setattr(initrd, "_TALLIES", {})
+    age(first, LONG_AGO)
+    build(1, agent, tmp_path)  # this process has not scanned this cache yet
+    assert len(scans) == 1
+    build(2, agent, tmp_path)
+    build(3, agent, tmp_path)  # four entries: at the cap
+    assert len(scans) == 1
+    build(4, agent, tmp_path)  # five: over it
+    assert len(scans) == 2 and not first.path.exists()
+    clock = time.monotonic() + initrd.RESCAN_SECONDS + 1
+    monkeypatch.setattr(initrd.time, "monotonic", lambda: clock)
+    build(5, agent, tmp_path)
+    assert len(scans) == 3
