@@ -609,8 +609,8 @@ def cached_initrd(
     key is the spec, the agent's SHA-256 and FORMAT_VERSION.  The image is written
     first and its JSON sidecar last, so an interrupted build is rebuilt next time.
     After a build, least recently used entries go while the cache is over its cap
-    (:func:`cache_limit`; checked as RESCAN_SECONDS says); each use is recorded, and an entry used within
-    IN_USE_SECONDS stays (its boot may not have opened it yet).
+    (:func:`cache_limit`; looked at as RESCAN_SECONDS says); each use is recorded, and
+    an entry used within IN_USE_SECONDS stays (its boot may not have opened it yet).
     """
     agent_bytes = _read_agent(agent)  # read once: the key and the image see the same bytes
     agent_sha256 = hashlib.sha256(agent_bytes).hexdigest()

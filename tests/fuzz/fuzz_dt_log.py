@@ -11,6 +11,8 @@ BootfuzzError is tolerated (our own, with a message), anything else is a crash.
 
 from __future__ import annotations
 
+import contextlib
+
 from tests.fuzz._common import instrumented, main
 
 with instrumented(__name__ == "__main__"):
@@ -22,10 +24,8 @@ TARGET = "dt_log"
 
 def TestOneInput(data: bytes) -> None:
     for console in (data, data.decode("utf-8", "replace")):
-        try:
+        with contextlib.suppress(BootfuzzError):
             parse_dt_transcript(console)
-        except BootfuzzError:
-            pass
 
 
 if __name__ == "__main__":
