@@ -16,6 +16,15 @@ their QEMUs used per verdict, which, unlike the rate, leaves out the time the co
 gave to other work (the same code measured 61 and 51 verdicts/min within a quarter
 of an hour here).  The machine's load average is
 printed with each figure: the cores may be shared.
+
+With ``--before DIR`` (a checkout of earlier code, e.g. ``git worktree add
+/tmp/before <commit>``) the bench also runs that code's ``bootfuzz fuzz`` at full
+depth, and runs the two in alternation for ``--rounds`` rounds (ABBA...: the order
+flips each round), each round on its own seed, both sides of a round on the same one.
+This machine's speed drifts by ~20% within the hour, so a before/after ratio is only
+worth something when both were measured in the same minutes.  Each side builds its
+initrds into a fresh cache of its own (the kernels and learned data are shared), so
+neither finds the other's images.
 """
 
 from __future__ import annotations
@@ -25,6 +34,7 @@ import json
 import os
 import resource
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -32,6 +42,7 @@ from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
+from bootfuzz.cache import cache_root
 from bootfuzz.cli.fuzz import parse_duration
 from bootfuzz.fuzz.campaign import CampaignOptions, run_campaign
 
@@ -65,8 +76,52 @@ def children_cpu() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def run_depth(depth: str, seconds: float, jobs: int, seed: int, work: Path) -> dict[str, Any]:
-    out = work / f"out-{depth}"
+def cache_for(side: str, work: Path) -> Path:
+    """A cache root for one side: the real cache's entries linked, its initrds not."""
+    real = cache_root()
+    root = work / f"cache-{side}"
+    root.mkdir(parents=True, exist_ok=True)
+    for entry in real.iterdir():
+        link = root / entry.name
+        if entry.name != "initrd" and not link.exists():
+            link.symlink_to(entry)
+    return root
+
+
+def run_before(code: Path, seconds: float, jobs: int, seed: int, work: Path,
+               tag: str) -> dict[str, Any]:
+    """The earlier code's campaign, as a user ran it then (its CLI, full depth)."""
+    out = work / f"out-before-{tag}"
+    env = {**os.environ, "PYTHONPATH": str(code), "BOOTFUZZ_CACHE": str(cache_for("before", work))}
+    argv = [sys.executable, "-c", "from bootfuzz.cli.main import entry; entry()", "fuzz",
+            *(a for k in KERNELS for a in ("--kernel", k)), "--time", f"{seconds:.0f}s",
+            "--jobs", str(jobs), "--seed", str(seed), "--out", str(out)]
+    before = load()
+    started = time.monotonic()
+    with open(work / f"progress-before-{tag}.txt", "w") as progress:
+        proc = subprocess.Popen(argv, cwd=code, env=env, stdout=progress, stderr=progress)
+        _, status, usage = os.wait4(proc.pid, 0)
+    wall = time.monotonic() - started
+    if status != 0:
+        raise SystemExit(f"the earlier code's campaign failed (wait status {status}): "
+                         f"see {work / f'progress-before-{tag}.txt'}")
+    summary = json.loads((out / "campaign" / "summary.json").read_text())
+    counts = summary["counts"]
+    verdicts = int(counts.get("pass", 0)) + int(counts.get("fail", 0))
+    cpu = usage.ru_utime + usage.ru_stime
+    return {
+        "depth": f"full, code before ({code})", "wall": wall, "cases": int(summary["cases"]),
+        "verdicts": verdicts, "per_minute": 60.0 * verdicts / wall,
+        "full_verdicts": verdicts, "full_per_minute": 60.0 * verdicts / wall,
+        "statuses": dict(sorted(counts.items())), "median_case": 0.0, "phases": {},
+        "load_before": before, "load_after": load(), "findings": len(summary["findings"]),
+        "cpu": cpu, "cpu_per_verdict": cpu / verdicts if verdicts else 0.0,
+    }
+
+
+def run_depth(depth: str, seconds: float, jobs: int, seed: int, work: Path,
+              tag: str = "") -> dict[str, Any]:
+    out = work / f"out-{depth}{tag}"
     opts: dict[str, Any] = dict(kernels=KERNELS, seconds=seconds, jobs=jobs, out=out,
                                 seed=seed, max_boots=0)
     if "depth" in {f.name for f in fields(CampaignOptions)}:  # absent before --depth
@@ -76,7 +131,7 @@ def run_depth(depth: str, seconds: float, jobs: int, seed: int, work: Path) -> d
     before = load()
     cpu_before = children_cpu()
     started = time.monotonic()
-    with open(work / f"progress-{depth}.txt", "w") as progress:
+    with open(work / f"progress-{depth}{tag}.txt", "w") as progress:
         summary = run_campaign(CampaignOptions(**opts), stream=progress)
     wall = time.monotonic() - started
     cpu = children_cpu() - cpu_before  # the workers have ended: run_campaign joined them
@@ -103,11 +158,11 @@ def show(r: dict[str, Any]) -> None:
           + ", ".join(f"{n} {s}" for s, n in r["statuses"].items())
           + f"; {r['findings']} finding signature(s)); {r['load_before']} before, "
           f"{r['load_after']} after")
-    if r["depth"] != "full":
+    if r["depth"] not in ("full",) and not r["depth"].startswith("full,"):
         print(f"  of which {r['full_verdicts']} judged by a full boot (promoted): "
               f"{r['full_per_minute']:.1f}/min")
-    print(f"  median case {r['median_case']:.2f} s; CPU of the workers and their QEMUs "
-          f"{r['cpu']:.0f} s ({r['cpu'] / (r['wall'] or 1):.2f} cores busy), "
+    print(f"  median case {r['median_case'] or float('nan'):.2f} s; CPU of the workers and "
+          f"their QEMUs {r['cpu']:.0f} s ({r['cpu'] / (r['wall'] or 1):.2f} cores busy), "
           f"{r['cpu_per_verdict']:.2f} s per verdict")
     for name, seconds in r["phases"].items():
         print(f"  {name:>16}: {seconds:7.3f} s")
@@ -121,16 +176,48 @@ def main() -> int:
     ap.add_argument("--depths", default="full,early",
                     help="comma-separated campaign depths to run in turn (default full,early)")
     ap.add_argument("--work", default=None, help="directory for the campaigns' outputs")
+    ap.add_argument("--before", type=Path, default=None,
+                    help="a checkout of earlier code: its full-depth campaign runs in "
+                    "alternation with this code's, for --rounds rounds")
+    ap.add_argument("--rounds", type=int, default=2,
+                    help="with --before: rounds of (before, each depth), order flipped "
+                    "each round (default 2)")
     args = ap.parse_args()
     seconds = parse_duration(args.time)
     work = Path(args.work or tempfile.mkdtemp(prefix="bootfuzz-throughput-"))
     work.mkdir(parents=True, exist_ok=True)
     print(f"seed {args.seed}, kernels {', '.join(KERNELS)}, --jobs {args.jobs}, "
           f"{seconds:.0f} s per depth, outputs in {work}; {load()}")
+    depths = [d.strip() for d in args.depths.split(",")]
     results = []
-    for depth in args.depths.split(","):
-        results.append(run_depth(depth.strip(), seconds, args.jobs, args.seed, work))
-        show(results[-1])
+    if args.before is None:
+        for depth in depths:
+            results.append(run_depth(depth, seconds, args.jobs, args.seed, work))
+            show(results[-1])
+    else:
+        os.environ["BOOTFUZZ_CACHE"] = str(cache_for("after", work))
+        for rnd in range(args.rounds):
+            seed, tag = args.seed + rnd, f"-round{rnd}"
+            sides: list[str | None] = [None, *depths]  # None: the earlier code
+            for side in sides if rnd % 2 == 0 else sides[::-1]:
+                print(f"round {rnd} (seed {seed}):")
+                if side is None:
+                    results.append(run_before(args.before, seconds, args.jobs, seed, work,
+                                              tag.lstrip("-")))
+                else:
+                    results.append(run_depth(side, seconds, args.jobs, seed, work, tag))
+                results[-1].update(round=rnd, side=side or "before")
+                show(results[-1])
+        print("totals over the rounds (verdicts / wall, CPU per verdict):")
+        for name in ["before", *depths]:
+            mine = [r for r in results if r["side"] == name]
+            verdicts = sum(r["verdicts"] for r in mine)
+            wall = sum(r["wall"] for r in mine)
+            cpu = sum(r["cpu"] for r in mine)
+            full = sum(r["full_verdicts"] for r in mine)
+            print(f"  {name:>6}: {60.0 * verdicts / wall:6.1f} verdicts/min "
+                  f"({60.0 * full / wall:.1f}/min by a full boot), "
+                  f"{cpu / max(verdicts, 1):.2f} CPU-s per verdict, {len(mine)} run(s)")
     (work / "results.json").write_text(json.dumps(results, indent=1) + "\n")
     return 0
 

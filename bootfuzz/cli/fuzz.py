@@ -8,6 +8,7 @@ import re
 import sys
 from pathlib import Path
 
+from bootfuzz.case import HARNESS_CMDLINE
 from bootfuzz.cli.case_args import KERNEL_HELP, add_guest_timeouts, count, size
 from bootfuzz.cli.exits import ExitStatus
 from bootfuzz.fuzz.campaign import (
@@ -50,6 +51,18 @@ def parse_duration(text: str) -> float:
     if total <= 0:
         raise CampaignError(f"--time {text!r}: must be longer than zero")
     return total
+
+
+def cmdline_bound(text: str) -> int:
+    """argparse type for --max-cmdline: every case's line starts with the harness's, so
+    a bound below its length could only be broken."""
+    value = count(text)
+    least = len(HARNESS_CMDLINE.encode())
+    if value < least:
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: every case's command line starts with the harness's {least} bytes "
+            f"({HARNESS_CMDLINE!r}); give at least {least}")
+    return value
 
 
 def parse_shard(text: str) -> tuple[int, int]:
@@ -126,7 +139,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help=f"largest guest RAM; default {format_size(DEFAULT_MAX_MEMORY)}")
     c.add_argument("--max-initrd", type=size, default=DEFAULT_MAX_INITRD, metavar="SIZE",
                    help=f"largest initrd payload; default {format_size(DEFAULT_MAX_INITRD)}")
-    c.add_argument("--max-cmdline", type=int, default=None, metavar="BYTES",
+    c.add_argument("--max-cmdline", type=cmdline_bound, default=None, metavar="BYTES",
                    help="longest command line; default each kernel's cmdline_size")
     c.add_argument("--overrides", action="store_true",
                    help="also take loader decisions over (deliberately invalid layouts)")

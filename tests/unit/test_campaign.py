@@ -90,8 +90,10 @@ def test_generator_cases_are_loader_valid() -> None:
 
 
 def test_generator_max_cmdline_bounds_length() -> None:
-    short = dataclasses.replace(CONFIG, max_cmdline=200)
-    assert max(len(generate_case(short, i).cmdline) for i in range(300)) <= 200
+    bound = len(HARNESS_CMDLINE) + 40
+    short = dataclasses.replace(CONFIG, max_cmdline=bound)
+    lengths = [len(generate_case(short, i).cmdline.encode()) for i in range(300)]
+    assert max(lengths) <= bound and max(lengths) > len(HARNESS_CMDLINE)
 
 
 def test_shard_partition_disjoint_and_complete() -> None:

@@ -182,6 +182,8 @@ def test_cli_diff_refuses_loader_decisions_for_a_peer(
     ["minimize", "x.json", "--max-boots", "0"],
     ["matrix", "--jobs", "0"],
     ["matrix", "--timeout", "-3"],
+    ["fuzz", "--kernel", "k", "--max-cmdline", "0"],
+    ["fuzz", "--kernel", "k", "--max-cmdline", "200"],  # shorter than the harness's line
 ])
 def test_cli_numbers_a_run_cannot_use_are_usage_errors(
     argv: list[str], capsys: pytest.CaptureFixture[str]

@@ -81,10 +81,10 @@ def test_strategies_initrd_buildable_and_in_range(spec: InitrdSpec) -> None:
     assert 0 <= spec.size <= 8 * MiB and spec.compression in SUPPORTED
 
 
-@given(cmdlines(max_size=300))
+@given(cmdlines(max_size=600))
 def test_strategies_cmdline_within_limit_without_nul(text: str) -> None:
     raw = text.encode()
-    assert len(raw) <= 300 and b"\0" not in raw and text.startswith(HARNESS_CMDLINE)
+    assert len(raw) <= 600 and b"\0" not in raw and text.startswith(HARNESS_CMDLINE)
 
 
 @given(cmdline_tokens(non_ascii=True))
