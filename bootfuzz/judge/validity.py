@@ -23,9 +23,11 @@ from bootfuzz.case import EntryProtocol
 from bootfuzz.judge.efi_map import judge_efi_e820, judge_efi_initrd, judge_efi_ram
 from bootfuzz.judge.observation import E820Line, Observation
 from bootfuzz.judge.oracles import (
+    NO_KERNEL_REPORTS,
     judge_agent_cmdline,
     judge_boot,
     judge_cmdline,
+    judge_kernel_clean,
     judge_payload,
     judge_unpack,
 )
@@ -81,6 +83,17 @@ def check_boot(ev: ValidityEvidence) -> OracleResult:
     """With an initrd: our agent reported and powered off.  Without: the no-root panic."""
     return judge_boot(ev.observation, ev.guest_exit, ev.end_detail,
                       agent=ev.request.initrd_size is not None, firmware_marker=False)
+
+
+def check_kernel_clean(ev: ValidityEvidence) -> OracleResult:
+    """The boot reached our agent without a kernel BUG, oops or WARNING: the rule our
+    own loader's boots are judged by (oracles.judge_kernel_clean), since a layout a
+    peer makes can be what the kernel warns about as well as ours."""
+    result = judge_kernel_clean(ev.observation)
+    if result is None:
+        return unknown("kernel-clean", NO_KERNEL_REPORTS,
+                       "no agent report: the boot oracle says how the boot ended")
+    return result
 
 
 def check_gap(ev: ValidityEvidence) -> OracleResult:
@@ -265,10 +278,12 @@ def check_memmap(ev: ValidityEvidence) -> OracleResult:
 
 
 #: Oracles that need our agent; without an initrd there is none, so they do not apply.
-AGENT_VALIDITY = frozenset({"agent-cmdline", "payload-digest", "firmware-memmap"})
+AGENT_VALIDITY = frozenset({"agent-cmdline", "payload-digest", "firmware-memmap",
+                            "kernel-clean"})
 
 VALIDITY_ORACLES: tuple[ValidityOracle, ...] = (
     check_boot,
+    check_kernel_clean,
     check_gap,
     check_ram_total,
     check_ramdisk,

@@ -61,9 +61,9 @@ def test_parse_takes_the_boot_map_not_the_runtime_map() -> None:
 def test_recorded_efi_stub_boot_passes_every_oracle() -> None:
     results = judge()
     assert {n: r.verdict for n, r in results.items()} == dict.fromkeys(results, Verdict.PASS)
-    assert set(results) == {"boot", "e820-gap", "efi-ram", "ramdisk", "ramdisk-rule",
-                            "cmdline", "agent-cmdline", "initrd-unpacked", "payload-digest",
-                            "firmware-memmap", "efi-e820"}
+    assert set(results) == {"boot", "kernel-clean", "e820-gap", "efi-ram", "ramdisk",
+                            "ramdisk-rule", "cmdline", "agent-cmdline", "initrd-unpacked",
+                            "payload-digest", "firmware-memmap", "efi-e820"}
     assert "mem12 Loader Data" in results["ramdisk-rule"].observed
 
 

@@ -46,9 +46,28 @@ def failing(results: dict[str, OracleResult]) -> set[str]:
 def test_validity_recorded_qemu_pc_boot_all_pass() -> None:
     results = judge()
     assert {n: r.verdict for n, r in results.items()} == dict.fromkeys(results, Verdict.PASS)
-    assert set(results) == {"boot", "e820-gap", "ram-total", "ramdisk", "ramdisk-rule",
-                            "cmdline", "agent-cmdline", "initrd-unpacked", "payload-digest",
-                            "firmware-memmap"}
+    assert set(results) == {"boot", "kernel-clean", "e820-gap", "ram-total", "ramdisk",
+                            "ramdisk-rule", "cmdline", "agent-cmdline", "initrd-unpacked",
+                            "payload-digest", "firmware-memmap"}
+
+
+def test_validity_a_kernel_warning_on_a_peer_boot_fails_kernel_clean_only() -> None:
+    """The rule our own boots have (judge.oracles.judge_kernel_clean) holds for a peer's:
+    the warning line is what the failure shows."""
+    warning = "WARNING: CPU: 0 PID: 0 at mm/early_ioremap.c:141 __early_ioremap+0xb3/0x167"
+    line = next(ln for ln in LOG.splitlines() if "] RAMDISK: [mem" in ln)
+    results = judge(planted(line, f"{line}\n[    0.001000] {warning}"))
+    assert failing(results) == {"kernel-clean"}
+    assert results["kernel-clean"].observed == warning
+
+
+def test_validity_kernel_clean_needs_the_agent() -> None:
+    """Without an agent report the boot oracle fails and says why; kernel-clean does
+    not pass a boot it could not see to the end."""
+    cut = LOG[:LOG.index("BOOTFUZZ-AGENT")]
+    results = judge(cut, exit_=GuestExit.KILLED)
+    assert results["boot"].verdict is Verdict.FAIL
+    assert results["kernel-clean"].verdict is Verdict.UNKNOWN
 
 
 def test_validity_ram_in_gap_fails_gap_and_total() -> None:
