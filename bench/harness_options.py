@@ -151,10 +151,14 @@ def main() -> int:
                   f"{p_ins * 1e3:7.1f} M, ratio {c_ins / p_ins:.3f}")
         p_wall = statistics.median(b.wall for b in peer)
         c_wall = statistics.median(b.wall for b in cand)
+        # A guest that waits (a timer, a grace period) costs wall time, not CPU time:
+        # with one boot per core, that is throughput lost too.
+        wall_ratio = statistics.median(c.wall / p.wall for p, c in zip(peer, cand, strict=True)
+                                       if p.wall and c.wall) if p_wall and c_wall else 0.0
         print(f"{option:40s} cpu {statistics.median(b.cpu for b in cand):5.2f}s vs "
               f"{statistics.median(b.cpu for b in peer):5.2f}s, pair ratio median "
               f"{statistics.median(ratios):.3f} (quartiles {quart[0]:.3f}-{quart[2]:.3f}) | "
-              f"wall {c_wall:5.2f}s vs {p_wall:5.2f}s | verdicts "
+              f"wall {c_wall:5.2f}s vs {p_wall:5.2f}s, pair ratio {wall_ratio:.3f} | verdicts "
               f"{','.join(sorted({b.verdict for b in cand}))} "
               f"(peer {','.join(sorted({b.verdict for b in peer}))}) | "
               f"load {os.getloadavg()[0]:.2f}")
