@@ -10,8 +10,10 @@ byte) and the gap bisected down to :data:`FLOOR_STEP`, in QEMU's granule.  About
 boots per size, so about twenty per kernel, once.
 
 The points are kept in ``$BOOTFUZZ_CACHE/floors/<kernel sha256>.json`` with the
-sha256 of the agent they were measured with and the method's version: a new agent
-(its memory use is part of the floor) or method measures again.  Each kernel is
+sha256 of the agent they were measured with, the command line of the calibration
+boots and the method's version: a new agent (its memory use is part of the floor), a
+new harness command line (what the kernel does at boot is too: skipping the BPF kfunc
+sets' BTF parse lowered debian-6.1-cloud's) or method measures again.  Each kernel is
 measured in one worker (its boots one after another), the kernels in parallel.
 
 A kernel that fails at some memory for another reason than memory (an oracle outside
@@ -209,12 +211,18 @@ def cache_path(kernel_sha256: str, cache_dir: Path | None = None) -> Path:
     return cache_root(cache_dir) / FLOORS_DIR / f"{kernel_sha256}.json"
 
 
+def calibration_cmdline() -> str:
+    """The command line the calibration boots run with (the harness's)."""
+    return calibration_case("", 0, 0).cmdline
+
+
 def read_cached(path: Path, agent: str) -> tuple[FloorPoint, ...]:
-    """The points cached at *path* for this agent and method; a missing, stale or
-    unreadable file is nothing cached (the points are measured again)."""
+    """The points cached at *path* for this agent, command line and method; a missing,
+    stale or unreadable file is nothing cached (the points are measured again)."""
     try:
         doc = json.loads(path.read_text(encoding="utf-8"))
-        if doc.get("version") != METHOD_VERSION or doc.get("agent_sha256") != agent:
+        if (doc.get("version") != METHOD_VERSION or doc.get("agent_sha256") != agent
+                or doc.get("cmdline") != calibration_cmdline()):
             return ()
         return tuple(FloorPoint(int(p["payload"]), int(p["memory"]),
                                 None if p["failed"] is None else int(p["failed"]))
@@ -227,7 +235,8 @@ def write_cached(path: Path, kernel_sha256: str, agent: str,
                  points: Iterable[FloorPoint]) -> None:
     doc: dict[str, Any] = {
         "version": METHOD_VERSION, "kernel_sha256": kernel_sha256, "agent_sha256": agent,
-        "step": FLOOR_STEP, "compression": CALIBRATION_COMPRESSION.value,
+        "cmdline": calibration_cmdline(), "step": FLOOR_STEP,
+        "compression": CALIBRATION_COMPRESSION.value,
         "points": [{"payload": p.payload, "memory": p.memory, "failed": p.failed}
                    for p in sorted(points, key=lambda p: p.payload)],
     }
@@ -344,5 +353,6 @@ def fixed_floors(floors: Mapping[str, MemoryFloor]) -> Callable[[FloorRequest],
 
 __all__ = ["FLOOR_STEP", "METHOD_VERSION", "FloorBoot", "FloorError", "FloorJob",
            "FloorKernel", "FloorRequest", "FloorResult", "FloorsStopped", "agent_sha256",
-           "cache_path", "describe_points", "fixed_floors", "floor_sizes", "learn_floors",
-           "measure_floor", "no_floors", "read_cached", "write_cached"]
+           "cache_path", "calibration_cmdline", "describe_points", "fixed_floors",
+           "floor_sizes", "learn_floors", "measure_floor", "no_floors", "read_cached",
+           "write_cached"]

@@ -29,8 +29,8 @@ def test_qemu_direct_6_1_cloud_passes_validity(machine: QemuMachine, mem: str,
     run = QemuDirectTarget(machine).run(case(mem), tmp_path, timeout=TIMEOUT,
                                         silence_timeout=90)
     assert run.verdict is Verdict.PASS, explain(run)
-    assert [r.name for r in run.validity][:5] == ["boot", "e820-gap", "ram-total", "ramdisk",
-                                                   "ramdisk-rule"]
+    assert [r.name for r in run.validity][:6] == ["boot", "kernel-clean", "e820-gap",
+                                                   "ram-total", "ramdisk", "ramdisk-rule"]
     assert run.exact == ()
 
 

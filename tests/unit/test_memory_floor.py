@@ -14,6 +14,7 @@ import pytest
 
 from bootfuzz.case import BootCase, InitrdSpec
 from bootfuzz.compression import Compression
+from bootfuzz.fuzz import floors
 from bootfuzz.fuzz.floors import (
     FLOOR_STEP,
     FloorJob,
@@ -246,6 +247,23 @@ def test_learned_floor_is_cached_per_kernel_and_agent(tmp_path: Path) -> None:
     new_agent = ThresholdKernel()
     assert learn_floors(_request(tmp_path, new_agent, agent=b"agent v2")) == floors
     assert new_agent.boots  # measured again: the agent's memory is part of the floor
+
+
+def test_a_floor_measured_with_another_harness_command_line_is_measured_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """What the kernel does at boot is part of its floor (a skipped initcall can lower
+    it): points cached for another calibration command line are not used."""
+    assert learn_floors(_request(tmp_path, ThresholdKernel()))
+    path = cache_path("ab" * 32, tmp_path / "cache")
+    assert json.loads(path.read_text())["cmdline"] == floors.calibration_cmdline()
+    again = ThresholdKernel()
+    learn_floors(_request(tmp_path, again))
+    assert again.boots == []
+    monkeypatch.setattr(floors, "calibration_cmdline", lambda: "console=ttyS0 another")
+    other = ThresholdKernel()
+    learn_floors(_request(tmp_path, other))
+    assert other.boots
 
 
 def test_no_floor_when_the_kernel_fails_otherwise(tmp_path: Path) -> None:
