@@ -166,7 +166,7 @@ def show(r: dict[str, Any]) -> None:
           + ", ".join(f"{n} {s}" for s, n in r["statuses"].items())
           + f"; {r['findings']} finding signature(s)); {r['load_before']} before, "
           f"{r['load_after']} after")
-    if r["depth"] not in ("full",) and not r["depth"].startswith("full,"):
+    if not r["depth"].startswith("full"):  # "full" or "full, code before (...)"
         print(f"  of which {r['full_verdicts']} judged by a full boot (promoted): "
               f"{r['full_per_minute']:.1f}/min")
     print(f"  median case {r['median_case'] or float('nan'):.2f} s; CPU of the workers and "

@@ -24,6 +24,7 @@ import contextlib
 import json
 import os
 import re
+import shlex
 import statistics
 import subprocess
 import sys
@@ -33,7 +34,7 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from bootfuzz.case import HARNESS_CMDLINE
-from bootfuzz.run.backends.qemu_tcg import QEMU_BINARY
+from bootfuzz.run.backends.qemu_tcg import QemuTcgBackend
 
 
 @dataclass(frozen=True)
@@ -62,7 +63,8 @@ def icount_qemu(work: Path) -> Path:
     instruction, idle time skipped): the kernel's timestamps then measure the work
     an option removes, the same on a busy machine as on a quiet one."""
     wrapper = work / "qemu-icount"
-    wrapper.write_text(f"#!/bin/sh\nexec {QEMU_BINARY} \"$@\" -icount shift=0,sleep=off\n")
+    qemu = shlex.quote(QemuTcgBackend().binary)  # $BOOTFUZZ_QEMU's build, if one is set
+    wrapper.write_text(f"#!/bin/sh\nexec {qemu} \"$@\" -icount shift=0,sleep=off\n")
     wrapper.chmod(0o755)
     return wrapper
 
@@ -138,8 +140,8 @@ def main() -> int:
             order = [(peer, base), (cand, f"{base} {option}")]
             for sink, cmdline in order if i % 2 == 0 else order[::-1]:
                 sink.append(boot(args.kernel, cmdline, work / f"{len(sink)}", args.boot_arg))
-        # Per-pair ratios: the two boots of a pair ran back to back, so a machine that
-        # drifts over minutes (this one does, by ~20%) shows in both and cancels out.
+        # Per-pair ratios: the two boots of a pair ran back to back (or side by side), so
+        # a machine that drifts over minutes (this one does, by ~20%) shows in both.
         ratios = sorted(c.cpu / p.cpu for p, c in zip(peer, cand, strict=True))
         quart = statistics.quantiles(ratios, n=4) if len(ratios) > 1 else [ratios[0]] * 3
         inits = [(p.init_at, c.init_at) for p, c in zip(peer, cand, strict=True)
@@ -153,8 +155,9 @@ def main() -> int:
         c_wall = statistics.median(b.wall for b in cand)
         # A guest that waits (a timer, a grace period) costs wall time, not CPU time:
         # with one boot per core, that is throughput lost too.
-        wall_ratio = statistics.median(c.wall / p.wall for p, c in zip(peer, cand, strict=True)
-                                       if p.wall and c.wall) if p_wall and c_wall else 0.0
+        # A boot without JSON (wall 0) has no wall ratio.
+        walls = [c.wall / p.wall for p, c in zip(peer, cand, strict=True) if p.wall and c.wall]
+        wall_ratio = statistics.median(walls) if walls else float("nan")
         print(f"{option:40s} cpu {statistics.median(b.cpu for b in cand):5.2f}s vs "
               f"{statistics.median(b.cpu for b in peer):5.2f}s, pair ratio median "
               f"{statistics.median(ratios):.3f} (quartiles {quart[0]:.3f}-{quart[2]:.3f}) | "
