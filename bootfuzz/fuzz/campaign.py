@@ -97,7 +97,14 @@ from bootfuzz.fuzz.state import (
     save_state,
 )
 from bootfuzz.fuzz.summary import CampaignSummary, case_table, noise_tables, write_summaries
-from bootfuzz.fuzz.triage import BootOutcome, Signature, evidence, normalize, signature
+from bootfuzz.fuzz.triage import (
+    LOADER_REFUSED,
+    BootOutcome,
+    Signature,
+    evidence,
+    refusal_signature,
+    signature,
+)
 from bootfuzz.fuzz.workers import stop_workers, worker_pool
 from bootfuzz.judge.memory_floor import MemoryFloor, below_floor, below_floor_detail
 from bootfuzz.judge.oracles import StopPoint
@@ -121,8 +128,6 @@ PROGRESS_INTERVAL = 30.0
 #: The first few refused cases are kept in the summary (a generator bug shows there).
 MAX_REJECTIONS_KEPT = 10
 LOCK_NAME = "lock"
-#: The failing "oracle" of a case without overrides that our loader refused.
-LOADER_REFUSED = "loader-refused"
 #: The signals that stop a campaign cleanly (state and summary saved).
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
@@ -245,8 +250,7 @@ def _refused(index: int, case: BootCase, exc: Exception, started: float) -> Case
     bounds, so the loader (or the generator) is wrong: a finding, titled by the
     message with its numbers blanked (one bug, one signature)."""
     message = str(exc)
-    sig = Signature((LOADER_REFUSED,), normalize(message.splitlines()[0] if message else
-                                                 type(exc).__name__))
+    sig = refusal_signature(message or type(exc).__name__)
     return CaseOutcome(index, case, "fail", sig.key, message, message=message,
                        duration=time.monotonic() - started, failing=sig.failing)
 

@@ -6,11 +6,15 @@ number, so case k of a seed is always the same case: memory layouts with holes, 
 sizes, initrds and placements, bootargs; with ``overrides`` a third of them are made
 faulty (a fault of bootfuzz.fuzz.dt_draws.DtFault on top of our plan). Each case is
 booted through our loader on qemu-virt and judged by every rule and oracle. A failing
-case is booted again: the same failing oracles twice is a finding, else flaky. A
-finding's signature is the architecture and its failing oracles (and the fault it was
-made with); the first case of each signature is written as a reproducer, with its
-expectation, under OUT/reproducers/. Every case is a line of OUT/dt-campaign/cases.jsonl
-and the summary is OUT/dt-campaign/summary.md.
+case is booted again: the same signature twice is a finding, else flaky. A signature is
+the x86 campaign's (bootfuzz.fuzz.triage: the failing oracles and the crash's title,
+arm64's and riscv64's oops formats included), with the architecture and the fault the
+case was made with; the first case of each signature is written as a reproducer, with
+its expectation, under OUT/reproducers/. A case of our own layout (no fault) that our
+loader refuses is a finding too (``loader-refused``); a faulty one it refuses is
+``rejected``; trouble of the machine (QEMU missing, a full disk) is ``infra``. Every case
+is a line of OUT/dt-campaign/cases.jsonl, the summary is OUT/dt-campaign/summary.md, and
+two campaigns on one ``--out`` refuse to run together (the x86 campaign's lock).
 
 Smaller than the x86 campaign (bootfuzz.fuzz.campaign): no resume, no minimization, no
 memory floors, no coverage guidance yet.
@@ -19,20 +23,23 @@ memory floors, no coverage guidance yet.
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import json
 import random
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from bootfuzz.arch import Arch
 from bootfuzz.case import BootCase
-from bootfuzz.errors import BootfuzzError, ConfigError, InfrastructureError
+from bootfuzz.errors import ConfigError, HarnessBug, InfrastructureError
 from bootfuzz.fileio import atomic_write_text
+from bootfuzz.fuzz.campaign import campaign_lock
 from bootfuzz.fuzz.dt_draws import DT_MAX_MEMORY, DtFault, draw_dt_case, draw_fault
 from bootfuzz.fuzz.reproducer import Expectation, Reproducer, write_reproducer
+from bootfuzz.fuzz.triage import Signature, evidence, refusal_signature, signature
 from bootfuzz.judge.verdict import Verdict
 from bootfuzz.kernel.pinned import load_manifest
 from bootfuzz.run.dt_boot import DtBootResult, execute_dt, prepare_dt
@@ -41,6 +48,8 @@ from bootfuzz.run.dt_boot import DtBootResult, execute_dt, prepare_dt
 FAULT_SHARE = 1 / 3
 DEFAULT_SILENCE = 30.0
 DEFAULT_TIMEOUT = 240.0
+#: A case's status, in the summary's order.
+STATUSES = ("pass", "fail", "flaky", "rejected", "infra")
 
 
 @dataclass(frozen=True)
@@ -48,17 +57,20 @@ class DtCaseOutcome:
     number: int
     case: BootCase
     fault: DtFault | None
-    status: str  # pass, fail, flaky, error
+    status: str  # one of STATUSES
     verdict: Verdict = Verdict.PASS
     failing: tuple[str, ...] = ()
     detail: str = ""
     duration: float = 0.0
     run_dir: str = ""
+    title: str | None = None  # the triage signature's title (a crash's, or how it ended)
+    evidence: str = ""  # the console lines that show the failure
 
     @property
     def signature(self) -> str:
         fault = self.fault.value if self.fault else "our-layout"
-        return f"{self.case.arch.value}:{fault}:{'+'.join(self.failing)}"
+        key = Signature(self.failing, self.title or "").key
+        return f"{self.case.arch.value}:{fault}:{key}"
 
 
 @dataclass
@@ -106,55 +118,78 @@ def _boot(case: BootCase, run_dir: Path, timeout: float, silence: float) -> DtBo
     return execute_dt(prepare_dt(case), run_dir, timeout=timeout, silence_timeout=silence)
 
 
-def _failing(result: DtBootResult) -> tuple[str, ...]:
-    return tuple(sorted(r.name for r in result.oracles if r.verdict is Verdict.FAIL))
-
-
 def run_case(number: int, case: BootCase, fault: DtFault | None, out: Path, boot: Booter
              ) -> DtCaseOutcome:
     """Boot one case (twice when it fails); never raises for the case's own trouble."""
     run_dir = out / "dt-campaign" / "runs" / f"{number:06d}"
     run_dir.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
+
+    def outcome(status: str, verdict: Verdict = Verdict.PASS, failing: tuple[str, ...] = (),
+                title: str | None = None, detail: str = "", shown: str = "") -> DtCaseOutcome:
+        return DtCaseOutcome(number, case, fault, status, verdict, failing, detail,
+                             time.monotonic() - started, str(run_dir), title, shown)
+
     try:
         first = boot(case, run_dir)
-        if first.verdict is Verdict.PASS:
-            return DtCaseOutcome(number, case, fault, "pass", Verdict.PASS, (), "",
-                                 time.monotonic() - started, str(run_dir))
+        sig = signature(first)
+        if sig is None:
+            return outcome("pass")
         again_dir = run_dir / "again"
         again_dir.mkdir(exist_ok=True)
         second = boot(case, again_dir)
-    except (ConfigError, InfrastructureError) as exc:
-        return DtCaseOutcome(number, case, fault, "error", Verdict.UNKNOWN, (), str(exc),
-                             time.monotonic() - started, str(run_dir))
-    same = (_failing(first), first.verdict) == (_failing(second), second.verdict)
+    except ConfigError as exc:  # our loader (or a rule of the case) refused it
+        if fault is not None:
+            return outcome("rejected", Verdict.UNKNOWN, detail=str(exc))
+        refused = refusal_signature(str(exc))
+        return outcome("fail", Verdict.FAIL, refused.failing, refused.title,
+                       detail=str(exc)[:500], shown=str(exc))
+    except (InfrastructureError, HarnessBug) as exc:
+        return outcome("infra", Verdict.UNKNOWN, detail=str(exc))
     detail = "; ".join(f"{r.name}: {r.observed.splitlines()[0] if r.observed else ''}"
                        for r in first.oracles if r.verdict is not Verdict.PASS)[:500]
-    return DtCaseOutcome(number, case, fault, "fail" if same else "flaky", first.verdict,
-                         _failing(first), detail, time.monotonic() - started, str(run_dir))
+    return outcome("fail" if signature(second) == sig else "flaky", first.verdict,
+                   sig.failing, sig.title, detail, evidence(first, sig))
 
 
 def case_line(o: DtCaseOutcome) -> str:
     from bootfuzz.fuzz.reproducer import reproducer_json
 
     doc = {"n": o.number, "status": o.status, "fault": o.fault.value if o.fault else None,
-           "failing": list(o.failing), "detail": o.detail, "duration": round(o.duration, 3),
-           "run_dir": o.run_dir, "case": reproducer_json(Reproducer(o.case))}
+           "failing": list(o.failing), "title": o.title,
+           "signature": o.signature if o.status in ("fail", "flaky") else None,
+           "detail": o.detail, "duration": round(o.duration, 3), "run_dir": o.run_dir,
+           "case": reproducer_json(Reproducer(o.case))}
     return json.dumps(doc)
 
 
 def summary_markdown(s: DtCampaignSummary) -> str:
     lines = [f"# bootfuzz device-tree campaign (seed {s.seed})", "",
-             f"{len(s.outcomes)} cases: " + ", ".join(
-                 f"{s.count(x)} {x}" for x in ("pass", "fail", "flaky", "error")), ""]
+             f"{len(s.outcomes)} cases: " + ", ".join(f"{s.count(x)} {x}" for x in STATUSES),
+             ""]
     if s.reproducers:
         lines += ["## Findings (one reproducer per signature)", ""]
         lines += [f"- `{sig}`: {path}" for sig, path in sorted(s.reproducers.items())]
     flaky = [o for o in s.outcomes if o.status == "flaky"]
     if flaky:
         lines += ["", "## Flaky (failed once, not again)", ""]
-        lines += [f"- case {o.number}: {', '.join(o.failing)}" for o in flaky]
+        lines += [f"- case {o.number}: {', '.join(o.failing)} ({o.title})" for o in flaky]
+    troubled = [o for o in s.outcomes if o.status in ("rejected", "infra")]
+    if troubled:
+        lines += ["", "## Not judged (rejected faulty cases, trouble of the machine)", ""]
+        lines += [f"- case {o.number}, {o.status}: {o.detail.splitlines()[0] if o.detail else ''}"
+                  for o in troubled[:20]]
     return "\n".join(lines) + "\n"
+
+
+def _draw(seed: int, number: int, kernels: dict[str, Arch], overrides: bool,
+          max_memory: int) -> tuple[BootCase, DtFault | None]:
+    """Case *number*; where our loader refuses to plan our own layout (the fault is drawn
+    on that plan), the case without a fault, whose boot then shows the refusal."""
+    try:
+        return draw_case(seed, number, kernels, overrides, max_memory)
+    except (ConfigError, InfrastructureError):
+        return draw_case(seed, number, kernels, False, max_memory)
 
 
 def run_dt_campaign(kernels: Sequence[str], *, seconds: float, seed: int, out: Path,
@@ -162,47 +197,51 @@ def run_dt_campaign(kernels: Sequence[str], *, seconds: float, seed: int, out: P
                     max_memory: int = DT_MAX_MEMORY, timeout: float = DEFAULT_TIMEOUT,
                     silence: float = DEFAULT_SILENCE, boot: Booter | None = None
                     ) -> DtCampaignSummary:
-    """Draw and boot cases for *seconds* (or *max_cases*); write findings as reproducers."""
+    """Draw and boot cases for *seconds* (or *max_cases*); write findings as reproducers.
+
+    *jobs* boots run at once, a new case starting as soon as one ends."""
     archs = dt_kernels(kernels)
     if not archs or len(archs) != len(kernels):
         raise ConfigError("a device-tree campaign takes pinned arm64/riscv64 kernels only "
                           f"(got {', '.join(kernels)})")
     booter: Booter = boot or (lambda c, d: _boot(c, d, timeout, silence))
     work = out / "dt-campaign"
-    work.mkdir(parents=True, exist_ok=True)
     summary = DtCampaignSummary(seed)
     deadline = time.monotonic() + seconds
-    number = 0
     manifest = load_manifest()
-    with (work / "cases.jsonl").open("a") as log, ThreadPoolExecutor(max(1, jobs)) as pool:
-        while time.monotonic() < deadline and (max_cases is None or number < max_cases):
-            batch = []
-            for _ in range(max(1, jobs)):
-                if max_cases is not None and number >= max_cases:
+    numbers = iter(range(max_cases)) if max_cases is not None else itertools.count()
+
+    def record(o: DtCaseOutcome) -> None:
+        summary.outcomes.append(o)
+        log.write(case_line(o) + "\n")
+        log.flush()
+        if o.status == "fail" and o.signature not in summary.reproducers:
+            path = out / "reproducers" / f"dt-{o.number:06d}.json"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            write_reproducer(Reproducer(
+                o.case, manifest[o.case.kernel].vmlinuz_sha256,
+                expect=Expectation(o.verdict, o.failing),
+                description=f"device-tree campaign seed {seed} case {o.number}"
+                + (f", fault {o.fault.value}" if o.fault else "")
+                + (f": {o.title}" if o.title else ""),
+                evidence=o.evidence or o.detail), path)
+            summary.reproducers[o.signature] = path
+
+    with campaign_lock(work), (work / "cases.jsonl").open("a") as log, \
+            ThreadPoolExecutor(max(1, jobs)) as pool:
+        running: set[Future[DtCaseOutcome]] = set()
+        while True:
+            while len(running) < max(1, jobs) and time.monotonic() < deadline:
+                number = next(numbers, None)
+                if number is None:
                     break
-                try:
-                    case, fault = draw_case(seed, number, archs, overrides, max_memory)
-                except BootfuzzError as exc:  # our loader refused our own draw: a finding
-                    summary.outcomes.append(DtCaseOutcome(
-                        number, BootCase("?", 0), None, "error", Verdict.UNKNOWN, (), str(exc)))
-                    number += 1
-                    continue
-                batch.append(pool.submit(run_case, number, case, fault, out, booter))
-                number += 1
-            for fut in batch:
-                o = fut.result()
-                summary.outcomes.append(o)
-                log.write(case_line(o) + "\n")
-                log.flush()
-                if o.status == "fail" and o.signature not in summary.reproducers:
-                    path = out / "reproducers" / f"dt-{o.number:06d}.json"
-                    path.parent.mkdir(parents=True, exist_ok=True)
-                    write_reproducer(Reproducer(
-                        o.case, manifest[o.case.kernel].vmlinuz_sha256,
-                        expect=Expectation(o.verdict, o.failing),
-                        description=f"device-tree campaign seed {seed} case {o.number}"
-                        + (f", fault {o.fault.value}" if o.fault else ""),
-                        evidence=o.detail), path)
-                    summary.reproducers[o.signature] = path
+                case, fault = _draw(seed, number, archs, overrides, max_memory)
+                running.add(pool.submit(run_case, number, case, fault, out, booter))
+            if not running:
+                break
+            done, running = wait(running, return_when=FIRST_COMPLETED)
+            for fut in sorted(done, key=lambda f: f.result().number):
+                record(fut.result())
+    summary.outcomes.sort(key=lambda o: o.number)
     atomic_write_text(work / "summary.md", summary_markdown(summary))
     return summary

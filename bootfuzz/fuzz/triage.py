@@ -25,14 +25,15 @@ from bootfuzz.judge.oracles import StopPoint
 from bootfuzz.judge.patterns import (
     CRASH_EVIDENCE,
     CRASH_PATTERNS,
+    CRASH_PC,
     DIE_HEADER,
     LINUX_VERSION,
     ORACLE_EVIDENCE,
-    RIP,
     SOURCE_SITE,
     SYMBOL_OFFSET,
     UNNAMED_TRAP,
     CrashPattern,
+    die_trap,
     line_body,
 )
 from bootfuzz.judge.verdict import OracleResult, Verdict
@@ -47,20 +48,26 @@ class _Transcript(Protocol):
     def text(self) -> str: ...
 
 
-class BootOutcome(Protocol):
-    """What triage, the minimizer and the campaign read of a boot
-    (bootfuzz.run.boot.BootResult; tests pass small fakes)."""
+class JudgedBoot(Protocol):
+    """What a signature is made of: any judged boot, x86 or device-tree
+    (bootfuzz.run.boot.BootResult, bootfuzz.run.dt_boot.DtBootResult)."""
 
     @property
     def verdict(self) -> Verdict: ...
     @property
     def oracles(self) -> Sequence[OracleResult]: ...
     @property
-    def observation(self) -> Observation: ...
-    @property
     def guest_exit(self) -> GuestExit: ...
     @property
     def transcript(self) -> _Transcript: ...
+
+
+class BootOutcome(JudgedBoot, Protocol):
+    """What triage, the minimizer and the campaign read of an x86 boot
+    (bootfuzz.run.boot.BootResult; tests pass small fakes)."""
+
+    @property
+    def observation(self) -> Observation: ...
     @property
     def phases(self) -> Mapping[str, float]: ...
     @property
@@ -115,11 +122,10 @@ def _title(pattern: CrashPattern, match: re.Match[str], bodies: Sequence[str], a
         fields["text"] = normalize(fields["text"])
     if pattern.name == "rip":
         traps = [m for b in bodies[:at] if (m := DIE_HEADER.match(b))]
-        fields["trap"] = (traps[-1].group("trap") or traps[-1].group("early")
-                          if traps else UNNAMED_TRAP)
+        fields["trap"] = die_trap(traps[-1]) if traps else UNNAMED_TRAP
     title = pattern.title.format(**fields)
     if pattern.needs_function:
-        rip = next((m for b in bodies[at + 1:] if (m := RIP.match(b))), None)
+        rip = next((m for b in bodies[at + 1:] if (m := CRASH_PC.match(b))), None)
         if rip is not None:
             title += f" in {rip.group('func')}"
     return title[:TITLE_LENGTH]
@@ -161,7 +167,7 @@ class Signature:
         return cls(tuple(f for f in failing.split(",") if f and f != "-"), title)
 
 
-def signature(result: BootOutcome) -> Signature | None:
+def signature(result: JudgedBoot) -> Signature | None:
     """The signature of a failed boot; None when it passed."""
     if result.verdict is Verdict.PASS:
         return None
@@ -176,7 +182,18 @@ def signature(result: BootOutcome) -> Signature | None:
     return Signature(failing, title)
 
 
-def evidence(result: BootOutcome, sig: Signature) -> str:
+#: The failing "oracle" of a case without overrides that our loader refused.
+LOADER_REFUSED = "loader-refused"
+
+
+def refusal_signature(message: str) -> Signature:
+    """The signature of our loader refusing a case of our own making: a finding titled
+    by the message's first line with its numbers blanked (one bug, one signature)."""
+    first = message.splitlines()[0] if message else "refused"
+    return Signature((LOADER_REFUSED,), normalize(first))
+
+
+def evidence(result: JudgedBoot, sig: Signature) -> str:
     """The console lines that show *sig*: its oracles' lines and the crash's lines."""
     lines = result.transcript.text.splitlines()
     wanted = [ORACLE_EVIDENCE[n] for n in sig.failing if n in ORACLE_EVIDENCE]
@@ -195,5 +212,6 @@ def evidence(result: BootOutcome, sig: Signature) -> str:
     return "\n".join(picked[:EVIDENCE_LINES])
 
 
-__all__ = ["EVIDENCE_LINES", "TITLE_LENGTH", "BootOutcome", "Signature", "crash_title",
-           "evidence", "normalize", "signature"]
+__all__ = ["EVIDENCE_LINES", "LOADER_REFUSED", "TITLE_LENGTH", "BootOutcome", "JudgedBoot",
+           "Signature", "crash_title", "evidence", "normalize", "refusal_signature",
+           "signature"]

@@ -64,11 +64,17 @@ PANIC = KernelMessage("kernel-panic", re.compile(r"Kernel panic - not syncing: (
 #: The last line of a panic report.  source: kernel/panic.c, panic().
 PANIC_END = KernelMessage("kernel-panic-end", re.compile(r"---\[ end Kernel panic"),
                           "the end of a panic report")
-#: The first line of an oops report.  source: arch/x86/kernel/dumpstack.c
-#: (__die_header), traps.c, lib/bug.c, arch/x86/mm/fault.c.
+#: The first line of an oops report.  x86: arch/x86/kernel/dumpstack.c (__die_header),
+#: traps.c, lib/bug.c, arch/x86/mm/fault.c.  arm64: arch/arm64/kernel/traps.c, die()
+#: (``Internal error: Oops: 0000000096000004 [#1] SMP``), arch/arm64/mm/fault.c
+#: (``Unable to handle kernel paging request at virtual address ...``, before it).
+#: riscv64: arch/riscv/kernel/traps.c, die() (``Oops - load access fault [#1]``,
+#: ``Kernel BUG [#1]``), arch/riscv/mm/fault.c (the same ``Unable to handle`` line).
 OOPS = KernelMessage(
     "kernel-oops",
-    re.compile(r"(?:kernel BUG at |BUG: |Oops: |general protection fault|invalid opcode: )"),
+    re.compile(r"(?:kernel BUG at |BUG: |Oops: |general protection fault|invalid opcode: "
+               r"|Internal error: |Unable to handle kernel "
+               r"|(?:Oops|Kernel BUG)(?: - [^[]+)? \[#\d+\])"),
     "the kernel oopsed (BUG, Oops, general protection fault, invalid opcode)",
 )
 #: The first line of a WARN() report: the kernel met a condition its authors call a
@@ -98,22 +104,33 @@ SYMBOL_OFFSET = re.compile(rf"(?P<func>{_SYMBOL})\+0x[0-9a-f]+/0x[0-9a-f]+")
 #: A source location, ``lib/string_helpers.c:1027``: kept whole in a title.
 SOURCE_SITE = re.compile(r"[\w/.-]+\.[chS]:\d+")
 
-#: The faulting instruction of a register dump, 64-bit (``RIP: 0010:func+0x4d/0x2f0``,
-#: before 4.x ``RIP: 0010:[<ffffffff8131d0a4>]  [<ffffffff8131d0a4>] func+0x../0x..``)
-#: or 32-bit (``EIP: func+0x../0x..``).  Group ``func``; a RIP outside any symbol
-#: (``RIP: 0010:0x1234``) does not match.  source: arch/x86/kernel/process_64.c,
-#: __show_regs(); show_ip().
-RIP = re.compile(
-    rf"E?[RE]IP: (?:[0-9a-f]{{4}}:)?(?:\[<[0-9a-f]+>\] *)*{SYMBOL_OFFSET.pattern}"
+#: The faulting instruction of a register dump.  x86 64-bit ``RIP: 0010:func+0x4d/0x2f0``
+#: (before 4.x ``RIP: 0010:[<ffffffff8131d0a4>]  [<ffffffff8131d0a4>] func+0x../0x..``),
+#: 32-bit ``EIP: func+0x../0x..``; arm64 ``pc : func+0x../0x..``; riscv64
+#: ``epc : func+0x../0x..``.  Group ``func``; an address outside any symbol
+#: (``RIP: 0010:0x1234``, riscv's ``epc : ffffffff80001234 ra : ...``) does not match.
+#: source: arch/x86/kernel/process_64.c, __show_regs(); show_ip();
+#: arch/arm64/kernel/process.c and arch/riscv/kernel/process.c, __show_regs().
+CRASH_PC = re.compile(
+    rf"(?:E?[RE]IP: (?:[0-9a-f]{{4}}:)?(?:\[<[0-9a-f]+>\] *)*|e?pc : ){SYMBOL_OFFSET.pattern}"
 )
-#: The header of a die() report (``invalid opcode: 0000 [#1] SMP``; 6.12 prefixes
-#: ``Oops: ``), or the early exception handler's line before the console is up.  Group
-#: ``trap`` names the trap.  source: arch/x86/kernel/dumpstack.c, __die_header();
-#: arch/x86/kernel/head64.c / traps.c, early_fixup_exception().
+#: The header of a die() report, whose trap names an oops (:func:`die_trap`).  x86:
+#: ``invalid opcode: 0000 [#1] SMP`` (6.12 prefixes ``Oops: ``), or the early exception
+#: handler's line before the console is up; arm64: ``Internal error: Oops - BUG:
+#: 00000000f2000800 [#1] SMP``; riscv64: ``Oops - load access fault [#1]``.  source:
+#: arch/x86/kernel/dumpstack.c, __die_header(); arch/x86/kernel/head64.c / traps.c,
+#: early_fixup_exception(); arch/arm64/kernel/traps.c and arch/riscv/kernel/traps.c, die().
 DIE_HEADER = re.compile(
     r"(?:Oops: )?(?P<trap>[A-Za-z][\w ]*?): [0-9a-f]{4} \[#\d+\]"
     r"|PANIC: (?P<early>early exception 0x[0-9a-f]{2})"
+    r"|Internal error: (?P<arm64>[^:]+): [0-9a-f]{16} \[#\d+\]"
+    r"|(?P<riscv>(?:Oops|Kernel BUG)(?: - [^[]+?)?) \[#\d+\]"
 )
+
+
+def die_trap(header: re.Match[str]) -> str:
+    """The trap a DIE_HEADER match names, whichever architecture printed it."""
+    return next(v for v in header.group("trap", "early", "arm64", "riscv") if v is not None)
 
 
 @dataclass(frozen=True)
@@ -124,7 +141,7 @@ class CrashPattern:
     (FILE:LINE) and ``func`` (a symbol) are taken as printed, ``text`` is normalized
     (bootfuzz.fuzz.triage) so addresses, numbers and PIDs drop out.  ``needs_function``:
     the line names no code location, so the title adds ``in FUNC`` from the next
-    :data:`RIP` line, as two crashes of one kind at different sites must differ.
+    :data:`CRASH_PC` line, as two crashes of one kind at different sites must differ.
     ``text_before``: the message is the line before this one (the decompressor's).
     """
 
@@ -145,6 +162,12 @@ CRASH_PATTERNS: tuple[CrashPattern, ...] = (
     # "watchdog: BUG: soft lockup - ..." prints its subsystem first.
     CrashPattern("bug", re.compile(r"(?:\w+: )?BUG: (?P<text>.*)"), "BUG: {text}",
                  needs_function=True),
+    # arm64/riscv64 kernel page faults ("Unable to handle kernel paging request at
+    # virtual address ...", then die()), as x86's "BUG: unable to handle page fault";
+    # the function is the pc's.
+    CrashPattern("unable-to-handle", re.compile(
+        r"Unable to handle kernel (?P<text>.+?) at virtual address"),
+        "Unable to handle kernel {text}", needs_function=True),
     # WARN(): 4.x-6.x "WARNING: CPU: 0 PID: 1 at FILE:LINE func+0x../0x.."; before 4.x
     # "WARNING: at FILE:LINE func+0x../0x..()".
     CrashPattern("warning", re.compile(
@@ -153,14 +176,14 @@ CRASH_PATTERNS: tuple[CrashPattern, ...] = (
     # WARN() where the file is not recorded: "WARNING: CPU: 0 PID: 1 at func+0x../0x..".
     CrashPattern("warning-function", re.compile(
         rf"WARNING: (?:CPU: \d+ PID: \d+ )?at {SYMBOL_OFFSET.pattern}"), "WARNING: at {func}"),
-    # Other warnings (lockdep, RCU): the text, and the function where a RIP follows.
+    # Other warnings (lockdep, RCU): the text, and the function where a CRASH_PC follows.
     CrashPattern("warning-text", re.compile(r"WARNING: (?P<text>.*)"), "WARNING: {text}",
                  needs_function=True),
     CrashPattern("general-protection-fault",
                  re.compile(r"(?:Oops: )?general protection fault"),
                  "general protection fault", needs_function=True),
-    # Any other oops: the trap (DIE_HEADER) before the first RIP, and its function.
-    CrashPattern("rip", RIP, "{trap} in {func}"),
+    # Any other oops: the trap (DIE_HEADER) before the first faulting pc, and its function.
+    CrashPattern("rip", CRASH_PC, "{trap} in {func}"),
     CrashPattern("kernel-panic", re.compile(r"Kernel panic - not syncing: (?P<text>.*)"),
                  "Kernel panic - not syncing: {text}"),
     # The bzImage decompressor's error(): "\n\nMESSAGE\n\n -- System halted", then hlt
@@ -170,7 +193,7 @@ CRASH_PATTERNS: tuple[CrashPattern, ...] = (
                  "decompressor: {text}", text_before=True),
 )
 
-#: The title of a RIP line that no DIE_HEADER preceded.
+#: The title of a CRASH_PC line that no DIE_HEADER preceded.
 UNNAMED_TRAP = "crash"
 
 # --- what a reproducer quotes ------------------------------------------------------------
@@ -189,7 +212,7 @@ ORACLE_EVIDENCE: Mapping[str, str] = {
     "initrd-unpacked": r"initramfs|Initramfs|initrd",
     "kernel-clean": rf"{OOPS.regex.pattern}|{WARNING.regex.pattern}",
 }
-#: The lines of a crash report a reader wants (its title line, its trap, its RIP, the
+#: The lines of a crash report a reader wants (its title line, its trap, its faulting pc, the
 #: panic), each matched at the start of a line body.
 CRASH_EVIDENCE: tuple[re.Pattern[str], ...] = (
     *(p.regex for p in CRASH_PATTERNS), DIE_HEADER, PANIC_END.regex)

@@ -1,10 +1,12 @@
 """The device-tree campaign's loop with a stand-in boot: deterministic draws, a failure
-booted twice, flaky when the second boot differs, one reproducer per signature."""
+booted twice, flaky when the second boot differs, one reproducer per signature (crash
+titles in it), refusals, a rolling pool and the --out lock."""
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import threading
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -12,12 +14,16 @@ from typing import Any
 import pytest
 
 from bootfuzz.arch import Arch
+from bootfuzz.errors import BackendError, LayoutError
 from bootfuzz.fuzz import dt_campaign
+from bootfuzz.fuzz.campaign import campaign_lock
 from bootfuzz.fuzz.reproducer import load_reproducer
+from bootfuzz.fuzz.state import CampaignError
 from bootfuzz.judge.dt_rules import check_dt_layout
 from bootfuzz.judge.verdict import OracleResult, Verdict
 from bootfuzz.kernel.dt_image import parse_dt_image
 from bootfuzz.loader.dt_plan import plan_dt_boot
+from bootfuzz.transcript import GuestExit
 from tests.dt_fakes import FakeInitrd, fake_image
 
 KERNELS = {"debian-6.12-cloud-arm64": Arch.ARM64, "debian-6.12-riscv64": Arch.RISCV64}
@@ -44,10 +50,12 @@ def test_case_k_of_a_seed_is_always_the_same_and_valid_or_faulty_by_its_rule() -
     assert any(dt_campaign.draw_case(7, n, KERNELS, True)[1] for n in range(40))
 
 
-def _result(failing: tuple[str, ...]) -> Any:
+def _result(failing: tuple[str, ...], console: str = "") -> Any:
     oracles = tuple(OracleResult(name, Verdict.FAIL if name in failing else Verdict.PASS,
                                  "e", "o") for name in ("boot", "cmdline", "dt-memory"))
-    return SimpleNamespace(oracles=oracles, verdict=Verdict.FAIL if failing else Verdict.PASS)
+    return SimpleNamespace(oracles=oracles, verdict=Verdict.FAIL if failing else Verdict.PASS,
+                           transcript=SimpleNamespace(text=console),
+                           guest_exit=GuestExit.POWER_OFF if not console else GuestExit.HUNG)
 
 
 def test_failures_repeat_before_they_count_and_each_signature_has_one_reproducer(
@@ -75,7 +83,7 @@ def test_failures_repeat_before_they_count_and_each_signature_has_one_reproducer
     assert rep.case.arch.device_tree
     lines = (tmp_path / "dt-campaign" / "cases.jsonl").read_text().splitlines()
     assert len(lines) == 9 and json.loads(lines[0])["case"]["arch"] in ("aarch64", "riscv64")
-    assert "9 cases: 3 pass, 3 fail, 3 flaky, 0 error" in (
+    assert "9 cases: 3 pass, 3 fail, 3 flaky, 0 rejected, 0 infra" in (
         tmp_path / "dt-campaign" / "summary.md").read_text()
 
 
@@ -85,3 +93,92 @@ def test_x86_kernels_are_refused(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="arm64/riscv64 kernels only"):
         dt_campaign.run_dt_campaign(["debian-6.1-cloud"], seconds=1, seed=0, out=tmp_path)
     assert dataclasses.is_dataclass(dt_campaign.DtCaseOutcome)
+
+
+def _arm64_oops(func: str, address: str) -> str:
+    """An arm64 kernel page fault as 6.12's die() and __show_regs() print it."""
+    return (f"[    1.250000] Unable to handle kernel paging request at virtual address {address}\n"
+            "[    1.250100] Internal error: Oops: 0000000096000004 [#1] SMP\n"
+            f"[    1.250200] pc : {func}+0x2c/0x70\n"
+            "[    1.250300] lr : early_init_dt_scan_nodes+0x10/0x40\n")
+
+
+def test_crash_sites_split_signatures_and_kaslr_does_not(tmp_path: Path) -> None:
+    consoles = {0: _arm64_oops("of_fdt_unflatten", "ffff00003fe00000"),
+                1: _arm64_oops("of_fdt_unflatten", "ffff80007fe00000"),  # another KASLR
+                2: _arm64_oops("memblock_add_range", "ffff00003fe00000")}
+
+    def boot(case: Any, run_dir: Path) -> Any:
+        n = int(run_dir.name if run_dir.name != "again" else run_dir.parent.name)
+        return _result(("boot",), consoles[n])
+
+    summary = dt_campaign.run_dt_campaign(list(KERNELS), seconds=60, seed=3, out=tmp_path,
+                                          max_cases=3, jobs=1, boot=boot)
+    titles = [o.title for o in summary.outcomes]
+    assert titles == ["Unable to handle kernel paging request in of_fdt_unflatten"] * 2 + [
+        "Unable to handle kernel paging request in memblock_add_range"]
+    same_arch = summary.outcomes[0].case.arch == summary.outcomes[1].case.arch
+    assert (summary.outcomes[0].signature == summary.outcomes[1].signature) == same_arch
+    assert summary.outcomes[0].signature != summary.outcomes[2].signature
+    rep = load_reproducer(summary.reproducers[summary.outcomes[2].signature])
+    assert "pc : memblock_add_range+0x2c/0x70" in (rep.evidence or "")
+    line = json.loads((tmp_path / "dt-campaign" / "cases.jsonl").read_text().splitlines()[0])
+    assert line["title"] == titles[line["n"]] and line["signature"].endswith(titles[line["n"]])
+
+
+def test_refusals_of_our_layout_are_findings_and_of_a_fault_rejected(tmp_path: Path) -> None:
+    def boot(case: Any, run_dir: Path) -> Any:
+        n = int(run_dir.name)
+        if n == 0:
+            raise LayoutError("initrd [0x48000000, 0x48100000) overlaps the kernel")
+        raise BackendError("qemu-system-aarch64 not found")
+
+    summary = dt_campaign.run_dt_campaign(list(KERNELS), seconds=60, seed=3, out=tmp_path,
+                                          max_cases=2, jobs=1, boot=boot)
+    refused, infra = summary.outcomes
+    assert refused.fault is None and refused.status == "fail"
+    assert refused.failing == ("loader-refused",)
+    assert refused.title == "loader: initrd [0x?, 0x?) overlaps the kernel"
+    assert infra.status == "infra" and "not found" in infra.detail
+    assert len(summary.reproducers) == 1
+    lines = (tmp_path / "dt-campaign" / "cases.jsonl").read_text().splitlines()
+    assert [json.loads(x)["status"] for x in lines] == ["fail", "infra"]
+
+    faulty = next(n for n in range(40) if dt_campaign.draw_case(3, n, KERNELS, True)[1])
+    out = tmp_path / "faulty"
+
+    def refuse(case: Any, run_dir: Path) -> Any:
+        raise LayoutError("no")
+
+    summary = dt_campaign.run_dt_campaign(list(KERNELS), seconds=60, seed=3, out=out,
+                                          overrides=True, max_cases=faulty + 1, jobs=1,
+                                          boot=refuse)
+    assert summary.outcomes[faulty].status == "rejected"
+    assert not summary.reproducers or all(
+        o.fault is None for o in summary.outcomes if o.status == "fail")
+
+
+def test_a_slow_case_does_not_hold_the_other_job(tmp_path: Path) -> None:
+    """Case 0 waits until case 3 has booted: only a pool that starts a case as soon as
+    one ends (not in batches of --jobs) gets there."""
+    case3_booted = threading.Event()
+
+    def boot(case: Any, run_dir: Path) -> Any:
+        n = int(run_dir.name)
+        if n == 0:
+            assert case3_booted.wait(timeout=20), "case 3 never started while case 0 ran"
+        if n == 3:
+            case3_booted.set()
+        return _result(())
+
+    summary = dt_campaign.run_dt_campaign(list(KERNELS), seconds=60, seed=3, out=tmp_path,
+                                          max_cases=4, jobs=2, boot=boot)
+    assert summary.count("pass") == 4
+    assert [o.number for o in summary.outcomes] == [0, 1, 2, 3]
+
+
+def test_two_campaigns_on_one_out_refuse(tmp_path: Path) -> None:
+    with campaign_lock(tmp_path / "dt-campaign"), pytest.raises(CampaignError,
+                                                                match="another campaign"):
+        dt_campaign.run_dt_campaign(list(KERNELS), seconds=60, seed=3, out=tmp_path,
+                                    max_cases=1, boot=lambda c, d: _result(()))
