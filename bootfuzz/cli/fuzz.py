@@ -8,7 +8,7 @@ import re
 import sys
 from pathlib import Path
 
-from bootfuzz.case import HARNESS_CMDLINE
+from bootfuzz.case import HARNESS_CMDLINE, CpuTemplate
 from bootfuzz.cli.case_args import KERNEL_HELP, add_guest_timeouts, count, size
 from bootfuzz.cli.exits import ExitStatus
 from bootfuzz.fuzz.campaign import (
@@ -122,6 +122,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    "unpack), full (to the agent); a shallow case that fails, or passes "
                    "with a verdict vector not seen yet, is booted to the end too; "
                    "default full")
+    g.add_argument("--backend", default="qemu-tcg", metavar="NAME",
+                   help="what runs our loader's boots: qemu-tcg, kvm (our VMM; hardware "
+                   "KVM only, measured at the start) or auto (kvm where /dev/kvm is "
+                   "hardware-backed, else qemu-tcg); default qemu-tcg")
+    g.add_argument("--cpu-template", default=CpuTemplate.BASELINE.value,
+                   choices=[t.value for t in CpuTemplate],
+                   help="with --backend kvm: the CPU our VMM shows every guest "
+                   "(docs/cpu-templates.md); default baseline")
     g.add_argument("--max-cases", type=count, default=None, metavar="N",
                    help="run only the seed's cases 0..N-1 (with --shard, this shard's share "
                    "of them), even if time is left; a resumed campaign finishes the same set")
@@ -178,7 +186,17 @@ def options_from_args(args: argparse.Namespace) -> CampaignOptions:
         max_cases=args.max_cases, below_floor=args.below_floor,
         guided=args.coverage, coverage=args.coverage,
         corpus=tuple(Path(c) for c in args.corpus), target=args.target,
+        backend=campaign_backend(args.backend), cpu_template=CpuTemplate(args.cpu_template),
     )
+
+
+def campaign_backend(name: str) -> str:
+    """The backend every case records: ``auto`` decided once, here (by measuring KVM)."""
+    if name != "auto":
+        return name
+    from bootfuzz.run.doctor import pick_backend
+
+    return pick_backend()
 
 
 def _target_runtime(args: argparse.Namespace, opts: CampaignOptions) -> Runtime | None:
@@ -206,6 +224,9 @@ def _run_dt(args: argparse.Namespace) -> int:
     from bootfuzz.fuzz.dt_campaign import run_dt_campaign
     from bootfuzz.fuzz.dt_campaign import summary_markdown as dt_summary
 
+    if args.backend not in ("qemu-tcg", "auto") or args.cpu_template != CpuTemplate.BASELINE:
+        raise CampaignError("--backend and --cpu-template choose how x86 cases run; "
+                            "device-tree kernels run on qemu-virt (QEMU-TCG's virt board)")
     seed = args.seed if args.seed is not None else int.from_bytes(os.urandom(4), "little")
     print(f"bootfuzz fuzz (device tree): seed {seed}, {args.jobs} job(s), out {args.out}",
           file=sys.stderr)

@@ -56,10 +56,15 @@ from concurrent.futures import FIRST_COMPLETED, Executor, Future, wait
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
-from typing import IO, Protocol, TextIO
+from typing import IO, TYPE_CHECKING, Protocol, TextIO
 
-from bootfuzz.case import BootCase
-from bootfuzz.errors import ConfigError, HarnessBug, InfrastructureError
+from bootfuzz.case import BootCase, CpuTemplate
+from bootfuzz.errors import (
+    BootfuzzError,
+    ConfigError,
+    HarnessBug,
+    InfrastructureError,
+)
 from bootfuzz.fuzz.caselog import CASES_NAME, CaseLog, CaseRecord, read_cases, read_tail, truncate
 from bootfuzz.fuzz.corpus import CORPUS_DIR, Corpus, Signals, console_features, verdict_text
 from bootfuzz.fuzz.coverage_log import COVERAGE_LOG_NAME, CoverageLog
@@ -115,6 +120,9 @@ from bootfuzz.run.boot import new_run_dir, run_case
 from bootfuzz.run.coverage import BlockCoverage
 from bootfuzz.run.silence import LearnedSilence, Silence
 
+if TYPE_CHECKING:
+    from bootfuzz.run.doctor import BackendStatus
+
 DEFAULT_OUT = Path("corpus/crashes")
 #: A campaign gives up when this many boots in a row fail for infrastructure reasons.
 MAX_CONSECUTIVE_INFRA = 5
@@ -128,6 +136,8 @@ PROGRESS_INTERVAL = 30.0
 #: The first few refused cases are kept in the summary (a generator bug shows there).
 MAX_REJECTIONS_KEPT = 10
 LOCK_NAME = "lock"
+#: The backends a campaign of our loader runs on.
+CAMPAIGN_BACKENDS = ("qemu-tcg", "kvm")
 #: The signals that stop a campaign cleanly (state and summary saved).
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
@@ -408,6 +418,11 @@ class CampaignOptions:
     #: only what a loader is given is drawn (64-bit, top, one archive: no dimension a
     #: real loader decides itself).
     target: str | None = None
+    #: Our loader's backend for every case (``qemu-tcg`` or ``kvm``: our VMM, which on
+    #: hardware KVM boots a case in a fraction of TCG's time), and the CPU template our
+    #: VMM shows (kvm only).
+    backend: str = "qemu-tcg"
+    cpu_template: CpuTemplate = CpuTemplate.BASELINE
 
     @property
     def work_dir(self) -> Path:
@@ -525,7 +540,8 @@ def _open_state(opts: CampaignOptions, digest: str, floors: dict[str, MemoryFloo
         raise CampaignError(
             f"--resume: {path} is for seed {state.seed}, shard "
             f"{state.shard[0]}/{state.shard[1]} and other generator options; give the "
-            "same --seed, --shard, --kernel, bounds and --below-floor, or another --out")
+            "same --seed, --shard, --kernel, bounds, --below-floor, --backend and "
+            "--cpu-template, or another --out")
     return state
 
 
@@ -561,7 +577,9 @@ class _Campaign:
                     for e in self.corpus.entries])
                 if mutant is not None:
                     self.origins[index] = (mutant.parent, mutant.dimension)
-                    return mutant.case
+                    # A seed corpus may come from a campaign on another backend.
+                    return dataclasses.replace(mutant.case, backend=config.backend,
+                                               cpu_template=config.cpu_template)
         return generate_case(config, index)
 
     def kernel_sha256(self, case: BootCase) -> str | None:
@@ -737,6 +755,43 @@ def _finished(pending: Pending) -> list[CaseOutcome | MinimizeOutcome]:
             if f.done() and not f.cancelled() and f.exception() is None]
 
 
+def check_backend(opts: CampaignOptions) -> None:
+    """Refuse backend options that do not go together: an unknown backend, a CPU
+    template or coverage the backend does not have, a backend with --target."""
+    if opts.backend not in CAMPAIGN_BACKENDS:
+        raise CampaignError(f"--backend {opts.backend!r}: a campaign runs on "
+                            f"{' or '.join(CAMPAIGN_BACKENDS)} (or auto)")
+    kvm = opts.backend == "kvm"
+    if opts.target is not None and (kvm or opts.cpu_template is not CpuTemplate.BASELINE):
+        raise CampaignError("--backend and --cpu-template are our loader's; a --target "
+                            "campaign boots the peer instead")
+    if opts.cpu_template is not CpuTemplate.BASELINE and not kvm:
+        raise CampaignError(f"--cpu-template {opts.cpu_template.value} is what our KVM VMM "
+                            f"shows its guest; {opts.backend} shows QEMU's own CPU: add "
+                            "--backend kvm")
+    if opts.coverage and kvm:
+        raise CampaignError("--coverage is measured by QEMU-TCG's plugin: not on kvm")
+
+
+def check_backend_runs(backend: str,
+                       measure_kvm: Callable[[], BackendStatus] | None = None) -> None:
+    """Refuse, before anything is booted, a backend that cannot run the campaign's boots
+    here: missing, or kvm where /dev/kvm only emulates (measured: no full boot would
+    finish, and every case would end as a hang)."""
+    from bootfuzz.run.backends import get_backend
+    from bootfuzz.run.doctor import kvm_status
+
+    try:
+        get_backend(backend).check_available()
+    except BootfuzzError as exc:
+        raise CampaignError(f"--backend {backend}: {exc}") from None
+    if backend == "kvm":
+        status = (measure_kvm or kvm_status)()
+        if not status.fast:
+            raise CampaignError(f"--backend kvm: {status.detail}; run the campaign on "
+                                "qemu-tcg here")
+
+
 def run_campaign(opts: CampaignOptions, stream: TextIO | None = None,
                  runtime: Runtime | None = None) -> CampaignSummary:
     """Run (or resume) a campaign; returns its summary, also written to ``out/campaign``.
@@ -748,6 +803,9 @@ def run_campaign(opts: CampaignOptions, stream: TextIO | None = None,
     stream = stream or sys.stderr  # the one of now, not of import time (tests capture it)
     if opts.jobs < 1:
         raise CampaignError(f"--jobs {opts.jobs}: must be at least 1")
+    check_backend(opts)
+    if runtime.boot is run_case and opts.target is None:  # our loader's real boots
+        check_backend_runs(opts.backend)
     kernels = runtime.kernels(opts.kernels)
     with campaign_lock(opts.work_dir), _StopSignals() as stop:
         try:
@@ -761,6 +819,7 @@ def run_campaign(opts: CampaignOptions, stream: TextIO | None = None,
             floors=() if opts.below_floor else tuple(
                 (k, floors[k]) for k in opts.kernels if k in floors),
             mutants=opts.guided and opts.mutate, dimensions=opts.target is None,
+            backend=opts.backend, cpu_template=opts.cpu_template,
         )
         return _run_locked(opts, stream, runtime, kernels, floors, config, stop)
 

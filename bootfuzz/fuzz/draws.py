@@ -34,6 +34,7 @@ from bootfuzz.abi.setup_data import SetupType
 from bootfuzz.case import (
     HARNESS_CMDLINE,
     BootCase,
+    CpuTemplate,
     EntryProtocol,
     InitrdPlacement,
     InitrdSpec,
@@ -466,6 +467,10 @@ class CaseSpace:
     #: Draw the dimensions past PR 1's (entry path, placement, initrd format, the
     #: layouts of other correct loaders).  False: 64-bit, top, one cpio archive only.
     dimensions: bool = True
+    #: The backend every case runs on, and the CPU our KVM VMM shows its guest (the
+    #: kvm backend's; qemu-tcg shows QEMU's own).  Both run the qemu_pc RAM layout.
+    backend: str = "qemu-tcg"
+    cpu_template: CpuTemplate = CpuTemplate.BASELINE
 
     def limits(self, kernel: str) -> KernelLimits:
         for name, limits in self.kernels:
@@ -712,7 +717,8 @@ def draw_case(src: Source, space: CaseSpace) -> BootCase:
     within cmdline_size, every extra dimension a layout of a correct loader).
     """
     name, _ = src.choice(space.kernels)
-    case = BootCase(kernel=name, memory=MIN_GUEST_MEMORY)
+    case = BootCase(kernel=name, memory=MIN_GUEST_MEMORY, backend=space.backend,
+                    cpu_template=space.cpu_template)
     for dim in DIMENSIONS:
         case = dim.draw(src, space, case)
     return case

@@ -194,6 +194,10 @@ def generator_digest(config: GeneratorConfig) -> str:
     """Identifies what the generator produces; --resume refuses a different one."""
     doc = dataclasses.asdict(config)
     doc.pop("seed")
+    # Added later: left out at their defaults, so a campaign begun before them resumes.
+    for name, default in (("backend", "qemu-tcg"), ("cpu_template", "baseline")):
+        if doc.get(name) == default:
+            doc.pop(name)
     return hashlib.sha256(json.dumps(doc, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 

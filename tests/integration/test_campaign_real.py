@@ -95,3 +95,22 @@ def test_campaign_sigkilled_leaves_no_process_and_resume_loses_no_finding(
     assert {r.signature for r in before if r.status == "fail"} <= set(findings)
     assert all(Path(f["file"]).is_file() for f in findings.values())
     assert not marked(env)
+
+
+def test_campaign_on_hardware_kvm_boots_every_case_with_our_vmm(tmp_path: Path) -> None:
+    """--backend kvm: the seed's cases booted by our VMM, two at a time, all passing."""
+    from bootfuzz.run.doctor import kvm_status
+
+    status = kvm_status()
+    if not status.fast:
+        pytest.skip(reason=f"a kvm campaign needs hardware KVM: {status.detail}")
+    opts = CampaignOptions(
+        kernels=("debian-6.1-cloud",), seconds=600, jobs=2, out=tmp_path, seed=2024,
+        min_memory=160 * MiB, max_memory=1 * GiB, max_initrd=2 * MiB, max_cases=6,
+        max_cmdline=PRINTK_SAFE_CMDLINE, timeout=240, backend="kvm",
+    )
+    summary = run_campaign(opts)
+    records = read_cases(tmp_path / "campaign" / "cases.jsonl")
+    assert sorted(r.index for r in records) == list(range(6))
+    assert {r.reproducer.case.backend for r in records} == {"kvm"}
+    assert summary.findings == () and summary.counts["pass"] == 6, summary.counts

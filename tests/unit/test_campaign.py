@@ -8,6 +8,7 @@ import dataclasses
 import io
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -16,10 +17,11 @@ from collections.abc import Callable
 from concurrent.futures import Executor, Future
 from pathlib import Path
 from typing import Any, TypeVar
+from unittest import mock
 
 import pytest
 
-from bootfuzz.case import HARNESS_CMDLINE, BootCase, InitrdSpec, Overrides
+from bootfuzz.case import HARNESS_CMDLINE, BootCase, CpuTemplate, InitrdSpec, Overrides
 from bootfuzz.cli.exits import ExitStatus
 from bootfuzz.cli.fuzz import parse_duration, parse_shard
 from bootfuzz.cli.main import main
@@ -31,6 +33,7 @@ from bootfuzz.fuzz.campaign import (
     CampaignOptions,
     KernelFacts,
     Runtime,
+    check_backend_runs,
     run_campaign,
 )
 from bootfuzz.fuzz.caselog import CaseRecord, load_replay_source, read_cases
@@ -47,7 +50,14 @@ from bootfuzz.fuzz.merge import merge_campaigns
 from bootfuzz.fuzz.minimize import minimize
 from bootfuzz.fuzz.reproducer import Expectation, load_reproducer
 from bootfuzz.fuzz.scheduler import BootCaseNumber, Minimize, Scheduler, shard_indices
-from bootfuzz.fuzz.state import CampaignError, CampaignState, Finding, load_state, save_state
+from bootfuzz.fuzz.state import (
+    CampaignError,
+    CampaignState,
+    Finding,
+    generator_digest,
+    load_state,
+    save_state,
+)
 from bootfuzz.fuzz.summary import CampaignSummary, junit_xml, summary_json, summary_markdown
 from bootfuzz.fuzz.triage import Signature, evidence, normalize, signature
 from bootfuzz.judge.memory_floor import FloorPoint, MemoryFloor
@@ -57,6 +67,7 @@ from bootfuzz.loader.layout import GiB, KiB, MiB
 from bootfuzz.loader.placement import check_blobs
 from bootfuzz.loader.plan import Blob
 from bootfuzz.loader.platform import qemu_pc
+from bootfuzz.run.doctor import BackendStatus
 from bootfuzz.transcript import GuestExit
 from tests.fakes import FakeResult, FakeTranscript
 
@@ -518,6 +529,79 @@ def test_campaign_resume_refuses_another_seed(tmp_path: Path) -> None:
     run_fake(campaign_options(tmp_path, max_cases=1), CampaignBoot())
     with pytest.raises(CampaignError, match="is for seed 7"):
         run_fake(campaign_options(tmp_path, resume=True, seed=8), CampaignBoot())
+
+
+# -- the backend every case runs on --------------------------------------------------------
+
+
+def test_campaign_on_kvm_generates_the_same_cases_for_our_vmm(tmp_path: Path) -> None:
+    """--backend kvm --cpu-template host: the seed's cases, each recorded with them (so a
+    replay boots our VMM with that CPU); resuming on another backend is refused."""
+    boot = CampaignBoot()
+    opts = campaign_options(tmp_path, max_cases=4, max_boots=0, backend="kvm",
+                            cpu_template=CpuTemplate.HOST)
+    run_fake(opts, boot)
+    assert boot.cases == [dataclasses.replace(generate_case(CONFIG, i), backend="kvm",
+                                              cpu_template=CpuTemplate.HOST)
+                          for i in range(4)]
+    records = read_cases(tmp_path / "campaign" / "cases.jsonl")
+    assert {(r.reproducer.case.backend, r.reproducer.case.cpu_template) for r in records} == {
+        ("kvm", CpuTemplate.HOST)}
+    with pytest.raises(CampaignError, match="--backend and --cpu-template"):
+        run_fake(dataclasses.replace(opts, resume=True, backend="qemu-tcg",
+                                     cpu_template=CpuTemplate.BASELINE), CampaignBoot())
+
+
+def test_generator_digest_of_a_qemu_tcg_campaign_is_the_one_before_backends() -> None:
+    """A campaign begun before --backend existed resumes: the digest of a default
+    configuration is the one the earlier code gave (b74231db9bff0ded, computed by it)."""
+    assert generator_digest(CONFIG) == "b74231db9bff0ded"
+    assert generator_digest(dataclasses.replace(CONFIG, backend="kvm")) != "b74231db9bff0ded"
+
+
+@pytest.mark.parametrize(("changes", "message"), [
+    ({"backend": "firecracker"}, "a campaign runs on qemu-tcg or kvm"),
+    ({"cpu_template": CpuTemplate.HOST}, "add --backend kvm"),
+    ({"backend": "kvm", "coverage": True, "guided": True}, "QEMU-TCG's plugin"),
+    ({"backend": "kvm", "target": "qemu-pc"}, "a --target campaign boots the peer"),
+])
+def test_campaign_refuses_backend_options_that_do_not_go_together(
+        tmp_path: Path, changes: dict[str, Any], message: str) -> None:
+    boot = CampaignBoot()
+    with pytest.raises(CampaignError, match=re.escape(message)):
+        run_fake(campaign_options(tmp_path, **changes), boot)
+    assert boot.cases == [] and not (tmp_path / "campaign" / "state.json").exists()
+
+
+def test_kvm_that_only_emulates_is_refused_before_any_boot() -> None:
+    emulated = BackendStatus("kvm", True, "/dev/kvm runs guests at 2.1 M instructions/s "
+                             "(emulated (software) KVM: guests run far too slowly)", 2.1e6,
+                             False)
+    hardware = dataclasses.replace(emulated, detail="fast", guest_ips=3e9, hardware=True)
+    with mock.patch("bootfuzz.run.backends.kvm.KvmBackend.check_available"):
+        with pytest.raises(CampaignError, match=r"--backend kvm: /dev/kvm runs guests at 2\.1 M"):
+            check_backend_runs("kvm", lambda: emulated)
+        check_backend_runs("kvm", lambda: hardware)  # accepted
+    with (mock.patch("bootfuzz.run.backends.kvm.KvmBackend.check_available",
+                     side_effect=BackendError("/dev/kvm: no such file")),
+          pytest.raises(CampaignError, match=r"--backend kvm: .*no such file")):
+        check_backend_runs("kvm", lambda: hardware)
+
+
+def test_fuzz_backend_kvm_is_refused_here_unless_kvm_is_hardware(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The CLI measures /dev/kvm (bootfuzz doctor's calibration guest) before it boots."""
+    from bootfuzz.run.doctor import kvm_status
+
+    status = kvm_status()
+    if status.fast:
+        pytest.skip(reason=f"hardware KVM here, a kvm campaign runs: {status.detail}")
+    code = main(["fuzz", "--backend", "kvm", "--kernel", "debian-6.1-cloud", "--time", "5s",
+                 "--out", str(tmp_path)])
+    assert code == ExitStatus.USAGE
+    err = capsys.readouterr().err
+    assert "--backend kvm:" in err and "qemu-tcg" in err
+    assert not (tmp_path / "campaign" / "cases.jsonl").exists()
 
 
 # -- no noise: flaky, below the memory floor, the loader's refusals ---------------------------
