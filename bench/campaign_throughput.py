@@ -128,10 +128,12 @@ def run_before(code: Path, seconds: float, jobs: int, seed: int, work: Path,
 
 
 def run_depth(depth: str, seconds: float, jobs: int, seed: int, work: Path,
-              tag: str = "") -> dict[str, Any]:
+              tag: str = "", backend: str = "qemu-tcg") -> dict[str, Any]:
     out = work / f"out-{depth}{tag}"
     opts: dict[str, Any] = dict(kernels=KERNELS, seconds=seconds, jobs=jobs, out=out,
                                 seed=seed, max_boots=0)
+    if backend != "qemu-tcg":  # a field of CampaignOptions since fuzz --backend
+        opts["backend"] = backend
     if "depth" in {f.name for f in fields(CampaignOptions)}:  # absent before --depth
         from bootfuzz.fuzz.depth import Depth
 
@@ -190,17 +192,24 @@ def main() -> int:
     ap.add_argument("--rounds", type=int, default=2,
                     help="with --before: rounds of (before, each depth), order flipped "
                     "each round (default 2)")
+    ap.add_argument("--backend", default="qemu-tcg",
+                    help="this code's backend (fuzz --backend): kvm on a machine with "
+                    "hardware KVM; not with --before (whose code runs QEMU-TCG)")
     args = ap.parse_args()
+    if args.before is not None and args.backend != "qemu-tcg":
+        ap.error("--before compares with earlier code on QEMU-TCG: leave --backend out")
     seconds = parse_duration(args.time)
     work = Path(args.work or tempfile.mkdtemp(prefix="bootfuzz-throughput-"))
     work.mkdir(parents=True, exist_ok=True)
-    print(f"seed {args.seed}, kernels {', '.join(KERNELS)}, --jobs {args.jobs}, "
+    print(f"seed {args.seed}, kernels {', '.join(KERNELS)}, backend {args.backend}, "
+          f"--jobs {args.jobs}, "
           f"{seconds:.0f} s per depth, outputs in {work}; {load()}")
     depths = [d.strip() for d in args.depths.split(",")]
     results = []
     if args.before is None:
         for depth in depths:
-            results.append(run_depth(depth, seconds, args.jobs, args.seed, work))
+            results.append(run_depth(depth, seconds, args.jobs, args.seed, work,
+                                     backend=args.backend))
             show(results[-1])
     else:
         os.environ["BOOTFUZZ_CACHE"] = str(cache_for("after", work))
