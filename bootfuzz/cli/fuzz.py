@@ -236,6 +236,8 @@ def _run_dt(args: argparse.Namespace) -> int:
         max_memory=args.mem_max,
         silence=args.silence_timeout if args.silence_timeout is not None else 30.0)
     print(dt_summary(summary))
+    if summary.stop_signal:
+        return 128 + summary.stop_signal
     return ExitStatus.FINDING if summary.findings else ExitStatus.PASS
 
 

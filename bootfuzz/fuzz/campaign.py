@@ -497,7 +497,7 @@ def campaign_lock(work_dir: Path) -> Iterator[None]:
         fh.close()
 
 
-class _StopSignals:
+class StopSignals:
     """SIGINT/SIGTERM/SIGHUP ask the loop to stop at the next case boundary (a handler
     that only sets a flag, so no outcome is ever half applied)."""
 
@@ -509,7 +509,7 @@ class _StopSignals:
         if self.signum is None:
             self.signum = signum
 
-    def __enter__(self) -> _StopSignals:
+    def __enter__(self) -> StopSignals:
         if threading.current_thread() is threading.main_thread():
             for sig in STOP_SIGNALS:
                 self._previous[sig] = signal.signal(sig, self._handler)
@@ -807,7 +807,7 @@ def run_campaign(opts: CampaignOptions, stream: TextIO | None = None,
     if runtime.boot is run_case and opts.target is None:  # our loader's real boots
         check_backend_runs(opts.backend)
     kernels = runtime.kernels(opts.kernels)
-    with campaign_lock(opts.work_dir), _StopSignals() as stop:
+    with campaign_lock(opts.work_dir), StopSignals() as stop:
         try:
             floors = _floors(opts, runtime, kernels, stream, stop)
         except FloorsStopped:
@@ -838,7 +838,7 @@ def _open_corpus(opts: CampaignOptions, stream: TextIO) -> Corpus | None:
 
 
 def _floors(opts: CampaignOptions, runtime: Runtime, kernels: dict[str, KernelFacts],
-            stream: TextIO, stop: _StopSignals) -> dict[str, MemoryFloor]:
+            stream: TextIO, stop: StopSignals) -> dict[str, MemoryFloor]:
     """The kernels' memory floors: a resumed campaign's from its state (its cases come
     from them), a new one's learned (cached points, the others measured)."""
     if opts.resume and opts.state_path.exists():
@@ -852,7 +852,7 @@ def _floors(opts: CampaignOptions, runtime: Runtime, kernels: dict[str, KernelFa
     ))
 
 
-def _stopped_learning(opts: CampaignOptions, stop: _StopSignals) -> CampaignSummary:
+def _stopped_learning(opts: CampaignOptions, stop: StopSignals) -> CampaignSummary:
     """A campaign stopped before its first case: no state (nothing to resume)."""
     name = signal.Signals(stop.signum or signal.SIGINT).name
     summary = CampaignSummary(
@@ -866,7 +866,7 @@ def _stopped_learning(opts: CampaignOptions, stop: _StopSignals) -> CampaignSumm
 
 def _run_locked(opts: CampaignOptions, stream: TextIO, runtime: Runtime,
                 kernels: dict[str, KernelFacts], floors: dict[str, MemoryFloor],
-                config: GeneratorConfig, stop: _StopSignals) -> CampaignSummary:
+                config: GeneratorConfig, stop: StopSignals) -> CampaignSummary:
     state = _open_state(opts, generator_digest(config), floors)
     run = _Campaign(opts, state, kernels, stream, _known_cases(state), floors=state.floors,
                     corpus=_open_corpus(opts, stream),

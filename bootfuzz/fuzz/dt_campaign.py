@@ -14,7 +14,8 @@ its expectation, under OUT/reproducers/. A case of our own layout (no fault) tha
 loader refuses is a finding too (``loader-refused``); a faulty one it refuses is
 ``rejected``; trouble of the machine (QEMU missing, a full disk) is ``infra``. Every case
 is a line of OUT/dt-campaign/cases.jsonl, the summary is OUT/dt-campaign/summary.md, and
-two campaigns on one ``--out`` refuse to run together (the x86 campaign's lock).
+two campaigns on one ``--out`` refuse to run together (the x86 campaign's lock); a
+signal stops it with what ended on record.
 
 Smaller than the x86 campaign (bootfuzz.fuzz.campaign): no resume, no minimization, no
 memory floors, no coverage guidance yet.
@@ -36,10 +37,11 @@ from bootfuzz.arch import Arch
 from bootfuzz.case import BootCase
 from bootfuzz.errors import ConfigError, HarnessBug, InfrastructureError
 from bootfuzz.fileio import atomic_write_text
-from bootfuzz.fuzz.campaign import campaign_lock
+from bootfuzz.fuzz.campaign import StopSignals, campaign_lock
 from bootfuzz.fuzz.dt_draws import DT_MAX_MEMORY, DtFault, draw_dt_case, draw_fault
 from bootfuzz.fuzz.reproducer import Expectation, Reproducer, write_reproducer
 from bootfuzz.fuzz.triage import Signature, evidence, refusal_signature, signature
+from bootfuzz.fuzz.workers import end_children
 from bootfuzz.judge.verdict import Verdict
 from bootfuzz.kernel.pinned import load_manifest
 from bootfuzz.run.dt_boot import DtBootResult, execute_dt, prepare_dt
@@ -48,6 +50,8 @@ from bootfuzz.run.dt_boot import DtBootResult, execute_dt, prepare_dt
 FAULT_SHARE = 1 / 3
 DEFAULT_SILENCE = 30.0
 DEFAULT_TIMEOUT = 240.0
+#: How often (seconds) the loop looks for a stop signal while boots run.
+STOP_POLL = 0.5
 #: A case's status, in the summary's order.
 STATUSES = ("pass", "fail", "flaky", "rejected", "infra")
 
@@ -78,6 +82,8 @@ class DtCampaignSummary:
     seed: int
     outcomes: list[DtCaseOutcome] = field(default_factory=list)
     reproducers: dict[str, Path] = field(default_factory=dict)
+    #: The signal that stopped the campaign (SIGINT, SIGTERM, SIGHUP); None: it ran out.
+    stop_signal: int | None = None
 
     def count(self, status: str) -> int:
         return sum(1 for o in self.outcomes if o.status == status)
@@ -167,6 +173,9 @@ def summary_markdown(s: DtCampaignSummary) -> str:
     lines = [f"# bootfuzz device-tree campaign (seed {s.seed})", "",
              f"{len(s.outcomes)} cases: " + ", ".join(f"{s.count(x)} {x}" for x in STATUSES),
              ""]
+    if s.stop_signal is not None:
+        lines += [f"Stopped by signal {s.stop_signal}: the boots then running were "
+                  "abandoned, not judged.", ""]
     if s.reproducers:
         lines += ["## Findings (one reproducer per signature)", ""]
         lines += [f"- `{sig}`: {path}" for sig, path in sorted(s.reproducers.items())]
@@ -199,7 +208,9 @@ def run_dt_campaign(kernels: Sequence[str], *, seconds: float, seed: int, out: P
                     ) -> DtCampaignSummary:
     """Draw and boot cases for *seconds* (or *max_cases*); write findings as reproducers.
 
-    *jobs* boots run at once, a new case starting as soon as one ends."""
+    *jobs* boots run at once, a new case starting as soon as one ends.  SIGINT, SIGTERM
+    or SIGHUP stop it: what ended is on record, what ran is abandoned (its backend
+    ended), the summary names the signal."""
     archs = dt_kernels(kernels)
     if not archs or len(archs) != len(kernels):
         raise ConfigError("a device-tree campaign takes pinned arm64/riscv64 kernels only "
@@ -227,10 +238,10 @@ def run_dt_campaign(kernels: Sequence[str], *, seconds: float, seed: int, out: P
                 evidence=o.evidence or o.detail), path)
             summary.reproducers[o.signature] = path
 
-    with campaign_lock(work), (work / "cases.jsonl").open("a") as log, \
-            ThreadPoolExecutor(max(1, jobs)) as pool:
+    with campaign_lock(work), StopSignals() as stop, \
+            (work / "cases.jsonl").open("a") as log, ThreadPoolExecutor(max(1, jobs)) as pool:
         running: set[Future[DtCaseOutcome]] = set()
-        while True:
+        while stop.signum is None:
             while len(running) < max(1, jobs) and time.monotonic() < deadline:
                 number = next(numbers, None)
                 if number is None:
@@ -239,9 +250,15 @@ def run_dt_campaign(kernels: Sequence[str], *, seconds: float, seed: int, out: P
                 running.add(pool.submit(run_case, number, case, fault, out, booter))
             if not running:
                 break
-            done, running = wait(running, return_when=FIRST_COMPLETED)
+            done, running = wait(running, timeout=STOP_POLL, return_when=FIRST_COMPLETED)
             for fut in sorted(done, key=lambda f: f.result().number):
-                record(fut.result())
+                record(fut.result())  # ended before the stop was seen: a true outcome
+        if stop.signum is not None:
+            # Stopped: the boots still running are abandoned, not judged (their QEMUs,
+            # children in sessions of their own that Ctrl-C does not reach, are ended).
+            summary.stop_signal = stop.signum
+            end_children()
+            wait(running)
     summary.outcomes.sort(key=lambda o: o.number)
     atomic_write_text(work / "summary.md", summary_markdown(summary))
     return summary

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
+import signal
 import threading
 from pathlib import Path
 from types import SimpleNamespace
@@ -182,3 +184,26 @@ def test_two_campaigns_on_one_out_refuse(tmp_path: Path) -> None:
                                                                 match="another campaign"):
         dt_campaign.run_dt_campaign(list(KERNELS), seconds=60, seed=3, out=tmp_path,
                                     max_cases=1, boot=lambda c, d: _result(()))
+
+
+def test_a_signal_stops_the_campaign_with_what_ended_on_record(tmp_path: Path) -> None:
+    """SIGTERM during case 1 (the handler only notes it): no case starts after it, the
+    cases that ended are on record, the summary names the signal, and the handler that
+    was there before is back."""
+    before = signal.getsignal(signal.SIGTERM)
+    started: list[int] = []
+
+    def boot(case: Any, run_dir: Path) -> Any:
+        started.append(int(run_dir.name))
+        if started[-1] == 1:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return _result(())
+
+    summary = dt_campaign.run_dt_campaign(list(KERNELS), seconds=60, seed=3, out=tmp_path,
+                                          max_cases=20, jobs=1, boot=boot)
+    assert summary.stop_signal == signal.SIGTERM and started == [0, 1]
+    lines = (tmp_path / "dt-campaign" / "cases.jsonl").read_text().splitlines()
+    assert [json.loads(x)["n"] for x in lines] == [0, 1]
+    assert f"Stopped by signal {int(signal.SIGTERM)}" in (
+        tmp_path / "dt-campaign" / "summary.md").read_text()
+    assert signal.getsignal(signal.SIGTERM) == before
