@@ -13,7 +13,8 @@ case was made with; the first case of each signature is written as a reproducer,
 its expectation, under OUT/reproducers/. A case of our own layout (no fault) that our
 loader refuses is a finding too (``loader-refused``); a faulty one it refuses is
 ``rejected``; trouble of the machine (QEMU missing, a full disk) is ``infra``. Every case
-is a line of OUT/dt-campaign/cases.jsonl, the summary is OUT/dt-campaign/summary.md, and
+is a line of OUT/dt-campaign/cases.jsonl (the x86 campaign's format: ``bootfuzz replay
+OUT/dt-campaign/cases.jsonl:N`` boots case N again), the summary is OUT/dt-campaign/summary.md, and
 two campaigns on one ``--out`` refuse to run together (the x86 campaign's lock); a
 signal stops it with what ended on record.
 
@@ -25,7 +26,6 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
-import json
 import random
 import time
 from collections.abc import Callable, Sequence
@@ -38,9 +38,16 @@ from bootfuzz.case import BootCase
 from bootfuzz.errors import ConfigError, HarnessBug, InfrastructureError
 from bootfuzz.fileio import atomic_write_text
 from bootfuzz.fuzz.campaign import StopSignals, campaign_lock
+from bootfuzz.fuzz.caselog import CASES_NAME, CaseRecord
 from bootfuzz.fuzz.dt_draws import DT_MAX_MEMORY, DtFault, draw_dt_case, draw_fault
 from bootfuzz.fuzz.reproducer import Expectation, Reproducer, write_reproducer
-from bootfuzz.fuzz.triage import Signature, evidence, refusal_signature, signature
+from bootfuzz.fuzz.triage import (
+    LOADER_REFUSED,
+    Signature,
+    evidence,
+    refusal_signature,
+    signature,
+)
 from bootfuzz.fuzz.workers import end_children
 from bootfuzz.judge.verdict import Verdict
 from bootfuzz.kernel.pinned import load_manifest
@@ -158,15 +165,21 @@ def run_case(number: int, case: BootCase, fault: DtFault | None, out: Path, boot
                    sig.failing, sig.title, detail, evidence(first, sig))
 
 
-def case_line(o: DtCaseOutcome) -> str:
-    from bootfuzz.fuzz.reproducer import reproducer_json
-
-    doc = {"n": o.number, "status": o.status, "fault": o.fault.value if o.fault else None,
-           "failing": list(o.failing), "title": o.title,
-           "signature": o.signature if o.status in ("fail", "flaky") else None,
-           "detail": o.detail, "duration": round(o.duration, 3), "run_dir": o.run_dir,
-           "case": reproducer_json(Reproducer(o.case))}
-    return json.dumps(doc)
+def case_record(o: DtCaseOutcome, kernel_sha256: str | None, seed: int) -> CaseRecord:
+    """The case's line in the log, in the x86 campaign's format (bootfuzz.fuzz.caselog),
+    so ``bootfuzz replay OUT/dt-campaign/cases.jsonl:N`` boots it again and checks it
+    ends the same way."""
+    judged = o.status in ("pass", "fail", "flaky") and LOADER_REFUSED not in o.failing
+    fault = f", fault {o.fault.value}" if o.fault else ""
+    rep = Reproducer(
+        o.case, kernel_sha256,
+        expect=Expectation(o.verdict, o.failing) if judged else None, evidence=o.evidence,
+        description=f"case #{o.number} of the device-tree campaign (seed {seed}){fault}")
+    return CaseRecord(
+        index=o.number, status=o.status, reproducer=rep,
+        verdict=o.verdict if judged else None, failing=o.failing,
+        signature=o.signature if o.status in ("fail", "flaky") else None, title=o.title,
+        duration=o.duration, message=o.detail, run_dir=o.run_dir)
 
 
 def summary_markdown(s: DtCampaignSummary) -> str:
@@ -224,7 +237,7 @@ def run_dt_campaign(kernels: Sequence[str], *, seconds: float, seed: int, out: P
 
     def record(o: DtCaseOutcome) -> None:
         summary.outcomes.append(o)
-        log.write(case_line(o) + "\n")
+        log.write(case_record(o, manifest[o.case.kernel].vmlinuz_sha256, seed).line())
         log.flush()
         if o.status == "fail" and o.signature not in summary.reproducers:
             path = out / "reproducers" / f"dt-{o.number:06d}.json"
@@ -239,7 +252,7 @@ def run_dt_campaign(kernels: Sequence[str], *, seconds: float, seed: int, out: P
             summary.reproducers[o.signature] = path
 
     with campaign_lock(work), StopSignals() as stop, \
-            (work / "cases.jsonl").open("a") as log, ThreadPoolExecutor(max(1, jobs)) as pool:
+            (work / CASES_NAME).open("ab") as log, ThreadPoolExecutor(max(1, jobs)) as pool:
         running: set[Future[DtCaseOutcome]] = set()
         while stop.signum is None:
             while len(running) < max(1, jobs) and time.monotonic() < deadline:

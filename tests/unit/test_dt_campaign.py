@@ -5,7 +5,6 @@ titles in it), refusals, a rolling pool and the --out lock."""
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import signal
 import threading
@@ -19,7 +18,8 @@ from bootfuzz.arch import Arch
 from bootfuzz.errors import BackendError, LayoutError
 from bootfuzz.fuzz import dt_campaign
 from bootfuzz.fuzz.campaign import campaign_lock
-from bootfuzz.fuzz.reproducer import load_reproducer
+from bootfuzz.fuzz.caselog import load_replay_source, read_cases
+from bootfuzz.fuzz.reproducer import Expectation, load_reproducer
 from bootfuzz.fuzz.state import CampaignError
 from bootfuzz.judge.dt_rules import check_dt_layout
 from bootfuzz.judge.verdict import OracleResult, Verdict
@@ -83,8 +83,13 @@ def test_failures_repeat_before_they_count_and_each_signature_has_one_reproducer
     rep = load_reproducer(next(iter(summary.reproducers.values())))
     assert rep.expect is not None and rep.expect.failing == ("cmdline",)
     assert rep.case.arch.device_tree
-    lines = (tmp_path / "dt-campaign" / "cases.jsonl").read_text().splitlines()
-    assert len(lines) == 9 and json.loads(lines[0])["case"]["arch"] in ("aarch64", "riscv64")
+    records = read_cases(tmp_path / "dt-campaign" / "cases.jsonl")
+    assert sorted(r.index for r in records) == list(range(9))
+    assert all(r.reproducer.case.arch.device_tree for r in records)
+    found = next(r for r in records if r.status == "fail")
+    assert found.reproducer.expect == Expectation(Verdict.FAIL, ("cmdline",))
+    assert load_replay_source(f"{tmp_path}/dt-campaign/cases.jsonl:{found.index}") == (
+        found.reproducer)
     assert "9 cases: 3 pass, 3 fail, 3 flaky, 0 rejected, 0 infra" in (
         tmp_path / "dt-campaign" / "summary.md").read_text()
 
@@ -124,8 +129,9 @@ def test_crash_sites_split_signatures_and_kaslr_does_not(tmp_path: Path) -> None
     assert summary.outcomes[0].signature != summary.outcomes[2].signature
     rep = load_reproducer(summary.reproducers[summary.outcomes[2].signature])
     assert "pc : memblock_add_range+0x2c/0x70" in (rep.evidence or "")
-    line = json.loads((tmp_path / "dt-campaign" / "cases.jsonl").read_text().splitlines()[0])
-    assert line["title"] == titles[line["n"]] and line["signature"].endswith(titles[line["n"]])
+    record = read_cases(tmp_path / "dt-campaign" / "cases.jsonl")[0]
+    assert record.title == titles[record.index]
+    assert record.signature is not None and record.signature.endswith(titles[record.index])
 
 
 def test_refusals_of_our_layout_are_findings_and_of_a_fault_rejected(tmp_path: Path) -> None:
@@ -143,8 +149,9 @@ def test_refusals_of_our_layout_are_findings_and_of_a_fault_rejected(tmp_path: P
     assert refused.title == "loader: initrd [0x?, 0x?) overlaps the kernel"
     assert infra.status == "infra" and "not found" in infra.detail
     assert len(summary.reproducers) == 1
-    lines = (tmp_path / "dt-campaign" / "cases.jsonl").read_text().splitlines()
-    assert [json.loads(x)["status"] for x in lines] == ["fail", "infra"]
+    records = read_cases(tmp_path / "dt-campaign" / "cases.jsonl")
+    assert [r.status for r in records] == ["fail", "infra"]
+    assert records[0].reproducer.expect is None  # a refusal: no boot to expect anything of
 
     faulty = next(n for n in range(40) if dt_campaign.draw_case(3, n, KERNELS, True)[1])
     out = tmp_path / "faulty"
@@ -202,8 +209,7 @@ def test_a_signal_stops_the_campaign_with_what_ended_on_record(tmp_path: Path) -
     summary = dt_campaign.run_dt_campaign(list(KERNELS), seconds=60, seed=3, out=tmp_path,
                                           max_cases=20, jobs=1, boot=boot)
     assert summary.stop_signal == signal.SIGTERM and started == [0, 1]
-    lines = (tmp_path / "dt-campaign" / "cases.jsonl").read_text().splitlines()
-    assert [json.loads(x)["n"] for x in lines] == [0, 1]
+    assert [r.index for r in read_cases(tmp_path / "dt-campaign" / "cases.jsonl")] == [0, 1]
     assert f"Stopped by signal {int(signal.SIGTERM)}" in (
         tmp_path / "dt-campaign" / "summary.md").read_text()
     assert signal.getsignal(signal.SIGTERM) == before
