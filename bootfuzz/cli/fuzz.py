@@ -221,19 +221,22 @@ def _target_runtime(args: argparse.Namespace, opts: CampaignOptions) -> Runtime 
 
 def _run_dt(args: argparse.Namespace) -> int:
     """arm64/riscv64 kernels: the device-tree campaign (bootfuzz.fuzz.dt_campaign)."""
-    from bootfuzz.fuzz.dt_campaign import run_dt_campaign
+    from bootfuzz.fuzz.dt_campaign import read_seed, run_dt_campaign
     from bootfuzz.fuzz.dt_campaign import summary_markdown as dt_summary
 
     if args.backend not in ("qemu-tcg", "auto") or args.cpu_template != CpuTemplate.BASELINE:
         raise CampaignError("--backend and --cpu-template choose how x86 cases run; "
                             "device-tree kernels run on qemu-virt (QEMU-TCG's virt board)")
-    seed = args.seed if args.seed is not None else int.from_bytes(os.urandom(4), "little")
+    seed = args.seed if args.seed is not None else (
+        read_seed(Path(args.out)) if args.resume else None)
+    if seed is None:
+        seed = int.from_bytes(os.urandom(4), "little")
     print(f"bootfuzz fuzz (device tree): seed {seed}, {args.jobs} job(s), out {args.out}",
           file=sys.stderr)
     summary = run_dt_campaign(
         args.kernel, seconds=parse_duration(args.time), seed=seed, out=Path(args.out),
         overrides=args.overrides, jobs=args.jobs, max_cases=args.max_cases,
-        max_memory=args.mem_max,
+        max_memory=args.mem_max, resume=args.resume,
         silence=args.silence_timeout if args.silence_timeout is not None else 30.0)
     print(dt_summary(summary))
     if summary.stop_signal:

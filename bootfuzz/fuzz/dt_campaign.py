@@ -16,16 +16,18 @@ loader refuses is a finding too (``loader-refused``); a faulty one it refuses is
 is a line of OUT/dt-campaign/cases.jsonl (the x86 campaign's format: ``bootfuzz replay
 OUT/dt-campaign/cases.jsonl:N`` boots case N again), the summary is OUT/dt-campaign/summary.md, and
 two campaigns on one ``--out`` refuse to run together (the x86 campaign's lock); a
-signal stops it with what ended on record.
+signal stops it with what ended on record, and ``resume`` continues it from the log
+(OUT/dt-campaign/state.json holds what decides its cases: seed, kernels, bounds).
 
-Smaller than the x86 campaign (bootfuzz.fuzz.campaign): no resume, no minimization, no
-memory floors, no coverage guidance yet.
+Smaller than the x86 campaign (bootfuzz.fuzz.campaign): no minimization, no memory
+floors, no coverage guidance yet.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import itertools
+import json
 import random
 import time
 from collections.abc import Callable, Sequence
@@ -38,9 +40,10 @@ from bootfuzz.case import BootCase
 from bootfuzz.errors import ConfigError, HarnessBug, InfrastructureError
 from bootfuzz.fileio import atomic_write_text
 from bootfuzz.fuzz.campaign import StopSignals, campaign_lock
-from bootfuzz.fuzz.caselog import CASES_NAME, CaseRecord
+from bootfuzz.fuzz.caselog import CASES_NAME, CaseRecord, read_tail, truncate
 from bootfuzz.fuzz.dt_draws import DT_MAX_MEMORY, DtFault, draw_dt_case, draw_fault
 from bootfuzz.fuzz.reproducer import Expectation, Reproducer, write_reproducer
+from bootfuzz.fuzz.state import CampaignError
 from bootfuzz.fuzz.triage import (
     LOADER_REFUSED,
     Signature,
@@ -214,16 +217,75 @@ def _draw(seed: int, number: int, kernels: dict[str, Arch], overrides: bool,
         return draw_case(seed, number, kernels, False, max_memory)
 
 
+STATE_NAME = "state.json"
+STATE_VERSION = 1
+
+
+def _state_doc(seed: int, kernels: Sequence[str], overrides: bool, max_memory: int
+               ) -> dict[str, object]:
+    """What decides the campaign's cases: a resumed one must have the same."""
+    return {"version": STATE_VERSION, "seed": seed, "kernels": sorted(kernels),
+            "overrides": overrides, "max_memory": max_memory}
+
+
+def read_seed(out: Path) -> int | None:
+    """The seed of the device-tree campaign in *out* (None: none there, or unreadable)."""
+    try:
+        doc = json.loads((out / "dt-campaign" / STATE_NAME).read_text())
+        seed = doc["seed"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return seed if isinstance(seed, int) else None
+
+
+def _open_log(work: Path, state: dict[str, object], resume: bool) -> list[CaseRecord]:
+    """The cases already on record (a resumed campaign's; none for a new one); refuses
+    to mix two campaigns in one --out.  A line a kill tore is cut off."""
+    state_path, log_path = work / STATE_NAME, work / CASES_NAME
+    if not resume:
+        if state_path.exists() or log_path.exists():
+            raise CampaignError(f"{work}: a device-tree campaign is there: continue it with "
+                                "--resume, or give another --out")
+        atomic_write_text(state_path, json.dumps(state) + "\n")
+        return []
+    try:
+        recorded = json.loads(state_path.read_text())
+    except FileNotFoundError:
+        raise CampaignError(f"--resume: no device-tree campaign in {work}") from None
+    except (OSError, ValueError) as exc:
+        raise CampaignError(f"{state_path}: not a campaign state file ({exc})") from None
+    if recorded != state:
+        raise CampaignError(f"--resume: {state_path} is for {recorded}; give the same "
+                            "--seed, --kernel, --overrides and --mem-max, or another --out")
+    tail = read_tail(log_path, 0)
+    if tail.torn:
+        truncate(log_path, tail.end)
+    return [record for _, record in tail.records]
+
+
+def _outcome_of(record: CaseRecord) -> DtCaseOutcome:
+    """A case on record, as the summary counts it (its fault read from its signature)."""
+    fault = None
+    if record.signature is not None:
+        name = record.signature.split(":", 2)[1]
+        fault = DtFault(name) if name in {f.value for f in DtFault} else None
+    rep = record.reproducer
+    return DtCaseOutcome(record.index, rep.case, fault, record.status,
+                         record.verdict or Verdict.UNKNOWN, record.failing, record.message,
+                         record.duration, record.run_dir, record.title, rep.evidence or "")
+
+
 def run_dt_campaign(kernels: Sequence[str], *, seconds: float, seed: int, out: Path,
                     overrides: bool = False, jobs: int = 1, max_cases: int | None = None,
                     max_memory: int = DT_MAX_MEMORY, timeout: float = DEFAULT_TIMEOUT,
-                    silence: float = DEFAULT_SILENCE, boot: Booter | None = None
-                    ) -> DtCampaignSummary:
+                    silence: float = DEFAULT_SILENCE, boot: Booter | None = None,
+                    resume: bool = False) -> DtCampaignSummary:
     """Draw and boot cases for *seconds* (or *max_cases*); write findings as reproducers.
 
     *jobs* boots run at once, a new case starting as soon as one ends.  SIGINT, SIGTERM
     or SIGHUP stop it: what ended is on record, what ran is abandoned (its backend
-    ended), the summary names the signal."""
+    ended), the summary names the signal.  ``resume`` continues the campaign in *out*:
+    the cases on record count and are not booted again."""
     archs = dt_kernels(kernels)
     if not archs or len(archs) != len(kernels):
         raise ConfigError("a device-tree campaign takes pinned arm64/riscv64 kernels only "
@@ -233,14 +295,16 @@ def run_dt_campaign(kernels: Sequence[str], *, seconds: float, seed: int, out: P
     summary = DtCampaignSummary(seed)
     deadline = time.monotonic() + seconds
     manifest = load_manifest()
-    numbers = iter(range(max_cases)) if max_cases is not None else itertools.count()
+    done: set[int] = set()
 
-    def record(o: DtCaseOutcome) -> None:
-        summary.outcomes.append(o)
-        log.write(case_record(o, manifest[o.case.kernel].vmlinuz_sha256, seed).line())
-        log.flush()
+    def reproduce(o: DtCaseOutcome) -> None:
+        """The first case of each signature as a reproducer (after its log line: a
+        resumed campaign writes one a kill left out)."""
         if o.status == "fail" and o.signature not in summary.reproducers:
             path = out / "reproducers" / f"dt-{o.number:06d}.json"
+            summary.reproducers[o.signature] = path
+            if path.exists():  # written before a resume
+                return
             path.parent.mkdir(parents=True, exist_ok=True)
             write_reproducer(Reproducer(
                 o.case, manifest[o.case.kernel].vmlinuz_sha256,
@@ -249,29 +313,41 @@ def run_dt_campaign(kernels: Sequence[str], *, seconds: float, seed: int, out: P
                 + (f", fault {o.fault.value}" if o.fault else "")
                 + (f": {o.title}" if o.title else ""),
                 evidence=o.evidence or o.detail), path)
-            summary.reproducers[o.signature] = path
 
-    with campaign_lock(work), StopSignals() as stop, \
-            (work / CASES_NAME).open("ab") as log, ThreadPoolExecutor(max(1, jobs)) as pool:
-        running: set[Future[DtCaseOutcome]] = set()
-        while stop.signum is None:
-            while len(running) < max(1, jobs) and time.monotonic() < deadline:
-                number = next(numbers, None)
-                if number is None:
+    def record(o: DtCaseOutcome) -> None:
+        summary.outcomes.append(o)
+        log.write(case_record(o, manifest[o.case.kernel].vmlinuz_sha256, seed).line())
+        log.flush()
+        reproduce(o)
+
+    with campaign_lock(work), StopSignals() as stop:
+        for rec in _open_log(work, _state_doc(seed, kernels, overrides, max_memory), resume):
+            done.add(rec.index)
+            summary.outcomes.append(_outcome_of(rec))
+            reproduce(summary.outcomes[-1])
+        candidates = range(max_cases) if max_cases is not None else itertools.count()
+        numbers = (n for n in candidates if n not in done)
+        with (work / CASES_NAME).open("ab") as log, ThreadPoolExecutor(max(1, jobs)) as pool:
+            running: set[Future[DtCaseOutcome]] = set()
+            while stop.signum is None:
+                while len(running) < max(1, jobs) and time.monotonic() < deadline:
+                    number = next(numbers, None)
+                    if number is None:
+                        break
+                    case, fault = _draw(seed, number, archs, overrides, max_memory)
+                    running.add(pool.submit(run_case, number, case, fault, out, booter))
+                if not running:
                     break
-                case, fault = _draw(seed, number, archs, overrides, max_memory)
-                running.add(pool.submit(run_case, number, case, fault, out, booter))
-            if not running:
-                break
-            done, running = wait(running, timeout=STOP_POLL, return_when=FIRST_COMPLETED)
-            for fut in sorted(done, key=lambda f: f.result().number):
-                record(fut.result())  # ended before the stop was seen: a true outcome
-        if stop.signum is not None:
-            # Stopped: the boots still running are abandoned, not judged (their QEMUs,
-            # children in sessions of their own that Ctrl-C does not reach, are ended).
-            summary.stop_signal = stop.signum
-            end_children()
-            wait(running)
+                ended, running = wait(running, timeout=STOP_POLL,
+                                      return_when=FIRST_COMPLETED)
+                for fut in sorted(ended, key=lambda f: f.result().number):
+                    record(fut.result())  # ended before the stop was seen: a true outcome
+            if stop.signum is not None:
+                # Stopped: the boots still running are abandoned, not judged (their
+                # QEMUs, in sessions of their own that Ctrl-C does not reach, are ended).
+                summary.stop_signal = stop.signum
+                end_children()
+                wait(running)
     summary.outcomes.sort(key=lambda o: o.number)
     atomic_write_text(work / "summary.md", summary_markdown(summary))
     return summary

@@ -213,3 +213,38 @@ def test_a_signal_stops_the_campaign_with_what_ended_on_record(tmp_path: Path) -
     assert f"Stopped by signal {int(signal.SIGTERM)}" in (
         tmp_path / "dt-campaign" / "summary.md").read_text()
     assert signal.getsignal(signal.SIGTERM) == before
+
+
+def test_resume_boots_only_what_is_not_on_record_and_loses_no_finding(tmp_path: Path) -> None:
+    """Cases 0..3, then --resume to 0..7: the first four are not booted again and count;
+    a reproducer a kill left unwritten (its log line is there) and a torn last line are
+    mended; another seed, or a second start without --resume, is refused."""
+    booted: list[int] = []
+
+    def boot(case: Any, run_dir: Path) -> Any:
+        n = int(run_dir.name if run_dir.name != "again" else run_dir.parent.name)
+        booted.append(n)
+        return _result(("cmdline",) if n in (1, 6) else ())
+
+    first = dt_campaign.run_dt_campaign(list(KERNELS), seconds=60, seed=3, out=tmp_path,
+                                        max_cases=4, jobs=2, boot=boot)
+    assert first.count("fail") == 1 and len(first.reproducers) == 1
+    (lost,) = first.reproducers.values()
+    lost.unlink()  # as if killed after the log line, before the reproducer
+    log = tmp_path / "dt-campaign" / "cases.jsonl"
+    with log.open("ab") as fh:
+        fh.write(b'{"case":9,"status":"pa')  # a torn line
+    with pytest.raises(CampaignError, match="continue it with --resume"):
+        dt_campaign.run_dt_campaign(list(KERNELS), seconds=60, seed=3, out=tmp_path,
+                                    max_cases=8, boot=boot)
+    with pytest.raises(CampaignError, match="give the same --seed"):
+        dt_campaign.run_dt_campaign(list(KERNELS), seconds=60, seed=4, out=tmp_path,
+                                    max_cases=8, boot=boot, resume=True)
+    booted.clear()
+    summary = dt_campaign.run_dt_campaign(list(KERNELS), seconds=60, seed=3, out=tmp_path,
+                                          max_cases=8, jobs=2, boot=boot, resume=True)
+    assert sorted(set(booted)) == [4, 5, 6, 7]
+    assert [o.number for o in summary.outcomes] == list(range(8))
+    assert summary.count("fail") == 2 and lost.exists()
+    assert sorted(r.index for r in read_cases(log)) == list(range(8))
+    assert dt_campaign.read_seed(tmp_path) == 3
