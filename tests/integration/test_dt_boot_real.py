@@ -9,6 +9,7 @@ opted into with BOOTFUZZ_DT_FULL=1 (the nox session that runs them sets it).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 from pathlib import Path
@@ -77,3 +78,38 @@ def test_diff_against_qemus_own_kernel_loader(arch: Arch, tmp_path: Path) -> Non
     # permitted choices, found every time; the kernels' memory and command line agree.
     assert "chosen initrd range" in differing
     assert not differing & {"early memory node ranges", "kernel command line", "payload"}
+
+
+def test_dt_campaign_sigkilled_leaves_no_qemu_and_resumes(tmp_path: Path) -> None:
+    """A real arm64 campaign (two jobs, two QEMUs running) killed with SIGKILL: no process
+    of it stays (its QEMUs lose their console's pty and end); --resume then finishes its
+    cases, each on record once."""
+    import subprocess
+    import sys
+
+    from bootfuzz.fuzz.caselog import read_cases
+    from tests.processes import marked, new_mark, poll
+
+    _need(Arch.ARM64)
+    env = new_mark()
+    argv = [sys.executable, "-c", "from bootfuzz.cli.main import entry; entry()", "fuzz",
+            "--kernel", KERNELS[Arch.ARM64], "--jobs", "2", "--max-cases", "3",
+            "--time", "20m", "--seed", "9", "--mem-max", "1G", "--out", str(tmp_path)]
+    proc = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    try:
+        assert poll(lambda: proc.poll() is None and len(
+            [c for _, c in marked(env) if "qemu-system-aarch64" in c]) == 2, 300, step=0.2)
+        proc.kill()
+        proc.wait()
+        assert poll(lambda: not [c for _, c in marked(env)
+                                 if "bootfuzz" in c or "qemu" in c], 15), marked(env)
+    finally:
+        for pid, _ in marked(env):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, 9)
+    resumed = subprocess.run([*argv, "--resume"], env=env, capture_output=True, text=True,
+                             timeout=900)
+    assert resumed.returncode == 0, resumed.stderr
+    records = read_cases(tmp_path / "dt-campaign" / "cases.jsonl")
+    assert sorted(r.index for r in records) == [0, 1, 2]
