@@ -4,10 +4,13 @@ them), so a test on a shared machine sees only its own."""
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
+import subprocess
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 MARK_VAR = "BOOTFUZZ_TEST_MARK"
@@ -47,3 +50,25 @@ def poll(until: Callable[[], bool], seconds: float, step: float = 0.1) -> bool:
             return False
         time.sleep(step)
     return True
+
+
+def sigkill_leaves_nothing(proc: subprocess.Popen[bytes], env: dict[str, str],
+                           seconds: float = 15.0) -> bool:
+    """SIGKILL *proc* and wait: whether, within *seconds*, no process carrying *env*'s
+    marker has bootfuzz or qemu in its command line."""
+    proc.kill()
+    proc.wait()
+    return poll(lambda: not [cmd for _, cmd in marked(env)
+                             if "bootfuzz" in cmd or "qemu" in cmd], seconds)
+
+
+@contextlib.contextmanager
+def reaped(env: dict[str, str]) -> Iterator[None]:
+    """On the way out, SIGKILL whatever carries *env*'s marker: a failing test leaves
+    nothing running on a shared machine."""
+    try:
+        yield
+    finally:
+        for pid, _ in marked(env):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)

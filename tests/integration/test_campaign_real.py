@@ -3,10 +3,7 @@ campaign killed with SIGKILL leaves nothing running and resumes without losing a
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
-import signal
 import subprocess
 import sys
 import xml.etree.ElementTree as ET
@@ -18,7 +15,7 @@ from bootfuzz.fuzz.campaign import CampaignOptions, run_campaign
 from bootfuzz.fuzz.caselog import read_cases
 from bootfuzz.loader.layout import GiB, MiB
 from tests.integration.test_boot_properties import PRINTK_SAFE_CMDLINE
-from tests.processes import marked, new_mark, poll
+from tests.processes import marked, new_mark, poll, reaped, sigkill_leaves_nothing
 
 pytestmark = [pytest.mark.qemu, pytest.mark.slow]
 
@@ -64,21 +61,13 @@ def test_campaign_sigkilled_leaves_no_process_and_resume_loses_no_finding(
     log = tmp_path / "campaign" / "cases.jsonl"
     proc = subprocess.Popen(_fuzz(tmp_path, "--seed", "2024"), env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
+    with reaped(env):
         def one_logged_two_running() -> bool:
             assert proc.poll() is None, "the campaign ended before it was killed"
             return bool(log.exists() and log.read_bytes()) and len(_qemus(env)) == 2
 
         assert poll(one_logged_two_running, 600, step=0.2), marked(env)
-        proc.kill()
-        proc.wait()
-        gone = poll(lambda: not [cmd for _, cmd in marked(env)
-                                 if "bootfuzz" in cmd or "qemu" in cmd], 15)
-        assert gone, marked(env)
-    finally:
-        for pid, _ in marked(env):
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
+        assert sigkill_leaves_nothing(proc, env), marked(env)
     before = read_cases(log)
     assert 1 <= len(before) < 4
 

@@ -9,7 +9,6 @@ opted into with BOOTFUZZ_DT_FULL=1 (the nox session that runs them sets it).
 
 from __future__ import annotations
 
-import contextlib
 import os
 import shutil
 from pathlib import Path
@@ -88,7 +87,7 @@ def test_dt_campaign_sigkilled_leaves_no_qemu_and_resumes(tmp_path: Path) -> Non
     import sys
 
     from bootfuzz.fuzz.caselog import read_cases
-    from tests.processes import marked, new_mark, poll
+    from tests.processes import marked, new_mark, poll, reaped, sigkill_leaves_nothing
 
     _need(Arch.ARM64)
     env = new_mark()
@@ -97,17 +96,10 @@ def test_dt_campaign_sigkilled_leaves_no_qemu_and_resumes(tmp_path: Path) -> Non
             "--time", "20m", "--seed", "9", "--mem-max", "1G", "--out", str(tmp_path)]
     proc = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
-    try:
+    with reaped(env):
         assert poll(lambda: proc.poll() is None and len(
             [c for _, c in marked(env) if "qemu-system-aarch64" in c]) == 2, 300, step=0.2)
-        proc.kill()
-        proc.wait()
-        assert poll(lambda: not [c for _, c in marked(env)
-                                 if "bootfuzz" in c or "qemu" in c], 15), marked(env)
-    finally:
-        for pid, _ in marked(env):
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, 9)
+        assert sigkill_leaves_nothing(proc, env), marked(env)
     resumed = subprocess.run([*argv, "--resume"], env=env, capture_output=True, text=True,
                              timeout=900)
     assert resumed.returncode == 0, resumed.stderr

@@ -6,10 +6,7 @@ resumed loses no corpus entry and no finding."""
 
 from __future__ import annotations
 
-import contextlib
-import os
 import random
-import signal
 import subprocess
 import sys
 import tempfile
@@ -35,7 +32,7 @@ from bootfuzz.loader.layout import GiB, MiB
 from bootfuzz.loader.planner import plan_boot
 from bootfuzz.loader.platform import qemu_pc
 from bootfuzz.run.boot import UnbuiltInitrd, run_case
-from tests.processes import marked, new_mark, poll
+from tests.processes import marked, new_mark, poll, reaped, sigkill_leaves_nothing
 
 X86_KERNELS = ("debian-6.1-cloud", "debian-6.12-cloud", "debian-6.1-amd64")
 
@@ -106,21 +103,14 @@ def test_guided_campaign_sigkilled_and_resumed_loses_no_entry_and_no_finding(
     log = tmp_path / "campaign" / "cases.jsonl"
     proc = subprocess.Popen(_fuzz(tmp_path, "--seed", "2025"), env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
+    with reaped(env):
         def entry_and_two_running() -> bool:
             assert proc.poll() is None, "the campaign ended before it was killed"
             qemus = [c for _, c in marked(env) if "qemu" in c.split(" ", 1)[0]]
             return corpus.is_dir() and any(corpus.glob("*.json")) and len(qemus) == 2
 
         assert poll(entry_and_two_running, 900, step=0.2), marked(env)
-        proc.kill()
-        proc.wait()
-        assert poll(lambda: not [c for _, c in marked(env)
-                                 if "bootfuzz" in c or "qemu" in c], 15), marked(env)
-    finally:
-        for pid, _ in marked(env):
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
+        assert sigkill_leaves_nothing(proc, env), marked(env)
     before = {p.name: p.read_bytes() for p in corpus.glob("*.json")}
     logged = read_cases(log)
     assert before and len(logged) < 6
