@@ -14,10 +14,11 @@ its expectation, under OUT/reproducers/. A case of our own layout (no fault) tha
 loader refuses is a finding too (``loader-refused``); a faulty one it refuses is
 ``rejected``; trouble of the machine (QEMU missing, a full disk) is ``infra``. Every case
 is a line of OUT/dt-campaign/cases.jsonl (the x86 campaign's format: ``bootfuzz replay
-OUT/dt-campaign/cases.jsonl:N`` boots case N again), the summary is OUT/dt-campaign/summary.md, and
-two campaigns on one ``--out`` refuse to run together (the x86 campaign's lock); a
-signal stops it with what ended on record, and ``resume`` continues it from the log
-(OUT/dt-campaign/state.json holds what decides its cases: seed, kernels, bounds).
+OUT/dt-campaign/cases.jsonl:N`` boots case N again), the summary is
+OUT/dt-campaign/summary.md (and junit.xml for CI), and two campaigns on one ``--out``
+refuse to run together (the x86 campaign's lock); a signal stops it with what ended on
+record, and ``resume`` continues it from the log (OUT/dt-campaign/state.json holds what
+decides its cases: seed, kernels, bounds).
 
 Smaller than the x86 campaign (bootfuzz.fuzz.campaign): no minimization, no memory
 floors, no coverage guidance yet.
@@ -35,6 +36,7 @@ from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from bootfuzz import junit
 from bootfuzz.arch import Arch
 from bootfuzz.case import BootCase
 from bootfuzz.errors import ConfigError, HarnessBug, InfrastructureError
@@ -207,6 +209,32 @@ def summary_markdown(s: DtCampaignSummary) -> str:
     return "\n".join(lines) + "\n"
 
 
+def summary_junit(s: DtCampaignSummary, elapsed: float) -> str:
+    """JUnit for CI (bootfuzz.junit, as the x86 campaign's): the campaign itself, one
+    failure per finding's signature, a skipped case per flaky signature."""
+    counts = ", ".join(f"{s.count(x)} {x}" for x in STATUSES)
+    campaign = junit.Case("bootfuzz.fuzz.dt", "campaign", system_out=f"{len(s.outcomes)} "
+                          f"cases: {counts}" + (f"; stopped by signal {s.stop_signal}"
+                                                 if s.stop_signal else ""))
+    by_signature: dict[str, list[DtCaseOutcome]] = {}
+    for o in s.outcomes:
+        if o.status in ("fail", "flaky"):
+            by_signature.setdefault(o.signature, []).append(o)
+    cases = [campaign]
+    for sig, found in sorted(by_signature.items()):
+        first = found[0]
+        if sig in s.reproducers:
+            cases.append(junit.Case("bootfuzz.fuzz.dt", sig, junit.Outcome.FAILURE,
+                                    f"{len(found)} case(s); reproducer {s.reproducers[sig]}",
+                                    text=first.evidence or first.detail))
+        elif all(o.status == "flaky" for o in found):
+            cases.append(junit.Case("bootfuzz.fuzz.dt", f"flaky: {sig}", junit.Outcome.SKIPPED,
+                                    f"failed once, not when booted again: {len(found)} "
+                                    f"case(s), first #{first.number}"))
+    return junit.junit_xml(junit.Suite("bootfuzz-fuzz-dt", cases, elapsed,
+                                       properties=(("seed", str(s.seed)),)))
+
+
 def _draw(seed: int, number: int, kernels: dict[str, Arch], overrides: bool,
           max_memory: int) -> tuple[BootCase, DtFault | None]:
     """Case *number*; where our loader refuses to plan our own layout (the fault is drawn
@@ -293,7 +321,8 @@ def run_dt_campaign(kernels: Sequence[str], *, seconds: float, seed: int, out: P
     booter: Booter = boot or (lambda c, d: _boot(c, d, timeout, silence))
     work = out / "dt-campaign"
     summary = DtCampaignSummary(seed)
-    deadline = time.monotonic() + seconds
+    started = time.monotonic()
+    deadline = started + seconds
     manifest = load_manifest()
     done: set[int] = set()
 
@@ -350,4 +379,5 @@ def run_dt_campaign(kernels: Sequence[str], *, seconds: float, seed: int, out: P
                 wait(running)
     summary.outcomes.sort(key=lambda o: o.number)
     atomic_write_text(work / "summary.md", summary_markdown(summary))
+    atomic_write_text(work / "junit.xml", summary_junit(summary, time.monotonic() - started))
     return summary

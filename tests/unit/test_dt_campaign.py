@@ -8,6 +8,7 @@ import dataclasses
 import os
 import signal
 import threading
+import xml.etree.ElementTree as ET
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -248,3 +249,24 @@ def test_resume_boots_only_what_is_not_on_record_and_loses_no_finding(tmp_path: 
     assert summary.count("fail") == 2 and lost.exists()
     assert sorted(r.index for r in read_cases(log)) == list(range(8))
     assert dt_campaign.read_seed(tmp_path) == 3
+
+
+def test_junit_has_a_failure_per_finding_and_skips_flaky_ones(tmp_path: Path) -> None:
+    boots: dict[int, int] = {}
+
+    def boot(case: Any, run_dir: Path) -> Any:
+        n = int(run_dir.name if run_dir.name != "again" else run_dir.parent.name)
+        boots[n] = boots.get(n, 0) + 1
+        if n == 1:
+            return _result(("cmdline",))
+        if n == 2:
+            return _result(("dt-memory",) if boots[n] == 1 else ())
+        return _result(())
+
+    summary = dt_campaign.run_dt_campaign(list(KERNELS), seconds=60, seed=3, out=tmp_path,
+                                          max_cases=3, jobs=1, boot=boot)
+    root = ET.parse(tmp_path / "dt-campaign" / "junit.xml").getroot()
+    assert (root.get("tests"), root.get("failures"), root.get("skipped")) == ("3", "1", "1")
+    failure = root.find("testsuite/testcase/failure")
+    assert failure is not None and str(summary.reproducers[summary.outcomes[1].signature]) in (
+        failure.get("message") or "")
