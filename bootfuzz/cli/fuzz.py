@@ -219,6 +219,15 @@ def _target_runtime(args: argparse.Namespace, opts: CampaignOptions) -> Runtime 
                    kernels=TargetKernels(harness_overhead(target)))
 
 
+#: The options a device-tree campaign does not have, at their defaults (a value other
+#: than these is refused rather than ignored).
+X86_ONLY_DEFAULTS: dict[str, object] = {
+    "depth": Depth.FULL.value, "shard": "0/1", "coverage": False, "corpus": [],
+    "target": None, "below_floor": False, "mem_min": 0, "max_initrd": DEFAULT_MAX_INITRD,
+    "max_cmdline": None, "minimize_boots": DEFAULT_MAX_BOOTS,
+}
+
+
 def _run_dt(args: argparse.Namespace) -> int:
     """arm64/riscv64 kernels: the device-tree campaign (bootfuzz.fuzz.dt_campaign)."""
     from bootfuzz.fuzz.dt_campaign import read_seed, run_dt_campaign
@@ -227,6 +236,12 @@ def _run_dt(args: argparse.Namespace) -> int:
     if args.backend not in ("qemu-tcg", "auto") or args.cpu_template != CpuTemplate.BASELINE:
         raise CampaignError("--backend and --cpu-template choose how x86 cases run; "
                             "device-tree kernels run on qemu-virt (QEMU-TCG's virt board)")
+    x86_only = [f"--{name.replace('_', '-')}" for name, default in X86_ONLY_DEFAULTS.items()
+                if getattr(args, name) != default]
+    if x86_only:
+        raise CampaignError(f"{', '.join(x86_only)}: not (yet) for a device-tree campaign, "
+                            "which has no depths, shards, coverage, targets, memory floors "
+                            "or minimization; leave them out")
     seed = args.seed if args.seed is not None else (
         read_seed(Path(args.out)) if args.resume else None)
     if seed is None:
@@ -236,7 +251,7 @@ def _run_dt(args: argparse.Namespace) -> int:
     summary = run_dt_campaign(
         args.kernel, seconds=parse_duration(args.time), seed=seed, out=Path(args.out),
         overrides=args.overrides, jobs=args.jobs, max_cases=args.max_cases,
-        max_memory=args.mem_max, resume=args.resume,
+        max_memory=args.mem_max, resume=args.resume, timeout=args.timeout,
         silence=args.silence_timeout if args.silence_timeout is not None else 30.0)
     print(dt_summary(summary))
     if summary.stop_signal:

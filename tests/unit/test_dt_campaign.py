@@ -270,3 +270,19 @@ def test_junit_has_a_failure_per_finding_and_skips_flaky_ones(tmp_path: Path) ->
     failure = root.find("testsuite/testcase/failure")
     assert failure is not None and str(summary.reproducers[summary.outcomes[1].signature]) in (
         failure.get("message") or "")
+
+
+@pytest.mark.parametrize(("extra", "named"), [
+    (["--depth", "early"], "--depth"), (["--shard", "1/2"], "--shard"),
+    (["--minimize-boots", "0", "--mem-min", "1G"], "--mem-min, --minimize-boots"),
+    (["--backend", "kvm"], "--backend and --cpu-template")])
+def test_options_a_device_tree_campaign_lacks_are_refused_not_ignored(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], extra: list[str],
+        named: str) -> None:
+    from bootfuzz.cli.exits import ExitStatus
+    from bootfuzz.cli.main import main
+
+    code = main(["fuzz", "--kernel", "debian-6.12-riscv64", "--time", "5s", "--out",
+                 str(tmp_path), *extra])
+    assert code == ExitStatus.USAGE and named in capsys.readouterr().err
+    assert not (tmp_path / "dt-campaign").exists()
