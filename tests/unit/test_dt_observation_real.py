@@ -8,6 +8,8 @@ from pathlib import Path
 import pytest
 
 from bootfuzz.judge.dt_observation import parse_dt_transcript
+from bootfuzz.judge.oracles import judge_kernel_clean
+from bootfuzz.judge.verdict import Verdict
 from bootfuzz.run.backends.qemu_virt import POWER_DOWN_LINE
 
 LOGS = Path(__file__).resolve().parents[1] / "data" / "logs" / "dt"
@@ -37,3 +39,24 @@ def test_real_console_is_parsed(name: str, model: str, ranges: list[tuple[int, i
     if "riscv" in name:
         assert "mmode_resv0@80000000" in obs.dt_agent.reserved
         assert any("mmode_resv0@80000000" in r for r in obs.reserved_mem)
+
+
+@pytest.mark.parametrize(("name", "oops"), [
+    ("arm64-6.12-cloud-4g-two-nodes.txt",
+     b"[    1.250100] Internal error: Oops: 0000000096000004 [#1] SMP"),
+    ("arm64-6.12-cloud-4g-two-nodes.txt",
+     b"[    1.250000] Unable to handle kernel paging request at virtual address "
+     b"ffff8000800a0000"),
+    ("riscv64-6.12-4g-two-nodes.txt", b"[    1.250000] Oops - load access fault [#1]"),
+])
+def test_an_oops_on_the_way_to_the_agent_fails_kernel_clean(name: str, oops: bytes) -> None:
+    """The real passing boot is clean; the same console with one oops line (in the
+    format the pinned kernel prints, tests/unit/test_triage.py) before the agent's
+    report is not."""
+    raw = (LOGS / name).read_bytes()
+    clean = judge_kernel_clean(parse_dt_transcript(raw).base)
+    assert clean is not None and clean.verdict is Verdict.PASS
+    at = raw.index(b"BOOTFUZZ-AGENT")
+    result = judge_kernel_clean(parse_dt_transcript(raw[:at] + oops + b"\r\n" + raw[at:]).base)
+    assert result is not None and result.verdict is Verdict.FAIL
+    assert result.observed == oops.decode().split("] ", 1)[1]
