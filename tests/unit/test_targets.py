@@ -16,6 +16,7 @@ from bootfuzz.peers.differential import run_diff
 from bootfuzz.peers.matrix import Cell, CellResult, Outcome, run_cell
 from bootfuzz.peers.promises import MICROVM_GAP, OURS_QEMU_TCG, PC_GAP, QEMU_MICROVM, QEMU_PC
 from bootfuzz.peers.targets import (
+    Accel,
     CommandTarget,
     CommandTemplate,
     OursTarget,
@@ -248,3 +249,24 @@ def test_diff_refuses_a_case_a_target_cannot_run_before_booting(tmp_path: Path) 
     assert str(e.value) == ("bootfuzz: qemu-direct:pc:tcg cannot run this case: entry "
                             f"vmlinux: {QEMU_ENTRY_REASON}")
     assert not (tmp_path / "diff").exists()
+
+
+def test_kvm_targets_skip_where_kvm_only_emulates(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Our VMM and QEMU -accel kvm on a /dev/kvm that emulates (measured) are a skip
+    naming the measurement, never a hang judged as a failure; on hardware KVM they run."""
+    from bootfuzz.run import doctor
+
+    emulated = doctor.BackendStatus("kvm", True, "/dev/kvm runs guests at 1.7 M "
+                                    "instructions/s", 1.7e6, False)
+    monkeypatch.setattr(doctor, "kvm_status", lambda: emulated)
+    monkeypatch.setattr("os.access", lambda path, mode: True)
+    case = BootCase("debian-6.1-cloud", 256 * MiB)
+    for target in (OursTarget("kvm"), QemuDirectTarget(accel=Accel.KVM)):
+        reason = target.unsupported(case)
+        assert reason is not None and "needs hardware KVM" in reason and "1.7 M" in reason
+    assert OursTarget("qemu-tcg").unsupported(case) is None
+    assert QemuDirectTarget().unsupported(case) is None
+    hardware = doctor.BackendStatus("kvm", True, "fast", 3e9, True)
+    monkeypatch.setattr(doctor, "kvm_status", lambda: hardware)
+    assert OursTarget("kvm").unsupported(case) is None
+    assert QemuDirectTarget(accel=Accel.KVM).unsupported(case) is None
