@@ -171,16 +171,6 @@ def refuse_unsupported(target: Target, case: BootCase) -> None:
         raise ConfigError(f"{target.name}: {reason}")
 
 
-def kvm_cannot_boot() -> str | None:
-    """Why no full boot would finish on this /dev/kvm (measured by doctor's calibration
-    guest, once per process), or None on hardware KVM: a target on such a KVM is a skip
-    that says so, never a hang reported as a failure."""
-    from bootfuzz.run.doctor import kvm_status
-
-    status = kvm_status()
-    return None if status.fast else f"a full boot needs hardware KVM: {status.detail}"
-
-
 @dataclass(frozen=True)
 class OursTarget:
     """Our loader on one of our backends."""
@@ -196,7 +186,11 @@ class OursTarget:
         return OURS_QEMU_TCG
 
     def unsupported(self, case: BootCase) -> str | None:
-        return kvm_cannot_boot() if self.backend == "kvm" else None
+        if self.backend != "kvm":
+            return None
+        from bootfuzz.run.doctor import kvm_cannot_boot
+
+        return kvm_cannot_boot()
 
     def run(self, case: BootCase, run_dir: Path, *, timeout: float,
             silence_timeout: float) -> TargetRun:
@@ -257,8 +251,11 @@ class QemuDirectTarget:
     def unsupported(self, case: BootCase) -> str | None:
         if self.accel is Accel.KVM and not os.access("/dev/kvm", os.R_OK | os.W_OK):
             return "accel kvm: /dev/kvm is missing or not accessible"
-        if self.accel is Accel.KVM and (slow := kvm_cannot_boot()):
-            return slow
+        if self.accel is Accel.KVM:
+            from bootfuzz.run.doctor import kvm_cannot_boot
+
+            if slow := kvm_cannot_boot():
+                return slow
         if case.overrides != type(case.overrides)():
             return "QEMU's loader takes no overrides of boot_params or addresses"
         if self.promises.entry_note(case.entry) is None:

@@ -100,6 +100,13 @@ def kvm_status() -> BackendStatus:
     return BackendStatus("kvm", True, detail, ips, hardware, deviations)
 
 
+def kvm_cannot_boot(status: BackendStatus | None = None) -> str | None:
+    """Why no full boot would finish on this /dev/kvm (*status*, else measured once per
+    process), or None on hardware KVM: what campaigns refuse and targets skip with."""
+    status = status or kvm_status()
+    return None if status.fast else f"a full boot needs hardware KVM: {status.detail}"
+
+
 def pick_backend() -> str:
     """kvm where it is backed by hardware, else qemu-tcg."""
     return "kvm" if kvm_status().fast else "qemu-tcg"
