@@ -1,28 +1,33 @@
-"""``bootfuzz minimize FILE``: shrink a failing reproducer while it fails the same way."""
+"""``bootfuzz minimize FILE``: shrink a failing reproducer while it fails the same way
+(x86 cases on their backend, arm64/riscv64 cases through the device-tree loader)."""
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 from bootfuzz.case import BootCase
 from bootfuzz.cli.case_args import count, seconds
 from bootfuzz.cli.exits import ExitStatus
+from bootfuzz.fuzz.dt_draws import DT_MIN_MEMORY
 from bootfuzz.fuzz.generate import KernelLimits, min_memory
 from bootfuzz.fuzz.minimize import DEFAULT_MAX_BOOTS, minimize
 from bootfuzz.fuzz.reproducer import (
     Expectation,
+    Reproducer,
     check_kernel_sha256,
     load_reproducer,
     write_reproducer,
 )
-from bootfuzz.fuzz.triage import BootOutcome, evidence, signature
+from bootfuzz.fuzz.triage import JudgedBoot, evidence, signature
 from bootfuzz.judge.verdict import Verdict
 from bootfuzz.kernel.image import load_kernel_image
 from bootfuzz.kernel.pinned import resolve_kernel
-from bootfuzz.run.boot import run_case
+from bootfuzz.run.boot import new_run_dir, run_case
+from bootfuzz.run.dt_boot import execute_dt, prepare_dt
 
 DEFAULT_TIMEOUT = 180.0
 
@@ -43,14 +48,28 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help=f"give up on one guest after this long; default {DEFAULT_TIMEOUT:.0f}")
 
 
+def _booter(rep: Reproducer, kernel_path: Path, timeout: float
+            ) -> tuple[Callable[[BootCase], JudgedBoot], int]:
+    """How a candidate of *rep* boots, and the least memory worth trying: a device-tree
+    case on QEMU virt from the device-tree campaign's floor, an x86 case on its backend
+    from what the loader needs for the kernel and the initrd."""
+    if rep.case.arch.device_tree:
+        def boot_dt(case: BootCase) -> JudgedBoot:
+            return execute_dt(prepare_dt(case), new_run_dir(case), timeout=timeout)
+        return boot_dt, DT_MIN_MEMORY
+
+    def boot(case: BootCase) -> JudgedBoot:
+        return run_case(case, timeout=timeout, until=rep.until)
+    limits = KernelLimits.of(load_kernel_image(kernel_path))
+    return boot, min_memory(limits, rep.case.initrd)
+
+
 def run(args: argparse.Namespace) -> int:
     path = Path(args.file)
     rep = load_reproducer(path)
     kernel_path = resolve_kernel(rep.case.kernel)
     check_kernel_sha256(rep, kernel_path)
-
-    def boot(case: BootCase) -> BootOutcome:
-        return run_case(case, timeout=args.timeout, until=rep.until)
+    boot, floor = _booter(rep, kernel_path, args.timeout)
 
     first = boot(rep.case)
     sig = signature(first)
@@ -58,9 +77,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"{path}: the case passes; nothing to minimize", file=sys.stderr)
         return ExitStatus.FINDING
     print(f"{path}: fails as {sig.key}", file=sys.stderr)
-    limits = KernelLimits.of(load_kernel_image(kernel_path))
-    done = minimize(rep.case, sig, boot, max_boots=args.max_boots,
-                    memory_floor=min_memory(limits, rep.case.initrd))
+    done = minimize(rep.case, sig, boot, max_boots=args.max_boots, memory_floor=floor)
     shown = done.result or first
     out = Path(args.out) if args.out else path.with_suffix(".min.json")
     write_reproducer(dataclasses.replace(

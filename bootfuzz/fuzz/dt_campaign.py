@@ -10,7 +10,11 @@ case is booted again: the same signature twice is a finding, else flaky. A signa
 the x86 campaign's (bootfuzz.fuzz.triage: the failing oracles and the crash's title,
 arm64's and riscv64's oops formats included), with the architecture and the fault the
 case was made with; the first case of each signature is written as a reproducer, with
-its expectation, under OUT/reproducers/. A case of our own layout (no fault) that our
+its expectation, under OUT/reproducers/, and then minimized (bootfuzz.fuzz.minimize,
+the x86 campaign's minimizer: overrides, holes, command line, initrd and memory in
+QEMU virt's MiB, each step kept only while the same signature fails) before any new
+case starts; the reproducer is rewritten with the smaller case, and a line of
+OUT/dt-campaign/minimized.jsonl says it is done. A case of our own layout (no fault) that our
 loader refuses is a finding too (``loader-refused``); a faulty one it refuses is
 ``rejected``; trouble of the machine (QEMU missing, a full disk) is ``infra``. Every case
 is a line of OUT/dt-campaign/cases.jsonl (the x86 campaign's format: ``bootfuzz replay
@@ -18,10 +22,11 @@ OUT/dt-campaign/cases.jsonl:N`` boots case N again), the summary is
 OUT/dt-campaign/summary.md (and junit.xml for CI), and two campaigns on one ``--out``
 refuse to run together (the x86 campaign's lock); a signal stops it with what ended on
 record, and ``resume`` continues it from the log (OUT/dt-campaign/state.json holds what
-decides its cases: seed, kernels, bounds).
+decides its cases: seed, kernels, bounds; a finding whose minimization is not on
+record is minimized again from its reproducer).
 
-Smaller than the x86 campaign (bootfuzz.fuzz.campaign): no minimization, no memory
-floors, no coverage guidance yet.
+Smaller than the x86 campaign (bootfuzz.fuzz.campaign): no memory floors, shards or
+coverage guidance yet.
 """
 
 from __future__ import annotations
@@ -31,6 +36,7 @@ import itertools
 import json
 import random
 import time
+from collections import deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
@@ -43,11 +49,24 @@ from bootfuzz.errors import ConfigError, HarnessBug, InfrastructureError
 from bootfuzz.fileio import atomic_write_text
 from bootfuzz.fuzz.campaign import StopSignals, campaign_lock
 from bootfuzz.fuzz.caselog import CASES_NAME, CaseRecord, read_tail, truncate
-from bootfuzz.fuzz.dt_draws import DT_MAX_MEMORY, DtFault, draw_dt_case, draw_fault
-from bootfuzz.fuzz.reproducer import Expectation, Reproducer, write_reproducer
+from bootfuzz.fuzz.dt_draws import (
+    DT_MAX_MEMORY,
+    DT_MIN_MEMORY,
+    DtFault,
+    draw_dt_case,
+    draw_fault,
+)
+from bootfuzz.fuzz.minimize import DEFAULT_MAX_BOOTS, minimize
+from bootfuzz.fuzz.reproducer import (
+    Expectation,
+    Reproducer,
+    load_reproducer,
+    write_reproducer,
+)
 from bootfuzz.fuzz.state import CampaignError
 from bootfuzz.fuzz.triage import (
     LOADER_REFUSED,
+    JudgedBoot,
     Signature,
     evidence,
     refusal_signature,
@@ -89,11 +108,31 @@ class DtCaseOutcome:
         return f"{self.case.arch.value}:{fault}:{key}"
 
 
+@dataclass(frozen=True)
+class DtMinimized:
+    """A finding's minimization: the smallest case that still failed the same way."""
+
+    signature: str  # the campaign's signature (DtCaseOutcome.signature)
+    case: BootCase
+    #: Whether a boot showed the signature (the case itself may not fail again).
+    reproduced: bool
+    evidence: str  # the console lines of the last boot that showed it
+    boots: int
+    steps: tuple[str, ...]
+    complete: bool  # False: the budget, the deadline, a stop or the machine ended it
+
+    def line(self) -> bytes:
+        return (json.dumps({"signature": self.signature, "complete": self.complete,
+                            "boots": self.boots, "steps": list(self.steps)}) + "\n").encode()
+
+
 @dataclass
 class DtCampaignSummary:
     seed: int
     outcomes: list[DtCaseOutcome] = field(default_factory=list)
     reproducers: dict[str, Path] = field(default_factory=dict)
+    #: Each finding's minimization on record (this run's or, resumed, an earlier one's).
+    minimized: dict[str, DtMinimized] = field(default_factory=dict)
     #: The signal that stopped the campaign (SIGINT, SIGTERM, SIGHUP); None: it ran out.
     stop_signal: int | None = None
 
@@ -196,7 +235,8 @@ def summary_markdown(s: DtCampaignSummary) -> str:
                   "abandoned, not judged.", ""]
     if s.reproducers:
         lines += ["## Findings (one reproducer per signature)", ""]
-        lines += [f"- `{sig}`: {path}" for sig, path in sorted(s.reproducers.items())]
+        lines += [f"- `{sig}`: {path}{_minimized_note(s.minimized.get(sig))}"
+                  for sig, path in sorted(s.reproducers.items())]
     flaky = [o for o in s.outcomes if o.status == "flaky"]
     if flaky:
         lines += ["", "## Flaky (failed once, not again)", ""]
@@ -207,6 +247,13 @@ def summary_markdown(s: DtCampaignSummary) -> str:
         lines += [f"- case {o.number}, {o.status}: {o.detail.splitlines()[0] if o.detail else ''}"
                   for o in troubled[:20]]
     return "\n".join(lines) + "\n"
+
+
+def _minimized_note(m: DtMinimized | None) -> str:
+    if m is None:
+        return " (not minimized)"
+    how = "minimized" if m.complete else "minimization unfinished"
+    return f" ({how} in {m.boots} boots: {'; '.join(m.steps) or 'nothing to remove'})"
 
 
 def summary_junit(s: DtCampaignSummary, elapsed: float) -> str:
@@ -247,6 +294,53 @@ def _draw(seed: int, number: int, kernels: dict[str, Arch], overrides: bool,
 
 STATE_NAME = "state.json"
 STATE_VERSION = 1
+MINIMIZED_NAME = "minimized.jsonl"
+
+
+def read_minimized(path: Path) -> dict[str, DtMinimized]:
+    """The minimizations on record in *path* (none when it is missing); a line a kill
+    tore, or any line that is not one, is no record: that finding is minimized again."""
+    done: dict[str, DtMinimized] = {}
+    try:
+        lines = path.read_bytes().splitlines()
+    except FileNotFoundError:
+        return done
+    except OSError as exc:
+        raise CampaignError(f"{path}: cannot read the minimization log ({exc})") from None
+    for raw in lines:
+        try:
+            doc = json.loads(raw)
+            entry = DtMinimized(str(doc["signature"]), BootCase("", 0), False, "",
+                                int(doc["boots"]), tuple(str(x) for x in doc["steps"]),
+                                bool(doc["complete"]))
+        except (ValueError, KeyError, TypeError):
+            continue
+        done[entry.signature] = entry
+    return done
+
+
+def minimize_finding(o: DtCaseOutcome, case: BootCase, out: Path, boot: Booter,
+                     max_boots: int, deadline: float, cancelled: Callable[[], bool]
+                     ) -> DtMinimized:
+    """Minimize the finding first seen as *o*, starting from *case* (its reproducer's);
+    never raises for the machine's trouble (the minimization is then unfinished)."""
+    runs = out / "dt-campaign" / "runs" / f"min-{o.number:06d}"
+    count = itertools.count()
+
+    def boot_one(candidate: BootCase) -> JudgedBoot:
+        run_dir = runs / f"{next(count):03d}"
+        run_dir.mkdir(parents=True, exist_ok=True)
+        return boot(candidate, run_dir)
+
+    target = Signature(o.failing, o.title or "")
+    try:
+        done = minimize(case, target, boot_one, max_boots=max_boots,
+                        memory_floor=DT_MIN_MEMORY, deadline=deadline, cancelled=cancelled)
+    except (InfrastructureError, HarnessBug) as exc:
+        return DtMinimized(o.signature, case, False, "", 0, (f"stopped: {exc}",), False)
+    shown = evidence(done.result, target) if done.result is not None else ""
+    return DtMinimized(o.signature, done.case, done.result is not None, shown, done.boots,
+                       done.steps, done.complete)
 
 
 def _state_doc(seed: int, kernels: Sequence[str], overrides: bool, max_memory: int
@@ -303,17 +397,25 @@ def _outcome_of(record: CaseRecord) -> DtCaseOutcome:
                          record.duration, record.run_dir, record.title, rep.evidence or "")
 
 
+def _work_order(fut: Future[DtCaseOutcome | DtMinimized]) -> tuple[int, int]:
+    """Ended work in a fixed order: cases by number, then minimizations."""
+    result = fut.result()
+    return (0, result.number) if isinstance(result, DtCaseOutcome) else (1, 0)
+
+
 def run_dt_campaign(kernels: Sequence[str], *, seconds: float, seed: int, out: Path,
                     overrides: bool = False, jobs: int = 1, max_cases: int | None = None,
                     max_memory: int = DT_MAX_MEMORY, timeout: float = DEFAULT_TIMEOUT,
                     silence: float = DEFAULT_SILENCE, boot: Booter | None = None,
-                    resume: bool = False) -> DtCampaignSummary:
+                    resume: bool = False, minimize_boots: int = DEFAULT_MAX_BOOTS
+                    ) -> DtCampaignSummary:
     """Draw and boot cases for *seconds* (or *max_cases*); write findings as reproducers.
 
     *jobs* boots run at once, a new case starting as soon as one ends.  SIGINT, SIGTERM
     or SIGHUP stop it: what ended is on record, what ran is abandoned (its backend
     ended), the summary names the signal.  ``resume`` continues the campaign in *out*:
-    the cases on record count and are not booted again."""
+    the cases on record count and are not booted again.  Each new finding is minimized
+    in at most *minimize_boots* boots (0: not at all) before the next case starts."""
     archs = dt_kernels(kernels)
     if not archs or len(archs) != len(kernels):
         raise ConfigError("a device-tree campaign takes pinned arm64/riscv64 kernels only "
@@ -325,13 +427,21 @@ def run_dt_campaign(kernels: Sequence[str], *, seconds: float, seed: int, out: P
     deadline = started + seconds
     manifest = load_manifest()
     done: set[int] = set()
+    minimized_path = work / MINIMIZED_NAME
+    summary.minimized = read_minimized(minimized_path) if resume else {}
+    to_minimize: deque[DtCaseOutcome] = deque()
 
     def reproduce(o: DtCaseOutcome) -> None:
         """The first case of each signature as a reproducer (after its log line: a
-        resumed campaign writes one a kill left out)."""
+        resumed campaign writes one a kill left out), queued for minimization unless
+        one is on record (a refusal is not minimized: its candidates boot nothing)."""
         if o.status == "fail" and o.signature not in summary.reproducers:
             path = out / "reproducers" / f"dt-{o.number:06d}.json"
             summary.reproducers[o.signature] = path
+            done_before = summary.minimized.get(o.signature)
+            if (minimize_boots and LOADER_REFUSED not in o.failing
+                    and not (done_before and done_before.complete)):
+                to_minimize.append(o)
             if path.exists():  # written before a resume
                 return
             path.parent.mkdir(parents=True, exist_ok=True)
@@ -349,6 +459,32 @@ def run_dt_campaign(kernels: Sequence[str], *, seconds: float, seed: int, out: P
         log.flush()
         reproduce(o)
 
+    def start_minimization(o: DtCaseOutcome) -> Future[DtCaseOutcome | DtMinimized]:
+        path = summary.reproducers[o.signature]
+        try:
+            case = load_reproducer(path).case  # an earlier run may have shrunk it
+        except ConfigError:
+            case = o.case
+        return pool.submit(minimize_finding, o, case, out, booter, minimize_boots, deadline,
+                           lambda: stop.signum is not None)
+
+    def record_minimized(m: DtMinimized) -> None:
+        """The smaller case into the reproducer, then the line that says it is done."""
+        first = next(x for x in summary.outcomes if x.signature == m.signature)
+        if m.reproduced:
+            write_reproducer(Reproducer(
+                m.case, manifest[m.case.kernel].vmlinuz_sha256,
+                expect=Expectation(first.verdict, first.failing),
+                description=f"device-tree campaign seed {seed} case {first.number}"
+                + (f", fault {first.fault.value}" if first.fault else "")
+                + (f": {first.title}" if first.title else "")
+                + f"; minimized ({'; '.join(m.steps) or 'nothing to remove'})",
+                evidence=m.evidence or first.evidence or first.detail),
+                summary.reproducers[m.signature])
+        summary.minimized[m.signature] = m
+        with minimized_path.open("ab") as mlog:
+            mlog.write(m.line())
+
     with campaign_lock(work), StopSignals() as stop:
         for rec in _open_log(work, _state_doc(seed, kernels, overrides, max_memory), resume):
             done.add(rec.index)
@@ -357,9 +493,12 @@ def run_dt_campaign(kernels: Sequence[str], *, seconds: float, seed: int, out: P
         candidates = range(max_cases) if max_cases is not None else itertools.count()
         numbers = (n for n in candidates if n not in done)
         with (work / CASES_NAME).open("ab") as log, ThreadPoolExecutor(max(1, jobs)) as pool:
-            running: set[Future[DtCaseOutcome]] = set()
+            running: set[Future[DtCaseOutcome | DtMinimized]] = set()
             while stop.signum is None:
                 while len(running) < max(1, jobs) and time.monotonic() < deadline:
+                    if to_minimize:  # a finding gets small before the next case starts
+                        running.add(start_minimization(to_minimize.popleft()))
+                        continue
                     number = next(numbers, None)
                     if number is None:
                         break
@@ -369,8 +508,16 @@ def run_dt_campaign(kernels: Sequence[str], *, seconds: float, seed: int, out: P
                     break
                 ended, running = wait(running, timeout=STOP_POLL,
                                       return_when=FIRST_COMPLETED)
-                for fut in sorted(ended, key=lambda f: f.result().number):
-                    record(fut.result())  # ended before the stop was seen: a true outcome
+                if stop.signum is not None:
+                    # A minimization the stop cut short is not on record (a resume
+                    # does it again); a case that ended is a true outcome.
+                    ended = {f for f in ended if isinstance(f.result(), DtCaseOutcome)}
+                for fut in sorted(ended, key=_work_order):
+                    result = fut.result()
+                    if isinstance(result, DtCaseOutcome):
+                        record(result)  # ended before the stop was seen: a true outcome
+                    else:
+                        record_minimized(result)
             if stop.signum is not None:
                 # Stopped: the boots still running are abandoned, not judged (their
                 # QEMUs, in sessions of their own that Ctrl-C does not reach, are ended).

@@ -1,13 +1,14 @@
 """Test-case minimization: the smallest case that still fails the same way.
 
 The minimizer shrinks a failing case field by field (overrides removed one by one,
-command line tokens dropped, initrd toward small, memory toward the smallest the
-loader accepts) and keeps each step only while the *same* signature
+device-tree holes dropped, command line tokens dropped, initrd toward small, memory
+toward the smallest the loader accepts) and keeps each step only while the *same* signature
 (bootfuzz.fuzz.triage) still fails, within a budget of boots.  Each candidate has one
 of three outcomes: it reproduces, it booted and did not (a verdict), or nothing is
 known (the loader refused it, or the budget ran out); only a verdict moves a bound.
-Memory is bisected in QEMU's -m granule, the only sizes the backends run.  The boot
-is injected, so the minimizer runs without QEMU in unit tests.
+Memory is bisected in the granule of the case's machine, the only sizes its backend
+runs (QEMU pc's 8 KiB, QEMU virt's MiB).  The boot is injected, so the minimizer runs
+without QEMU in unit tests, and the same minimizer serves x86 and device-tree cases.
 """
 
 from __future__ import annotations
@@ -21,25 +22,33 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from bootfuzz.case import EARLIER_HARNESS_CMDLINES, HARNESS_CMDLINE, BootCase, Overrides
+from bootfuzz.case import BootCase, DtOverrides, InitrdPlacement, Overrides, harness_cmdlines
 from bootfuzz.compression import Compression
 from bootfuzz.errors import ConfigError
 from bootfuzz.fuzz.generate import split_cmdline
-from bootfuzz.fuzz.triage import BootOutcome, Signature, signature
+from bootfuzz.fuzz.triage import JudgedBoot, Signature, signature
 from bootfuzz.loader.layout import MiB, align_down, align_up
 from bootfuzz.loader.platform import QEMU_RAM_ALIGN
+from bootfuzz.loader.virt import RAM_GRANULE as VIRT_RAM_GRANULE
 
 #: Default budget of boots for one minimization (each is a QEMU run of seconds):
 #: room for the memory bisection's ~20 steps (8 GiB down to 8 KiB) after the others.
 DEFAULT_MAX_BOOTS = 40
-#: Memory is bisected in QEMU's -m granule: a size between two granules is refused
+#: x86 memory is bisected in QEMU's -m granule: a size between two granules is refused
 #: by the loader (bootfuzz.loader.platform.qemu_pc), so it is never a candidate.
 MEMORY_GRANULE = QEMU_RAM_ALIGN
 #: At most this many memory sizes the loader refuses in one bisection: they cost no
 #: boot, so without a cap a stretch the loader refuses throughout would be walked whole.
 MAX_REFUSED_SIZES = 64
 
-BootFn = Callable[[BootCase], BootOutcome]
+#: A boot of a candidate, judged: x86 (bootfuzz.run.boot) or device-tree (run.dt_boot).
+BootFn = Callable[[BootCase], JudgedBoot]
+
+
+def memory_granule(case: BootCase) -> int:
+    """The step between the memory sizes *case*'s machine runs: QEMU virt's whole MiB
+    for the device-tree architectures (bootfuzz.loader.virt), QEMU pc's 8 KiB else."""
+    return VIRT_RAM_GRANULE if case.arch.device_tree else MEMORY_GRANULE
 
 
 # --------------------------------------------------------------------------------------
@@ -58,7 +67,7 @@ class Outcome(enum.Enum):
 @dataclass(frozen=True)
 class Minimized:
     case: BootCase
-    result: BootOutcome | None  # the last boot that showed the signature (None: none ran)
+    result: JudgedBoot | None  # the last boot that showed the signature (None: none ran)
     boots: int
     rejected: int  # candidates the loader refused (no boot)
     steps: tuple[str, ...]  # what was kept, in order
@@ -67,20 +76,22 @@ class Minimized:
 
 class _Search:
     def __init__(self, boot: BootFn, target: Signature, max_boots: int,
-                 deadline: float | None) -> None:
+                 deadline: float | None, cancelled: Callable[[], bool] | None = None) -> None:
         self.boot = boot
         self.target = target
         self.max_boots = max_boots
         self.deadline = deadline
+        self.cancelled = cancelled
         self.boots = 0
         self.rejected = 0
-        self.result: BootOutcome | None = None
+        self.result: JudgedBoot | None = None
         self.known: dict[BootCase, Outcome] = {}
 
     @property
     def exhausted(self) -> bool:
         late = self.deadline is not None and time.monotonic() >= self.deadline
-        return self.boots >= self.max_boots or late
+        return (self.boots >= self.max_boots or late
+                or (self.cancelled is not None and self.cancelled()))
 
     def outcome(self, case: BootCase) -> Outcome:
         if case in self.known:
@@ -101,7 +112,8 @@ class _Search:
         return found
 
 
-def _memory_gap(lo: int, refused: Sequence[int], hi: int) -> tuple[int, int] | None:
+def _memory_gap(lo: int, refused: Sequence[int], hi: int, granule: int = MEMORY_GRANULE
+                ) -> tuple[int, int] | None:
     """The stretch of (lo, hi) to bisect next, or None when no granule size is left.
 
     *refused* (sorted) are sizes in between the loader refused; they cut the range into
@@ -110,19 +122,19 @@ def _memory_gap(lo: int, refused: Sequence[int], hi: int) -> tuple[int, int] | N
     smaller failing size may still lie below a refused stretch."""
     points = [lo, *refused, hi]
     gaps = [(a, b) for a, b in itertools.pairwise(points)
-            if align_up(a + 1, MEMORY_GRANULE) < b]
+            if align_up(a + 1, granule) < b]
     if not gaps:
         return None
     top = gaps[-1]
     return top if top[1] == hi else max(gaps, key=lambda g: g[1] - g[0])
 
 
-def _memory_probes(a: int, b: int) -> tuple[int, ...]:
+def _memory_probes(a: int, b: int, granule: int = MEMORY_GRANULE) -> tuple[int, ...]:
     """The middle of the gap (a, b) in the granule, then its two neighbours: a size the
     loader refuses alone (not a stretch of them) costs one more plan, no boot."""
-    first, last = align_up(a + 1, MEMORY_GRANULE), align_down(b - 1, MEMORY_GRANULE)
-    mid = min(max(align_down((a + b) // 2, MEMORY_GRANULE), first), last)
-    near = (mid + MEMORY_GRANULE, mid - MEMORY_GRANULE)
+    first, last = align_up(a + 1, granule), align_down(b - 1, granule)
+    mid = min(max(align_down((a + b) // 2, granule), first), last)
+    near = (mid + granule, mid - granule)
     return (mid, *(m for m in near if first <= m <= last))
 
 
@@ -138,12 +150,39 @@ def _without_overrides(ov: Overrides) -> Iterator[tuple[str, Overrides]]:
             yield f"override {key}", dataclasses.replace(ov, **cleared)
     if ov.setup_data:
         yield "override setup_data", dataclasses.replace(ov, setup_data=())
+    for i, (name, _) in enumerate(ov.start_info):
+        yield (f"override start_info {name}",
+               dataclasses.replace(ov, start_info=ov.start_info[:i] + ov.start_info[i + 1:]))
 
 
-def _split_prefix(cmdline: str) -> tuple[str, list[str]]:
-    """The harness's part of *cmdline* (today's, or an earlier version's for a case made
-    before it changed: the longest that matches) and the tokens after it."""
-    for prefix in sorted((HARNESS_CMDLINE, *EARLIER_HARNESS_CMDLINES), key=len, reverse=True):
+def _without_dt_overrides(ov: DtOverrides) -> Iterator[tuple[str, DtOverrides]]:
+    """The same for a device-tree case: all of them first, then each header field and
+    each other decision back to the loader's."""
+    if not ov.empty:
+        yield "all device-tree overrides", DtOverrides()
+    for i, (name, _) in enumerate(ov.header):
+        yield f"dt header {name}", dataclasses.replace(ov, header=ov.header[:i] + ov.header[i + 1:])
+    default = DtOverrides()
+    for f in dataclasses.fields(DtOverrides):
+        if f.name != "header" and getattr(ov, f.name) != getattr(default, f.name):
+            cleared: dict[str, Any] = {f.name: getattr(default, f.name)}
+            yield f"dt {f.name}", dataclasses.replace(ov, **cleared)
+
+
+def _without_holes(holes: tuple[tuple[int, int], ...]
+                   ) -> Iterator[tuple[str, tuple[tuple[int, int], ...]]]:
+    """A device-tree case's memory holes: all of them, then each one."""
+    if len(holes) > 1:
+        yield "all memory holes", ()
+    for i, (start, size) in enumerate(holes):
+        yield f"memory hole {start:#x}+{size:#x}", holes[:i] + holes[i + 1:]
+
+
+def _split_prefix(cmdline: str, case: BootCase) -> tuple[str, list[str]]:
+    """The harness's part of *cmdline* (today's for the case's architecture, or an
+    earlier version's for a case made before it changed: the longest that matches) and
+    the tokens after it."""
+    for prefix in sorted(harness_cmdlines(case.arch), key=len, reverse=True):
         if cmdline.startswith(prefix):
             return prefix, split_cmdline(cmdline[len(prefix):])
     return "", split_cmdline(cmdline)
@@ -156,19 +195,22 @@ def _join(prefix: str, tokens: Sequence[str]) -> str:
 def minimize(
     case: BootCase, target: Signature, boot: BootFn, *, max_boots: int = DEFAULT_MAX_BOOTS,
     memory_floor: int = 2 * MiB, deadline: float | None = None,
+    cancelled: Callable[[], bool] | None = None,
 ) -> Minimized:
     """Shrink *case* while it still fails with *target*, in at most *max_boots* boots.
 
     Steps, each kept only if the signature is unchanged: drop all overrides, then
-    each one; drop command-line tokens (all, halves, then one by one; the harness
+    each one (x86's, or a device-tree case's, then its memory holes); the initrd at the
+    top of RAM; drop command-line tokens (all, halves, then one by one; the harness
     prefix stays); initrd seed 0, gzip, then smaller sizes; memory toward
-    *memory_floor* by bisection in MEMORY_GRANULE steps, down to one granule above the
-    largest size that boots without the failure.  Candidates the loader refuses
-    (ConfigError) cost no boot and are no verdict: a step that would have moved a
-    bound leaves it where it is, and the bisection tries the sizes next to it, then
-    another stretch.
+    *memory_floor* by bisection in the machine's granule (memory_granule), down to one
+    granule above the largest size that boots without the failure.  Candidates the
+    loader refuses (ConfigError) cost no boot and are no verdict: a step that would have
+    moved a bound leaves it where it is, and the bisection tries the sizes next to it,
+    then another stretch.  *deadline* (time.monotonic) and *cancelled* (asked before
+    each boot) stop it early, with what it kept so far.
     """
-    s = _Search(boot, target, max_boots, deadline)
+    s = _Search(boot, target, max_boots, deadline, cancelled)
     steps: list[str] = []
 
     def attempt(label: str, candidate: BootCase) -> bool:
@@ -179,7 +221,8 @@ def minimize(
             return True
         return False
 
-    # 1. Overrides: all at once, then one by one (restarting after each success).
+    # 1. Overrides: all at once, then one by one (restarting after each success); the
+    # same for a device-tree case's overrides and its memory holes.
     progress = True
     while progress and not case.overrides.empty and not s.exhausted:
         progress = False
@@ -187,8 +230,25 @@ def minimize(
             if attempt(f"removed {label}", dataclasses.replace(case, overrides=ov)):
                 progress = True
                 break
+    progress = True
+    while progress and not case.dt.empty and not s.exhausted:
+        progress = False
+        for label, dt in _without_dt_overrides(case.dt):
+            if attempt(f"removed {label}", dataclasses.replace(case, dt=dt)):
+                progress = True
+                break
+    progress = True
+    while progress and case.mem_holes and not s.exhausted:
+        progress = False
+        for label, holes in _without_holes(case.mem_holes):
+            if attempt(f"removed {label}", dataclasses.replace(case, mem_holes=holes)):
+                progress = True
+                break
+    if case.initrd is not None and case.initrd_placement is not InitrdPlacement.TOP:
+        attempt("initrd at the top",
+                dataclasses.replace(case, initrd_placement=InitrdPlacement.TOP))
     # 2. Command-line tokens: all, then halves, then single tokens.
-    prefix, tokens = _split_prefix(case.cmdline)
+    prefix, tokens = _split_prefix(case.cmdline, case)
     chunk = len(tokens)
     while chunk >= 1 and tokens and not s.exhausted:
         removed = False
@@ -216,17 +276,18 @@ def minimize(
             if attempt(f"initrd size {size}", dataclasses.replace(case, initrd=smaller)):
                 break
     # 4. Memory toward the floor: the floor itself, then bisection in the granule.
-    floor = align_up(memory_floor, MEMORY_GRANULE)
+    granule = memory_granule(case)
+    floor = align_up(memory_floor, granule)
     if floor < case.memory and not attempt("memory at the floor",
                                            dataclasses.replace(case, memory=floor)):
         lo, hi = floor, case.memory  # nothing to try at or below lo; hi reproduces
         refused: list[int] = []  # sizes in (lo, hi) the loader refused: no verdict
         while not s.exhausted and len(refused) < MAX_REFUSED_SIZES:
-            gap = _memory_gap(lo, refused, hi)
+            gap = _memory_gap(lo, refused, hi, granule)
             if gap is None:
                 break
             found, size = Outcome.UNKNOWN, 0
-            for size in _memory_probes(*gap):
+            for size in _memory_probes(*gap, granule):
                 if len(refused) >= MAX_REFUSED_SIZES:
                     break
                 found = s.outcome(dataclasses.replace(case, memory=size))
@@ -244,4 +305,4 @@ def minimize(
 
 
 __all__ = ["DEFAULT_MAX_BOOTS", "MAX_REFUSED_SIZES", "MEMORY_GRANULE", "BootFn", "Minimized",
-           "Outcome", "minimize"]
+           "Outcome", "memory_granule", "minimize"]

@@ -85,6 +85,11 @@ PHANDLE_CLOCK, PHANDLE_GIC, PHANDLE_CPU0, PHANDLE_CPU_INTC, PHANDLE_PLIC, PHANDL
 )
 
 
+#: QEMU virt takes its RAM in whole MiB here (our -m is a number of MiB): the step of
+#: every memory size the loader plans for these machines.
+RAM_GRANULE = MiB
+
+
 @dataclass(frozen=True)
 class VirtMachine:
     """One ``virt`` machine with *memory* bytes of RAM from RAM_BASE[arch]."""
@@ -93,7 +98,7 @@ class VirtMachine:
     memory: int
 
     def __post_init__(self) -> None:
-        if self.memory <= 0 or self.memory % MiB:
+        if self.memory <= 0 or self.memory % RAM_GRANULE:
             raise LayoutError(f"RAM size {self.memory} is not a positive number of MiB")
         if self.memory > MAX_MEMORY[self.arch]:
             raise LayoutError(f"{self.memory} bytes of RAM is more than the loader plans for")

@@ -79,6 +79,37 @@ def test_diff_against_qemus_own_kernel_loader(arch: Arch, tmp_path: Path) -> Non
     assert not differing & {"early memory node ranges", "kernel command line", "payload"}
 
 
+def test_minimize_shrinks_a_real_device_tree_finding_that_replays(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A faulty loader's arm64 DTB (linux,initrd-end a page past the initrd) with a hole,
+    two extra bootargs and a 64 KiB initrd low in RAM: ``bootfuzz minimize`` keeps the
+    fault, drops what the failure does not need, and the result replays as it expects."""
+    import dataclasses
+
+    from bootfuzz.case import DtOverrides, InitrdPlacement
+    from bootfuzz.cli.main import main
+    from bootfuzz.fuzz.reproducer import Reproducer, load_reproducer, write_reproducer
+    from bootfuzz.run.dt_boot import prepare_dt
+
+    _need(Arch.ARM64)
+    monkeypatch.setenv("BOOTFUZZ_RUNS", str(tmp_path / "runs"))
+    case = BootCase(kernel=KERNELS[Arch.ARM64], memory=512 << 20,
+                    cmdline=f"{harness_cmdline(Arch.ARM64)} loglevel=8 x=1",
+                    initrd=InitrdSpec(64 << 10, seed=5), arch=Arch.ARM64, backend="qemu-virt",
+                    mem_holes=((0x5000_0000, 16 << 20),), initrd_placement=InitrdPlacement.LOW)
+    initrd = prepare_dt(case).plan.initrd
+    assert initrd is not None
+    case = dataclasses.replace(case, dt=DtOverrides(initrd_end=initrd.end + 4096))
+    found = tmp_path / "found.json"
+    write_reproducer(Reproducer(case, None), found)
+    assert main(["minimize", str(found), "--max-boots", "6", "--timeout", "120"]) == 0
+    small = load_reproducer(tmp_path / "found.min.json")
+    assert small.case.dt == case.dt  # the fault is the failure: it stays
+    assert small.case.mem_holes == () and small.case.cmdline == harness_cmdline(Arch.ARM64)
+    assert small.expect is not None and "dt-valid-initrd-range" in small.expect.failing
+    assert main(["replay", str(tmp_path / "found.min.json")]) == 0  # expectation met
+
+
 def test_dt_campaign_sigkilled_leaves_no_qemu_and_resumes(tmp_path: Path) -> None:
     """A real arm64 campaign (two jobs, two QEMUs running) killed with SIGKILL: no process
     of it stays (its QEMUs lose their console's pty and end); --resume then finishes its

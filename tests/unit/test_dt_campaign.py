@@ -1,13 +1,16 @@
 """The device-tree campaign's loop with a stand-in boot: deterministic draws, a failure
 booted twice, flaky when the second boot differs, one reproducer per signature (crash
-titles in it), refusals, a rolling pool and the --out lock."""
+titles in it) minimized before the next case, refusals, a rolling pool and the --out
+lock."""
 
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import signal
 import threading
+import time
 import xml.etree.ElementTree as ET
 from pathlib import Path
 from types import SimpleNamespace
@@ -16,6 +19,7 @@ from typing import Any
 import pytest
 
 from bootfuzz.arch import Arch
+from bootfuzz.case import harness_cmdline
 from bootfuzz.errors import BackendError, LayoutError
 from bootfuzz.fuzz import dt_campaign
 from bootfuzz.fuzz.campaign import campaign_lock
@@ -29,6 +33,7 @@ from bootfuzz.loader.dt_plan import plan_dt_boot
 from bootfuzz.transcript import GuestExit
 from tests.dt_fakes import FakeInitrd, fake_image
 
+MiB, GiB = 1 << 20, 1 << 30
 KERNELS = {"debian-6.12-cloud-arm64": Arch.ARM64, "debian-6.12-riscv64": Arch.RISCV64}
 
 
@@ -75,7 +80,7 @@ def test_failures_repeat_before_they_count_and_each_signature_has_one_reproducer
         return _result(())
 
     summary = dt_campaign.run_dt_campaign(list(KERNELS), seconds=60, seed=3, out=tmp_path,
-                                          max_cases=9, jobs=2, boot=boot)
+                                          max_cases=9, jobs=2, boot=boot, minimize_boots=0)
     assert summary.count("pass") == 3 and summary.count("fail") == 3
     assert summary.count("flaky") == 3
     assert all(boots[n] == (1 if n % 3 == 0 else 2) for n in range(9))
@@ -121,7 +126,7 @@ def test_crash_sites_split_signatures_and_kaslr_does_not(tmp_path: Path) -> None
         return _result(("boot",), consoles[n])
 
     summary = dt_campaign.run_dt_campaign(list(KERNELS), seconds=60, seed=3, out=tmp_path,
-                                          max_cases=3, jobs=1, boot=boot)
+                                          max_cases=3, jobs=1, boot=boot, minimize_boots=0)
     titles = [o.title for o in summary.outcomes]
     assert titles == ["Unable to handle kernel paging request in of_fdt_unflatten"] * 2 + [
         "Unable to handle kernel paging request in memblock_add_range"]
@@ -228,7 +233,7 @@ def test_resume_boots_only_what_is_not_on_record_and_loses_no_finding(tmp_path: 
         return _result(("cmdline",) if n in (1, 6) else ())
 
     first = dt_campaign.run_dt_campaign(list(KERNELS), seconds=60, seed=3, out=tmp_path,
-                                        max_cases=4, jobs=2, boot=boot)
+                                        max_cases=4, jobs=2, boot=boot, minimize_boots=0)
     assert first.count("fail") == 1 and len(first.reproducers) == 1
     (lost,) = first.reproducers.values()
     lost.unlink()  # as if killed after the log line, before the reproducer
@@ -237,13 +242,14 @@ def test_resume_boots_only_what_is_not_on_record_and_loses_no_finding(tmp_path: 
         fh.write(b'{"case":9,"status":"pa')  # a torn line
     with pytest.raises(CampaignError, match="continue it with --resume"):
         dt_campaign.run_dt_campaign(list(KERNELS), seconds=60, seed=3, out=tmp_path,
-                                    max_cases=8, boot=boot)
+                                    max_cases=8, boot=boot, minimize_boots=0)
     with pytest.raises(CampaignError, match="give the same --seed"):
         dt_campaign.run_dt_campaign(list(KERNELS), seconds=60, seed=4, out=tmp_path,
-                                    max_cases=8, boot=boot, resume=True)
+                                    max_cases=8, boot=boot, resume=True, minimize_boots=0)
     booted.clear()
     summary = dt_campaign.run_dt_campaign(list(KERNELS), seconds=60, seed=3, out=tmp_path,
-                                          max_cases=8, jobs=2, boot=boot, resume=True)
+                                          max_cases=8, jobs=2, boot=boot, resume=True,
+                                          minimize_boots=0)
     assert sorted(set(booted)) == [4, 5, 6, 7]
     assert [o.number for o in summary.outcomes] == list(range(8))
     assert summary.count("fail") == 2 and lost.exists()
@@ -264,7 +270,7 @@ def test_junit_has_a_failure_per_finding_and_skips_flaky_ones(tmp_path: Path) ->
         return _result(())
 
     summary = dt_campaign.run_dt_campaign(list(KERNELS), seconds=60, seed=3, out=tmp_path,
-                                          max_cases=3, jobs=1, boot=boot)
+                                          max_cases=3, jobs=1, boot=boot, minimize_boots=0)
     root = ET.parse(tmp_path / "dt-campaign" / "junit.xml").getroot()
     assert (root.get("tests"), root.get("failures"), root.get("skipped")) == ("3", "1", "1")
     failure = root.find("testsuite/testcase/failure")
@@ -274,7 +280,7 @@ def test_junit_has_a_failure_per_finding_and_skips_flaky_ones(tmp_path: Path) ->
 
 @pytest.mark.parametrize(("extra", "named"), [
     (["--depth", "early"], "--depth"), (["--shard", "1/2"], "--shard"),
-    (["--minimize-boots", "0", "--mem-min", "1G"], "--mem-min, --minimize-boots"),
+    (["--mem-min", "1G", "--max-initrd", "1M"], "--mem-min, --max-initrd"),
     (["--backend", "kvm"], "--backend and --cpu-template")])
 def test_options_a_device_tree_campaign_lacks_are_refused_not_ignored(
         tmp_path: Path, capsys: pytest.CaptureFixture[str], extra: list[str],
@@ -286,3 +292,83 @@ def test_options_a_device_tree_campaign_lacks_are_refused_not_ignored(
                  str(tmp_path), *extra])
     assert code == ExitStatus.USAGE and named in capsys.readouterr().err
     assert not (tmp_path / "dt-campaign").exists()
+
+
+THRESHOLD = 700 * MiB
+
+
+class _Minimizable:
+    """riscv64 boots fail ("cmdline") above THRESHOLD of memory, whatever else the case
+    holds; each boot is logged as the case number, or ("min", k) for a minimization's.
+    *stop_at_min* sends SIGTERM from that minimization boot."""
+
+    def __init__(self, stop_at_min: int | None = None) -> None:
+        self.log: list[object] = []
+        self.stop_at_min = stop_at_min
+
+    def __call__(self, case: Any, run_dir: Path) -> Any:
+        if run_dir.parent.name.startswith("min-"):
+            k = int(run_dir.name)
+            self.log.append(("min", k))
+            if k == self.stop_at_min:
+                os.kill(os.getpid(), signal.SIGTERM)
+                time.sleep(0.5)  # a boot lasts: the handler (main thread) has run by its end
+        else:
+            self.log.append(int(run_dir.name if run_dir.name != "again"
+                                else run_dir.parent.name))
+        failing = case.arch is Arch.RISCV64 and case.memory > THRESHOLD
+        return _result(("cmdline",) if failing else ())
+
+
+def _min_lines(out: Path) -> list[dict[str, Any]]:
+    path = out / "dt-campaign" / "minimized.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+
+
+def test_a_finding_is_minimized_before_the_next_case_starts(tmp_path: Path) -> None:
+    """Case 2 (riscv64, 3 GiB, three holes, a bootargs token) fails: before case 3 boots,
+    the minimizer shrinks it to one MiB above the threshold with no holes and the bare
+    harness line; the reproducer holds the smaller case, its log line the case found."""
+    boot = _Minimizable()
+    summary = dt_campaign.run_dt_campaign(list(KERNELS), seconds=60, seed=3, out=tmp_path,
+                                          max_cases=4, jobs=1, boot=boot)
+    found = summary.outcomes[2]
+    assert found.status == "fail" and found.case.mem_holes and found.case.memory > 2 * GiB
+    mins = [i for i, x in enumerate(boot.log) if isinstance(x, tuple)]
+    assert mins and boot.log[:4] == [0, 1, 2, 2] and boot.log[-1] == 3
+    assert mins == list(range(4, len(boot.log) - 1))  # all of them before case 3
+    rep = load_reproducer(summary.reproducers[found.signature])
+    assert THRESHOLD < rep.case.memory <= THRESHOLD + MiB and rep.case.memory % MiB == 0
+    assert rep.case.mem_holes == () and rep.case.cmdline == harness_cmdline(Arch.RISCV64)
+    assert rep.expect == Expectation(Verdict.FAIL, ("cmdline",))
+    assert "minimized" in (rep.description or "")
+    (line,) = _min_lines(tmp_path)
+    assert line["signature"] == found.signature and line["complete"] is True
+    assert line["boots"] == len(mins)
+    assert "minimized in" in (tmp_path / "dt-campaign" / "summary.md").read_text()
+    logged = load_replay_source(f"{tmp_path}/dt-campaign/cases.jsonl:2")
+    assert logged.case == found.case  # the log keeps the case as it was found
+
+
+def test_a_stopped_minimization_is_not_on_record_and_a_resume_finishes_it(
+        tmp_path: Path) -> None:
+    boot = _Minimizable(stop_at_min=2)
+    first = dt_campaign.run_dt_campaign(list(KERNELS), seconds=60, seed=3, out=tmp_path,
+                                        max_cases=4, jobs=1, boot=boot)
+    assert first.stop_signal == signal.SIGTERM
+    assert boot.log[-1] == ("min", 2) and 3 not in boot.log
+    assert _min_lines(tmp_path) == []  # cut short: not done
+    (path,) = first.reproducers.values()
+    assert load_reproducer(path).case == first.outcomes[2].case  # untouched
+
+    boot = _Minimizable()
+    summary = dt_campaign.run_dt_campaign(list(KERNELS), seconds=60, seed=3, out=tmp_path,
+                                          max_cases=4, jobs=1, boot=boot, resume=True)
+    assert summary.stop_signal is None and boot.log[0] == ("min", 0) and boot.log[-1] == 3
+    assert THRESHOLD < load_reproducer(path).case.memory <= THRESHOLD + MiB
+    assert [line["complete"] for line in _min_lines(tmp_path)] == [True]
+
+    boot = _Minimizable()
+    dt_campaign.run_dt_campaign(list(KERNELS), seconds=60, seed=3, out=tmp_path,
+                                max_cases=5, jobs=1, boot=boot, resume=True)
+    assert boot.log == [4, 4]  # done is done: only the new case (a riscv64 failure) boots

@@ -12,24 +12,41 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from bootfuzz.case import EARLIER_HARNESS_CMDLINES, HARNESS_CMDLINE, BootCase
+from bootfuzz.arch import Arch
+from bootfuzz.case import (
+    EARLIER_HARNESS_CMDLINES,
+    HARNESS_CMDLINE,
+    BootCase,
+    DtOverrides,
+    InitrdPlacement,
+    InitrdSpec,
+    Overrides,
+    harness_cmdline,
+    harness_cmdlines,
+)
+from bootfuzz.compression import Compression
 from bootfuzz.errors import LayoutError
 from bootfuzz.fuzz.minimize import (
     MAX_REFUSED_SIZES,
     MEMORY_GRANULE,
     Outcome,
     _Search,
+    memory_granule,
     minimize,
 )
 from bootfuzz.fuzz.triage import Signature, signature
 from bootfuzz.judge.observation import parse_transcript
 from bootfuzz.judge.verdict import OracleResult, Verdict
+from bootfuzz.kernel.dt_image import parse_dt_image
+from bootfuzz.loader.dt_plan import plan_dt_boot
 from bootfuzz.loader.layout import GiB, KiB, MiB
 from bootfuzz.loader.platform import QEMU_RAM_ALIGN, qemu_pc
 from bootfuzz.transcript import GuestExit
+from tests.dt_fakes import ARCHES, HOLES, FakeInitrd, fake_image
 from tests.fakes import FakeResult, FakeTranscript
 
 PANIC = "[    0.5] Kernel panic - not syncing: System is deadlocked on memory\n"
@@ -226,3 +243,93 @@ def test_the_harness_options_of_an_earlier_version_stay_whole() -> None:
         case = BootCase(kernel="k", memory=256 * MiB, cmdline=f"{harness} a=1 bad=1 b=2")
         done = minimize(case, TARGET, _fails_with_bad_token, max_boots=20, memory_floor=256 * MiB)
         assert done.case.cmdline == f"{harness} bad=1", harness
+
+
+# --------------------------------------------------------------------------------------
+# Device-tree cases: the same minimizer, QEMU virt's MiB granule, holes and DT overrides
+# --------------------------------------------------------------------------------------
+
+DT_THRESHOLD = 1234 * MiB + 5 * KiB  # between two MiB
+
+
+@dataclass
+class DtBoot:
+    """Plans every candidate with the real device-tree loader (a fake Image and initrd):
+    what it refuses is refused here.  Fails with TARGET when memory > DT_THRESHOLD and,
+    with *needs_fault*, only while the DTB's initrd-end override is there."""
+
+    needs_fault: bool = False
+    booted: list[BootCase] = field(default_factory=list)
+
+    def __call__(self, case: BootCase) -> FakeResult:
+        plan_dt_boot(case, parse_dt_image(fake_image(case.arch)), FakeInitrd(0x3000))
+        self.booted.append(case)
+        faulty = case.dt.initrd_end is not None or not self.needs_fault
+        return FAILED if case.memory > DT_THRESHOLD and faulty else PASSED
+
+
+def dt_case(arch: Arch, **kw: object) -> BootCase:
+    base = dict(kernel="k", memory=6 * GiB, initrd=InitrdSpec(3 * MiB, Compression.XZ, 77),
+                arch=arch, backend="qemu-virt", mem_holes=HOLES[arch],
+                initrd_placement=InitrdPlacement.LOW,
+                cmdline=f"{harness_cmdline(arch)} loglevel=8 nokaslr",
+                dt=DtOverrides(address_cells=2, size_cells=2, initrd_end=0x1234_5000))
+    return BootCase(**{**base, **kw})  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("arch", ARCHES)
+def test_a_device_tree_case_lands_within_one_mib_with_everything_else_gone(arch: Arch) -> None:
+    boot = DtBoot()
+    done = minimize(dt_case(arch), TARGET, boot, max_boots=60, memory_floor=160 * MiB)
+    assert memory_granule(done.case) == MiB
+    assert DT_THRESHOLD < done.case.memory <= DT_THRESHOLD + MiB
+    assert done.case.memory % MiB == 0 and all(c.memory % MiB == 0 for c in boot.booted)
+    assert done.case.dt == DtOverrides() and done.case.mem_holes == ()
+    assert done.case.initrd_placement is InitrdPlacement.TOP
+    assert done.case.cmdline == harness_cmdline(arch)  # the harness's line stays whole
+    assert done.case.initrd == InitrdSpec(0, Compression.GZIP, 0)
+    assert done.complete and signature(done.result) == TARGET  # type: ignore[arg-type]
+
+
+def test_a_device_tree_fault_the_failure_needs_stays() -> None:
+    boot = DtBoot(needs_fault=True)
+    done = minimize(dt_case(Arch.ARM64), TARGET, boot, max_boots=60, memory_floor=160 * MiB)
+    assert done.case.dt == DtOverrides(initrd_end=0x1234_5000)  # only the fault is left
+    assert DT_THRESHOLD < done.case.memory <= DT_THRESHOLD + MiB
+
+
+def test_an_earlier_device_tree_harness_line_stays_whole() -> None:
+    """A case made before the device-tree line skipped initcalls keeps its own line."""
+    for arch in ARCHES:
+        earlier = harness_cmdlines(arch)[1]
+        assert harness_cmdline(arch).startswith(earlier) and earlier != harness_cmdline(arch)
+        case = BootCase(kernel="k", memory=256 * MiB, cmdline=f"{earlier} a=1 bad=1 b=2",
+                        arch=arch, backend="qemu-virt")
+        done = minimize(case, TARGET, _fails_with_bad_token, max_boots=20,
+                        memory_floor=256 * MiB)
+        assert done.case.cmdline == f"{earlier} bad=1", arch
+
+
+def test_a_cancelled_minimization_boots_no_more() -> None:
+    boot = DtBoot()
+    calls = iter([False, False, True])
+    done = minimize(dt_case(Arch.RISCV64), TARGET, boot, max_boots=60,
+                    memory_floor=160 * MiB, cancelled=lambda: next(calls, True))
+    assert not done.complete and len(boot.booted) <= 2
+
+
+def test_pvh_start_info_fields_go_one_by_one_and_the_initrd_moves_to_the_top() -> None:
+    """An x86 case whose failure needs one hvm_start_info override of two: the other goes
+    (it stayed with the rest before: only "all overrides" was tried), and an initrd
+    placed low goes back to the top when that fails the same way."""
+    def boot(case: BootCase) -> FakeResult:
+        names = [name for name, _ in case.overrides.start_info]
+        return FAILED if "module0.paddr" in names else PASSED
+
+    case = BootCase(kernel="k", memory=256 * MiB, cmdline=HARNESS_CMDLINE,
+                    initrd=InitrdSpec(4096), initrd_placement=InitrdPlacement.LOW,
+                    overrides=Overrides(start_info=(("flags", 1), ("module0.paddr", 0x1000))))
+    done = minimize(case, TARGET, boot, max_boots=20, memory_floor=256 * MiB)
+    assert done.case.overrides == Overrides(start_info=(("module0.paddr", 0x1000),))
+    assert done.case.initrd_placement is InitrdPlacement.TOP
+    assert "removed override start_info flags" in done.steps
