@@ -222,7 +222,7 @@ def _target_runtime(args: argparse.Namespace, opts: CampaignOptions) -> Runtime 
 #: The options a device-tree campaign does not have, at their defaults (a value other
 #: than these is refused rather than ignored).
 X86_ONLY_DEFAULTS: dict[str, object] = {
-    "depth": Depth.FULL.value, "shard": "0/1", "coverage": False, "corpus": [],
+    "depth": Depth.FULL.value, "coverage": False, "corpus": [],
     "target": None, "below_floor": False, "mem_min": 0, "max_initrd": DEFAULT_MAX_INITRD,
     "max_cmdline": None,
 }
@@ -240,7 +240,7 @@ def _run_dt(args: argparse.Namespace) -> int:
                 if getattr(args, name) != default]
     if x86_only:
         raise CampaignError(f"{', '.join(x86_only)}: not (yet) for a device-tree campaign, "
-                            "which has no depths, shards, coverage, targets or memory floors; "
+                            "which has no depths, coverage, targets or memory floors; "
                             "leave them out")
     seed = args.seed if args.seed is not None else (
         read_seed(Path(args.out)) if args.resume else None)
@@ -252,7 +252,7 @@ def _run_dt(args: argparse.Namespace) -> int:
         args.kernel, seconds=parse_duration(args.time), seed=seed, out=Path(args.out),
         overrides=args.overrides, jobs=args.jobs, max_cases=args.max_cases,
         max_memory=args.mem_max, resume=args.resume, timeout=args.timeout,
-        minimize_boots=args.minimize_boots,
+        minimize_boots=args.minimize_boots, shard=parse_shard(args.shard),
         silence=args.silence_timeout if args.silence_timeout is not None else 30.0)
     print(dt_summary(summary))
     if summary.stop_signal:

@@ -63,6 +63,7 @@ from bootfuzz.fuzz.reproducer import (
     load_reproducer,
     write_reproducer,
 )
+from bootfuzz.fuzz.scheduler import shard_indices
 from bootfuzz.fuzz.state import CampaignError
 from bootfuzz.fuzz.triage import (
     LOADER_REFUSED,
@@ -133,6 +134,10 @@ class DtCampaignSummary:
     reproducers: dict[str, Path] = field(default_factory=dict)
     #: Each finding's minimization on record (this run's or, resumed, an earlier one's).
     minimized: dict[str, DtMinimized] = field(default_factory=dict)
+    shard: tuple[int, int] = (0, 1)
+    #: A merge's (bootfuzz.fuzz.dt_merge): the shards taken, and those not given.
+    merged: tuple[str, ...] = ()
+    missing_shards: tuple[str, ...] = ()
     #: The signal that stopped the campaign (SIGINT, SIGTERM, SIGHUP); None: it ran out.
     stop_signal: int | None = None
 
@@ -227,9 +232,14 @@ def case_record(o: DtCaseOutcome, kernel_sha256: str | None, seed: int) -> CaseR
 
 
 def summary_markdown(s: DtCampaignSummary) -> str:
-    lines = [f"# bootfuzz device-tree campaign (seed {s.seed})", "",
-             f"{len(s.outcomes)} cases: " + ", ".join(f"{s.count(x)} {x}" for x in STATUSES),
-             ""]
+    part = f", shard {s.shard[0]}/{s.shard[1]}" if s.shard[1] > 1 else ""
+    lines = [f"# bootfuzz device-tree campaign (seed {s.seed}{part})", ""]
+    if s.merged:
+        lines += [f"Merged from shards {', '.join(s.merged)}"
+                  + (f"; not given: {', '.join(s.missing_shards)}" if s.missing_shards else "")
+                  + ".", ""]
+    lines += [f"{len(s.outcomes)} cases: " + ", ".join(f"{s.count(x)} {x}" for x in STATUSES),
+              ""]
     if s.stop_signal is not None:
         lines += [f"Stopped by signal {s.stop_signal}: the boots then running were "
                   "abandoned, not judged.", ""]
@@ -343,11 +353,17 @@ def minimize_finding(o: DtCaseOutcome, case: BootCase, out: Path, boot: Booter,
                        done.steps, done.complete)
 
 
-def _state_doc(seed: int, kernels: Sequence[str], overrides: bool, max_memory: int
-               ) -> dict[str, object]:
-    """What decides the campaign's cases: a resumed one must have the same."""
-    return {"version": STATE_VERSION, "seed": seed, "kernels": sorted(kernels),
-            "overrides": overrides, "max_memory": max_memory}
+def _state_doc(seed: int, kernels: Sequence[str], overrides: bool, max_memory: int,
+               shard: tuple[int, int] = (0, 1)) -> dict[str, object]:
+    """What decides the campaign's cases: a resumed one must have the same.  The shard
+    is there only when the seed's cases are split (a whole campaign's file is the same
+    as before shards were added, so one begun then resumes)."""
+    doc: dict[str, object] = {"version": STATE_VERSION, "seed": seed,
+                              "kernels": sorted(kernels), "overrides": overrides,
+                              "max_memory": max_memory}
+    if shard[1] > 1:
+        doc["shard"] = list(shard)
+    return doc
 
 
 def read_seed(out: Path) -> int | None:
@@ -378,14 +394,15 @@ def _open_log(work: Path, state: dict[str, object], resume: bool) -> list[CaseRe
         raise CampaignError(f"{state_path}: not a campaign state file ({exc})") from None
     if recorded != state:
         raise CampaignError(f"--resume: {state_path} is for {recorded}; give the same "
-                            "--seed, --kernel, --overrides and --mem-max, or another --out")
+                            "--seed, --kernel, --overrides, --mem-max and --shard, or "
+                            "another --out")
     tail = read_tail(log_path, 0)
     if tail.torn:
         truncate(log_path, tail.end)
     return [record for _, record in tail.records]
 
 
-def _outcome_of(record: CaseRecord) -> DtCaseOutcome:
+def outcome_of(record: CaseRecord) -> DtCaseOutcome:
     """A case on record, as the summary counts it (its fault read from its signature)."""
     fault = None
     if record.signature is not None:
@@ -407,22 +424,27 @@ def run_dt_campaign(kernels: Sequence[str], *, seconds: float, seed: int, out: P
                     overrides: bool = False, jobs: int = 1, max_cases: int | None = None,
                     max_memory: int = DT_MAX_MEMORY, timeout: float = DEFAULT_TIMEOUT,
                     silence: float = DEFAULT_SILENCE, boot: Booter | None = None,
-                    resume: bool = False, minimize_boots: int = DEFAULT_MAX_BOOTS
-                    ) -> DtCampaignSummary:
+                    resume: bool = False, minimize_boots: int = DEFAULT_MAX_BOOTS,
+                    shard: tuple[int, int] = (0, 1)) -> DtCampaignSummary:
     """Draw and boot cases for *seconds* (or *max_cases*); write findings as reproducers.
 
     *jobs* boots run at once, a new case starting as soon as one ends.  SIGINT, SIGTERM
     or SIGHUP stop it: what ended is on record, what ran is abandoned (its backend
     ended), the summary names the signal.  ``resume`` continues the campaign in *out*:
     the cases on record count and are not booted again.  Each new finding is minimized
-    in at most *minimize_boots* boots (0: not at all) before the next case starts."""
+    in at most *minimize_boots* boots (0: not at all) before the next case starts.
+    *shard* ``(i, n)`` runs the cases k with k % n == i (the x86 campaign's split,
+    bootfuzz.fuzz.scheduler): n machines share one seed's cases, and ``bootfuzz merge``
+    takes their outputs together."""
+    if not 0 <= shard[0] < shard[1]:
+        raise ConfigError(f"shard {shard[0]}/{shard[1]}: use i/n with 0 <= i < n")
     archs = dt_kernels(kernels)
     if not archs or len(archs) != len(kernels):
         raise ConfigError("a device-tree campaign takes pinned arm64/riscv64 kernels only "
                           f"(got {', '.join(kernels)})")
     booter: Booter = boot or (lambda c, d: _boot(c, d, timeout, silence))
     work = out / "dt-campaign"
-    summary = DtCampaignSummary(seed)
+    summary = DtCampaignSummary(seed, shard=shard)
     started = time.monotonic()
     deadline = started + seconds
     manifest = load_manifest()
@@ -486,11 +508,14 @@ def run_dt_campaign(kernels: Sequence[str], *, seconds: float, seed: int, out: P
             mlog.write(m.line())
 
     with campaign_lock(work), StopSignals() as stop:
-        for rec in _open_log(work, _state_doc(seed, kernels, overrides, max_memory), resume):
+        state = _state_doc(seed, kernels, overrides, max_memory, shard)
+        for rec in _open_log(work, state, resume):
             done.add(rec.index)
-            summary.outcomes.append(_outcome_of(rec))
+            summary.outcomes.append(outcome_of(rec))
             reproduce(summary.outcomes[-1])
-        candidates = range(max_cases) if max_cases is not None else itertools.count()
+        candidates = shard_indices(shard)
+        if max_cases is not None:
+            candidates = itertools.takewhile(lambda k: k < max_cases, candidates)
         numbers = (n for n in candidates if n not in done)
         with (work / CASES_NAME).open("ab") as log, ThreadPoolExecutor(max(1, jobs)) as pool:
             running: set[Future[DtCaseOutcome | DtMinimized]] = set()

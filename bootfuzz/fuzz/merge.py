@@ -51,7 +51,7 @@ class ShardOutput:
 
 
 @contextlib.contextmanager
-def _not_running(work: Path) -> Iterator[None]:
+def not_running(work: Path) -> Iterator[None]:
     """Hold a shared lock on a shard while reading it: refused while its campaign runs."""
     lock = work / LOCK_NAME
     if not lock.exists():
@@ -87,7 +87,7 @@ def read_shard(out: Path) -> ShardOutput:
     if not state_path.is_file():
         raise CampaignError(f"{out}: no campaign state ({state_path}); give the --out of "
                             "a bootfuzz fuzz run")
-    with _not_running(work):
+    with not_running(work):
         state = load_state(state_path)
         records = tuple(read_cases(work / CASES_NAME, state.cases_bytes))
         aborted = _last_aborted(work / SUMMARY_NAME)
@@ -199,4 +199,4 @@ def merge_campaigns(outs: Sequence[Path], dest: Path) -> CampaignSummary:
     return summary
 
 
-__all__ = ["ShardOutput", "merge_campaigns", "read_shard"]
+__all__ = ["ShardOutput", "merge_campaigns", "not_running", "read_shard"]

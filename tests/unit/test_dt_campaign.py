@@ -21,7 +21,7 @@ import pytest
 from bootfuzz.arch import Arch
 from bootfuzz.case import harness_cmdline
 from bootfuzz.errors import BackendError, LayoutError
-from bootfuzz.fuzz import dt_campaign
+from bootfuzz.fuzz import dt_campaign, dt_merge
 from bootfuzz.fuzz.campaign import campaign_lock
 from bootfuzz.fuzz.caselog import load_replay_source, read_cases
 from bootfuzz.fuzz.reproducer import Expectation, load_reproducer
@@ -279,7 +279,7 @@ def test_junit_has_a_failure_per_finding_and_skips_flaky_ones(tmp_path: Path) ->
 
 
 @pytest.mark.parametrize(("extra", "named"), [
-    (["--depth", "early"], "--depth"), (["--shard", "1/2"], "--shard"),
+    (["--depth", "early"], "--depth"), (["--below-floor"], "--below-floor"),
     (["--mem-min", "1G", "--max-initrd", "1M"], "--mem-min, --max-initrd"),
     (["--backend", "kvm"], "--backend and --cpu-template")])
 def test_options_a_device_tree_campaign_lacks_are_refused_not_ignored(
@@ -372,3 +372,107 @@ def test_a_stopped_minimization_is_not_on_record_and_a_resume_finishes_it(
     dt_campaign.run_dt_campaign(list(KERNELS), seconds=60, seed=3, out=tmp_path,
                                 max_cases=5, jobs=1, boot=boot, resume=True)
     assert boot.log == [4, 4]  # done is done: only the new case (a riscv64 failure) boots
+
+
+def _comparable(records: list[Any]) -> list[tuple[object, ...]]:
+    """What a case's log line says of it, where it ran and how long aside."""
+    return [(r.index, r.status, r.signature, r.title, r.verdict, r.failing, r.reproducer.case,
+             r.reproducer.expect) for r in records]
+
+
+def test_shards_merged_are_the_single_run(tmp_path: Path) -> None:
+    """Shards 0/2 and 1/2 of seed 3 (with --overrides, findings minimized), merged, are
+    the single run of the same seed and case count: the same cases, the same findings
+    with the same minimized reproducers, the same summary counts."""
+    def run(out: Path, shard: tuple[int, int]) -> dt_campaign.DtCampaignSummary:
+        return dt_campaign.run_dt_campaign(list(KERNELS), seconds=120, seed=3, out=out,
+                                           overrides=True, max_cases=10, jobs=2,
+                                           boot=_Minimizable(), minimize_boots=8,
+                                           shard=shard)
+
+    single = run(tmp_path / "single", (0, 1))
+    assert len(single.reproducers) >= 2  # several signatures: the test can tell them apart
+    parts = [run(tmp_path / f"s{i}", (i, 2)) for i in (0, 1)]
+    assert [o.number for o in parts[0].outcomes] == [0, 2, 4, 6, 8]
+    merged = dt_merge.merge_dt_campaigns([tmp_path / "s1", tmp_path / "s0"], tmp_path / "m")
+    assert merged.merged == ("0/2", "1/2") and merged.missing_shards == ()
+
+    def cases(out: Path) -> list[tuple[object, ...]]:  # a log is in the order cases ended
+        return sorted(_comparable(read_cases(out / "dt-campaign" / "cases.jsonl")),
+                      key=lambda c: str(c[0]).zfill(9))
+
+    assert cases(tmp_path / "m") == cases(tmp_path / "single")
+    assert merged.reproducers.keys() == single.reproducers.keys()
+    for sig, path in single.reproducers.items():
+        mine, theirs = load_reproducer(path), load_reproducer(merged.reproducers[sig])
+        assert (mine.case, mine.expect) == (theirs.case, theirs.expect), sig
+        assert merged.reproducers[sig].parent == tmp_path / "m" / "reproducers"
+    assert _min_lines(tmp_path / "m") == sorted(_min_lines(tmp_path / "single"),
+                                                key=lambda d: d["signature"])
+    counts = "10 cases: " + ", ".join(f"{single.count(x)} {x}" for x in dt_campaign.STATUSES)
+    assert counts in (tmp_path / "m" / "dt-campaign" / "summary.md").read_text()
+    root = ET.parse(tmp_path / "m" / "dt-campaign" / "junit.xml").getroot()
+    assert root.get("failures") == str(len(single.reproducers))
+
+
+def test_merge_refuses_what_is_not_one_campaign_and_names_a_missing_shard(
+        tmp_path: Path) -> None:
+    def run(out: Path, seed: int, shard: tuple[int, int]) -> None:
+        dt_campaign.run_dt_campaign(list(KERNELS), seconds=60, seed=seed, out=tmp_path / out,
+                                    max_cases=4, boot=_Minimizable(), shard=shard)
+
+    run(Path("a0"), 3, (0, 2))
+    run(Path("a1"), 3, (1, 2))
+    run(Path("b1"), 4, (1, 2))
+    run(Path("c0"), 3, (0, 2))
+    with pytest.raises(CampaignError, match="not shards of one campaign"):
+        dt_merge.merge_dt_campaigns([tmp_path / "a0", tmp_path / "b1"], tmp_path / "m")
+    with pytest.raises(CampaignError, match="both shard 0/2"):
+        dt_merge.merge_dt_campaigns([tmp_path / "a0", tmp_path / "c0"], tmp_path / "m")
+    with pytest.raises(CampaignError, match="is one of the outputs"):
+        dt_merge.merge_dt_campaigns([tmp_path / "a0", tmp_path / "a1"], tmp_path / "a1")
+    with campaign_lock(tmp_path / "a1" / "dt-campaign"), pytest.raises(
+            CampaignError, match="still running"):
+        dt_merge.merge_dt_campaigns([tmp_path / "a0", tmp_path / "a1"], tmp_path / "m")
+    # A kill left shard 0's reproducer unwritten: the merge takes the case from its line.
+    (lost,) = (tmp_path / "a0" / "reproducers").iterdir()
+    lost.unlink()
+    alone = dt_merge.merge_dt_campaigns([tmp_path / "a0"], tmp_path / "m")
+    assert alone.missing_shards == ("1/2",)
+    assert "not given: 1/2" in (tmp_path / "m" / "dt-campaign" / "summary.md").read_text()
+    (path,) = alone.reproducers.values()
+    found = next(o for o in alone.outcomes if o.status == "fail")
+    assert load_reproducer(path).case == found.case
+
+
+def test_a_sharded_campaign_resumes_as_its_shard_only(tmp_path: Path) -> None:
+    boot = _Minimizable()
+    dt_campaign.run_dt_campaign(list(KERNELS), seconds=60, seed=3, out=tmp_path,
+                                max_cases=4, boot=boot, shard=(1, 2), minimize_boots=0)
+    with pytest.raises(CampaignError, match="--shard"):
+        dt_campaign.run_dt_campaign(list(KERNELS), seconds=60, seed=3, out=tmp_path,
+                                    max_cases=8, boot=boot, shard=(0, 2), resume=True)
+    boot.log.clear()
+    summary = dt_campaign.run_dt_campaign(list(KERNELS), seconds=60, seed=3, out=tmp_path,
+                                          max_cases=8, boot=boot, shard=(1, 2), resume=True,
+                                          minimize_boots=0)
+    assert [o.number for o in summary.outcomes] == [1, 3, 5, 7]
+    assert {n for n in boot.log if isinstance(n, int)} == {5, 7}
+    assert "shard 1/2" in (tmp_path / "dt-campaign" / "summary.md").read_text()
+
+
+def test_merge_cli_takes_device_tree_shards_and_refuses_a_mix(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from bootfuzz.cli.exits import ExitStatus
+    from bootfuzz.cli.main import main
+
+    for i in (0, 1):
+        dt_campaign.run_dt_campaign(list(KERNELS), seconds=60, seed=3, out=tmp_path / f"s{i}",
+                                    max_cases=4, boot=_Minimizable(), shard=(i, 2))
+    code = main(["merge", str(tmp_path / "s0"), str(tmp_path / "s1"), "--out",
+                 str(tmp_path / "m")])
+    assert code == ExitStatus.FINDING and "4 cases" in capsys.readouterr().out
+    (tmp_path / "x86" / "campaign").mkdir(parents=True)
+    code = main(["merge", str(tmp_path / "s0"), str(tmp_path / "x86"), "--out",
+                 str(tmp_path / "m2")])
+    assert code == ExitStatus.USAGE and "some not" in capsys.readouterr().err
