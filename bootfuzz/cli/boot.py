@@ -6,6 +6,7 @@ import argparse
 import contextlib
 import json
 import signal
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -66,6 +67,19 @@ def write_verdict(run_dir: Path, doc: dict[str, Any]) -> None:
         raise StorageError.writing(path, exc) from None
 
 
+def warn_if_kvm_cannot_boot() -> None:
+    """A full boot asked of a /dev/kvm that only emulates would end in a hang after the
+    timeout: say so first, with doctor's measurement, and boot as asked (the early
+    protocol steps do run there, and --until ramdisk stops when they are done)."""
+    from bootfuzz.run.doctor import kvm_cannot_boot
+
+    why = kvm_cannot_boot()
+    if why is not None:
+        print(f"bootfuzz boot: warning: {why}; this boot will likely end in a hang at "
+              "--timeout. --until ramdisk stops where this KVM gets to; --backend qemu-tcg "
+              "runs the whole boot", file=sys.stderr)
+
+
 def run(args: argparse.Namespace) -> int:
     case = case_from_args(args, backend=args.backend)
     if case.arch.device_tree:  # arm64, riscv64: our DT loader on QEMU virt
@@ -76,7 +90,9 @@ def run(args: argparse.Namespace) -> int:
         write_verdict(dt_run_dir, doc)
         print(text)
         return status
-    prepared = prepare(case)
+    prepared = prepare(case)  # bad input is told first, without a KVM measurement
+    if case.backend == "kvm" and args.until is None:
+        warn_if_kvm_cannot_boot()
     run_dir = new_run_dir(case, None if args.run_dir is None else Path(args.run_dir))
     try:
         quiet = LEARNED_SILENCE if args.silence_timeout is None else args.silence_timeout

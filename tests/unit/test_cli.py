@@ -265,3 +265,28 @@ def test_cli_unknown_cpu_template_is_a_usage_error(capsys: pytest.CaptureFixture
     code, err = run(["boot", "--kernel", "k", "--cpu-template", "t2"], capsys)
     assert code == 2
     assert "--cpu-template: invalid choice: 't2'" in err
+
+
+@pytest.mark.parametrize(("hardware", "until", "warned"), [
+    (False, [], True), (False, ["--until", "ramdisk"], False), (True, [], False)])
+def test_cli_boot_on_kvm_that_only_emulates_warns_first(
+        good_fake: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,
+        hardware: bool, until: list[str], warned: bool) -> None:
+    """A full boot asked of an emulating /dev/kvm (measured) is warned of before it runs:
+    it would end in a hang at --timeout.  Not for --until ramdisk, nor on hardware KVM."""
+    from bootfuzz.cli import boot
+    from bootfuzz.errors import BackendError
+    from bootfuzz.run import doctor
+
+    status = doctor.BackendStatus("kvm", True, "/dev/kvm runs guests at 1.7 M instructions/s",
+                                  3e9 if hardware else 1.7e6, hardware)
+    monkeypatch.setattr(doctor, "kvm_status", lambda: status)
+
+    def no_boot(*args: object, **kwargs: object) -> None:
+        raise BackendError("this test boots nothing")
+
+    monkeypatch.setattr(boot, "execute", no_boot)
+    code, err = run(["boot", "--kernel", str(good_fake), "--backend", "kvm", *until], capsys)
+    assert code == ExitStatus.INFRASTRUCTURE and "boots nothing" in err
+    assert ("warning: a full boot needs hardware KVM: /dev/kvm runs guests at 1.7 M" in err
+            ) is warned
