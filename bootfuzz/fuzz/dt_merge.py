@@ -34,7 +34,7 @@ from bootfuzz.fuzz.dt_campaign import (
     summary_junit,
     summary_markdown,
 )
-from bootfuzz.fuzz.merge import not_running
+from bootfuzz.fuzz.merge import merged_records, not_running
 from bootfuzz.fuzz.reproducer import write_reproducer
 from bootfuzz.fuzz.state import CampaignError
 
@@ -109,13 +109,6 @@ def _check_one_campaign(shards: Sequence[DtShard]) -> None:
         if other is not None:
             raise CampaignError(f"{s.out} and {other.out} are both shard {s.label}")
         seen[s.shard[0]] = s
-    where: dict[int, Path] = {}
-    for s in shards:
-        for rec in s.records:
-            if rec.index in where:
-                raise CampaignError(f"case #{rec.index} is in both {where[rec.index]} and "
-                                    f"{s.out}")
-            where[rec.index] = s.out
 
 
 def merge_dt_campaigns(outs: Sequence[Path], dest: Path) -> DtCampaignSummary:
@@ -135,8 +128,8 @@ def merge_dt_campaigns(outs: Sequence[Path], dest: Path) -> DtCampaignSummary:
         seed, shard=(0, 1), merged=tuple(s.label for s in shards),
         missing_shards=tuple(f"{i}/{n}" for i in range(n) if i not in given))
     # Every case, in case order; per signature the lowest case and its shard.
+    records = merged_records([(s.out, s.records) for s in shards])
     owner: dict[int, DtShard] = {rec.index: s for s in shards for rec in s.records}
-    records = sorted((rec for s in shards for rec in s.records), key=lambda r: r.index)
     work = dest / WORK
     with campaign_lock(work):
         if (work / STATE_NAME).exists():

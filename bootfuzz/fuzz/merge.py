@@ -112,15 +112,17 @@ def _check_same_campaign(shards: Sequence[ShardOutput]) -> None:
         seen[st.shard[0]] = s
 
 
-def _merged_records(shards: Sequence[ShardOutput]) -> list[CaseRecord]:
+def merged_records(logs: Sequence[tuple[Path, Sequence[CaseRecord]]]) -> list[CaseRecord]:
+    """The case records of each shard's (--out, records), as one log in case order;
+    a case in two shards is refused (they were not one split)."""
     where: dict[int, Path] = {}
-    for s in shards:
-        for rec in s.records:
+    for out, records in logs:
+        for rec in records:
             if rec.index in where:
                 raise CampaignError(f"case #{rec.index} is in both {where[rec.index]} and "
-                                    f"{s.out}")
-            where[rec.index] = s.out
-    return sorted((rec for s in shards for rec in s.records), key=lambda r: r.index)
+                                    f"{out}")
+            where[rec.index] = out
+    return sorted((rec for _, records in logs for rec in records), key=lambda r: r.index)
 
 
 def _merged_findings(shards: Sequence[ShardOutput], dest: Path) -> list[Finding]:
@@ -169,7 +171,7 @@ def merge_campaigns(outs: Sequence[Path], dest: Path) -> CampaignSummary:
     shards = [read_shard(o) for o in outs]
     _check_same_campaign(shards)
     shards.sort(key=lambda s: s.state.shard[0])
-    records = _merged_records(shards)
+    records = merged_records([(s.out, s.records) for s in shards])
     work = dest / "campaign"
     with campaign_lock(work):
         if (work / "state.json").exists():
@@ -199,4 +201,4 @@ def merge_campaigns(outs: Sequence[Path], dest: Path) -> CampaignSummary:
     return summary
 
 
-__all__ = ["ShardOutput", "merge_campaigns", "not_running", "read_shard"]
+__all__ = ["ShardOutput", "merge_campaigns", "merged_records", "not_running", "read_shard"]

@@ -221,29 +221,21 @@ def minimize(
             return True
         return False
 
+    def remove_each(options: Callable[[BootCase], Iterator[tuple[str, BootCase]]]) -> None:
+        """Try the candidates *options* makes of the case; after each one kept, again
+        from the smaller case, until none is kept."""
+        while not s.exhausted and any(attempt(label, candidate)
+                                      for label, candidate in options(case)):
+            pass
+
     # 1. Overrides: all at once, then one by one (restarting after each success); the
     # same for a device-tree case's overrides and its memory holes.
-    progress = True
-    while progress and not case.overrides.empty and not s.exhausted:
-        progress = False
-        for label, ov in _without_overrides(case.overrides):
-            if attempt(f"removed {label}", dataclasses.replace(case, overrides=ov)):
-                progress = True
-                break
-    progress = True
-    while progress and not case.dt.empty and not s.exhausted:
-        progress = False
-        for label, dt in _without_dt_overrides(case.dt):
-            if attempt(f"removed {label}", dataclasses.replace(case, dt=dt)):
-                progress = True
-                break
-    progress = True
-    while progress and case.mem_holes and not s.exhausted:
-        progress = False
-        for label, holes in _without_holes(case.mem_holes):
-            if attempt(f"removed {label}", dataclasses.replace(case, mem_holes=holes)):
-                progress = True
-                break
+    remove_each(lambda c: ((f"removed {label}", dataclasses.replace(c, overrides=ov))
+                           for label, ov in _without_overrides(c.overrides)))
+    remove_each(lambda c: ((f"removed {label}", dataclasses.replace(c, dt=dt))
+                           for label, dt in _without_dt_overrides(c.dt)))
+    remove_each(lambda c: ((f"removed {label}", dataclasses.replace(c, mem_holes=holes))
+                           for label, holes in _without_holes(c.mem_holes)))
     if case.initrd is not None and case.initrd_placement is not InitrdPlacement.TOP:
         attempt("initrd at the top",
                 dataclasses.replace(case, initrd_placement=InitrdPlacement.TOP))
