@@ -14,8 +14,8 @@ its expectation, under OUT/reproducers/, and then minimized (bootfuzz.fuzz.minim
 the x86 campaign's minimizer: overrides, holes, command line, initrd and memory in
 QEMU virt's MiB, each step kept only while the same signature fails) before any new
 case starts; the reproducer is rewritten with the smaller case, and a line of
-OUT/dt-campaign/minimized.jsonl says it is done. A case of our own layout (no fault) that our
-loader refuses is a finding too (``loader-refused``); a faulty one it refuses is
+OUT/dt-campaign/minimized.jsonl says it is done. A case of our own layout (no fault)
+that our loader refuses is a finding too (``loader-refused``); a faulty one it refuses is
 ``rejected``; trouble of the machine (QEMU missing, a full disk) is ``infra``. Every case
 is a line of OUT/dt-campaign/cases.jsonl (the x86 campaign's format: ``bootfuzz replay
 OUT/dt-campaign/cases.jsonl:N`` boots case N again), the summary is
@@ -25,8 +25,9 @@ record, and ``resume`` continues it from the log (OUT/dt-campaign/state.json hol
 decides its cases: seed, kernels, bounds; a finding whose minimization is not on
 record is minimized again from its reproducer).
 
-Smaller than the x86 campaign (bootfuzz.fuzz.campaign): no memory floors, shards or
-coverage guidance yet.
+``--shard i/n`` splits a seed's cases as the x86 campaign does; bootfuzz.fuzz.dt_merge
+takes the shards together.  Smaller than the x86 campaign (bootfuzz.fuzz.campaign): no
+memory floors or coverage guidance yet.
 """
 
 from __future__ import annotations
@@ -110,21 +111,28 @@ class DtCaseOutcome:
 
 
 @dataclass(frozen=True)
-class DtMinimized:
-    """A finding's minimization: the smallest case that still failed the same way."""
+class MinimizationRecord:
+    """A finding's line of OUT/dt-campaign/minimized.jsonl: how its minimization went."""
 
     signature: str  # the campaign's signature (DtCaseOutcome.signature)
-    case: BootCase
-    #: Whether a boot showed the signature (the case itself may not fail again).
-    reproduced: bool
-    evidence: str  # the console lines of the last boot that showed it
+    complete: bool  # False: the budget, the deadline or the machine ended it early
     boots: int
-    steps: tuple[str, ...]
-    complete: bool  # False: the budget, the deadline, a stop or the machine ended it
+    steps: tuple[str, ...]  # what was kept, in order
 
     def line(self) -> bytes:
         return (json.dumps({"signature": self.signature, "complete": self.complete,
                             "boots": self.boots, "steps": list(self.steps)}) + "\n").encode()
+
+
+@dataclass(frozen=True)
+class DtMinimized:
+    """A minimization's result: the smallest case that still failed the same way."""
+
+    record: MinimizationRecord
+    case: BootCase
+    #: Whether a boot showed the signature (the case itself may not fail again).
+    reproduced: bool
+    evidence: str  # the console lines of the last boot that showed it
 
 
 @dataclass
@@ -133,7 +141,7 @@ class DtCampaignSummary:
     outcomes: list[DtCaseOutcome] = field(default_factory=list)
     reproducers: dict[str, Path] = field(default_factory=dict)
     #: Each finding's minimization on record (this run's or, resumed, an earlier one's).
-    minimized: dict[str, DtMinimized] = field(default_factory=dict)
+    minimized: dict[str, MinimizationRecord] = field(default_factory=dict)
     shard: tuple[int, int] = (0, 1)
     #: A merge's (bootfuzz.fuzz.dt_merge): the shards taken, and those not given.
     merged: tuple[str, ...] = ()
@@ -259,7 +267,7 @@ def summary_markdown(s: DtCampaignSummary) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _minimized_note(m: DtMinimized | None) -> str:
+def _minimized_note(m: MinimizationRecord | None) -> str:
     if m is None:
         return " (not minimized)"
     how = "minimized" if m.complete else "minimization unfinished"
@@ -307,10 +315,10 @@ STATE_VERSION = 1
 MINIMIZED_NAME = "minimized.jsonl"
 
 
-def read_minimized(path: Path) -> dict[str, DtMinimized]:
+def read_minimized(path: Path) -> dict[str, MinimizationRecord]:
     """The minimizations on record in *path* (none when it is missing); a line a kill
     tore, or any line that is not one, is no record: that finding is minimized again."""
-    done: dict[str, DtMinimized] = {}
+    done: dict[str, MinimizationRecord] = {}
     try:
         lines = path.read_bytes().splitlines()
     except FileNotFoundError:
@@ -320,9 +328,8 @@ def read_minimized(path: Path) -> dict[str, DtMinimized]:
     for raw in lines:
         try:
             doc = json.loads(raw)
-            entry = DtMinimized(str(doc["signature"]), BootCase("", 0), False, "",
-                                int(doc["boots"]), tuple(str(x) for x in doc["steps"]),
-                                bool(doc["complete"]))
+            entry = MinimizationRecord(str(doc["signature"]), bool(doc["complete"]),
+                                       int(doc["boots"]), tuple(str(x) for x in doc["steps"]))
         except (ValueError, KeyError, TypeError):
             continue
         done[entry.signature] = entry
@@ -347,10 +354,11 @@ def minimize_finding(o: DtCaseOutcome, case: BootCase, out: Path, boot: Booter,
         done = minimize(case, target, boot_one, max_boots=max_boots,
                         memory_floor=DT_MIN_MEMORY, deadline=deadline, cancelled=cancelled)
     except (InfrastructureError, HarnessBug) as exc:
-        return DtMinimized(o.signature, case, False, "", 0, (f"stopped: {exc}",), False)
+        return DtMinimized(MinimizationRecord(o.signature, False, 0, (f"stopped: {exc}",)),
+                           case, False, "")
     shown = evidence(done.result, target) if done.result is not None else ""
-    return DtMinimized(o.signature, done.case, done.result is not None, shown, done.boots,
-                       done.steps, done.complete)
+    return DtMinimized(MinimizationRecord(o.signature, done.complete, done.boots, done.steps),
+                       done.case, done.result is not None, shown)
 
 
 def _state_doc(seed: int, kernels: Sequence[str], overrides: bool, max_memory: int,
@@ -492,7 +500,7 @@ def run_dt_campaign(kernels: Sequence[str], *, seconds: float, seed: int, out: P
 
     def record_minimized(m: DtMinimized) -> None:
         """The smaller case into the reproducer, then the line that says it is done."""
-        first = next(x for x in summary.outcomes if x.signature == m.signature)
+        first = next(x for x in summary.outcomes if x.signature == m.record.signature)
         if m.reproduced:
             write_reproducer(Reproducer(
                 m.case, manifest[m.case.kernel].vmlinuz_sha256,
@@ -500,12 +508,13 @@ def run_dt_campaign(kernels: Sequence[str], *, seconds: float, seed: int, out: P
                 description=f"device-tree campaign seed {seed} case {first.number}"
                 + (f", fault {first.fault.value}" if first.fault else "")
                 + (f": {first.title}" if first.title else "")
-                + f"; minimized ({'; '.join(m.steps) or 'nothing to remove'})",
+                + f"; {'minimized' if m.record.complete else 'partly minimized'} "
+                + f"({'; '.join(m.record.steps) or 'nothing to remove'})",
                 evidence=m.evidence or first.evidence or first.detail),
-                summary.reproducers[m.signature])
-        summary.minimized[m.signature] = m
+                summary.reproducers[m.record.signature])
+        summary.minimized[m.record.signature] = m.record
         with minimized_path.open("ab") as mlog:
-            mlog.write(m.line())
+            mlog.write(m.record.line())
 
     with campaign_lock(work), StopSignals() as stop:
         state = _state_doc(seed, kernels, overrides, max_memory, shard)

@@ -28,7 +28,7 @@ from bootfuzz.fuzz.dt_campaign import (
     MINIMIZED_NAME,
     STATE_NAME,
     DtCampaignSummary,
-    DtMinimized,
+    MinimizationRecord,
     outcome_of,
     read_minimized,
     summary_junit,
@@ -53,7 +53,7 @@ class DtShard:
     out: Path
     state: dict[str, object]
     records: tuple[CaseRecord, ...]
-    minimized: dict[str, DtMinimized]
+    minimized: dict[str, MinimizationRecord]
     elapsed: float  # from its junit.xml (0 when it wrote none: killed)
 
     @property

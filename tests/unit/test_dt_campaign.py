@@ -311,8 +311,13 @@ class _Minimizable:
             k = int(run_dir.name)
             self.log.append(("min", k))
             if k == self.stop_at_min:
+                # A real boot lasts seconds: the campaign's handler (main thread) has seen
+                # the signal before it ends.  Here: wait until it has.
+                stop = signal.getsignal(signal.SIGTERM).__self__  # type: ignore[union-attr]
                 os.kill(os.getpid(), signal.SIGTERM)
-                time.sleep(0.5)  # a boot lasts: the handler (main thread) has run by its end
+                deadline = time.monotonic() + 20
+                while stop.signum is None and time.monotonic() < deadline:
+                    time.sleep(0.01)
         else:
             self.log.append(int(run_dir.name if run_dir.name != "again"
                                 else run_dir.parent.name))
