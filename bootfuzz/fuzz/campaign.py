@@ -437,36 +437,45 @@ class CampaignOptions:
         return self.work_dir / CASES_NAME
 
 
-class _Progress:
+class Progress:
+    """A campaign's progress line: rewritten in place on a terminal, else a line every
+    PROGRESS_INTERVAL seconds (a CI log stays short)."""
+
     def __init__(self, stream: TextIO) -> None:
         self.stream = stream
         self.tty = stream.isatty()
         self.last = 0.0
 
-    corpus: Corpus | None = None
-
-    def show(self, state: CampaignState, elapsed: float, running: int, force: bool = False
-             ) -> None:
+    def show(self, line: str, force: bool = False) -> None:
         now = time.monotonic()
         if not force and not self.tty and now - self.last < PROGRESS_INTERVAL:
             return
         self.last = now
-        c = state.counts
-        done = sum(c.values())
-        line = (f"[{int(elapsed) // 60:02d}:{int(elapsed) % 60:02d}] {done} cases "
-                f"({done / elapsed if elapsed else 0:.2f}/s), {len(state.findings)} failure "
-                f"signature(s), {c['fail']} failing, {c['flaky']} flaky, "
-                f"{c['below-floor']} below floor, {c['rejected']} refused, {c['infra']} "
-                f"infra, {running} running")
-        if self.corpus is not None:
-            line += (f"; corpus {len(self.corpus.entries)} ({self.corpus.block_count()} "
-                     "blocks)")
         self.stream.write(("\r" + line + "\033[K") if self.tty else line + "\n")
         self.stream.flush()
 
     def done(self) -> None:
         if self.tty:
             self.stream.write("\n")
+
+
+def clock(elapsed: float) -> str:
+    """Elapsed seconds as a progress line's [mm:ss]."""
+    return f"[{int(elapsed) // 60:02d}:{int(elapsed) % 60:02d}]"
+
+
+def _progress_line(state: CampaignState, elapsed: float, running: int,
+                   corpus: Corpus | None) -> str:
+    c = state.counts
+    done = sum(c.values())
+    line = (f"{clock(elapsed)} {done} cases "
+            f"({done / elapsed if elapsed else 0:.2f}/s), {len(state.findings)} failure "
+            f"signature(s), {c['fail']} failing, {c['flaky']} flaky, "
+            f"{c['below-floor']} below floor, {c['rejected']} refused, {c['infra']} "
+            f"infra, {running} running")
+    if corpus is not None:
+        line += f"; corpus {len(corpus.entries)} ({corpus.block_count()} blocks)"
+    return line
 
 
 @contextlib.contextmanager
@@ -890,8 +899,7 @@ def _run_locked(opts: CampaignOptions, stream: TextIO, runtime: Runtime,
                             wild=opts.overrides)
     started = time.monotonic()
     deadline = started + opts.seconds
-    progress = _Progress(stream)
-    progress.corpus = run.corpus
+    progress = Progress(stream)
     aborted = ""
     log = CaseLog(opts.cases_path)
 
@@ -927,7 +935,7 @@ def _run_locked(opts: CampaignOptions, stream: TextIO, runtime: Runtime,
             done, pending = wait(pending, timeout=1.0, return_when=FIRST_COMPLETED)
             for fut in done:
                 take(fut.result())
-            progress.show(state, elapsed(), len(pending))
+            progress.show(_progress_line(state, elapsed(), len(pending), run.corpus))
             if run.consecutive_infra >= MAX_CONSECUTIVE_INFRA and not aborted:
                 aborted = (f"{run.consecutive_infra} boots in a row failed for infrastructure "
                            "reasons")
@@ -951,7 +959,7 @@ def _run_locked(opts: CampaignOptions, stream: TextIO, runtime: Runtime,
         log.close()
         state.elapsed = elapsed()
         save_state(state, opts.state_path)
-        progress.show(state, state.elapsed, 0, force=True)
+        progress.show(_progress_line(state, state.elapsed, 0, run.corpus), force=True)
         progress.done()
         if run.corpus is not None:
             c = run.corpus

@@ -36,19 +36,21 @@ import dataclasses
 import itertools
 import json
 import random
+import sys
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TextIO
 
 from bootfuzz import junit
 from bootfuzz.arch import Arch
 from bootfuzz.case import BootCase
 from bootfuzz.errors import ConfigError, HarnessBug, InfrastructureError
 from bootfuzz.fileio import atomic_write_text
-from bootfuzz.fuzz.campaign import StopSignals, campaign_lock
+from bootfuzz.fuzz.campaign import Progress, StopSignals, campaign_lock, clock
 from bootfuzz.fuzz.caselog import CASES_NAME, CaseRecord, read_tail, truncate
 from bootfuzz.fuzz.dt_draws import (
     DT_MAX_MEMORY,
@@ -433,7 +435,8 @@ def run_dt_campaign(kernels: Sequence[str], *, seconds: float, seed: int, out: P
                     max_memory: int = DT_MAX_MEMORY, timeout: float = DEFAULT_TIMEOUT,
                     silence: float = DEFAULT_SILENCE, boot: Booter | None = None,
                     resume: bool = False, minimize_boots: int = DEFAULT_MAX_BOOTS,
-                    shard: tuple[int, int] = (0, 1)) -> DtCampaignSummary:
+                    shard: tuple[int, int] = (0, 1), stream: TextIO = sys.stderr
+                    ) -> DtCampaignSummary:
     """Draw and boot cases for *seconds* (or *max_cases*); write findings as reproducers.
 
     *jobs* boots run at once, a new case starting as soon as one ends.  SIGINT, SIGTERM
@@ -443,7 +446,8 @@ def run_dt_campaign(kernels: Sequence[str], *, seconds: float, seed: int, out: P
     in at most *minimize_boots* boots (0: not at all) before the next case starts.
     *shard* ``(i, n)`` runs the cases k with k % n == i (the x86 campaign's split,
     bootfuzz.fuzz.scheduler): n machines share one seed's cases, and ``bootfuzz merge``
-    takes their outputs together."""
+    takes their outputs together.  A progress line goes to *stream* (the x86
+    campaign's: in place on a terminal, every 30 s else)."""
     if not 0 <= shard[0] < shard[1]:
         raise ConfigError(f"shard {shard[0]}/{shard[1]}: use i/n with 0 <= i < n")
     archs = dt_kernels(kernels)
@@ -460,6 +464,19 @@ def run_dt_campaign(kernels: Sequence[str], *, seconds: float, seed: int, out: P
     minimized_path = work / MINIMIZED_NAME
     summary.minimized = read_minimized(minimized_path) if resume else {}
     to_minimize: deque[DtCaseOutcome] = deque()
+    progress = Progress(stream)
+
+    minimizations: set[Future[DtCaseOutcome | DtMinimized]] = set()
+
+    def show(running: set[Future[DtCaseOutcome | DtMinimized]], force: bool = False) -> None:
+        elapsed = time.monotonic() - started
+        n = len(summary.outcomes)
+        minimizing = len(running & minimizations)
+        progress.show(f"{clock(elapsed)} {n} cases ({n / elapsed if elapsed else 0:.2f}/s), "
+                      f"{summary.findings} finding signature(s), {summary.count('fail')} "
+                      f"failing, {summary.count('flaky')} flaky, {summary.count('rejected')} "
+                      f"rejected, {summary.count('infra')} infra, {len(running)} running"
+                      + (f" ({minimizing} minimizing)" if minimizing else ""), force)
 
     def reproduce(o: DtCaseOutcome) -> None:
         """The first case of each signature as a reproducer (after its log line: a
@@ -531,7 +548,9 @@ def run_dt_campaign(kernels: Sequence[str], *, seconds: float, seed: int, out: P
             while stop.signum is None:
                 while len(running) < max(1, jobs) and time.monotonic() < deadline:
                     if to_minimize:  # a finding gets small before the next case starts
-                        running.add(start_minimization(to_minimize.popleft()))
+                        fut = start_minimization(to_minimize.popleft())
+                        minimizations.add(fut)
+                        running.add(fut)
                         continue
                     number = next(numbers, None)
                     if number is None:
@@ -552,12 +571,16 @@ def run_dt_campaign(kernels: Sequence[str], *, seconds: float, seed: int, out: P
                         record(result)  # ended before the stop was seen: a true outcome
                     else:
                         record_minimized(result)
+                minimizations -= ended
+                show(running)
             if stop.signum is not None:
                 # Stopped: the boots still running are abandoned, not judged (their
                 # QEMUs, in sessions of their own that Ctrl-C does not reach, are ended).
                 summary.stop_signal = stop.signum
                 end_children()
                 wait(running)
+    show(set(), force=True)
+    progress.done()
     summary.outcomes.sort(key=lambda o: o.number)
     atomic_write_text(work / "summary.md", summary_markdown(summary))
     atomic_write_text(work / "junit.xml", summary_junit(summary, time.monotonic() - started))
