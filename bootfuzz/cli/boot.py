@@ -12,7 +12,7 @@ from typing import Any
 
 from bootfuzz.cli.case_args import add_case_arguments, add_guest_timeouts, case_from_args
 from bootfuzz.cli.exits import EPILOG, ExitStatus
-from bootfuzz.cli.report import interrupted_json, result_json, result_table
+from bootfuzz.cli.report import coverage_line, interrupted_json, result_json, result_table
 from bootfuzz.errors import StorageError
 from bootfuzz.fileio import atomic_write_text
 from bootfuzz.judge.oracles import StopPoint
@@ -48,7 +48,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     r.add_argument("--keep-blobs", action="store_true",
                    help="keep the blob files the backend loaded, for inspection")
     r.add_argument("--coverage", action="store_true",
-                   help="record the guest kernel's block coverage (qemu-tcg only) and write "
+                   help="record the guest kernel's block coverage (qemu-tcg, and qemu-virt for "
+                   "arm64/riscv64 kernels) and write "
                    "coverage.json in the run directory: the kernel functions reached, blocks "
                    "per function, decompressor offsets; a kernel's first coverage run boots "
                    "it once more to read its symbols (cached)")
@@ -119,8 +120,6 @@ def run(args: argparse.Namespace) -> int:
     else:
         print(result_table(result, verbose=args.verbose))
         if "coverage" in doc:
-            c = doc["coverage"]
-            print(f"coverage: {c['functions_reached']} boot-path functions reached "
-                  f"({c['init_functions_reached']} in .init.text), {c['blocks']} kernel "
-                  f"blocks; {c['file']}")
+            print(coverage_line(doc["coverage"]))
     return ExitStatus.PASS if result.verdict is Verdict.PASS else ExitStatus.FINDING
+

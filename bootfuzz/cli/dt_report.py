@@ -10,7 +10,7 @@ from typing import Any
 
 from bootfuzz.case import BootCase
 from bootfuzz.cli.exits import ExitStatus
-from bootfuzz.cli.report import JSON_FORMAT_VERSION, case_json
+from bootfuzz.cli.report import JSON_FORMAT_VERSION, case_json, coverage_line
 from bootfuzz.cmdline import cmdline_shown
 from bootfuzz.judge.verdict import Verdict, oracle_json
 from bootfuzz.run.dt_boot import DtBootResult
@@ -84,12 +84,17 @@ def dt_result_table(result: DtBootResult, verbose: bool = False) -> str:
 def run_dt_boot(args: argparse.Namespace, case: BootCase, run_dir: Path
                 ) -> tuple[dict[str, Any], str, int]:
     """Boot a device-tree case: its verdict.json document, what to print, the exit status."""
+    from bootfuzz.run.coverage import write_coverage
     from bootfuzz.run.dt_boot import execute_dt, prepare_dt
 
     prepared = prepare_dt(case)
     quiet = 90.0 if args.silence_timeout is None else args.silence_timeout
     result = execute_dt(prepared, run_dir, timeout=args.timeout, silence_timeout=quiet,
-                        keep_blobs=args.keep_blobs)
+                        keep_blobs=args.keep_blobs, coverage=args.coverage)
     doc = dt_result_json(result)
+    if result.coverage is not None:
+        doc["coverage"] = write_coverage(run_dir, result.coverage)
     text = json.dumps(doc, indent=2) if args.json else dt_result_table(result, args.verbose)
+    if "coverage" in doc and not args.json:
+        text += "\n" + coverage_line(doc["coverage"])
     return doc, text, ExitStatus.PASS if result.verdict is Verdict.PASS else ExitStatus.FINDING

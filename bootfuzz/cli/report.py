@@ -105,3 +105,9 @@ def result_table(result: BootResult, verbose: bool = False) -> str:
         f"{result.guest_exit.value}; log {result.run_dir / 'console.log'})",
     ]
     return "\n".join(out)
+
+def coverage_line(c: dict[str, Any]) -> str:
+    """What a boot's coverage summary (run.coverage.write_coverage) says, in one line."""
+    return (f"coverage: {c['functions_reached']} boot-path functions reached "
+            f"({c['init_functions_reached']} in .init.text), {c['blocks']} kernel "
+            f"blocks; {c['file']}")

@@ -24,7 +24,12 @@ from bootfuzz.guest.harness import (
     cached_build,
     run_build_step,
 )
-from bootfuzz.guest.protocol import AGENT_EXIT_PORT, AGENT_EXIT_VALUE
+from bootfuzz.guest.protocol import (
+    AGENT_EXIT_PORT,
+    AGENT_EXIT_VALUE,
+    KALLSYMS_BEGIN,
+    KALLSYMS_END,
+)
 
 COVERAGE_SOURCE_DIR = HARNESS_SOURCE_DIR / "coverage"
 PLUGIN_NAME = "blockcov.so"
@@ -51,9 +56,6 @@ MAP_HEADER = Struct("coverage map header", MAP_HEADER_SIZE, (
 #: plugin stops storing (and counts what it drops) at 3/4 full, 196,608.  Every
 #: slot is read back after each boot, so the set is no bigger than that needs.
 MAP_LOG2_SLOTS = 18
-#: Lines around the dumper's listing on the console.
-KALLSYMS_BEGIN = "BOOTFUZZ-KALLSYMS-BEGIN"
-KALLSYMS_END = "BOOTFUZZ-KALLSYMS-END"
 
 PLUGIN_CFLAGS: tuple[str, ...] = (
     "-O2", "-std=gnu11", "-Wall", "-Wextra", "-Werror", "-shared", "-fPIC",

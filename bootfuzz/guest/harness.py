@@ -32,6 +32,7 @@ from bootfuzz.guest.protocol import (
     AGENT_EXIT_PORT,
     AGENT_EXIT_VALUE,
     AGENT_FORMAT_VERSION,
+    AGENT_KALLSYMS_ENV,
     AGENT_LINE_PREFIX,
     CMOS_DATA,
     CMOS_INDEX,
@@ -41,6 +42,8 @@ from bootfuzz.guest.protocol import (
     FIRMWARE_DEBUG_ENV,
     FIRMWARE_ENTERING_MESSAGE,
     FIRMWARE_UNSERVED_MESSAGE,
+    KALLSYMS_BEGIN,
+    KALLSYMS_END,
     PIC_MASTER_IMR,
     PIC_SLAVE_IMR,
     PORT_SYS_CTRL_A,
@@ -128,6 +131,15 @@ def agent_defines() -> tuple[str, ...]:
         f'-DAGENT_LINE_PREFIX="{AGENT_LINE_PREFIX}"',
         f"-DAGENT_FORMAT_VERSION={AGENT_FORMAT_VERSION}",
     )
+
+
+def dt_agent_defines() -> tuple[str, ...]:
+    """agent_defines() and the device-tree agent's kallsyms mode (its markers and the
+    environment variable that asks for it)."""
+    return (*agent_defines(),
+            f'-DAGENT_KALLSYMS_BEGIN="{KALLSYMS_BEGIN}"',
+            f'-DAGENT_KALLSYMS_END="{KALLSYMS_END}"',
+            f'-DAGENT_KALLSYMS_ENV="{AGENT_KALLSYMS_ENV}"')
 
 
 def as_string(text: str) -> str:
@@ -420,11 +432,11 @@ def build_dt_harness(arch: str, cache_dir: Path | None = None) -> DtHarness:
     sources = _dt_sources(arch)
     inputs = [("recipe", str(_DT_RECIPE_VERSION).encode()), ("arch", arch.encode())]
     inputs += [(p.relative_to(HARNESS_SOURCE_DIR).as_posix(), p.read_bytes()) for p in sources]
-    inputs += [("cflags", "\0".join(DT_AGENT_CFLAGS + agent_defines()).encode()),
+    inputs += [("cflags", "\0".join(DT_AGENT_CFLAGS + dt_agent_defines()).encode()),
                ("asflags", "\0".join(DT_STUB_ASFLAGS[arch]).encode())]
 
     def build(out: Path) -> None:
-        _run([tools["gcc"], *DT_AGENT_CFLAGS, *agent_defines(), "-o", out / AGENT_NAME,
+        _run([tools["gcc"], *DT_AGENT_CFLAGS, *dt_agent_defines(), "-o", out / AGENT_NAME,
               sources[0]], f"cross-compiling the agent for {arch}")
         _run([tools["as"], *DT_STUB_ASFLAGS[arch], "-o", out / "entry.o", sources[2]],
              f"assembling the {arch} entry stub")

@@ -22,6 +22,10 @@ from bootfuzz.errors import ConfigError
 #: x86-64 KASLR moves the kernel's virtual and physical addresses by multiples of
 #: CONFIG_PHYSICAL_ALIGN, which that architecture requires to be a multiple of 2 MiB
 #: (arch/x86/Kconfig; arch/x86/boot/compressed/kaslr.c picks slot * PHYSICAL_ALIGN).
+#: The device-tree kernels are placed at 2 MiB too (arm64 booting.rst; riscv64's
+#: Image text_offset), but riscv64's ``_text`` sits past its head, not on the 2 MiB:
+#: _text's own offset within 2 MiB (SymbolTable.text_address) is the residue a slide
+#: keeps.
 KASLR_ALIGN = 0x20_0000
 #: kallsyms type letters of code: text (global/local) and weak text.
 TEXT_TYPES = frozenset("tTwW")
@@ -54,6 +58,13 @@ class SymbolTable:
     text_end: int
     init_start: int
     init_end: int
+    #: ``_text``'s address in the listing read (0: unknown, a cache from before it was
+    #: kept); only its offset within KASLR_ALIGN matters, which no slide changes.
+    text_address: int = 0
+
+    @property
+    def text_residue(self) -> int:
+        return self.text_address % KASLR_ALIGN
 
     def __len__(self) -> int:
         return len(self.starts)
@@ -70,10 +81,11 @@ class SymbolTable:
 
     @functools.cached_property
     def by_residue(self) -> dict[int, tuple[int, ...]]:
-        """Function starts by their residue modulo KASLR_ALIGN (find_slide's index)."""
+        """Function starts by the residue modulo KASLR_ALIGN of their address in any
+        boot (find_slide's index)."""
         index: dict[int, list[int]] = {}
         for start in self.starts:
-            index.setdefault(start % KASLR_ALIGN, []).append(start)
+            index.setdefault((start + self.text_residue) % KASLR_ALIGN, []).append(start)
         return {k: tuple(v) for k, v in index.items()}
 
     def in_code(self, offset: int) -> bool:
@@ -81,7 +93,8 @@ class SymbolTable:
 
     def dumps(self) -> str:
         """The cache form: ranges on the first line, then ``offset name`` per function."""
-        head = f"#bootfuzz-symbols {self.text_end:x} {self.init_start:x} {self.init_end:x}\n"
+        head = (f"#bootfuzz-symbols {self.text_end:x} {self.init_start:x} {self.init_end:x} "
+                f"{self.text_address:x}\n")
         return head + "".join(f"{s:x} {n}\n" for s, n in zip(self.starts, self.names, strict=True))
 
     @classmethod
@@ -90,14 +103,14 @@ class SymbolTable:
         lines = text.splitlines()
         try:
             tag, *ranges = lines[0].split()
-            if tag != "#bootfuzz-symbols" or len(ranges) != 3:
+            if tag != "#bootfuzz-symbols" or len(ranges) not in (3, 4):
                 raise ValueError(lines[0])
-            text_end, init_start, init_end = (int(r, 16) for r in ranges)
+            text_end, init_start, init_end, *address = (int(r, 16) for r in ranges)
             pairs = [(int(a, 16), n) for a, n in (line.split(" ", 1) for line in lines[1:])]
         except (IndexError, ValueError) as exc:
             raise ConfigError(f"not a bootfuzz symbol table ({exc})") from None
         return cls(tuple(p[0] for p in pairs), tuple(p[1] for p in pairs),
-                   text_end, init_start, init_end)
+                   text_end, init_start, init_end, address[0] if address else 0)
 
 
 def parse_kallsyms(text: str) -> SymbolTable:
@@ -131,7 +144,7 @@ def parse_kallsyms(text: str) -> SymbolTable:
     items = sorted((a - base, n) for a, n in funcs.items() if a >= base)
     return SymbolTable(
         tuple(a for a, _ in items), tuple(n for _, n in items),
-        marks[TEXT_END] - base, marks[INIT_START] - base, marks[INIT_END] - base,
+        marks[TEXT_END] - base, marks[INIT_START] - base, marks[INIT_END] - base, base,
     )
 
 
@@ -150,14 +163,17 @@ def find_slide(addresses: Iterable[int], table: SymbolTable,
     """The ``_text`` address that puts the most of *addresses* on function starts.
 
     A KASLR slide is a multiple of KASLR_ALIGN, so a block and the function it
-    starts agree modulo that: each block votes for ``block - start`` over the few
-    functions with its residue.  SLIDE_SAMPLE blocks, evenly spread, vote: a boot's
-    tens of thousands agree on one base by hundreds of votes from a few thousand.
+    starts agree modulo that (``_text``'s own residue included): each block votes for
+    ``block - start`` over the few functions with its residue.  SLIDE_SAMPLE blocks,
+    evenly spread, vote: a boot's tens of thousands agree on one base by hundreds of
+    votes from a few thousand.
     None when no base gets MIN_SLIDE_VOTES or the best does not beat the
     runner-up twice over (the blocks do not decide it).
-    With *entered_at_base* only a base that is itself a block counts: the kernel
-    proper is entered at ``_text`` (startup_64) at its physical address, and a
-    few dozen physical blocks are too few to outvote dense thunk arrays alone.
+    With *entered_at_base* only a base whose image start is a block counts: the kernel
+    proper is entered at the start of its image at its physical address (x86's
+    startup_64 and arm64's header at ``_text``; riscv64's ``_start``, the head before
+    ``_text``), and a few dozen physical blocks are too few to outvote dense thunk
+    arrays (or the firmware's blocks) alone.
     """
     addresses = frozenset(addresses)
     ordered = sorted(addresses)
@@ -167,8 +183,9 @@ def find_slide(addresses: Iterable[int], table: SymbolTable,
     for addr in ordered[::step]:
         for start in by_residue.get(addr % KASLR_ALIGN, ()):
             votes[addr - start] += 1
-    if entered_at_base:
-        votes = Counter({base: n for base, n in votes.items() if base in addresses})
+    if entered_at_base:  # the image starts aligned, text_residue before _text
+        head = table.text_residue
+        votes = Counter({base: n for base, n in votes.items() if base - head in addresses})
     ranked = votes.most_common(2)
     if not ranked or ranked[0][1] < MIN_SLIDE_VOTES:
         return None

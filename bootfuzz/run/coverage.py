@@ -76,6 +76,14 @@ def keep_map(live: Path, run_dir: Path) -> None:
         raise StorageError.writing(final, exc) from None
 
 
+def plugin_argv(plugin: Path, map_path: Path) -> list[str]:
+    """QEMU's arguments that load the block-coverage plugin writing into *map_path*
+    (any QEMU system emulator of ours: TCG runs plugins for every target)."""
+    def opt(path: Path) -> str:  # a QEMU option value: commas doubled, or QEMU splits
+        return str(path).replace(",", ",,")
+    return ["-plugin", f"{opt(plugin)},map={opt(map_path)}"]
+
+
 @runtime_checkable
 class CoverageBackend(Protocol):
     """A backend that can record block coverage (only QEMU-TCG runs plugins)."""

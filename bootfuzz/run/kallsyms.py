@@ -7,12 +7,15 @@ kernel is booted once on QEMU-TCG with the kallsyms dumper
 (harness/coverage/kallsyms.c) as its /init, and its listing, made relative to
 ``_text`` (bootfuzz.kernel.symbols), is kept in ``<cache>/symbols/<sha256>``:
 later boots, with any KASLR slide, reuse it.  Costs one boot of a few seconds
-per kernel; concurrent callers wait on a lock instead of booting twice.
+per kernel; concurrent callers wait on a lock instead of booting twice.  The
+device-tree kernels are dumped by their agent's kallsyms mode instead
+(bootfuzz.run.dt_boot.dump_dt_kallsyms, handed in as *dump*).
 """
 
 from __future__ import annotations
 
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,9 +23,10 @@ from bootfuzz.cache import cache_root
 from bootfuzz.case import BootCase
 from bootfuzz.errors import BackendError, ConfigError
 from bootfuzz.fileio import atomic_write_text, locked
-from bootfuzz.guest.coverage_tools import KALLSYMS_BEGIN, KALLSYMS_END, build_coverage_tools
+from bootfuzz.guest.coverage_tools import build_coverage_tools
 from bootfuzz.guest.harness import build_harness
 from bootfuzz.guest.initrd import early_archive
+from bootfuzz.guest.protocol import KALLSYMS_BEGIN, KALLSYMS_END
 from bootfuzz.kernel.image import load_kernel_image
 from bootfuzz.kernel.symbols import SymbolTable, parse_kallsyms
 from bootfuzz.loader.planner import plan_boot
@@ -84,23 +88,25 @@ def dump_kallsyms(kernel_path: Path) -> str:
 _TABLES: dict[Path, SymbolTable] = {}
 
 
-def kernel_symbols(kernel_path: Path, cache_dir: Path | None = None) -> SymbolTable:
+def kernel_symbols(kernel_path: Path, cache_dir: Path | None = None,
+                   dump: Callable[[Path], str] = dump_kallsyms) -> SymbolTable:
     """The code symbols of the kernel at *kernel_path*: read once per process from the
-    cache, else from a one-off boot."""
+    cache, else from a one-off boot (*dump*: the x86 dumper's, unless told)."""
     sha = file_sha256(kernel_path)
     path = symbols_path(sha, cache_dir)
     if path not in _TABLES:
-        _TABLES[path] = _cached_or_dumped(kernel_path, path)
+        _TABLES[path] = _cached_or_dumped(kernel_path, path, dump)
     return _TABLES[path]
 
 
-def _cached_or_dumped(kernel_path: Path, path: Path) -> SymbolTable:
+def _cached_or_dumped(kernel_path: Path, path: Path, dump: Callable[[Path], str]
+                      ) -> SymbolTable:
     with locked(path):
         try:
             return SymbolTable.loads(path.read_text())
         except (OSError, ConfigError):
             pass
         table = parse_kallsyms(listing_from_console(
-            f"{KALLSYMS_BEGIN}\n{dump_kallsyms(kernel_path)}{KALLSYMS_END}"))
+            f"{KALLSYMS_BEGIN}\n{dump(kernel_path)}{KALLSYMS_END}"))
         atomic_write_text(path, table.dumps())
         return table

@@ -942,6 +942,91 @@ static void report(void)
 	SC(SYS_ioctl, out_fd, TCSBRK, 1);
 }
 
+#if defined(AGENT_DEVICETREE) && !defined(AGENT_SELFTEST)
+/*
+ * The kallsyms mode (init's environment has AGENT_KALLSYMS_ENV=1, from the kernel
+ * command line): the device-tree kernels' code symbols for coverage, as the x86
+ * dumper (harness/coverage/kallsyms.c) prints them: built-in code (types t, T, w,
+ * W) and the section marks, between the two marker lines, then power off.
+ */
+static int same(const char *a, const char *b, size_t n)
+{
+	while (n--)
+		if (*a++ != *b++)
+			return 0;
+	return 1;
+}
+
+static int kallsyms_wanted(const char *l, size_t n)
+{
+	static const char *const marks[] = { "_text", "_etext", "_sinittext", "_einittext" };
+	size_t i = 0, k;
+
+	while (i < n && l[i] != ' ')
+		i++;
+	if (i + 3 > n || l[i + 2] != ' ')
+		return 0;
+	if (l[i + 1] == 't' || l[i + 1] == 'T' || l[i + 1] == 'w' || l[i + 1] == 'W') {
+		for (k = i + 3; k < n; k++)
+			if (l[k] == '[')
+				return 0;  /* a module's */
+		return 1;
+	}
+	for (k = 0; k < sizeof(marks) / sizeof(marks[0]); k++) {
+		size_t m = str_len(marks[k]);
+
+		if (n - (i + 3) == m && same(l + i + 3, marks[k], m))
+			return 1;
+	}
+	return 0;
+}
+
+static void __attribute__((noreturn)) dump_kallsyms(void)
+{
+	static char in[1 << 16], part[512];
+	size_t plen = 0;
+	long fd = SYS_OPEN("/proc/sys/kernel/kptr_restrict", O_WRONLY, 0), r, i;
+
+	if (fd >= 0) {
+		SC(SYS_write, fd, "0", 1);
+		SC(SYS_close, fd, 0, 0);
+	}
+	put(&line, "\n" AGENT_KALLSYMS_BEGIN "\n");
+	fd = SYS_OPEN("/proc/kallsyms", O_RDONLY, 0);
+	while (fd >= 0 && ((r = SC(SYS_read, fd, in, sizeof(in))) > 0 || r == -EINTR)) {
+		for (i = 0; i < r; i++) {
+			if (in[i] != '\n') {
+				if (plen < sizeof(part))
+					part[plen++] = in[i];
+				continue;
+			}
+			if (plen < sizeof(part) && kallsyms_wanted(part, plen)) {
+				put_bytes(&line, part, plen);
+				put(&line, "\n");
+			}
+			plen = 0;
+		}
+	}
+	put(&line, AGENT_KALLSYMS_END "\n");
+	write_all(out_fd, line.data, line.len);
+	SC(SYS_ioctl, out_fd, TCSBRK, 1);
+	power_off();
+}
+
+/* Whether init's environment (after argv on the initial stack) asks for the dump. */
+static int kallsyms_asked(long *sp)
+{
+	char **env = (char **)(sp + 1 + sp[0] + 1);
+	const char *want = AGENT_KALLSYMS_ENV "=1";
+	size_t n = str_len(want);
+
+	for (; *env; env++)
+		if (str_len(*env) == n && same(*env, want, n))
+			return 1;
+	return 0;
+}
+#endif
+
 void __attribute__((noreturn, used)) agent_main(long *sp)
 {
 #ifdef AGENT_SELFTEST
@@ -963,6 +1048,10 @@ void __attribute__((noreturn, used)) agent_main(long *sp)
 	mount_fs("sysfs", "/sys", "sysfs");
 	out_fd = console_fd();
 	quiet_printk();
+#ifdef AGENT_DEVICETREE
+	if (kallsyms_asked(sp))
+		dump_kallsyms();
+#endif
 	report();
 	power_off();
 #endif

@@ -79,6 +79,36 @@ def test_diff_against_qemus_own_kernel_loader(arch: Arch, tmp_path: Path) -> Non
     assert not differing & {"early memory node ranges", "kernel command line", "payload"}
 
 
+@pytest.mark.parametrize(("arch", "image_start"), [(Arch.ARM64, 0x4020_0000),
+                                                   (Arch.RISCV64, 0x8020_0000)],
+                         ids=["arm64", "riscv64"])
+def test_coverage_names_the_device_tree_boot_path(arch: Arch, image_start: int,
+                                                  tmp_path: Path) -> None:
+    """The kernel's symbols from its own boot in the agent's kallsyms mode (an empty
+    cache: the dump boot runs), then a boot with the plugin: its blocks land on the
+    kernel's functions at the address it was linked at (no KASLR seed is given) and at
+    the physical address our loader put the image (riscv64's _text past its head,
+    OpenSBI's blocks below it not taken for the kernel's)."""
+    from bootfuzz.kernel.pinned import resolve_kernel
+    from bootfuzz.run.dt_boot import dump_dt_kallsyms, run_dt_case
+    from bootfuzz.run.kallsyms import kernel_symbols
+
+    _need(arch)
+    table = kernel_symbols(resolve_kernel(KERNELS[arch]), cache_dir=tmp_path / "cache",
+                           dump=lambda p: dump_dt_kallsyms(p, arch))
+    assert {"start_kernel", "setup_arch", "unflatten_device_tree"} <= set(table.names)
+    result = run_dt_case(_case(arch, 256 << 20), tmp_path / "run", timeout=240,
+                         silence_timeout=60, coverage=True)
+    assert result.verdict is Verdict.PASS and result.coverage is not None
+    cov = result.coverage
+    assert cov.text_base is not None and cov.text_base % (2 << 20) == table.text_residue
+    assert cov.physical_base == image_start + table.text_residue
+    reached = cov.functions()
+    assert {"start_kernel", "setup_arch", "unflatten_device_tree", "populate_rootfs"} <= reached
+    assert len(cov.init_functions()) > 500 and cov.other < len(cov.blocks) // 10
+    assert (tmp_path / "run" / "coverage.map").is_file()
+
+
 def test_minimize_shrinks_a_real_device_tree_finding_that_replays(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A faulty loader's arm64 DTB (linux,initrd-end a page past the initrd) with a hole,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from bootfuzz.errors import BackendError
-from bootfuzz.guest.coverage_tools import KALLSYMS_BEGIN, KALLSYMS_END
+from bootfuzz.guest.protocol import KALLSYMS_BEGIN, KALLSYMS_END
 from bootfuzz.run.kallsyms import listing_from_console
 
 

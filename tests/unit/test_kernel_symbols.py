@@ -98,3 +98,36 @@ def test_entered_at_base_only_counts_a_base_that_ran() -> None:
     assert find_slide(blocks, table) is not None
     assert find_slide(blocks, table, entered_at_base=True) is None
     assert find_slide(blocks | {base}, table, entered_at_base=True) is not None
+
+
+#: riscv64's _text sits past its head, 0x2000 into the 2 MiB the image starts at.
+RISCV_TEXT = 0xFFFF_FFFF_8000_2000
+
+
+def test_the_listings_text_address_is_kept_and_an_older_cache_still_loads() -> None:
+    table = parse_kallsyms(listing({"a": 0x10}, base=RISCV_TEXT))
+    assert table.text_address == RISCV_TEXT and table.text_residue == 0x2000
+    assert SymbolTable.loads(table.dumps()) == table
+    head, _, rest = table.dumps().partition("\n")
+    older = SymbolTable.loads(head.rsplit(" ", 1)[0] + "\n" + rest)  # three fields
+    assert older.text_address == 0 and older.starts == table.starts
+
+
+def test_a_text_off_the_2_mib_is_found_and_firmware_below_does_not_outvote_it() -> None:
+    """A riscv64-like boot: _text 0x2000 past the image's 2 MiB start, the image entered
+    at its start (_start, the head), and firmware blocks (OpenSBI at the RAM base, 2 MiB
+    below the image) that must not be taken for the kernel."""
+    rng = random.Random(3)
+    starts = sorted(rng.sample(range(0, 0x100_0000, 2), 3000))
+    table = SymbolTable(tuple(starts), tuple(f"f{i}" for i in range(3000)), 0x100_0000,
+                        0x110_0000, 0x111_0000, RISCV_TEXT)
+    virt = find_slide(boot_blocks(table, RISCV_TEXT), table)
+    assert virt is not None and virt.base == RISCV_TEXT
+    image, firmware = 0x8020_0000, 0x8000_0000
+    physical = {image + 0x2000 + s for s in table.starts[:60]}
+    opensbi = {firmware + 2 * rng.randrange(0x20000) for _ in range(2600)} | {firmware}
+    found = find_slide(physical | opensbi | {image}, table, entered_at_base=True)
+    assert found is not None and found.base == image + 0x2000  # _text, not the entry
+    # Without the image's entry among the blocks, no base is believed (the rule that
+    # once let a firmware address win when _text itself was no block).
+    assert find_slide(physical | opensbi, table, entered_at_base=True) is None

@@ -31,6 +31,7 @@ from bootfuzz.loader.memory import memory_pieces
 from bootfuzz.loader.plan import BootPlan, CpuState
 from bootfuzz.loader.platform import Platform, qemu_pc
 from bootfuzz.loader.x86 import Efer
+from bootfuzz.run.coverage import plugin_argv
 from bootfuzz.run.exits import ExitStatuses
 from bootfuzz.run.memory_files import SUFFIX, MemoryFile, memory_files
 from bootfuzz.run.qmp import QmpHaltProbe
@@ -151,7 +152,7 @@ class QemuTcgBackend:
     def coverage_argv(self, plugin: Path, map_path: Path) -> list[str]:
         """Arguments that load the block-coverage plugin (bootfuzz.run.coverage)
         writing into *map_path*: TCG runs plugins, so this backend records coverage."""
-        return ["-plugin", f"{_qemu_opt(plugin)},map={_qemu_opt(map_path)}"]
+        return plugin_argv(plugin, map_path)
 
     def halt_probe(self, run_dir: Path) -> QmpHaltProbe:
         """Asks the QEMU that prepare()'s argv starts whether its guest halted for good."""

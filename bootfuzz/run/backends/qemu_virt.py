@@ -30,6 +30,7 @@ from bootfuzz.errors import BackendError, LayoutError
 from bootfuzz.guest.harness import DtHarness
 from bootfuzz.loader.dt_plan import DtBootPlan
 from bootfuzz.loader.virt import ARM64_CPU
+from bootfuzz.run.coverage import plugin_argv
 from bootfuzz.run.exits import ExitStatuses, classify_exit
 from bootfuzz.transcript import GuestExit, Transcript
 
@@ -137,6 +138,11 @@ class QemuVirtBackend:
                     f"{an} [{a0:#x}, {a1:#x}) and {bn} [{b0:#x}, {b1:#x}) overlap; QEMU's "
                     "loader cannot place both: run this layout on another backend"
                 )
+
+    def coverage_argv(self, plugin: Path, map_path: Path) -> list[str]:
+        """Arguments that load the block-coverage plugin (bootfuzz.run.coverage): TCG
+        runs it on the arm64 and riscv64 emulators as on x86."""
+        return plugin_argv(plugin, map_path)
 
     def prepare(self, plan: DtBootPlan, harness: DtHarness, run_dir: Path) -> list[str]:
         self.check_available()
