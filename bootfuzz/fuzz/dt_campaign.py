@@ -504,7 +504,11 @@ def run_dt_campaign(kernels: Sequence[str], *, seconds: float, seed: int, out: P
         summary.outcomes.append(o)
         log.write(case_record(o, manifest[o.case.kernel].vmlinuz_sha256, seed).line())
         log.flush()
+        new = o.status == "fail" and o.signature not in summary.reproducers
         reproduce(o)
+        if new:
+            stream.write(f"\nnew failure: {o.signature} (case #{o.number}) -> "
+                         f"{summary.reproducers[o.signature]}\n")
 
     def start_minimization(o: DtCaseOutcome) -> Future[DtCaseOutcome | DtMinimized]:
         path = summary.reproducers[o.signature]
@@ -532,6 +536,10 @@ def run_dt_campaign(kernels: Sequence[str], *, seconds: float, seed: int, out: P
         summary.minimized[m.record.signature] = m.record
         with minimized_path.open("ab") as mlog:
             mlog.write(m.record.line())
+        r = m.record
+        stream.write(f"\n{'minimized' if r.complete else 'minimization unfinished:'} "
+                     f"{r.signature} in {r.boots} boots: "
+                     f"{'; '.join(r.steps) or 'nothing to remove'}\n")
 
     with campaign_lock(work), StopSignals() as stop:
         state = _state_doc(seed, kernels, overrides, max_memory, shard)

@@ -485,14 +485,19 @@ def test_merge_cli_takes_device_tree_shards_and_refuses_a_mix(
 
 def test_a_progress_line_says_where_the_campaign_is(tmp_path: Path) -> None:
     """Not on a terminal: the first line at once, then one per interval, and the last
-    one forced at the end with every case counted."""
+    one forced at the end with every case counted; a new failure and its minimization
+    are said when they happen."""
     import io
 
     stream = io.StringIO()
     dt_campaign.run_dt_campaign(list(KERNELS), seconds=60, seed=3, out=tmp_path,
                                 max_cases=4, jobs=1, boot=_Minimizable(), stream=stream)
-    lines = stream.getvalue().splitlines()
+    text = stream.getvalue()
+    lines = [line for line in text.splitlines() if line.startswith("[")]
     assert 2 <= len(lines) < 8  # throttled: not one per case and minimization boot
     assert lines[-1].startswith("[00:") and " 4 cases (" in lines[-1]
     assert "1 finding signature(s), 1 failing, 0 flaky, 0 rejected, 0 infra, 0 running" in (
         lines[-1])
+    sig = "riscv64:our-layout:cmdline|mismatch"
+    assert f"\nnew failure: {sig} (case #2) -> {tmp_path}/reproducers/dt-000002.json\n" in text
+    assert f"\nminimized {sig} in " in text  # the finding's minimization as it ends
