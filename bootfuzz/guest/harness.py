@@ -32,7 +32,6 @@ from bootfuzz.guest.protocol import (
     AGENT_EXIT_PORT,
     AGENT_EXIT_VALUE,
     AGENT_FORMAT_VERSION,
-    AGENT_KALLSYMS_ENV,
     AGENT_LINE_PREFIX,
     CMOS_DATA,
     CMOS_INDEX,
@@ -133,13 +132,11 @@ def agent_defines() -> tuple[str, ...]:
     )
 
 
-def dt_agent_defines() -> tuple[str, ...]:
-    """agent_defines() and the device-tree agent's kallsyms mode (its markers and the
-    environment variable that asks for it)."""
-    return (*agent_defines(),
-            f'-DAGENT_KALLSYMS_BEGIN="{KALLSYMS_BEGIN}"',
-            f'-DAGENT_KALLSYMS_END="{KALLSYMS_END}"',
-            f'-DAGENT_KALLSYMS_ENV="{AGENT_KALLSYMS_ENV}"')
+def kallsyms_dumper_defines() -> tuple[str, ...]:
+    """What makes the device-tree agent's source its kallsyms dumper (a binary of its
+    own: the agent of every other boot stays as it was), and the dump's markers."""
+    return ("-DAGENT_KALLSYMS_DUMP", f'-DAGENT_KALLSYMS_BEGIN="{KALLSYMS_BEGIN}"',
+            f'-DAGENT_KALLSYMS_END="{KALLSYMS_END}"')
 
 
 def as_string(text: str) -> str:
@@ -390,7 +387,9 @@ DT_STUB_ASFLAGS = {"aarch64": (), "riscv64": ("-march=rv64imac_zicsr",)}
 DT_AGENT_CFLAGS: tuple[str, ...] = (
     *(f for f in AGENT_CFLAGS if f != "-fcf-protection=none"), "-DAGENT_DEVICETREE")
 DT_STUB_NAME = "entry.bin"
-_DT_RECIPE_VERSION = 1
+DT_DUMPER_NAME = "kallsyms-init"
+#: 2: the kallsyms dumper is built beside the agent.
+_DT_RECIPE_VERSION = 2
 
 
 @dataclass(frozen=True)
@@ -401,6 +400,8 @@ class DtHarness:
     agent: Path
     entry_stub: Path
     directory: Path
+    #: The agent built as the kallsyms dumper (the /init of a coverage symbol boot).
+    kallsyms_dumper: Path
 
 
 def _dt_tools(arch: str) -> dict[str, Path]:
@@ -432,12 +433,15 @@ def build_dt_harness(arch: str, cache_dir: Path | None = None) -> DtHarness:
     sources = _dt_sources(arch)
     inputs = [("recipe", str(_DT_RECIPE_VERSION).encode()), ("arch", arch.encode())]
     inputs += [(p.relative_to(HARNESS_SOURCE_DIR).as_posix(), p.read_bytes()) for p in sources]
-    inputs += [("cflags", "\0".join(DT_AGENT_CFLAGS + dt_agent_defines()).encode()),
+    inputs += [("cflags", "\0".join(DT_AGENT_CFLAGS + agent_defines()).encode()),
                ("asflags", "\0".join(DT_STUB_ASFLAGS[arch]).encode())]
 
     def build(out: Path) -> None:
-        _run([tools["gcc"], *DT_AGENT_CFLAGS, *dt_agent_defines(), "-o", out / AGENT_NAME,
+        _run([tools["gcc"], *DT_AGENT_CFLAGS, *agent_defines(), "-o", out / AGENT_NAME,
               sources[0]], f"cross-compiling the agent for {arch}")
+        _run([tools["gcc"], *DT_AGENT_CFLAGS, *agent_defines(), *kallsyms_dumper_defines(),
+              "-o", out / DT_DUMPER_NAME, sources[0]],
+             f"cross-compiling the kallsyms dumper for {arch}")
         _run([tools["as"], *DT_STUB_ASFLAGS[arch], "-o", out / "entry.o", sources[2]],
              f"assembling the {arch} entry stub")
         _run([tools["ld"], "-Ttext=0", "-o", out / "entry.elf", out / "entry.o"],
@@ -447,4 +451,5 @@ def build_dt_harness(arch: str, cache_dir: Path | None = None) -> DtHarness:
 
     root = cache_root(cache_dir) / "harness"
     final = cached_build(root, "dt-" + build_key(inputs, tools), build)
-    return DtHarness(arch, final / AGENT_NAME, final / DT_STUB_NAME, final)
+    return DtHarness(arch, final / AGENT_NAME, final / DT_STUB_NAME, final,
+                     final / DT_DUMPER_NAME)

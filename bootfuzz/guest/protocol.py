@@ -26,14 +26,10 @@ AGENT_LINE_PREFIX = "BOOTFUZZ-AGENT"
 #: The JSON object's "v": bump when the report's shape changes.
 AGENT_FORMAT_VERSION = 1
 #: The lines around a kernel's code symbols, as the x86 kallsyms dumper
-#: (harness/coverage/kallsyms.c) and the device-tree agent's kallsyms mode print them
-#: (bootfuzz.run.kallsyms reads what is between).
+#: (harness/coverage/kallsyms.c) and the device-tree agent built as the dumper print
+#: them (bootfuzz.run.kallsyms reads what is between).
 KALLSYMS_BEGIN = "BOOTFUZZ-KALLSYMS-BEGIN"
 KALLSYMS_END = "BOOTFUZZ-KALLSYMS-END"
-#: The device-tree agent dumps the symbols instead of reporting when init's
-#: environment has this variable at 1 (``bootfuzz_kallsyms=1`` on the command line:
-#: the kernel hands init the options it does not know, those with no dot).
-AGENT_KALLSYMS_ENV = "bootfuzz_kallsyms"
 
 # --- the firmware stub's messages on COM1 --------------------------------------------
 

@@ -5,7 +5,7 @@ device-tree case, naming this module): the kernel is fetched and parsed as an Im
 the agent is the cross-built one, the plan is bootfuzz.loader.dt_plan's, the backend
 QemuVirtBackend, and the judge the dt_rules and dt_oracles.  With coverage the
 plugin records the guest's blocks as on x86 (bootfuzz.run.coverage), named by the
-kernel's own symbols, dumped once per kernel by the agent's kallsyms mode.
+kernel's own symbols, dumped once per kernel by the agent built as a kallsyms dumper.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from bootfuzz.fileio import atomic_write_text
 from bootfuzz.guest.coverage_tools import build_coverage_tools
 from bootfuzz.guest.harness import DtHarness, build_dt_harness
 from bootfuzz.guest.initrd import cached_initrd
-from bootfuzz.guest.protocol import AGENT_KALLSYMS_ENV, KALLSYMS_END
+from bootfuzz.guest.protocol import KALLSYMS_END
 from bootfuzz.judge.dt_observation import DtObservation, parse_dt_transcript
 from bootfuzz.judge.dt_oracles import DtEvidence, judge_dt
 from bootfuzz.judge.dt_rules import check_dt_layout
@@ -91,14 +91,17 @@ DUMP_MEMORY = 512 << 20
 
 
 def dump_dt_kallsyms(kernel_path: Path, arch: Arch) -> str:
-    """Boot the device-tree kernel at *kernel_path* once with the agent in its kallsyms
-    mode (the x86 dumper's listing: bootfuzz.run.kallsyms) and return the listing."""
+    """Boot the device-tree kernel at *kernel_path* once with the agent built as the
+    kallsyms dumper as its /init (the x86 dumper's listing: bootfuzz.run.kallsyms) and
+    return the listing."""
     case = BootCase(kernel=str(kernel_path), memory=DUMP_MEMORY, arch=arch,
                     backend=QemuVirtBackend.name, initrd=InitrdSpec(0),
-                    cmdline=f"{harness_cmdline(arch)} {AGENT_KALLSYMS_ENV}=1")
+                    cmdline=harness_cmdline(arch))
     prepared = prepare_dt(case)
+    dumper = cached_initrd(InitrdSpec(0), prepared.harness.kallsyms_dumper)
+    plan = plan_dt_boot(case, prepared.image, dumper)
     with tempfile.TemporaryDirectory(prefix="bootfuzz-kallsyms-") as tmp:
-        argv = prepared.backend.prepare(prepared.plan, prepared.harness, Path(tmp))
+        argv = prepared.backend.prepare(plan, prepared.harness, Path(tmp))
         transcript = run_console(argv, timeout=DUMP_TIMEOUT, silence_timeout=DUMP_SILENCE,
                                  stop_patterns=[KALLSYMS_END])
     return listing_from_console(transcript.text)

@@ -942,11 +942,11 @@ static void report(void)
 	SC(SYS_ioctl, out_fd, TCSBRK, 1);
 }
 
-#if defined(AGENT_DEVICETREE) && !defined(AGENT_SELFTEST)
+#ifdef AGENT_KALLSYMS_DUMP
 /*
- * The kallsyms mode (init's environment has AGENT_KALLSYMS_ENV=1, from the kernel
- * command line): the device-tree kernels' code symbols for coverage, as the x86
- * dumper (harness/coverage/kallsyms.c) prints them: built-in code (types t, T, w,
+ * The kallsyms dumper build of the device-tree agent (its own binary, so the agent
+ * every other boot runs is unchanged): the kernel's code symbols for coverage, as the
+ * x86 dumper (harness/coverage/kallsyms.c) prints them: built-in code (types t, T, w,
  * W) and the section marks, between the two marker lines, then power off.
  */
 static int same(const char *a, const char *b, size_t n)
@@ -1013,18 +1013,6 @@ static void __attribute__((noreturn)) dump_kallsyms(void)
 	power_off();
 }
 
-/* Whether init's environment (after argv on the initial stack) asks for the dump. */
-static int kallsyms_asked(long *sp)
-{
-	char **env = (char **)(sp + 1 + sp[0] + 1);
-	const char *want = AGENT_KALLSYMS_ENV "=1";
-	size_t n = str_len(want);
-
-	for (; *env; env++)
-		if (str_len(*env) == n && same(*env, want, n))
-			return 1;
-	return 0;
-}
 #endif
 
 void __attribute__((noreturn, used)) agent_main(long *sp)
@@ -1048,9 +1036,8 @@ void __attribute__((noreturn, used)) agent_main(long *sp)
 	mount_fs("sysfs", "/sys", "sysfs");
 	out_fd = console_fd();
 	quiet_printk();
-#ifdef AGENT_DEVICETREE
-	if (kallsyms_asked(sp))
-		dump_kallsyms();
+#ifdef AGENT_KALLSYMS_DUMP
+	dump_kallsyms();
 #endif
 	report();
 	power_off();
