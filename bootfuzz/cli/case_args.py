@@ -62,6 +62,17 @@ def seconds(text: str) -> float:
     return value
 
 
+def count_or_none(text: str) -> int:
+    """argparse type for a budget that 0 turns off: a non-negative integer."""
+    try:
+        value = int(text, 10)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{text!r}: give 0 (none) or more")
+    return value
+
+
 def count(text: str) -> int:
     """argparse type for how many times, boots or jobs: an integer of at least 1."""
     try:

@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 from bootfuzz.case import HARNESS_CMDLINE, CpuTemplate
-from bootfuzz.cli.case_args import KERNEL_HELP, add_guest_timeouts, count, size
+from bootfuzz.cli.case_args import KERNEL_HELP, add_guest_timeouts, count, count_or_none, size
 from bootfuzz.cli.exits import ExitStatus
 from bootfuzz.fuzz.campaign import (
     DEFAULT_BOOT_TIMEOUT,
@@ -161,7 +161,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    "corpus directory (OUT/campaign/corpus); repeat for several")
     r = p.add_argument_group("boots")
     add_guest_timeouts(r, DEFAULT_BOOT_TIMEOUT, DEFAULT_SILENCE, learned=True)
-    r.add_argument("--minimize-boots", type=int, default=DEFAULT_MAX_BOOTS, metavar="N",
+    r.add_argument("--minimize-boots", type=count_or_none, default=DEFAULT_MAX_BOOTS, metavar="N",
                    help=f"boots per minimization, 0 to skip it; default {DEFAULT_MAX_BOOTS}")
     r.add_argument("--initrd-cache", type=size, default=None, metavar="SIZE",
                    help="cap the initrd cache at SIZE, least recently used images evicted "

@@ -255,7 +255,7 @@ def summary_markdown(s: DtCampaignSummary) -> str:
                   "abandoned, not judged.", ""]
     if s.reproducers:
         lines += ["## Findings (one reproducer per signature)", ""]
-        lines += [f"- `{sig}`: {path}{_minimized_note(s.minimized.get(sig))}"
+        lines += [f"- `{sig}`: {path}{_minimized_note(s.minimized.get(sig), sig)}"
                   for sig, path in sorted(s.reproducers.items())]
     flaky = [o for o in s.outcomes if o.status == "flaky"]
     if flaky:
@@ -269,9 +269,10 @@ def summary_markdown(s: DtCampaignSummary) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _minimized_note(m: MinimizationRecord | None) -> str:
+def _minimized_note(m: MinimizationRecord | None, signature: str) -> str:
     if m is None:
-        return " (not minimized)"
+        refusal = f":{LOADER_REFUSED}|" in signature
+        return " (a refusal: no boot to minimize)" if refusal else " (not minimized)"
     how = "minimized" if m.complete else "minimization unfinished"
     return f" ({how} in {m.boots} boots: {'; '.join(m.steps) or 'nothing to remove'})"
 

@@ -290,3 +290,9 @@ def test_cli_boot_on_kvm_that_only_emulates_warns_first(
     assert code == ExitStatus.INFRASTRUCTURE and "boots nothing" in err
     assert ("warning: a full boot needs hardware KVM: /dev/kvm runs guests at 1.7 M" in err
             ) is warned
+
+
+def test_cli_a_negative_minimization_budget_is_a_usage_error(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    code, err = run(["fuzz", "--kernel", "debian-6.1-cloud", "--minimize-boots", "-1"], capsys)
+    assert code == ExitStatus.USAGE and "--minimize-boots: '-1': give 0 (none) or more" in err

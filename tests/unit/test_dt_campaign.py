@@ -158,6 +158,8 @@ def test_refusals_of_our_layout_are_findings_and_of_a_fault_rejected(tmp_path: P
     records = read_cases(tmp_path / "dt-campaign" / "cases.jsonl")
     assert [r.status for r in records] == ["fail", "infra"]
     assert records[0].reproducer.expect is None  # a refusal: no boot to expect anything of
+    assert "(a refusal: no boot to minimize)" in (tmp_path / "dt-campaign" / "summary.md"
+                                                  ).read_text()
 
     faulty = next(n for n in range(40) if dt_campaign.draw_case(3, n, KERNELS, True)[1])
     out = tmp_path / "faulty"
