@@ -62,26 +62,24 @@ def seconds(text: str) -> float:
     return value
 
 
-def count_or_none(text: str) -> int:
-    """argparse type for a budget that 0 turns off: a non-negative integer."""
+def _integer_from(text: str, least: int, hint: str) -> int:
     try:
         value = int(text, 10)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"{text!r}: give 0 (none) or more")
+    if value < least:
+        raise argparse.ArgumentTypeError(f"{text!r}: {hint}")
     return value
+
+
+def count_or_none(text: str) -> int:
+    """argparse type for a budget that 0 turns off: a non-negative integer."""
+    return _integer_from(text, 0, "give 0 (none) or more")
 
 
 def count(text: str) -> int:
     """argparse type for how many times, boots or jobs: an integer of at least 1."""
-    try:
-        value = int(text, 10)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{text!r}: give an integer of at least 1")
-    return value
+    return _integer_from(text, 1, "give an integer of at least 1")
 
 
 def seed(text: str) -> int:
