@@ -89,6 +89,13 @@ DEFAULT_TIMEOUT = 240.0
 STOP_POLL = 0.5
 #: A case's status, in the summary's order.
 STATUSES = ("pass", "fail", "flaky", "rejected", "infra")
+#: The campaign's own files in its --out (reproducers go beside it, in reproducers/).
+WORK_DIR = "dt-campaign"
+
+
+def reproducer_path(out: Path, number: int) -> Path:
+    """Where the reproducer of the finding first seen as case *number* goes."""
+    return out / "reproducers" / f"dt-{number:06d}.json"
 
 
 @dataclass(frozen=True)
@@ -193,7 +200,7 @@ def _boot(case: BootCase, run_dir: Path, timeout: float, silence: float) -> DtBo
 def run_case(number: int, case: BootCase, fault: DtFault | None, out: Path, boot: Booter
              ) -> DtCaseOutcome:
     """Boot one case (twice when it fails); never raises for the case's own trouble."""
-    run_dir = out / "dt-campaign" / "runs" / f"{number:06d}"
+    run_dir = out / WORK_DIR / "runs" / f"{number:06d}"
     run_dir.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
 
@@ -344,7 +351,7 @@ def minimize_finding(o: DtCaseOutcome, case: BootCase, out: Path, boot: Booter,
                      ) -> DtMinimized:
     """Minimize the finding first seen as *o*, starting from *case* (its reproducer's);
     never raises for the machine's trouble (the minimization is then unfinished)."""
-    runs = out / "dt-campaign" / "runs" / f"min-{o.number:06d}"
+    runs = out / WORK_DIR / "runs" / f"min-{o.number:06d}"
     count = itertools.count()
 
     def boot_one(candidate: BootCase) -> JudgedBoot:
@@ -380,7 +387,7 @@ def _state_doc(seed: int, kernels: Sequence[str], overrides: bool, max_memory: i
 def read_seed(out: Path) -> int | None:
     """The seed of the device-tree campaign in *out* (None: none there, or unreadable)."""
     try:
-        doc = json.loads((out / "dt-campaign" / STATE_NAME).read_text())
+        doc = json.loads((out / WORK_DIR / STATE_NAME).read_text())
         seed = doc["seed"]
     except (OSError, ValueError, KeyError, TypeError):
         return None
@@ -456,7 +463,7 @@ def run_dt_campaign(kernels: Sequence[str], *, seconds: float, seed: int, out: P
         raise ConfigError("a device-tree campaign takes pinned arm64/riscv64 kernels only "
                           f"(got {', '.join(kernels)})")
     booter: Booter = boot or (lambda c, d: _boot(c, d, timeout, silence))
-    work = out / "dt-campaign"
+    work = out / WORK_DIR
     summary = DtCampaignSummary(seed, shard=shard)
     started = time.monotonic()
     deadline = started + seconds
@@ -484,7 +491,7 @@ def run_dt_campaign(kernels: Sequence[str], *, seconds: float, seed: int, out: P
         resumed campaign writes one a kill left out), queued for minimization unless
         one is on record (a refusal is not minimized: its candidates boot nothing)."""
         if o.status == "fail" and o.signature not in summary.reproducers:
-            path = out / "reproducers" / f"dt-{o.number:06d}.json"
+            path = reproducer_path(out, o.number)
             summary.reproducers[o.signature] = path
             done_before = summary.minimized.get(o.signature)
             if (minimize_boots and LOADER_REFUSED not in o.failing

@@ -27,10 +27,12 @@ from bootfuzz.fuzz.caselog import CASES_NAME, CaseRecord, read_tail
 from bootfuzz.fuzz.dt_campaign import (
     MINIMIZED_NAME,
     STATE_NAME,
+    WORK_DIR,
     DtCampaignSummary,
     MinimizationRecord,
     outcome_of,
     read_minimized,
+    reproducer_path,
     summary_junit,
     summary_markdown,
 )
@@ -38,12 +40,10 @@ from bootfuzz.fuzz.merge import merged_records, not_running
 from bootfuzz.fuzz.reproducer import write_reproducer
 from bootfuzz.fuzz.state import CampaignError
 
-WORK = "dt-campaign"
-
 
 def is_dt_output(out: Path) -> bool:
     """Whether *out* is the --out of a device-tree campaign."""
-    return (out / WORK / STATE_NAME).is_file()
+    return (out / WORK_DIR / STATE_NAME).is_file()
 
 
 @dataclass(frozen=True)
@@ -61,7 +61,7 @@ class DtShard:
         raw = self.state.get("shard", [0, 1])
         if (not isinstance(raw, list) or len(raw) != 2
                 or not all(isinstance(x, int) for x in raw)):
-            raise CampaignError(f"{self.out / WORK / STATE_NAME}: shard {raw!r} is not [i, n]")
+            raise CampaignError(f"{self.out / WORK_DIR / STATE_NAME}: shard {raw!r} is not [i, n]")
         return raw[0], raw[1]
 
     @property
@@ -82,7 +82,7 @@ def _elapsed(path: Path) -> float:
 
 
 def read_dt_shard(out: Path) -> DtShard:
-    work = out / WORK
+    work = out / WORK_DIR
     with not_running(work):
         try:
             state = json.loads((work / STATE_NAME).read_text())
@@ -121,7 +121,7 @@ def merge_dt_campaigns(outs: Sequence[Path], dest: Path) -> DtCampaignSummary:
     _check_one_campaign(shards)
     seed = shards[0].state.get("seed")
     if not isinstance(seed, int):
-        raise CampaignError(f"{shards[0].out / WORK / STATE_NAME}: no seed")
+        raise CampaignError(f"{shards[0].out / WORK_DIR / STATE_NAME}: no seed")
     n = shards[0].shard[1]
     given = {s.shard[0] for s in shards}
     summary = DtCampaignSummary(
@@ -130,7 +130,7 @@ def merge_dt_campaigns(outs: Sequence[Path], dest: Path) -> DtCampaignSummary:
     # Every case, in case order; per signature the lowest case and its shard.
     records = merged_records([(s.out, s.records) for s in shards])
     owner: dict[int, DtShard] = {rec.index: s for s in shards for rec in s.records}
-    work = dest / WORK
+    work = dest / WORK_DIR
     with campaign_lock(work):
         if (work / STATE_NAME).exists():
             raise CampaignError(f"{dest}: holds a device-tree campaign of its own; merge into "
@@ -140,8 +140,8 @@ def merge_dt_campaigns(outs: Sequence[Path], dest: Path) -> DtCampaignSummary:
             summary.outcomes.append(o)
             if o.status != "fail" or o.signature in summary.reproducers:
                 continue
-            name = f"dt-{o.number:06d}.json"
-            source, target = owner[o.number].out / "reproducers" / name, dest / "reproducers" / name
+            source = reproducer_path(owner[o.number].out, o.number)
+            target = reproducer_path(dest, o.number)
             target.parent.mkdir(parents=True, exist_ok=True)
             if source.is_file():
                 atomic_write_bytes(target, source.read_bytes())
