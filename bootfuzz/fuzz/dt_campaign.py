@@ -346,17 +346,27 @@ def read_minimized(path: Path) -> dict[str, MinimizationRecord]:
     return done
 
 
+def _next_run_number(runs: Path) -> int:
+    """The first boot number after those already in *runs*: a minimization a signal
+    stopped left its boots there, and the resumed one adds its own beside them."""
+    try:
+        taken = [int(p.name) for p in runs.iterdir() if p.name.isdigit()]
+    except FileNotFoundError:
+        return 0
+    return max(taken, default=-1) + 1
+
+
 def minimize_finding(o: DtCaseOutcome, case: BootCase, out: Path, boot: Booter,
                      max_boots: int, deadline: float, cancelled: Callable[[], bool]
                      ) -> DtMinimized:
     """Minimize the finding first seen as *o*, starting from *case* (its reproducer's);
     never raises for the machine's trouble (the minimization is then unfinished)."""
     runs = out / WORK_DIR / "runs" / f"min-{o.number:06d}"
-    count = itertools.count()
+    count = itertools.count(_next_run_number(runs))
 
     def boot_one(candidate: BootCase) -> JudgedBoot:
         run_dir = runs / f"{next(count):03d}"
-        run_dir.mkdir(parents=True, exist_ok=True)
+        run_dir.mkdir(parents=True)
         return boot(candidate, run_dir)
 
     target = Signature(o.failing, o.title or "")

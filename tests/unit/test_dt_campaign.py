@@ -371,7 +371,10 @@ def test_a_stopped_minimization_is_not_on_record_and_a_resume_finishes_it(
     boot = _Minimizable()
     summary = dt_campaign.run_dt_campaign(list(KERNELS), seconds=60, seed=3, out=tmp_path,
                                           max_cases=4, jobs=1, boot=boot, resume=True)
-    assert summary.stop_signal is None and boot.log[0] == ("min", 0) and boot.log[-1] == 3
+    # The resumed minimization's boots go beside the stopped one's, not over them.
+    assert summary.stop_signal is None and boot.log[0] == ("min", 3) and boot.log[-1] == 3
+    runs = tmp_path / "dt-campaign" / "runs" / "min-000002"
+    assert {"000", "001", "002", "003"} <= {p.name for p in runs.iterdir()}
     assert THRESHOLD < load_reproducer(path).case.memory <= THRESHOLD + MiB
     assert [line["complete"] for line in _min_lines(tmp_path)] == [True]
 
