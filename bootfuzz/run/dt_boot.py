@@ -97,18 +97,17 @@ def dump_dt_kallsyms(kernel_path: Path, arch: Arch) -> str:
     case = BootCase(kernel=str(kernel_path), memory=DUMP_MEMORY, arch=arch,
                     backend=QemuVirtBackend.name, initrd=InitrdSpec(0),
                     cmdline=harness_cmdline(arch))
-    prepared = prepare_dt(case)
-    dumper = cached_initrd(InitrdSpec(0), prepared.harness.kallsyms_dumper)
-    plan = plan_dt_boot(case, prepared.image, dumper)
+    prepared = prepare_dt(case, kallsyms_dumper=True)
     with tempfile.TemporaryDirectory(prefix="bootfuzz-kallsyms-") as tmp:
-        argv = prepared.backend.prepare(plan, prepared.harness, Path(tmp))
+        argv = prepared.backend.prepare(prepared.plan, prepared.harness, Path(tmp))
         transcript = run_console(argv, timeout=DUMP_TIMEOUT, silence_timeout=DUMP_SILENCE,
                                  stop_patterns=[KALLSYMS_END])
     return listing_from_console(transcript.text)
 
 
-def prepare_dt(case: BootCase) -> DtPreparedBoot:
-    """Everything up to the plan; the case's own faults are reported before any build."""
+def prepare_dt(case: BootCase, kallsyms_dumper: bool = False) -> DtPreparedBoot:
+    """Everything up to the plan; the case's own faults are reported before any build.
+    With *kallsyms_dumper* the initrd's /init is the agent built as the kallsyms dumper."""
     if not case.arch.device_tree:
         raise ConfigError(f"{case.arch.value} is not a device-tree architecture")
     if case.backend not in ("qemu-tcg", QemuVirtBackend.name):
@@ -125,7 +124,8 @@ def prepare_dt(case: BootCase) -> DtPreparedBoot:
     backend.check_available()
     harness = build_dt_harness(case.arch.value)
     with clock.time(INITRD):
-        initrd = cached_initrd(case.initrd, harness.agent) if case.initrd is not None else None
+        init = harness.kallsyms_dumper if kallsyms_dumper else harness.agent
+        initrd = cached_initrd(case.initrd, init) if case.initrd is not None else None
     with clock.time(PLAN):
         plan = plan_dt_boot(case, image, initrd)
     return DtPreparedBoot(case, image, backend, harness, plan, clock.phases, kernel_path)
