@@ -24,7 +24,7 @@ from __future__ import annotations
 import enum
 import itertools
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 from bootfuzz.abi.e820 import E820Type
@@ -89,8 +89,25 @@ E820_WORDS: dict[E820Type, str] = {
     E820Type.PMEM: "persistent (type 7)",
 }
 
+#: x86 (efi_print_memmap()): "efi: mem07: [Conventional|...|WB|WT|WC|UC] range=[A-B] (..MB)".
 _DESCRIPTOR = re.compile(
-    r"efi: mem(\d+): \[([^|\]]+)\|.*\] range=\[0x([0-9a-f]+)-0x([0-9a-f]+)\]")
+    r"efi: mem(\d+): \[([^|\]]+)\|([^\]]*)\] range=\[0x([0-9a-f]+)-0x([0-9a-f]+)\]")
+#: arm64/riscv64 (drivers/firmware/efi/efi-init.c reserve_regions(), under efi=debug): a
+#: heading, then "efi:   0xA-0xB [Conventional|...|WB|  |  |  ]" per descriptor.
+_DT_HEADING = "efi: Processing EFI memory map:"
+_DT_DESCRIPTOR = re.compile(r"efi:\s+0x([0-9a-f]+)-0x([0-9a-f]+) \[([^|\]]+)\|([^\]]*)\]")
+#: The attributes (efi_md_typeattr_format()'s columns) that make a descriptor memory to
+#: efi-init.c's is_memory(): the kernel maps it cacheable in some way.
+MEMORY_ATTRIBUTES = frozenset({"WB", "WT", "WC"})
+#: efi-init.c is_usable_memory(): free after ExitBootServices(), System RAM when also WB;
+#: any other memory descriptor is added to memblock but marked no-map.
+USABLE_TYPES = frozenset({EfiType.LOADER_CODE, EfiType.LOADER_DATA, EfiType.ACPI_RECLAIM,
+                          EfiType.BOOT_CODE, EfiType.BOOT_DATA, EfiType.CONVENTIONAL,
+                          EfiType.PERSISTENT})
+
+
+def _attributes(columns: str) -> frozenset[str]:
+    return frozenset(w.strip() for w in columns.split("|") if w.strip())
 
 
 @dataclass(frozen=True)
@@ -99,6 +116,7 @@ class EfiDescriptor:
     type_text: str  # as printed, stripped
     start: int
     end: int  # inclusive, as printed
+    attributes: frozenset[str] = frozenset()  # the columns printed: "RUN", "WB", ...
 
     @property
     def type(self) -> EfiType | None:
@@ -113,11 +131,24 @@ class EfiDescriptor:
 
 
 def parse_efi_memmap(lines: Iterable[str]) -> tuple[EfiDescriptor, ...]:
-    """The first ``efi: memNN:`` listing of a console (the boot-time map); the runtime
-    map printed later starts again at mem00 and is not taken."""
+    """The boot-time UEFI memory map a console printed: x86's first ``efi: memNN:``
+    listing (the runtime map printed later starts again at mem00 and is not taken), or
+    the device-tree architectures' listing under "Processing EFI memory map:"."""
     out: list[EfiDescriptor] = []
+    in_dt_listing = False
     for line in lines:
-        m = _DESCRIPTOR.search(line_body(line))
+        body = line_body(line)
+        if in_dt_listing:
+            d = _DT_DESCRIPTOR.search(body)
+            if d is None:
+                break
+            out.append(EfiDescriptor(len(out), d.group(3).strip(), int(d.group(1), 16),
+                                     int(d.group(2), 16), _attributes(d.group(4))))
+            continue
+        if _DT_HEADING in body and not out:
+            in_dt_listing = True
+            continue
+        m = _DESCRIPTOR.search(body)
         if m is None:
             continue
         index = int(m.group(1))
@@ -125,9 +156,60 @@ def parse_efi_memmap(lines: Iterable[str]) -> tuple[EfiDescriptor, ...]:
             if out:
                 break
             continue
-        out.append(EfiDescriptor(index, m.group(2).strip(), int(m.group(3), 16),
-                                 int(m.group(4), 16)))
+        out.append(EfiDescriptor(index, m.group(2).strip(), int(m.group(4), 16),
+                                 int(m.group(5), 16), _attributes(m.group(3))))
     return tuple(out)
+
+
+def efi_memblock(descriptors: Sequence[EfiDescriptor]) -> list[tuple[int, int, bool]]:
+    """The memory a device-tree architecture's kernel takes from the UEFI map
+    (efi-init.c reserve_regions(): the DT's memory nodes are dropped, each memory
+    descriptor added, those not usable marked no-map), as memblock keeps it: sorted,
+    adjacent ranges of the same kind merged.  (start, inclusive end, usable)."""
+    out: list[tuple[int, int, bool]] = []
+    for d in sorted(descriptors, key=lambda d: d.start):
+        if not d.attributes & MEMORY_ATTRIBUTES:
+            continue
+        usable = d.type in USABLE_TYPES and "WB" in d.attributes
+        if out and out[-1][2] == usable and out[-1][1] + 1 == d.start:
+            out[-1] = (out[-1][0], d.end, usable)
+        else:
+            out.append((d.start, d.end, usable))
+    return out
+
+
+def _ranges(ranges: Sequence[tuple[int, int]]) -> str:
+    return "\n".join(_fmt(s, e) for s, e in ranges) or "(none)"
+
+
+def judge_efi_memblock(descriptors: Sequence[EfiDescriptor],
+                       node_ranges: Sequence[tuple[int, int]]) -> OracleResult:
+    """The kernel's "Early memory node ranges" are the UEFI map's memory, split where
+    usable and no-map ranges meet (efi_memblock)."""
+    name = "efi-memblock"
+    want = [(s, e) for s, e, _ in efi_memblock(descriptors)]
+    if not descriptors:
+        return unknown(name, "(the memory of the UEFI map)",
+                       "no UEFI memory map in the log (efi=debug missing, or not an EFI boot)")
+    if not node_ranges:
+        return unknown(name, _ranges(want), "no 'Early memory node ranges' in the log")
+    return judged(name, list(node_ranges) == want, _ranges(want), _ranges(node_ranges),
+                  "against the UEFI memory map the kernel printed")
+
+
+def judge_efi_system_ram(descriptors: Sequence[EfiDescriptor],
+                         system_ram: Sequence[tuple[int, int]] | None) -> OracleResult:
+    """/proc/iomem's System RAM is the UEFI map's usable memory (the no-map ranges are
+    "reserved" there: arm64's request_standard_resources())."""
+    name = "iomem-ram"
+    want = [(s, e) for s, e, usable in efi_memblock(descriptors) if usable]
+    if not descriptors:
+        return unknown(name, "(the usable memory of the UEFI map)",
+                       "no UEFI memory map in the log (efi=debug missing, or not an EFI boot)")
+    if system_ram is None:
+        return unknown(name, _ranges(want), "no agent report")
+    return judged(name, list(system_ram) == want, _ranges(want), _ranges(system_ram),
+                  "against the UEFI memory map the kernel printed")
 
 
 def stub_e820(descriptors: Sequence[EfiDescriptor]) -> list[tuple[int, int, str]]:
@@ -202,16 +284,39 @@ def judge_efi_ram(descriptors: Sequence[EfiDescriptor], platform: Platform | Non
     names = ", ".join(f"{n} {abs(e - s):#x}" for n, s, e in withheld)
     expected = (f"{want:#x} bytes of RAM descriptors ({platform.memory:#x} less {names}), "
                 "none outside the platform's RAM")
+
+    def outside(d: EfiDescriptor) -> list[str]:
+        return [r.kind.value for r in platform.regions_touched(d.start, d.end + 1)
+                if not r.ram]
+
+    return _judge_ram(descriptors, want, expected, outside)
+
+
+def judge_efi_ram_range(descriptors: Sequence[EfiDescriptor], start: int,
+                        size: int) -> OracleResult:
+    """Every RAM descriptor lies in the machine's one RAM range [start, start + size),
+    and together they describe all of it (QEMU's virt machine: no holes of its own)."""
+    expected = (f"{size:#x} bytes of RAM descriptors, none outside the machine's RAM "
+                f"{_fmt(start, start + size - 1)}")
+
+    def outside(d: EfiDescriptor) -> list[str]:
+        return [] if start <= d.start and d.end < start + size else ["space past RAM"]
+
+    return _judge_ram(descriptors, size, expected, outside)
+
+
+def _judge_ram(descriptors: Sequence[EfiDescriptor], want: int, expected: str,
+               outside: Callable[[EfiDescriptor], list[str]]) -> OracleResult:
+    name = "efi-ram"
     if not descriptors:
-        return unknown(name, expected, "no 'efi: memNN:' lines (efi=debug missing?)")
+        return unknown(name, expected, "no UEFI memory map in the log (efi=debug missing?)")
     ram = [d for d in descriptors if d.type not in NOT_RAM]
     problems = []
     for d in ram:
-        outside = [r.kind.value for r in platform.regions_touched(d.start, d.end + 1)
-                   if not r.ram]
-        if outside:
+        where = outside(d)
+        if where:
             problems.append(f"mem{d.index:02} {d.type_text} {_fmt(d.start, d.end)} in the "
-                            + ", the ".join(outside))
+                            + ", the ".join(where))
     spans = sorted((d.start, d.end) for d in ram)
     for (_s0, e0), (s1, _e1) in itertools.pairwise(spans):
         if s1 <= e0:
@@ -249,5 +354,6 @@ def judge_efi_initrd(descriptors: Sequence[EfiDescriptor], ramdisk: tuple[int, i
     return judged(name, not problems, expected, observed, "; ".join(problems))
 
 
-__all__ = ["EfiDescriptor", "EfiType", "judge_efi_e820", "judge_efi_initrd", "judge_efi_ram",
+__all__ = ["EfiDescriptor", "EfiType", "efi_memblock", "judge_efi_e820", "judge_efi_initrd",
+           "judge_efi_memblock", "judge_efi_ram", "judge_efi_ram_range", "judge_efi_system_ram",
            "parse_efi_memmap", "stub_e820"]
