@@ -32,8 +32,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     t = p.add_argument_group("targets")
     t.add_argument("--peer", required=True, metavar="TARGET",
                    help="qemu-direct:pc|microvm[:tcg|kvm], command:FILE, or ours[:BACKEND]; "
-                   "for an arm64 or riscv64 kernel: qemu-kernel:virt (QEMU's own -kernel) or "
-                   "qemu-kernel:virt:dtb (the same, given our DTB with -dtb)")
+                   "for an arm64 or riscv64 kernel: qemu-kernel:virt (QEMU's own -kernel), "
+                   "qemu-kernel:virt:dtb (the same, given our DTB with -dtb) or, arm64 only, "
+                   "efi-stub:virt (edk2 starting the kernel's EFI stub)")
     t.add_argument("--target", default=DEFAULT_TARGET, metavar="TARGET",
                    help=f"the left-hand target; default {DEFAULT_TARGET}")
     r = p.add_argument_group("run")

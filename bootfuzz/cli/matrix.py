@@ -56,7 +56,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="the architecture axis: x86_64, aarch64, riscv64; each takes its own "
                    f"dimensions (aarch64/riscv64: entry {matrix.DT_ENTRY}, memory "
                    f"{' '.join(matrix.DT_MEMORIES)}, initrds {' '.join(matrix.DT_INITRDS)}, "
-                   f"targets {' '.join(matrix.DT_TARGETS)}) and the pinned kernels of that "
+                   f"targets {' '.join(matrix.DT_TARGETS)}, efi-stub:virt on aarch64 "
+                   "only) and the pinned kernels of that "
                    "architecture; default x86_64")
     s.add_argument("--list", action="store_true", help="print the selected cells and stop")
     r = p.add_argument_group("run")
@@ -95,7 +96,7 @@ def arch_dimensions(args: argparse.Namespace) -> list[Dimensions]:
         if not kernels:
             raise ConfigError(f"no pinned {arch.value} kernel among the selected kernels")
         out.append(Dimensions(tuple(kernels), (matrix.DT_ENTRY,), matrix.DT_MEMORIES,
-                              matrix.DT_INITRDS, matrix.DT_TARGETS, arch.value))
+                              matrix.DT_INITRDS, matrix.dt_targets(arch.value), arch.value))
     return out
 
 

@@ -16,6 +16,17 @@ views is listed with the value each side showed.
 ``qemu-kernel:virt:dtb`` hands QEMU's loader our DTB (``-dtb``) instead: QEMU then
 edits it (/chosen, and on arm64 the memory nodes), and the differences say what it
 rewrote.
+
+``efi-stub:virt`` (arm64) boots the same files through UEFI: edk2's ArmVirtQemu
+firmware (Debian's qemu-efi-aarch64) starts the kernel's EFI stub from QEMU's
+``-kernel``, hands it the initrd through LoadFile2 and the command line (after
+``efi=debug``, so the kernel prints the UEFI memory map); the stub exits boot services
+and enters the kernel with a DTB holding no memory nodes, and the kernel takes its
+memory from the UEFI map (and its devices from ACPI).  That peer is judged by the same
+boot, command-line and payload oracles, and its memory against the map it printed:
+every RAM descriptor inside the machine's RAM and all of it described, the kernel's
+memory ranges and System RAM as efi-init.c derives them, and the initrd freed in whole
+pages of the file.  Debian 12 ships no riscv64 UEFI firmware, so riscv64 has no such peer.
 """
 
 from __future__ import annotations
@@ -35,9 +46,12 @@ from bootfuzz.case import BootCase
 from bootfuzz.errors import BackendError, ConfigError
 from bootfuzz.judge.dt_observation import DtObservation, parse_dt_transcript
 from bootfuzz.judge.dt_oracles import initrd_freed_kib, merged_ram
+from bootfuzz.judge.efi_map import judge_efi_memblock, judge_efi_ram_range, judge_efi_system_ram
 from bootfuzz.judge.oracles import judge_agent_cmdline, judge_boot, judge_payload
 from bootfuzz.judge.verdict import OracleResult, Verdict, judged, oracle_json, overall, unknown
 from bootfuzz.loader.fdt_writer import decode_cells
+from bootfuzz.loader.virt import RAM_BASE
+from bootfuzz.peers.loaders import EFI_DEBUG
 from bootfuzz.run.backends.qemu_virt import QEMU_BINARIES, classify_virt_exit, machine_args
 from bootfuzz.run.console import run_console
 from bootfuzz.run.dt_boot import execute_dt, prepare_dt
@@ -46,7 +60,11 @@ from bootfuzz.transcript import GuestExit, Transcript
 PEER_NAME = "qemu-kernel:virt"
 #: The same with our DTB handed to QEMU's loader (-dtb): what QEMU rewrites in it.
 PEER_DTB_NAME = "qemu-kernel:virt:dtb"
-PEERS = (PEER_NAME, PEER_DTB_NAME)
+#: The kernel's EFI stub started by edk2 (arm64).
+PEER_EFI_NAME = "efi-stub:virt"
+PEERS = (PEER_NAME, PEER_DTB_NAME, PEER_EFI_NAME)
+#: edk2 for QEMU's arm64 virt machine, from Debian's qemu-efi-aarch64.
+AARCH64_UEFI = Path("/usr/share/qemu-efi-aarch64/QEMU_EFI.fd")
 OURS_NAME = "ours:qemu-virt"
 JSON_FORMAT_VERSION = 1
 
@@ -90,17 +108,46 @@ class DtDiffReport:
 
 
 def qemu_kernel_argv(case: BootCase, kernel: Path, initrd: Path | None,
-                     dtb: Path | None = None) -> list[str]:
-    """QEMU's own loader on the same machine our backend starts (with *dtb*: ours)."""
+                     dtb: Path | None = None, firmware: Path | None = None) -> list[str]:
+    """QEMU's own loader on the same machine our backend starts (with *dtb*: ours; with
+    *firmware*: UEFI, which starts the kernel's EFI stub)."""
     argv = [QEMU_BINARIES[case.arch], *machine_args(case.arch, case.memory)]
-    if case.arch is Arch.RISCV64:
+    if firmware is not None:
+        argv += ["-bios", str(firmware)]
+    elif case.arch is Arch.RISCV64:
         argv += ["-bios", "default"]
-    argv += ["-kernel", str(kernel), "-append", case.cmdline]
+    argv += ["-kernel", str(kernel), "-append", peer_cmdline(case, firmware is not None)]
     if initrd is not None:
         argv += ["-initrd", str(initrd)]
     if dtb is not None:
         argv += ["-dtb", str(dtb)]
     return argv
+
+
+#: edk2's QEMU kernel loader appends this when QEMU has an initrd (for stubs that read
+#: the initrd= option; measured on arm64, as OVMF does on x86: peers.promises).
+EDK2_INITRD_SUFFIX = " initrd=initrd"
+
+
+def peer_cmdline(case: BootCase, efi: bool) -> str:
+    """What a peer is given: the case's command line, after efi=debug through UEFI."""
+    return EFI_DEBUG.decode() + case.cmdline if efi else case.cmdline
+
+
+def expected_cmdline(case: BootCase, efi: bool) -> str:
+    """What the kernel must see: the line given, with edk2's initrd= option after it."""
+    suffix = EDK2_INITRD_SUFFIX if efi and case.initrd is not None else ""
+    return peer_cmdline(case, efi) + suffix
+
+
+def uefi_firmware(arch: Arch) -> Path:
+    """The UEFI firmware of *arch*'s virt machine; refused where there is none."""
+    if arch is not Arch.ARM64:
+        raise ConfigError(f"{PEER_EFI_NAME} boots arm64 kernels only: Debian 12 has no UEFI "
+                          f"firmware for {arch.value}'s virt machine")
+    if not AARCH64_UEFI.is_file():
+        raise BackendError(f"{AARCH64_UEFI} not found: install qemu-efi-aarch64")
+    return AARCH64_UEFI
 
 
 def _kept_memory(obs: DtObservation) -> list[tuple[int, int]] | None:
@@ -131,19 +178,23 @@ def _fmt(ranges: Sequence[tuple[int, int]]) -> str:
 
 
 def validity_oracles(case: BootCase, obs: DtObservation, guest_exit: GuestExit,
-                     end_detail: str, payload_sha256: str | None) -> list[OracleResult]:
-    """What any loader must give, judged without knowing its bytes."""
+                     end_detail: str, payload_sha256: str | None, *, efi: bool = False,
+                     initrd_size: int | None = None) -> list[OracleResult]:
+    """What any loader must give, judged without knowing its bytes; with *efi*, the
+    memory against the UEFI map (efi_oracles)."""
     agent = case.initrd is not None and not case.initrd.raw
     out = [judge_boot(obs.base, guest_exit, end_detail, agent=agent, firmware_marker=False)]
-    cmdline = case.cmdline.encode("utf-8", "surrogateescape")
+    given = expected_cmdline(case, efi)
+    cmdline = given.encode("utf-8", "surrogateescape")
     got = obs.kernel_command_line
-    out.append(unknown("cmdline", case.cmdline, "no 'Kernel command line:' line") if got is None
-               else judged("cmdline", got == cmdline, case.cmdline,
-                           got.decode("utf-8", "replace")))
+    out.append(unknown("cmdline", given, "no 'Kernel command line:' line") if got is None
+               else judged("cmdline", got == cmdline, given, got.decode("utf-8", "replace")))
     if agent:
         out.append(judge_agent_cmdline(obs.base, cmdline))
         assert case.initrd is not None and payload_sha256 is not None
         out.append(judge_payload(obs.base, case.initrd.size, payload_sha256))
+    if efi:
+        return out + efi_oracles(case, obs, initrd_size)
     kept = _kept_memory(obs)
     if kept is not None:
         want = merged_ram(kept)
@@ -166,12 +217,38 @@ def validity_oracles(case: BootCase, obs: DtObservation, guest_exit: GuestExit,
     return out
 
 
+def efi_oracles(case: BootCase, obs: DtObservation, initrd_size: int | None
+                ) -> list[OracleResult]:
+    """An EFI boot's memory, judged against the UEFI map the kernel printed: the map
+    against the machine, the kernel's memory and System RAM against the map, and the
+    initrd (loaded by the stub at the start of pages of its own) freed in whole pages."""
+    descriptors = obs.base.efi_memmap
+    out = [judge_efi_ram_range(descriptors, RAM_BASE[case.arch], case.memory),
+           judge_efi_memblock(descriptors, [(a, b) for _, a, b in obs.memory_node_ranges])]
+    agent = case.initrd is not None and not case.initrd.raw
+    if agent:  # /proc/iomem comes from the agent
+        out.append(judge_efi_system_ram(descriptors, None if obs.dt_agent is None
+                                        else obs.dt_agent.system_ram()))
+    if initrd_size is not None and agent:
+        kib = initrd_freed_kib(0, initrd_size)
+        freed = obs.base.initrd_freed_kib
+        out.append(judged("initrd-unpacked", freed == kib and obs.base.unpack_failure is None,
+                          f"unpacked, 'Freeing initrd memory: {kib}K' (the whole pages of "
+                          f"the {initrd_size}-byte initrd)",
+                          f"Freeing initrd memory: {freed}K"
+                          + (f", failed: {obs.base.unpack_failure}"
+                             if obs.base.unpack_failure else "")))
+    return out
+
+
 def run_peer(case: BootCase, run_dir: Path, *, timeout: float, silence_timeout: float,
              peer: str = PEER_NAME) -> DtSide:
-    """Boot *case* with QEMU's own -kernel loader on virt (PEER_DTB_NAME: given our DTB)."""
+    """Boot *case* with QEMU's own -kernel loader on virt (PEER_DTB_NAME: given our DTB;
+    PEER_EFI_NAME: through UEFI and the kernel's EFI stub)."""
     binary = QEMU_BINARIES[case.arch]
     if shutil.which(binary) is None:
         raise BackendError(f"{binary} not found")
+    firmware = uefi_firmware(case.arch) if peer == PEER_EFI_NAME else None
     prepared = prepare_dt(case)  # the same kernel file and initrd our side boots
     from bootfuzz.kernel.pinned import resolve_kernel
 
@@ -182,14 +259,16 @@ def run_peer(case: BootCase, run_dir: Path, *, timeout: float, silence_timeout: 
     if peer == PEER_DTB_NAME:
         dtb = run_dir / "ours.dtb"
         dtb.write_bytes(prepared.plan.dtb)
-    argv = qemu_kernel_argv(case, kernel, initrd, dtb)
+    argv = qemu_kernel_argv(case, kernel, initrd, dtb, firmware)
     started = time.monotonic()
     transcript = run_console(argv, timeout=timeout, silence_timeout=silence_timeout,
                              log_path=run_dir / "console.log")
     guest_exit = classify_virt_exit(transcript)
     obs = parse_dt_transcript(transcript.raw)
     sha = None if prepared.plan.initrd is None else prepared.plan.initrd.payload_sha256
-    oracles = validity_oracles(case, obs, guest_exit, transcript.end_detail, sha)
+    oracles = validity_oracles(case, obs, guest_exit, transcript.end_detail, sha,
+                               efi=firmware is not None,
+                               initrd_size=None if initrd is None else initrd.stat().st_size)
     return DtSide(peer, tuple(argv), transcript, obs, guest_exit, tuple(oracles),
                   overall(oracles), run_dir, time.monotonic() - started)
 
@@ -267,6 +346,8 @@ def run_dt_diff(case: BootCase, parent: Path, *, timeout: float, silence_timeout
     """Our loader and QEMU's -kernel on the same case; both judged, views compared."""
     if not case.arch.device_tree:
         raise ConfigError("qemu-kernel:virt boots arm64 and riscv64 kernels only")
+    if peer == PEER_EFI_NAME:
+        uefi_firmware(case.arch)  # refused before anything boots
     prepare_dt(case)  # build everything once before the two boots start
     parent.mkdir(parents=True, exist_ok=True)
     root = Path(tempfile.mkdtemp(prefix=f"{time.strftime('%Y%m%d-%H%M%S')}-dtdiff-",

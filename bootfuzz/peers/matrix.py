@@ -69,7 +69,11 @@ INITRD_PAYLOAD = 1 << 20
 DT_ENTRY = "dt"
 HOLE_SUFFIX = "/hole"
 DT_MEMORIES: tuple[str, ...] = ("256M", "4G" + HOLE_SUFFIX)
-DT_TARGETS: tuple[str, ...] = ("ours:qemu-virt", "qemu-kernel:virt")
+DT_TARGETS: tuple[str, ...] = ("ours:qemu-virt", "qemu-kernel:virt", "efi-stub:virt")
+#: Device-tree targets an architecture lacks, and why.
+DT_UNSUPPORTED: dict[tuple[str, str], str] = {
+    (Arch.RISCV64.value, "efi-stub:virt"): "Debian 12 has no UEFI firmware for riscv64's virt",
+}
 DT_INITRDS: tuple[str, ...] = ("gzip", "xz", "zstd", NO_INITRD)
 #: Where "/hole" puts the hole: 2 GiB into RAM, 256 MiB long.
 HOLE_OFFSET, HOLE_SIZE = 2 << 30, 256 << 20
@@ -145,11 +149,17 @@ class Dimensions:
         return (self.kernels, self.entries, self.memories, self.initrds, self.targets)
 
 
+def dt_targets(arch: str) -> tuple[str, ...]:
+    """The device-tree targets *arch* has (efi-stub:virt: arm64 only)."""
+    return tuple(t for t in DT_TARGETS if (arch, t) not in DT_UNSUPPORTED)
+
+
 def static_skip(cell: Cell) -> str | None:
     """Why *cell* cannot run on its target, known without booting (None: it can)."""
     if Arch(cell.arch).device_tree:
-        return None if cell.target in DT_TARGETS else (
-            f"{cell.target} does not boot {cell.arch} kernels")
+        if cell.target not in DT_TARGETS:
+            return f"{cell.target} does not boot {cell.arch} kernels"
+        return DT_UNSUPPORTED.get((cell.arch, cell.target))
     from bootfuzz.peers.targets import parse_target
 
     return parse_target(cell.target).unsupported(cell.case())
@@ -267,14 +277,18 @@ def run_cell(cell: Cell, out_dir: Path, timeout: float = CELL_TIMEOUT,
 
 def _run_dt_cell(cell: Cell, run_dir: Path, timeout: float, silence_timeout: float,
                  started: float) -> CellResult:
-    """A device-tree cell: ours on qemu-virt or QEMU's -kernel on virt (peers.dt_diff)."""
+    """A device-tree cell: ours on qemu-virt, or a peer of bootfuzz.peers.dt_diff (QEMU's
+    -kernel on virt, the EFI stub under edk2)."""
     from bootfuzz.peers.dt_diff import run_ours, run_peer
 
     reason = static_skip(cell)
     if reason:
         return CellResult(cell, Outcome.SKIP, reason)
-    runner = run_ours if cell.target == DT_TARGETS[0] else run_peer
-    run = runner(cell.case(), run_dir, timeout=timeout, silence_timeout=silence_timeout)
+    if cell.target == DT_TARGETS[0]:
+        run = run_ours(cell.case(), run_dir, timeout=timeout, silence_timeout=silence_timeout)
+    else:
+        run = run_peer(cell.case(), run_dir, timeout=timeout, silence_timeout=silence_timeout,
+                       peer=cell.target)
     outcome = Outcome.PASS if run.verdict is Verdict.PASS else Outcome.FAIL
     return CellResult(cell, outcome, _summary(run), time.monotonic() - started, str(run_dir))
 

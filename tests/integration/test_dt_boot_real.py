@@ -1,10 +1,12 @@
 """Real device-tree boots: the pinned arm64 and riscv64 kernels through our loader on
 QEMU-TCG virt (riscv64 through Debian's OpenSBI), judged by every oracle; and the same
-case through QEMU's own -kernel as a differential peer.
+case through QEMU's own -kernel, and on arm64 through edk2 and the kernel's EFI stub, as
+differential peers.
 
 Two boots run in the default suite (arm64 at 256M, riscv64 at 4G as two memory nodes
-around a hole); the other two must-show combinations and the differential runs are
-opted into with BOOTFUZZ_DT_FULL=1 (the nox session that runs them sets it).
+around a hole) and the EFI-stub diff; the other two must-show combinations and the
+diffs against QEMU's -kernel are opted into with BOOTFUZZ_DT_FULL=1 (the nox session
+that runs them sets it).
 """
 
 from __future__ import annotations
@@ -77,6 +79,28 @@ def test_diff_against_qemus_own_kernel_loader(arch: Arch, tmp_path: Path) -> Non
     # permitted choices, found every time; the kernels' memory and command line agree.
     assert "chosen initrd range" in differing
     assert not differing & {"early memory node ranges", "kernel command line", "payload"}
+
+
+def test_diff_against_the_kernels_efi_stub_under_edk2(tmp_path: Path) -> None:
+    """arm64 through edk2 and the EFI stub (efi-stub:virt) beside our loader, with a hole
+    in our layout's memory: both pass every oracle they are judged by (the peer's memory
+    against the UEFI map it printed), and the kernels' views differ where UEFI decides
+    otherwise: memory from the map (no-map runtime ranges, the flash window), edk2's
+    initrd= option, no memory nodes kept; the payload read back is the same."""
+    from bootfuzz.peers.dt_diff import AARCH64_UEFI, PEER_EFI_NAME, run_dt_diff
+
+    _need(Arch.ARM64)
+    if not AARCH64_UEFI.is_file():
+        pytest.skip(f"{AARCH64_UEFI} is not installed (Debian package qemu-efi-aarch64)")
+    report = run_dt_diff(_case(Arch.ARM64, 4 << 30), tmp_path, timeout=240,
+                         silence_timeout=60, parallel=False, peer=PEER_EFI_NAME)
+    assert report.left.verdict is Verdict.PASS, report.left.run_dir
+    peer = {r.name: r.verdict for r in report.right.oracles}
+    assert report.right.verdict is Verdict.PASS, (peer, report.right.run_dir)
+    assert {"efi-ram", "efi-memblock", "iomem-ram", "initrd-unpacked"} <= set(peer)
+    differing = {r.field for r in report.differences}
+    assert {"early memory node ranges", "kernel command line", "memory nodes kept"} <= differing
+    assert "payload" not in differing
 
 
 @pytest.mark.parametrize(("arch", "image_start"), [(Arch.ARM64, 0x4020_0000),
