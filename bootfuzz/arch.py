@@ -25,6 +25,15 @@ class Arch(enum.StrEnum):
         return self is not Arch.X86_64
 
     @property
+    def command_line_size(self) -> int | None:
+        """A device-tree kernel's COMMAND_LINE_SIZE: bootargs longer than this less one
+        byte are cut by the kernel (early_init_dt_scan_chosen()).  None on x86, where the
+        bzImage header says (cmdline_size).  arch/arm64 and arch/riscv uapi asm/setup.h
+        as of the pinned 6.12 kernels, measured: /proc/cmdline kept 2047 and 1023 bytes of
+        longer lines (mainline arm64 has since gone to 4096)."""
+        return _COMMAND_LINE_SIZE.get(self)
+
+    @property
     def debian(self) -> str:
         """The Debian architecture name of its kernel packages."""
         return _DEBIAN[self]
@@ -40,6 +49,7 @@ class Arch(enum.StrEnum):
 
 
 _DEBIAN = {Arch.X86_64: "amd64", Arch.ARM64: "arm64", Arch.RISCV64: "riscv64"}
+_COMMAND_LINE_SIZE = {Arch.ARM64: 2048, Arch.RISCV64: 1024}
 
 
 def arch_of_debian(name: str) -> Arch:

@@ -37,8 +37,9 @@ class FakeInitrd:
 
 
 def case(arch: Arch, memory: int = 256 * MiB, **kw: object) -> BootCase:
-    return BootCase(kernel="k", memory=memory, cmdline=harness_cmdline(arch),
-                    initrd=InitrdSpec(4096), arch=arch, **kw)  # type: ignore[arg-type]
+    kw.setdefault("cmdline", harness_cmdline(arch))
+    return BootCase(kernel="k", memory=memory, initrd=InitrdSpec(4096), arch=arch,
+                    **kw)  # type: ignore[arg-type]
 
 
 def plan(arch: Arch, memory: int = 256 * MiB, initrd: int = 0x30BD, **kw: object

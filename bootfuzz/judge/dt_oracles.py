@@ -19,11 +19,11 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from bootfuzz.cmdline import cmdline_shown, cmdline_text
 from bootfuzz.judge.dt_observation import DtObservation
 from bootfuzz.judge.oracles import (
     judge_agent_cmdline,
     judge_boot,
+    judge_cmdline,
     judge_kernel_clean,
     judge_payload,
 )
@@ -117,12 +117,9 @@ def check_iomem(ev: DtEvidence) -> OracleResult | None:
 
 
 def check_cmdline(ev: DtEvidence) -> OracleResult:
-    """"Kernel command line:" is the string we wrote into /chosen/bootargs."""
-    expected = cmdline_shown(cmdline_text(ev.plan.cmdline))
-    got = ev.observation.kernel_command_line
-    if got is None:
-        return unknown("cmdline", expected, "no 'Kernel command line:' line")
-    return judged("cmdline", got == ev.plan.cmdline, expected, cmdline_shown(cmdline_text(got)))
+    """"Kernel command line:" is the string we wrote into /chosen/bootargs (as printk
+    shows a long or multi-line message: oracles.judge_cmdline)."""
+    return judge_cmdline(ev.observation.base, ev.plan.cmdline, kernel_message=True)
 
 
 def check_agent_cmdline(ev: DtEvidence) -> OracleResult | None:

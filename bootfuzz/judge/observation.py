@@ -153,6 +153,8 @@ class Observation:
     agent_error: str | None
     #: The "Command line: " message exactly, with the lines printk may have split it into.
     command_line_record: PrintkRecord | None = None
+    #: The same of start_kernel's "Kernel command line: " (the one device-tree kernels print).
+    kernel_command_line_record: PrintkRecord | None = None
     #: The UEFI memory map the kernel printed (efi=debug on an EFI-stub boot), in order.
     efi_memmap: tuple[EfiDescriptor, ...] = ()
     #: The first line of each WARN() report ("WARNING: CPU: 0 PID: 1 at ...").
@@ -168,7 +170,8 @@ _MAP_PREFIXES = "|".join(["BIOS-e820", "BIOS-88", "BIOS-e801", "Xen", *(k.value 
 _E820_LINE = re.compile(rf"({_MAP_PREFIXES}): {_MEM} (.*)")
 COMMAND_LINE_PREFIX = "Command line: "
 _COMMAND_LINE = re.compile(re.escape(COMMAND_LINE_PREFIX) + "(.*)")
-_KERNEL_COMMAND_LINE = re.compile(r"Kernel command line: (.*)")
+KERNEL_COMMAND_LINE_PREFIX = "Kernel command line: "
+_KERNEL_COMMAND_LINE = re.compile(re.escape(KERNEL_COMMAND_LINE_PREFIX) + "(.*)")
 _RAMDISK = re.compile(rf"RAMDISK: {_MEM}$")
 _RAMDISK_ALLOCATED = re.compile(rf"Allocated new RAMDISK: {_MEM}$")
 _RAMDISK_MOVE = re.compile(rf"Move RAMDISK from {_MEM} to {_MEM}$")
@@ -228,6 +231,7 @@ def parse_transcript(console: str | bytes) -> Observation:
     """
     texts, raw = _lines(console)
     record: PrintkRecord | None = None
+    kernel_record: PrintkRecord | None = None
     found: dict[str, Any] = {
         "bios_map_prefix": None, "command_line": None, "kernel_command_line": None,
         "ramdisk": None, "ramdisk_allocated": None, "ramdisk_move": None,
@@ -274,6 +278,9 @@ def parse_transcript(console: str | bytes) -> Observation:
                 record = _printk_record(texts, raw, index, len(COMMAND_LINE_PREFIX))
             first("command_line", m.group(1))
         elif m := _KERNEL_COMMAND_LINE.match(body):
+            if found["kernel_command_line"] is None:
+                kernel_record = _printk_record(texts, raw, index,
+                                               len(KERNEL_COMMAND_LINE_PREFIX))
             first("kernel_command_line", m.group(1))
         elif m := _RAMDISK.match(body):
             first("ramdisk", _range(m, 1))
@@ -314,6 +321,7 @@ def parse_transcript(console: str | bytes) -> Observation:
         oopses=tuple(oopses),
         warnings=tuple(warnings),
         command_line_record=record,
+        kernel_command_line_record=kernel_record,
         efi_memmap=parse_efi_memmap(texts),
         **found,
     )

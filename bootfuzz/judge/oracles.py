@@ -19,6 +19,7 @@ from bootfuzz.cmdline import cmdline_shown, cmdline_text
 from bootfuzz.judge.e820_model import sanitize
 from bootfuzz.judge.observation import (
     COMMAND_LINE_PREFIX,
+    KERNEL_COMMAND_LINE_PREFIX,
     AgentSetupData,
     MapKind,
     Observation,
@@ -243,18 +244,21 @@ def check_e820_user(ev: ExactEvidence) -> OracleResult | None:
                   "options: " + " ".join(user.options))
 
 
-def judge_cmdline(obs: Observation, cmdline: bytes) -> OracleResult:
-    """The kernel's "Command line:" message is *cmdline*, byte for byte.
+def judge_cmdline(obs: Observation, cmdline: bytes, *, kernel_message: bool = False
+                  ) -> OracleResult:
+    """The kernel's "Command line:" message (*kernel_message*: start_kernel's "Kernel
+    command line:", which device-tree kernels print) is *cmdline*, byte for byte.
 
     printk shows the message as one line per newline in it, and a message longer
     than its buffers cut (bootfuzz.judge.printk_model); the lines shown must be
     exactly ours up to such a cut, and agent-cmdline then checks the whole.
     """
     expected = cmdline_shown(cmdline_text(cmdline))
-    record = obs.command_line_record
+    text = KERNEL_COMMAND_LINE_PREFIX if kernel_message else COMMAND_LINE_PREFIX
+    record = obs.kernel_command_line_record if kernel_message else obs.command_line_record
     if record is None:
-        return unknown("cmdline", expected, "no 'Command line:' line in the log")
-    prefix = COMMAND_LINE_PREFIX.encode()
+        return unknown("cmdline", expected, f"no '{text.strip()}' line in the log")
+    prefix = text.encode()
     shown = shown_record(record_lines(prefix + cmdline), prefix + record.first,
                          record.prefix, record.following, console_buffers(obs.linux_version))
     seen = cmdline_shown(cmdline_text(b"\n".join(shown.lines)[len(prefix):]))

@@ -35,7 +35,7 @@ from bootfuzz.abi.fw_dynamic import (
 )
 from bootfuzz.arch import Arch
 from bootfuzz.case import BootCase, DtOverrides, InitrdPlacement
-from bootfuzz.errors import LayoutError
+from bootfuzz.errors import CmdlineError, LayoutError
 from bootfuzz.kernel.dt_image import DtKernelImage
 from bootfuzz.loader.fdt_writer import Fdt, FdtNode, cells, prop_str, serialize
 from bootfuzz.loader.plan import Blob, InitrdImage, PlacedInitrd
@@ -218,6 +218,20 @@ def _check_cells(value: int | None, default: int, what: str) -> int:
     return v
 
 
+def dt_cmdline(case: BootCase) -> bytes:
+    """The case's command line as /chosen/bootargs holds it (without its NUL), refused
+    where the kernel would not read all of it."""
+    cmdline = case.cmdline.encode("utf-8", "surrogateescape")
+    if b"\0" in cmdline:
+        raise CmdlineError("contains a NUL byte; the kernel would stop reading there")
+    limit = case.arch.command_line_size
+    if limit is not None and len(cmdline) >= limit:
+        raise CmdlineError(f"{len(cmdline)} bytes is longer than the {case.arch.value} "
+                           f"kernel's COMMAND_LINE_SIZE of {limit} allows ({limit - 1} "
+                           "without the terminating NUL; the kernel would cut the rest)")
+    return cmdline
+
+
 def plan_dt_boot(case: BootCase, image: DtKernelImage,
                  initrd: InitrdImage | None = None) -> DtBootPlan:
     """Lay out *case* on QEMU virt for its architecture, by the rule in this module's doc."""
@@ -249,7 +263,7 @@ def plan_dt_boot(case: BootCase, image: DtKernelImage,
     stub = (floor if case.arch is Arch.ARM64 else machine.ram_start + OPENSBI_SIZE - STUB_SIZE)
     if case.arch is Arch.ARM64:
         free.take(stub, stub + STUB_SIZE)
-    cmdline = case.cmdline.encode("utf-8", "surrogateescape")
+    cmdline = dt_cmdline(case)
     bootargs = ov.bootargs_raw if ov.bootargs_raw is not None else cmdline + b"\0"
     seed = rng_seed(case)
     # Size the DTB with a placeholder initrd range (its cells do not change with the value).

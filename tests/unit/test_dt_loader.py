@@ -14,7 +14,7 @@ from bootfuzz.abi.fdt import FDT_HEADER, FDT_MAGIC, unpack_be
 from bootfuzz.abi.fw_dynamic import FW_DYNAMIC_INFO
 from bootfuzz.arch import Arch
 from bootfuzz.case import DtOverrides, InitrdPlacement, harness_cmdline
-from bootfuzz.errors import ConfigError, ImageError, LayoutError
+from bootfuzz.errors import CmdlineError, ConfigError, ImageError, LayoutError
 from bootfuzz.judge.dt_rules import check_dt_layout
 from bootfuzz.judge.verdict import Verdict
 from bootfuzz.kernel.dt_image import parse_dt_image
@@ -54,6 +54,20 @@ def test_arm64_kernel_that_wants_the_start_of_dram_is_refused() -> None:
     image = parse_dt_image(fake_image(Arch.ARM64, flags=0b0010))
     with pytest.raises(LayoutError, match="near the start of DRAM"):
         plan_dt_boot(case(Arch.ARM64), image)
+
+
+@pytest.mark.parametrize(("arch", "size"), [(Arch.ARM64, 2048), (Arch.RISCV64, 1024)])
+def test_a_command_line_the_kernel_would_cut_is_refused(arch: Arch, size: int) -> None:
+    """The kernel keeps COMMAND_LINE_SIZE - 1 bytes of bootargs: the longest line it
+    keeps is planned, one byte more is refused naming the limit, and so is a NUL."""
+    image = parse_dt_image(fake_image(arch))
+    base = harness_cmdline(arch) + " "
+    longest = base + "x" * (size - 1 - len(base))
+    assert plan_dt_boot(case(arch, cmdline=longest), image).cmdline == longest.encode()
+    with pytest.raises(CmdlineError, match=f"COMMAND_LINE_SIZE of {size}"):
+        plan_dt_boot(case(arch, cmdline=longest + "x"), image)
+    with pytest.raises(CmdlineError, match="NUL"):
+        plan_dt_boot(case(arch, cmdline=base + "a\0b"), image)
 
 
 def test_arch_names() -> None:
