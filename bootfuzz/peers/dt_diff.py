@@ -26,7 +26,14 @@ memory from the UEFI map (and its devices from ACPI).  That peer is judged by th
 boot, command-line and payload oracles, and its memory against the map it printed:
 every RAM descriptor inside the machine's RAM and all of it described, the kernel's
 memory ranges and System RAM as efi-init.c derives them, and the initrd freed in whole
-pages of the file.  Debian 12 ships no riscv64 UEFI firmware, so riscv64 has no such peer.
+pages of the file.
+
+``u-boot:virt`` (arm64) boots them through U-Boot (Debian's u-boot-qemu): its autoboot
+loads the kernel and initrd from QEMU's fw_cfg, takes QEMU's DT, writes bootargs, the
+initrd range (it moves the initrd up), a kaslr-seed and its version into /chosen, and
+starts the Image with booti; judged as QEMU's own loader is.  riscv64 has neither peer:
+Debian 12 ships no UEFI firmware for it, and its U-Boot runs as QEMU's -kernel behind
+OpenSBI, so it cannot be handed the kernel through fw_cfg.
 """
 
 from __future__ import annotations
@@ -47,8 +54,8 @@ from bootfuzz.errors import BackendError, ConfigError
 from bootfuzz.judge.dt_observation import DtObservation, parse_dt_transcript
 from bootfuzz.judge.dt_oracles import initrd_freed_kib, merged_ram
 from bootfuzz.judge.efi_map import judge_efi_memblock, judge_efi_ram_range, judge_efi_system_ram
-from bootfuzz.judge.oracles import judge_agent_cmdline, judge_boot, judge_payload
-from bootfuzz.judge.verdict import OracleResult, Verdict, judged, oracle_json, overall, unknown
+from bootfuzz.judge.oracles import judge_agent_cmdline, judge_boot, judge_cmdline, judge_payload
+from bootfuzz.judge.verdict import OracleResult, Verdict, judged, oracle_json, overall
 from bootfuzz.loader.fdt_writer import decode_cells
 from bootfuzz.loader.virt import RAM_BASE
 from bootfuzz.peers.loaders import EFI_DEBUG
@@ -62,9 +69,29 @@ PEER_NAME = "qemu-kernel:virt"
 PEER_DTB_NAME = "qemu-kernel:virt:dtb"
 #: The kernel's EFI stub started by edk2 (arm64).
 PEER_EFI_NAME = "efi-stub:virt"
-PEERS = (PEER_NAME, PEER_DTB_NAME, PEER_EFI_NAME)
-#: edk2 for QEMU's arm64 virt machine, from Debian's qemu-efi-aarch64.
-AARCH64_UEFI = Path("/usr/share/qemu-efi-aarch64/QEMU_EFI.fd")
+#: U-Boot's booti, the kernel and initrd loaded from QEMU's fw_cfg (arm64).
+PEER_UBOOT_NAME = "u-boot:virt"
+PEERS = (PEER_NAME, PEER_DTB_NAME, PEER_EFI_NAME, PEER_UBOOT_NAME)
+
+
+@dataclass(frozen=True)
+class PeerFirmware:
+    """Firmware a peer boots through: it takes QEMU's -kernel, -initrd and -append itself."""
+
+    path: Path
+    package: str  # the Debian package that installs it
+    efi: bool  # it starts the kernel's EFI stub (efi=debug first; memory from the UEFI map)
+
+
+#: The firmware peers, arm64 only: Debian 12 has no UEFI firmware for riscv64's virt,
+#: and its riscv64 U-Boot runs behind OpenSBI as QEMU's -kernel, so it cannot be given
+#: the kernel that way.
+FIRMWARE_PEERS: dict[str, PeerFirmware] = {
+    PEER_EFI_NAME: PeerFirmware(Path("/usr/share/qemu-efi-aarch64/QEMU_EFI.fd"),
+                                "qemu-efi-aarch64", efi=True),
+    PEER_UBOOT_NAME: PeerFirmware(Path("/usr/lib/u-boot/qemu_arm64/u-boot.bin"),
+                                  "u-boot-qemu", efi=False),
+}
 OURS_NAME = "ours:qemu-virt"
 JSON_FORMAT_VERSION = 1
 
@@ -108,15 +135,17 @@ class DtDiffReport:
 
 
 def qemu_kernel_argv(case: BootCase, kernel: Path, initrd: Path | None,
-                     dtb: Path | None = None, firmware: Path | None = None) -> list[str]:
+                     dtb: Path | None = None, firmware: PeerFirmware | None = None
+                     ) -> list[str]:
     """QEMU's own loader on the same machine our backend starts (with *dtb*: ours; with
-    *firmware*: UEFI, which starts the kernel's EFI stub)."""
+    *firmware*: that firmware, which takes the kernel from QEMU's fw_cfg)."""
     argv = [QEMU_BINARIES[case.arch], *machine_args(case.arch, case.memory)]
     if firmware is not None:
-        argv += ["-bios", str(firmware)]
+        argv += ["-bios", str(firmware.path)]
     elif case.arch is Arch.RISCV64:
         argv += ["-bios", "default"]
-    argv += ["-kernel", str(kernel), "-append", peer_cmdline(case, firmware is not None)]
+    efi = firmware is not None and firmware.efi
+    argv += ["-kernel", str(kernel), "-append", peer_cmdline(case, efi)]
     if initrd is not None:
         argv += ["-initrd", str(initrd)]
     if dtb is not None:
@@ -140,14 +169,18 @@ def expected_cmdline(case: BootCase, efi: bool) -> str:
     return peer_cmdline(case, efi) + suffix
 
 
-def uefi_firmware(arch: Arch) -> Path:
-    """The UEFI firmware of *arch*'s virt machine; refused where there is none."""
+def peer_firmware(peer: str, arch: Arch) -> PeerFirmware | None:
+    """The firmware *peer* boots through (None: QEMU's own loader); refused on riscv64
+    and when it is not installed."""
+    firmware = FIRMWARE_PEERS.get(peer)
+    if firmware is None:
+        return None
     if arch is not Arch.ARM64:
-        raise ConfigError(f"{PEER_EFI_NAME} boots arm64 kernels only: Debian 12 has no UEFI "
-                          f"firmware for {arch.value}'s virt machine")
-    if not AARCH64_UEFI.is_file():
-        raise BackendError(f"{AARCH64_UEFI} not found: install qemu-efi-aarch64")
-    return AARCH64_UEFI
+        raise ConfigError(f"{peer} boots arm64 kernels only: Debian 12 has no firmware that "
+                          f"takes {arch.value}'s kernel from QEMU's -kernel")
+    if not firmware.path.is_file():
+        raise BackendError(f"{firmware.path} not found: install {firmware.package}")
+    return firmware
 
 
 def _kept_memory(obs: DtObservation) -> list[tuple[int, int]] | None:
@@ -184,11 +217,8 @@ def validity_oracles(case: BootCase, obs: DtObservation, guest_exit: GuestExit,
     memory against the UEFI map (efi_oracles)."""
     agent = case.initrd is not None and not case.initrd.raw
     out = [judge_boot(obs.base, guest_exit, end_detail, agent=agent, firmware_marker=False)]
-    given = expected_cmdline(case, efi)
-    cmdline = given.encode("utf-8", "surrogateescape")
-    got = obs.kernel_command_line
-    out.append(unknown("cmdline", given, "no 'Kernel command line:' line") if got is None
-               else judged("cmdline", got == cmdline, given, got.decode("utf-8", "replace")))
+    cmdline = expected_cmdline(case, efi).encode("utf-8", "surrogateescape")
+    out.append(judge_cmdline(obs.base, cmdline, kernel_message=True))
     if agent:
         out.append(judge_agent_cmdline(obs.base, cmdline))
         assert case.initrd is not None and payload_sha256 is not None
@@ -248,7 +278,7 @@ def run_peer(case: BootCase, run_dir: Path, *, timeout: float, silence_timeout: 
     binary = QEMU_BINARIES[case.arch]
     if shutil.which(binary) is None:
         raise BackendError(f"{binary} not found")
-    firmware = uefi_firmware(case.arch) if peer == PEER_EFI_NAME else None
+    firmware = peer_firmware(peer, case.arch)
     prepared = prepare_dt(case)  # the same kernel file and initrd our side boots
     from bootfuzz.kernel.pinned import resolve_kernel
 
@@ -267,7 +297,7 @@ def run_peer(case: BootCase, run_dir: Path, *, timeout: float, silence_timeout: 
     obs = parse_dt_transcript(transcript.raw)
     sha = None if prepared.plan.initrd is None else prepared.plan.initrd.payload_sha256
     oracles = validity_oracles(case, obs, guest_exit, transcript.end_detail, sha,
-                               efi=firmware is not None,
+                               efi=firmware is not None and firmware.efi,
                                initrd_size=None if initrd is None else initrd.stat().st_size)
     return DtSide(peer, tuple(argv), transcript, obs, guest_exit, tuple(oracles),
                   overall(oracles), run_dir, time.monotonic() - started)
@@ -346,8 +376,7 @@ def run_dt_diff(case: BootCase, parent: Path, *, timeout: float, silence_timeout
     """Our loader and QEMU's -kernel on the same case; both judged, views compared."""
     if not case.arch.device_tree:
         raise ConfigError("qemu-kernel:virt boots arm64 and riscv64 kernels only")
-    if peer == PEER_EFI_NAME:
-        uefi_firmware(case.arch)  # refused before anything boots
+    peer_firmware(peer, case.arch)  # refused before anything boots
     prepare_dt(case)  # build everything once before the two boots start
     parent.mkdir(parents=True, exist_ok=True)
     root = Path(tempfile.mkdtemp(prefix=f"{time.strftime('%Y%m%d-%H%M%S')}-dtdiff-",

@@ -69,10 +69,13 @@ INITRD_PAYLOAD = 1 << 20
 DT_ENTRY = "dt"
 HOLE_SUFFIX = "/hole"
 DT_MEMORIES: tuple[str, ...] = ("256M", "4G" + HOLE_SUFFIX)
-DT_TARGETS: tuple[str, ...] = ("ours:qemu-virt", "qemu-kernel:virt", "efi-stub:virt")
-#: Device-tree targets an architecture lacks, and why.
+DT_TARGETS: tuple[str, ...] = ("ours:qemu-virt", "qemu-kernel:virt", "efi-stub:virt",
+                                "u-boot:virt")
+#: Device-tree targets an architecture lacks, and why (peers.dt_diff.FIRMWARE_PEERS).
 DT_UNSUPPORTED: dict[tuple[str, str], str] = {
     (Arch.RISCV64.value, "efi-stub:virt"): "Debian 12 has no UEFI firmware for riscv64's virt",
+    (Arch.RISCV64.value, "u-boot:virt"): "riscv64's U-Boot runs as QEMU's -kernel behind "
+    "OpenSBI: it cannot be handed the kernel through fw_cfg",
 }
 DT_INITRDS: tuple[str, ...] = ("gzip", "xz", "zstd", NO_INITRD)
 #: Where "/hole" puts the hole: 2 GiB into RAM, 256 MiB long.

@@ -20,6 +20,7 @@ import pytest
 from bootfuzz.arch import Arch
 from bootfuzz.case import BootCase, InitrdSpec, harness_cmdline
 from bootfuzz.judge.verdict import Verdict
+from bootfuzz.peers.dt_diff import PeerFirmware
 from bootfuzz.run.backends.qemu_virt import QEMU_BINARIES, QEMU_PACKAGES, opensbi_firmware
 
 pytestmark = pytest.mark.qemu
@@ -37,6 +38,11 @@ def _need(arch: Arch) -> None:
     if arch is Arch.RISCV64 and not opensbi_firmware().is_file():
         pytest.skip(f"riscv64 needs OpenSBI: {opensbi_firmware()} is not installed "
                     "(Debian package opensbi)")
+
+
+def _need_firmware(firmware: PeerFirmware) -> None:
+    if not firmware.path.is_file():
+        pytest.skip(f"{firmware.path} is not installed (Debian package {firmware.package})")
 
 
 def _case(arch: Arch, memory: int) -> BootCase:
@@ -65,6 +71,26 @@ def test_dt_boot_passes_every_oracle(arch: Arch, memory: int, tmp_path: Path) ->
     assert len(ranges) == (2 if memory > 1 << 30 else 1)
 
 
+@pytest.mark.parametrize("arch", [Arch.ARM64, Arch.RISCV64], ids=["arm64", "riscv64"])
+def test_the_longest_command_line_the_kernel_keeps_passes(arch: Arch, tmp_path: Path) -> None:
+    """COMMAND_LINE_SIZE - 1 bytes of bootargs (2047 on arm64, 1023 on riscv64): the
+    kernel keeps all of them (agent-cmdline), and its "Kernel command line:" message,
+    longer than one printk record, is judged as printk cuts it, not as a mismatch."""
+    from bootfuzz.run.dt_boot import run_dt_case
+
+    _need(arch)
+    size = arch.command_line_size
+    assert size is not None
+    base = harness_cmdline(arch) + " bootfuzz.long="
+    case = _case(arch, 256 << 20)
+    case = BootCase(kernel=case.kernel, memory=case.memory, arch=arch, backend=case.backend,
+                    initrd=case.initrd, cmdline=base + "y" * (size - 1 - len(base)))
+    result = run_dt_case(case, tmp_path, timeout=240, silence_timeout=60)
+    verdicts = {r.name: r.verdict for r in result.oracles}
+    assert result.verdict is Verdict.PASS, (verdicts, tmp_path / "console.log")
+    assert verdicts["agent-cmdline"] is Verdict.PASS and verdicts["cmdline"] is Verdict.PASS
+
+
 @full_only
 @pytest.mark.parametrize("arch", [Arch.ARM64, Arch.RISCV64], ids=["arm64", "riscv64"])
 def test_diff_against_qemus_own_kernel_loader(arch: Arch, tmp_path: Path) -> None:
@@ -87,11 +113,10 @@ def test_diff_against_the_kernels_efi_stub_under_edk2(tmp_path: Path) -> None:
     against the UEFI map it printed), and the kernels' views differ where UEFI decides
     otherwise: memory from the map (no-map runtime ranges, the flash window), edk2's
     initrd= option, no memory nodes kept; the payload read back is the same."""
-    from bootfuzz.peers.dt_diff import AARCH64_UEFI, PEER_EFI_NAME, run_dt_diff
+    from bootfuzz.peers.dt_diff import FIRMWARE_PEERS, PEER_EFI_NAME, run_dt_diff
 
     _need(Arch.ARM64)
-    if not AARCH64_UEFI.is_file():
-        pytest.skip(f"{AARCH64_UEFI} is not installed (Debian package qemu-efi-aarch64)")
+    _need_firmware(FIRMWARE_PEERS[PEER_EFI_NAME])
     report = run_dt_diff(_case(Arch.ARM64, 4 << 30), tmp_path, timeout=240,
                          silence_timeout=60, parallel=False, peer=PEER_EFI_NAME)
     assert report.left.verdict is Verdict.PASS, report.left.run_dir
@@ -101,6 +126,25 @@ def test_diff_against_the_kernels_efi_stub_under_edk2(tmp_path: Path) -> None:
     differing = {r.field for r in report.differences}
     assert {"early memory node ranges", "kernel command line", "memory nodes kept"} <= differing
     assert "payload" not in differing
+
+
+def test_diff_against_u_boots_booti(tmp_path: Path) -> None:
+    """arm64 through U-Boot (u-boot:virt: autoboot loads the kernel and initrd from
+    QEMU's fw_cfg and runs booti with QEMU's DT, edited): both pass; U-Boot moves the
+    initrd (and says so in /chosen), the kernels' memory, command line and payload agree."""
+    from bootfuzz.peers.dt_diff import FIRMWARE_PEERS, PEER_UBOOT_NAME, run_dt_diff
+
+    _need(Arch.ARM64)
+    _need_firmware(FIRMWARE_PEERS[PEER_UBOOT_NAME])
+    report = run_dt_diff(_case(Arch.ARM64, 256 << 20), tmp_path, timeout=240,
+                         silence_timeout=60, parallel=False, peer=PEER_UBOOT_NAME)
+    assert report.left.verdict is Verdict.PASS, report.left.run_dir
+    assert report.right.verdict is Verdict.PASS, (
+        {r.name: r.verdict for r in report.right.oracles}, report.right.run_dir)
+    differing = {r.field for r in report.differences}
+    assert "chosen initrd range" in differing
+    assert not differing & {"early memory node ranges", "kernel command line", "payload",
+                            "iomem System RAM"}
 
 
 @pytest.mark.parametrize(("arch", "image_start"), [(Arch.ARM64, 0x4020_0000),

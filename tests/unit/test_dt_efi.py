@@ -24,10 +24,12 @@ from bootfuzz.judge.efi_map import (
 from bootfuzz.judge.verdict import OracleResult, Verdict
 from bootfuzz.peers import matrix
 from bootfuzz.peers.dt_diff import (
+    FIRMWARE_PEERS,
     PEER_EFI_NAME,
+    PEER_UBOOT_NAME,
     expected_cmdline,
+    peer_firmware,
     qemu_kernel_argv,
-    uefi_firmware,
     validity_oracles,
 )
 from bootfuzz.transcript import GuestExit
@@ -122,17 +124,22 @@ def test_no_map_in_the_log_is_unknown_not_a_pass() -> None:
     assert judge_efi_memblock((), [(0x4000_0000, 0x4FFF_FFFF)]).verdict is Verdict.UNKNOWN
 
 
-def test_riscv64_has_no_efi_peer_and_the_matrix_leaves_it_out() -> None:
+@pytest.mark.parametrize("peer", [PEER_EFI_NAME, PEER_UBOOT_NAME])
+def test_riscv64_has_no_firmware_peer_and_the_matrix_leaves_it_out(peer: str) -> None:
     with pytest.raises(ConfigError, match="arm64 kernels only"):
-        uefi_firmware(Arch.RISCV64)
-    assert PEER_EFI_NAME in matrix.dt_targets(Arch.ARM64.value)
-    assert PEER_EFI_NAME not in matrix.dt_targets(Arch.RISCV64.value)
-    cell = matrix.Cell("k", matrix.DT_ENTRY, "256M", "gzip", PEER_EFI_NAME, Arch.RISCV64.value)
+        peer_firmware(peer, Arch.RISCV64)
+    assert peer in matrix.dt_targets(Arch.ARM64.value)
+    assert peer not in matrix.dt_targets(Arch.RISCV64.value)
+    cell = matrix.Cell("k", matrix.DT_ENTRY, "256M", "gzip", peer, Arch.RISCV64.value)
     assert matrix.static_skip(cell)
 
 
 def test_the_peer_is_started_by_uefi_with_efi_debug_first() -> None:
-    argv = qemu_kernel_argv(CASE, Path("Image"), Path("initrd"), firmware=Path("fw.fd"))
-    assert argv[argv.index("-bios") + 1] == "fw.fd"
+    efi, uboot = FIRMWARE_PEERS[PEER_EFI_NAME], FIRMWARE_PEERS[PEER_UBOOT_NAME]
+    argv = qemu_kernel_argv(CASE, Path("Image"), Path("initrd"), firmware=efi)
+    assert argv[argv.index("-bios") + 1] == str(efi.path)
     assert argv[argv.index("-append") + 1] == "efi=debug " + CASE.cmdline
     assert argv[argv.index("-initrd") + 1] == "initrd"
+    argv = qemu_kernel_argv(CASE, Path("Image"), Path("initrd"), firmware=uboot)
+    assert argv[argv.index("-bios") + 1] == str(uboot.path)
+    assert argv[argv.index("-append") + 1] == CASE.cmdline  # booti: no UEFI map to print
