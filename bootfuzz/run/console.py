@@ -28,7 +28,7 @@ import os
 import re
 import signal
 import time
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -153,6 +153,24 @@ class _ReadEnd(enum.Enum):
     CLOSED = "closed"
 
 
+@dataclass(frozen=True)
+class ConsoleReply:
+    """What to type once the console shows *prompt* (searched in the raw output since
+    the previous reply): a loader driven through its own console, as a user would."""
+
+    prompt: re.Pattern[bytes]
+    send: bytes
+
+
+@dataclass(frozen=True)
+class Replies:
+    """Replies typed in order, each once; *again* seen after the last one (the loader
+    back at its prompt: what it was told to do failed) ends the session as EARLY_STOP."""
+
+    replies: tuple[ConsoleReply, ...]
+    again: re.Pattern[bytes] | None = None
+
+
 class _Session:
     """The state of one running console: buffers, clocks, pattern counts."""
 
@@ -165,8 +183,12 @@ class _Session:
         deadline: float,
         silence_timeout: float,
         probe: HaltProbe | None = None,
+        replies: Replies | None = None,
     ) -> None:
         self.child = child
+        self.replies = deque(() if replies is None else replies.replies)
+        self.again = None if replies is None else replies.again
+        self.replied_at = 0  # raw[:replied_at] has been answered
         self.patterns = patterns
         self.log = log
         self.start = start
@@ -191,6 +213,8 @@ class _Session:
                 if hit is not None and hit.ends is not None:
                     self._read_tail(hit)
                     return hit.ends, line.strip()[:_DETAIL_MAX]
+            if self._answer():
+                return SessionEnd.EARLY_STOP, "the loader came back to its prompt"
             now = time.monotonic()
             quiet_until = self.last_output + self.silence_timeout
             if now >= self.deadline:
@@ -207,6 +231,19 @@ class _Session:
                 wake = min(wake, self.next_probe)
             if self._read(wake - now) is _ReadEnd.CLOSED:
                 return SessionEnd.EXITED, None
+
+    def _answer(self) -> bool:
+        """Type the replies whose prompts have shown; whether the loader, all replies
+        typed, showed its prompt again."""
+        while self.replies:
+            m = self.replies[0].prompt.search(self.raw, self.replied_at)
+            if m is None:
+                return False
+            reply = self.replies.popleft()
+            with contextlib.suppress(OSError):  # the process went away: its end is read next
+                self.child.send(reply.send)
+            self.replied_at = m.end()
+        return self.again is not None and self.again.search(self.raw, self.replied_at) is not None
 
     def _classify(self, line: str) -> ConsolePattern | None:
         """Count every pattern the line matches; return the first one that ends the session."""
@@ -286,6 +323,7 @@ def run_console(
     stop_patterns: Sequence[str] = (),
     patterns: Sequence[ConsolePattern] = CONSOLE_PATTERNS,
     probe: HaltProbe | None = None,
+    replies: Replies | None = None,
 ) -> Transcript:
     """Run *argv* (never through a shell) and read its console until the boot is over.
 
@@ -293,8 +331,8 @@ def run_console(
     bootfuzz still leaves its console log.  ``stop_patterns`` (regexes searched
     in each line) end the session early as EARLY_STOP.  ``probe`` is asked while
     the console is quiet and ends the session as HALTED when the guest has stopped
-    for good; it is closed here.  Whatever happens, the process group is gone when
-    this returns or raises.
+    for good; it is closed here.  ``replies`` are typed at the prompts they wait for.
+    Whatever happens, the process group is gone when this returns or raises.
     """
     if not argv:
         raise HarnessBug("run_console: empty argv")
@@ -317,7 +355,7 @@ def run_console(
         start = time.monotonic()
         child = _spawn(argv, env, cwd)
         session = _Session(child, (*patterns, *stops), log, start, start + timeout,
-                           silence_timeout, probe)
+                           silence_timeout, probe, replies)
         try:
             end, detail = session.run()
         finally:

@@ -16,7 +16,13 @@ import pytest
 from bootfuzz.errors import BackendError, HarnessBug
 from bootfuzz.judge.observation import parse_transcript
 from bootfuzz.run import console
-from bootfuzz.run.console import CONSOLE_PATTERNS, PatternKind, run_console
+from bootfuzz.run.console import (
+    CONSOLE_PATTERNS,
+    ConsoleReply,
+    PatternKind,
+    Replies,
+    run_console,
+)
 from bootfuzz.transcript import SessionEnd, Transcript
 
 LOGS = Path(__file__).resolve().parent.parent / "data" / "logs"
@@ -379,3 +385,39 @@ def test_console_recorded_real_boot_ends_on_agent_report() -> None:
     assert t.firmware_entered is True
     assert "\r" not in t.text  # "\r\r\n" from the recording, plus the pty's own "\r"
     assert parse_transcript(t.text).agent is not None
+
+
+# ---- a loader driven at its prompt -------------------------------------------------------
+
+UBOOT_LIKE = Replies(
+    (ConsoleReply(re.compile(rb"Hit any key to stop autoboot"), b"\r"),
+     ConsoleReply(re.compile(rb"=> "), b"booti x\r")),
+    again=re.compile(rb"\n=> "))
+
+
+def test_console_replies_are_typed_in_order_once_each() -> None:
+    t = run(py("""
+        sys.stdout.write('Hit any key to stop autoboot:  2'); sys.stdout.flush()
+        sys.stdin.readline()
+        sys.stdout.write('\\n=> '); sys.stdout.flush()
+        line = sys.stdin.readline().strip()
+        say('got ' + line)
+        say('BOOTFUZZ-AGENT {}')
+    """), replies=UBOOT_LIKE)
+    assert t.end is SessionEnd.AGENT_REPORT, t.text
+    assert "got booti x" in t.text and t.text.count("got ") == 1
+
+
+def test_console_a_loader_back_at_its_prompt_ends_the_session_at_once() -> None:
+    t = run(py("""
+        sys.stdout.write('Hit any key to stop autoboot:  2'); sys.stdout.flush()
+        sys.stdin.readline()
+        sys.stdout.write('\\n=> '); sys.stdout.flush()
+        sys.stdin.readline()
+        say('Bad Linux RISCV Image magic!')
+        sys.stdout.write('=> '); sys.stdout.flush()
+        time.sleep(60)
+    """), replies=UBOOT_LIKE)
+    assert t.end is SessionEnd.EARLY_STOP
+    assert t.end_detail == "the loader came back to its prompt"
+    assert t.duration < 5  # not the 10-second silence
