@@ -33,9 +33,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     t.add_argument("--peer", required=True, metavar="TARGET",
                    help="qemu-direct:pc|microvm[:tcg|kvm], command:FILE, or ours[:BACKEND]; "
                    "for an arm64 or riscv64 kernel: qemu-kernel:virt (QEMU's own -kernel), "
-                   "qemu-kernel:virt:dtb (the same, given our DTB with -dtb) or, arm64 only, "
-                   "efi-stub:virt (edk2 starting the kernel's EFI stub) or u-boot:virt "
-                   "(U-Boot's booti)")
+                   "qemu-kernel:virt:dtb (the same, given our DTB with -dtb), u-boot:virt "
+                   "(U-Boot's booti) or, arm64 only, efi-stub:virt (edk2 starting the "
+                   "kernel's EFI stub)")
     t.add_argument("--target", default=DEFAULT_TARGET, metavar="TARGET",
                    help=f"the left-hand target; default {DEFAULT_TARGET}")
     r = p.add_argument_group("run")

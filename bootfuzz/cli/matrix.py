@@ -56,7 +56,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="the architecture axis: x86_64, aarch64, riscv64; each takes its own "
                    f"dimensions (aarch64/riscv64: entry {matrix.DT_ENTRY}, memory "
                    f"{' '.join(matrix.DT_MEMORIES)}, initrds {' '.join(matrix.DT_INITRDS)}, "
-                   f"targets {' '.join(matrix.DT_TARGETS)}, the firmware ones on aarch64 "
+                   f"targets {' '.join(matrix.DT_TARGETS)}, efi-stub:virt on aarch64 "
                    "only) and the pinned kernels of that "
                    "architecture; default x86_64")
     s.add_argument("--list", action="store_true", help="print the selected cells and stop")

@@ -28,17 +28,19 @@ every RAM descriptor inside the machine's RAM and all of it described, the kerne
 memory ranges and System RAM as efi-init.c derives them, and the initrd freed in whole
 pages of the file.
 
-``u-boot:virt`` (arm64) boots them through U-Boot (Debian's u-boot-qemu): its autoboot
-loads the kernel and initrd from QEMU's fw_cfg, takes QEMU's DT, writes bootargs, the
-initrd range (it moves the initrd up), a kaslr-seed and its version into /chosen, and
-starts the Image with booti; judged as QEMU's own loader is.  riscv64 has neither peer:
-Debian 12 ships no UEFI firmware for it, and its U-Boot runs as QEMU's -kernel behind
-OpenSBI, so it cannot be handed the kernel through fw_cfg.
+``u-boot:virt`` boots them through U-Boot's booti (Debian's u-boot-qemu) with the DT
+QEMU generated: on arm64 its autoboot loads the kernel and initrd from QEMU's fw_cfg and
+writes bootargs, the initrd range (it moves the initrd up), a kaslr-seed and its version
+into /chosen; on riscv64 it runs behind OpenSBI as QEMU's -kernel, so the Image is put
+at its kernel_addr_r and booti is typed at its prompt (QEMU's /chosen holds the command
+line and initrd).  Judged as QEMU's own loader is.  riscv64 has no UEFI peer: Debian 12
+ships no UEFI firmware for its virt machine.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import re
 import shutil
 import tempfile
 import time
@@ -57,10 +59,15 @@ from bootfuzz.judge.efi_map import judge_efi_memblock, judge_efi_ram_range, judg
 from bootfuzz.judge.oracles import judge_agent_cmdline, judge_boot, judge_cmdline, judge_payload
 from bootfuzz.judge.verdict import OracleResult, Verdict, judged, oracle_json, overall
 from bootfuzz.loader.fdt_writer import decode_cells
-from bootfuzz.loader.virt import RAM_BASE
+from bootfuzz.loader.virt import OPENSBI_SIZE, RAM_BASE
 from bootfuzz.peers.loaders import EFI_DEBUG
-from bootfuzz.run.backends.qemu_virt import QEMU_BINARIES, classify_virt_exit, machine_args
-from bootfuzz.run.console import run_console
+from bootfuzz.run.backends.qemu_virt import (
+    QEMU_BINARIES,
+    classify_virt_exit,
+    loader_path,
+    machine_args,
+)
+from bootfuzz.run.console import ConsoleReply, Replies, run_console
 from bootfuzz.run.dt_boot import execute_dt, prepare_dt
 from bootfuzz.transcript import GuestExit, Transcript
 
@@ -69,29 +76,49 @@ PEER_NAME = "qemu-kernel:virt"
 PEER_DTB_NAME = "qemu-kernel:virt:dtb"
 #: The kernel's EFI stub started by edk2 (arm64).
 PEER_EFI_NAME = "efi-stub:virt"
-#: U-Boot's booti, the kernel and initrd loaded from QEMU's fw_cfg (arm64).
+#: U-Boot's booti: on arm64 the kernel and initrd loaded from QEMU's fw_cfg; on riscv64
+#: (behind OpenSBI) the Image put at its kernel_addr_r and booti typed at its prompt.
 PEER_UBOOT_NAME = "u-boot:virt"
 PEERS = (PEER_NAME, PEER_DTB_NAME, PEER_EFI_NAME, PEER_UBOOT_NAME)
 
 
 @dataclass(frozen=True)
 class PeerFirmware:
-    """Firmware a peer boots through: it takes QEMU's -kernel, -initrd and -append itself."""
+    """Firmware a peer boots through."""
 
     path: Path
     package: str  # the Debian package that installs it
-    efi: bool  # it starts the kernel's EFI stub (efi=debug first; memory from the UEFI map)
+    #: It starts the kernel's EFI stub (efi=debug first; memory from the UEFI map).
+    efi: bool = False
+    #: QEMU's -kernel behind OpenSBI (riscv64's S-mode U-Boot): the Image is loaded at
+    #: UBOOT_KERNEL_ADDR with -device loader, and booti is typed at U-Boot's prompt with
+    #: QEMU's DT (its /chosen holds our -append and -initrd).  Else the firmware is
+    #: -bios and takes QEMU's -kernel, -initrd and -append through fw_cfg.
+    console_booti: bool = False
 
 
-#: The firmware peers, arm64 only: Debian 12 has no UEFI firmware for riscv64's virt,
-#: and its riscv64 U-Boot runs behind OpenSBI as QEMU's -kernel, so it cannot be given
-#: the kernel that way.
-FIRMWARE_PEERS: dict[str, PeerFirmware] = {
-    PEER_EFI_NAME: PeerFirmware(Path("/usr/share/qemu-efi-aarch64/QEMU_EFI.fd"),
-                                "qemu-efi-aarch64", efi=True),
-    PEER_UBOOT_NAME: PeerFirmware(Path("/usr/lib/u-boot/qemu_arm64/u-boot.bin"),
-                                  "u-boot-qemu", efi=False),
+#: The firmware peers.  riscv64 has no UEFI peer: Debian 12 ships no UEFI firmware for
+#: its virt machine.
+FIRMWARE_PEERS: dict[tuple[str, Arch], PeerFirmware] = {
+    (PEER_EFI_NAME, Arch.ARM64): PeerFirmware(
+        Path("/usr/share/qemu-efi-aarch64/QEMU_EFI.fd"), "qemu-efi-aarch64", efi=True),
+    (PEER_UBOOT_NAME, Arch.ARM64): PeerFirmware(
+        Path("/usr/lib/u-boot/qemu_arm64/u-boot.bin"), "u-boot-qemu"),
+    (PEER_UBOOT_NAME, Arch.RISCV64): PeerFirmware(
+        Path("/usr/lib/u-boot/qemu-riscv64_smode/u-boot.bin"), "u-boot-qemu",
+        console_booti=True),
 }
+#: riscv64 U-Boot's kernel_addr_r (its default environment, printed by printenv).
+UBOOT_KERNEL_ADDR = 0x8400_0000
+#: Where QEMU 7.2 puts -initrd on riscv64 virt (hw/riscv/boot.c riscv_load_initrd()):
+#: past the -kernel entry by half the RAM, at most 128 MiB.
+RISCV_INITRD_MAX_OFFSET = 128 << 20
+#: Typed at riscv64 U-Boot: stop its autoboot, then boot the Image with the DT it runs
+#: on (QEMU's); "-": no initrd of booti's own, so /chosen keeps QEMU's range.
+UBOOT_REPLIES = Replies(
+    (ConsoleReply(re.compile(rb"Hit any key to stop autoboot"), b"\r"),
+     ConsoleReply(re.compile(rb"=> "), b"booti ${kernel_addr_r} - ${fdtcontroladdr}\r")),
+    again=re.compile(rb"\n=> "))
 OURS_NAME = "ours:qemu-virt"
 JSON_FORMAT_VERSION = 1
 
@@ -140,12 +167,17 @@ def qemu_kernel_argv(case: BootCase, kernel: Path, initrd: Path | None,
     """QEMU's own loader on the same machine our backend starts (with *dtb*: ours; with
     *firmware*: that firmware, which takes the kernel from QEMU's fw_cfg)."""
     argv = [QEMU_BINARIES[case.arch], *machine_args(case.arch, case.memory)]
-    if firmware is not None:
-        argv += ["-bios", str(firmware.path)]
-    elif case.arch is Arch.RISCV64:
-        argv += ["-bios", "default"]
+    if firmware is not None and firmware.console_booti:
+        argv += ["-bios", "default", "-kernel", str(firmware.path), "-device",
+                 f"loader,file={loader_path(kernel)},addr={UBOOT_KERNEL_ADDR:#x},force-raw=on"]
+    else:
+        if firmware is not None:
+            argv += ["-bios", str(firmware.path)]
+        elif case.arch is Arch.RISCV64:
+            argv += ["-bios", "default"]
+        argv += ["-kernel", str(kernel)]
     efi = firmware is not None and firmware.efi
-    argv += ["-kernel", str(kernel), "-append", peer_cmdline(case, efi)]
+    argv += ["-append", peer_cmdline(case, efi)]
     if initrd is not None:
         argv += ["-initrd", str(initrd)]
     if dtb is not None:
@@ -170,17 +202,31 @@ def expected_cmdline(case: BootCase, efi: bool) -> str:
 
 
 def peer_firmware(peer: str, arch: Arch) -> PeerFirmware | None:
-    """The firmware *peer* boots through (None: QEMU's own loader); refused on riscv64
-    and when it is not installed."""
-    firmware = FIRMWARE_PEERS.get(peer)
-    if firmware is None:
+    """The firmware *peer* boots through on *arch* (None: QEMU's own loader); refused
+    where there is none and when it is not installed."""
+    if peer not in {name for name, _ in FIRMWARE_PEERS}:
         return None
-    if arch is not Arch.ARM64:
-        raise ConfigError(f"{peer} boots arm64 kernels only: Debian 12 has no firmware that "
-                          f"takes {arch.value}'s kernel from QEMU's -kernel")
+    firmware = FIRMWARE_PEERS.get((peer, arch))
+    if firmware is None:
+        raise ConfigError(f"{peer} boots arm64 kernels only: Debian 12 has no UEFI firmware "
+                          f"for {arch.value}'s virt machine")
     if not firmware.path.is_file():
         raise BackendError(f"{firmware.path} not found: install {firmware.package}")
     return firmware
+
+
+def check_console_booti(case: BootCase, kernel: Path) -> None:
+    """riscv64 U-Boot's Image at UBOOT_KERNEL_ADDR must end below the initrd QEMU puts
+    half the RAM (at most 128 MiB) past U-Boot's own entry: in a smaller guest they
+    would overlap before U-Boot starts."""
+    entry = RAM_BASE[case.arch] + OPENSBI_SIZE
+    initrd_at = entry + min(case.memory // 2, RISCV_INITRD_MAX_OFFSET)
+    end = UBOOT_KERNEL_ADDR + kernel.stat().st_size
+    limit = initrd_at if case.initrd is not None else RAM_BASE[case.arch] + case.memory
+    if end > limit:
+        raise ConfigError(f"{PEER_UBOOT_NAME} on riscv64: the Image at U-Boot's kernel_addr_r "
+                          f"{UBOOT_KERNEL_ADDR:#x} would end at {end:#x}, past "
+                          f"{limit:#x} (QEMU's initrd, or the end of RAM): give more memory")
 
 
 def _kept_memory(obs: DtObservation) -> list[tuple[int, int]] | None:
@@ -283,6 +329,8 @@ def run_peer(case: BootCase, run_dir: Path, *, timeout: float, silence_timeout: 
     from bootfuzz.kernel.pinned import resolve_kernel
 
     kernel = resolve_kernel(case.kernel)
+    if firmware is not None and firmware.console_booti:
+        check_console_booti(case, kernel)
     initrd = next((b.path for b in prepared.plan.blobs if b.name == "initrd"), None)
     run_dir.mkdir(parents=True, exist_ok=True)
     dtb = None
@@ -292,7 +340,9 @@ def run_peer(case: BootCase, run_dir: Path, *, timeout: float, silence_timeout: 
     argv = qemu_kernel_argv(case, kernel, initrd, dtb, firmware)
     started = time.monotonic()
     transcript = run_console(argv, timeout=timeout, silence_timeout=silence_timeout,
-                             log_path=run_dir / "console.log")
+                             log_path=run_dir / "console.log",
+                             replies=UBOOT_REPLIES if firmware is not None
+                             and firmware.console_booti else None)
     guest_exit = classify_virt_exit(transcript)
     obs = parse_dt_transcript(transcript.raw)
     sha = None if prepared.plan.initrd is None else prepared.plan.initrd.payload_sha256
@@ -376,7 +426,11 @@ def run_dt_diff(case: BootCase, parent: Path, *, timeout: float, silence_timeout
     """Our loader and QEMU's -kernel on the same case; both judged, views compared."""
     if not case.arch.device_tree:
         raise ConfigError("qemu-kernel:virt boots arm64 and riscv64 kernels only")
-    peer_firmware(peer, case.arch)  # refused before anything boots
+    firmware = peer_firmware(peer, case.arch)  # refused before anything boots
+    if firmware is not None and firmware.console_booti:
+        from bootfuzz.kernel.pinned import resolve_kernel
+
+        check_console_booti(case, resolve_kernel(case.kernel))
     prepare_dt(case)  # build everything once before the two boots start
     parent.mkdir(parents=True, exist_ok=True)
     root = Path(tempfile.mkdtemp(prefix=f"{time.strftime('%Y%m%d-%H%M%S')}-dtdiff-",

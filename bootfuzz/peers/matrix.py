@@ -74,8 +74,6 @@ DT_TARGETS: tuple[str, ...] = ("ours:qemu-virt", "qemu-kernel:virt", "efi-stub:v
 #: Device-tree targets an architecture lacks, and why (peers.dt_diff.FIRMWARE_PEERS).
 DT_UNSUPPORTED: dict[tuple[str, str], str] = {
     (Arch.RISCV64.value, "efi-stub:virt"): "Debian 12 has no UEFI firmware for riscv64's virt",
-    (Arch.RISCV64.value, "u-boot:virt"): "riscv64's U-Boot runs as QEMU's -kernel behind "
-    "OpenSBI: it cannot be handed the kernel through fw_cfg",
 }
 DT_INITRDS: tuple[str, ...] = ("gzip", "xz", "zstd", NO_INITRD)
 #: Where "/hole" puts the hole: 2 GiB into RAM, 256 MiB long.

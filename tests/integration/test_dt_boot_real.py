@@ -116,7 +116,7 @@ def test_diff_against_the_kernels_efi_stub_under_edk2(tmp_path: Path) -> None:
     from bootfuzz.peers.dt_diff import FIRMWARE_PEERS, PEER_EFI_NAME, run_dt_diff
 
     _need(Arch.ARM64)
-    _need_firmware(FIRMWARE_PEERS[PEER_EFI_NAME])
+    _need_firmware(FIRMWARE_PEERS[PEER_EFI_NAME, Arch.ARM64])
     report = run_dt_diff(_case(Arch.ARM64, 4 << 30), tmp_path, timeout=240,
                          silence_timeout=60, parallel=False, peer=PEER_EFI_NAME)
     assert report.left.verdict is Verdict.PASS, report.left.run_dir
@@ -128,15 +128,17 @@ def test_diff_against_the_kernels_efi_stub_under_edk2(tmp_path: Path) -> None:
     assert "payload" not in differing
 
 
-def test_diff_against_u_boots_booti(tmp_path: Path) -> None:
-    """arm64 through U-Boot (u-boot:virt: autoboot loads the kernel and initrd from
-    QEMU's fw_cfg and runs booti with QEMU's DT, edited): both pass; U-Boot moves the
-    initrd (and says so in /chosen), the kernels' memory, command line and payload agree."""
+@pytest.mark.parametrize("arch", [Arch.ARM64, Arch.RISCV64], ids=["arm64", "riscv64"])
+def test_diff_against_u_boots_booti(arch: Arch, tmp_path: Path) -> None:
+    """Through U-Boot (u-boot:virt; arm64: autoboot loads the kernel and initrd from
+    QEMU's fw_cfg; riscv64: behind OpenSBI, booti typed at its prompt), booti with QEMU's
+    DT: both pass; the initrd is elsewhere (U-Boot's or QEMU's place, said in /chosen),
+    the kernels' memory, command line and payload agree."""
     from bootfuzz.peers.dt_diff import FIRMWARE_PEERS, PEER_UBOOT_NAME, run_dt_diff
 
-    _need(Arch.ARM64)
-    _need_firmware(FIRMWARE_PEERS[PEER_UBOOT_NAME])
-    report = run_dt_diff(_case(Arch.ARM64, 256 << 20), tmp_path, timeout=240,
+    _need(arch)
+    _need_firmware(FIRMWARE_PEERS[PEER_UBOOT_NAME, arch])
+    report = run_dt_diff(_case(arch, 256 << 20), tmp_path, timeout=240,
                          silence_timeout=60, parallel=False, peer=PEER_UBOOT_NAME)
     assert report.left.verdict is Verdict.PASS, report.left.run_dir
     assert report.right.verdict is Verdict.PASS, (

@@ -4,6 +4,7 @@ bootfuzz.peers.dt_diff.validity_oracles)."""
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from pathlib import Path
 
@@ -27,6 +28,7 @@ from bootfuzz.peers.dt_diff import (
     FIRMWARE_PEERS,
     PEER_EFI_NAME,
     PEER_UBOOT_NAME,
+    check_console_booti,
     expected_cmdline,
     peer_firmware,
     qemu_kernel_argv,
@@ -124,18 +126,32 @@ def test_no_map_in_the_log_is_unknown_not_a_pass() -> None:
     assert judge_efi_memblock((), [(0x4000_0000, 0x4FFF_FFFF)]).verdict is Verdict.UNKNOWN
 
 
-@pytest.mark.parametrize("peer", [PEER_EFI_NAME, PEER_UBOOT_NAME])
-def test_riscv64_has_no_firmware_peer_and_the_matrix_leaves_it_out(peer: str) -> None:
+def test_riscv64_has_no_uefi_peer_and_the_matrix_leaves_it_out() -> None:
     with pytest.raises(ConfigError, match="arm64 kernels only"):
-        peer_firmware(peer, Arch.RISCV64)
-    assert peer in matrix.dt_targets(Arch.ARM64.value)
-    assert peer not in matrix.dt_targets(Arch.RISCV64.value)
-    cell = matrix.Cell("k", matrix.DT_ENTRY, "256M", "gzip", peer, Arch.RISCV64.value)
+        peer_firmware(PEER_EFI_NAME, Arch.RISCV64)
+    assert PEER_EFI_NAME in matrix.dt_targets(Arch.ARM64.value)
+    assert PEER_EFI_NAME not in matrix.dt_targets(Arch.RISCV64.value)
+    cell = matrix.Cell("k", matrix.DT_ENTRY, "256M", "gzip", PEER_EFI_NAME, Arch.RISCV64.value)
     assert matrix.static_skip(cell)
+    assert PEER_UBOOT_NAME in matrix.dt_targets(Arch.RISCV64.value)  # U-Boot runs on both
+
+
+def test_riscv64_u_boot_is_refused_where_qemus_initrd_would_overlap_its_image(
+        tmp_path: Path) -> None:
+    """QEMU puts -initrd half the RAM (at most 128 MiB) past U-Boot's entry at RAM + 2 MiB:
+    at 160 MiB that is 0x85200000, inside a 30 MiB Image at kernel_addr_r 0x84000000."""
+    image = tmp_path / "Image"
+    image.write_bytes(bytes(30 << 20))
+    riscv = BootCase(kernel="k", memory=160 << 20, arch=Arch.RISCV64, backend="qemu-virt",
+                     cmdline=harness_cmdline(Arch.RISCV64), initrd=InitrdSpec(1 << 20))
+    with pytest.raises(ConfigError, match="past 0x85200000"):
+        check_console_booti(riscv, image)
+    check_console_booti(dataclasses.replace(riscv, memory=256 << 20), image)  # 0x88200000
 
 
 def test_the_peer_is_started_by_uefi_with_efi_debug_first() -> None:
-    efi, uboot = FIRMWARE_PEERS[PEER_EFI_NAME], FIRMWARE_PEERS[PEER_UBOOT_NAME]
+    efi, uboot = FIRMWARE_PEERS[PEER_EFI_NAME, Arch.ARM64], FIRMWARE_PEERS[PEER_UBOOT_NAME,
+                                                                            Arch.ARM64]
     argv = qemu_kernel_argv(CASE, Path("Image"), Path("initrd"), firmware=efi)
     assert argv[argv.index("-bios") + 1] == str(efi.path)
     assert argv[argv.index("-append") + 1] == "efi=debug " + CASE.cmdline
@@ -143,3 +159,10 @@ def test_the_peer_is_started_by_uefi_with_efi_debug_first() -> None:
     argv = qemu_kernel_argv(CASE, Path("Image"), Path("initrd"), firmware=uboot)
     assert argv[argv.index("-bios") + 1] == str(uboot.path)
     assert argv[argv.index("-append") + 1] == CASE.cmdline  # booti: no UEFI map to print
+    # riscv64's U-Boot is QEMU's -kernel behind OpenSBI; the Image goes to kernel_addr_r.
+    riscv = dataclasses.replace(CASE, arch=Arch.RISCV64, cmdline=harness_cmdline(Arch.RISCV64))
+    rv = FIRMWARE_PEERS[PEER_UBOOT_NAME, Arch.RISCV64]
+    argv = qemu_kernel_argv(riscv, Path("Image"), Path("initrd"), firmware=rv)
+    assert argv[argv.index("-bios") + 1] == "default"
+    assert argv[argv.index("-kernel") + 1] == str(rv.path)
+    assert "loader,file=Image,addr=0x84000000,force-raw=on" in argv

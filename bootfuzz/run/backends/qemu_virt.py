@@ -68,7 +68,8 @@ class LoadedFile:
     path: Path
 
 
-def _opt(path: Path) -> str:
+def loader_path(path: Path) -> str:
+    """*path* as a -device loader option value (commas doubled)."""
     return str(path).replace(",", ",,")
 
 
@@ -153,6 +154,6 @@ class QemuVirtBackend:
         if self.arch is Arch.RISCV64:
             argv += ["-bios", "none"]
         for f in files:
-            argv += ["-device", f"loader,file={_opt(f.path)},addr={f.addr:#x},force-raw=on"]
+            argv += ["-device", f"loader,file={loader_path(f.path)},addr={f.addr:#x},force-raw=on"]
         argv += ["-device", f"loader,addr={plan.entry.pc:#x},cpu-num=0"]
         return argv
