@@ -282,15 +282,18 @@ def validity_oracles(case: BootCase, obs: DtObservation, guest_exit: GuestExit,
                               _fmt(obs.dt_agent.system_ram())))
     rng = _kept_initrd(obs)
     if rng is not None:
-        kib = initrd_freed_kib(*rng)
-        freed = obs.base.initrd_freed_kib
-        out.append(judged("initrd-unpacked", freed == kib and obs.base.unpack_failure is None,
-                          f"unpacked, 'Freeing initrd memory: {kib}K' for the kept range "
-                          f"[{rng[0]:#x}, {rng[1]:#x})",
-                          f"Freeing initrd memory: {freed}K"
-                          + (f", failed: {obs.base.unpack_failure}"
-                             if obs.base.unpack_failure else "")))
+        out.append(_initrd_unpacked(obs, initrd_freed_kib(*rng),
+                                    f"for the kept range [{rng[0]:#x}, {rng[1]:#x})"))
     return out
+
+
+def _initrd_unpacked(obs: DtObservation, kib: int, which: str) -> OracleResult:
+    """The kernel unpacked the initrd and freed *kib* KiB of it (*which*: whose size)."""
+    freed = obs.base.initrd_freed_kib
+    failure = obs.base.unpack_failure
+    return judged("initrd-unpacked", freed == kib and failure is None,
+                  f"unpacked, 'Freeing initrd memory: {kib}K' {which}",
+                  f"Freeing initrd memory: {freed}K" + (f", failed: {failure}" if failure else ""))
 
 
 def efi_oracles(case: BootCase, obs: DtObservation, initrd_size: int | None
@@ -306,14 +309,8 @@ def efi_oracles(case: BootCase, obs: DtObservation, initrd_size: int | None
         out.append(judge_efi_system_ram(descriptors, None if obs.dt_agent is None
                                         else obs.dt_agent.system_ram()))
     if initrd_size is not None and agent:
-        kib = initrd_freed_kib(0, initrd_size)
-        freed = obs.base.initrd_freed_kib
-        out.append(judged("initrd-unpacked", freed == kib and obs.base.unpack_failure is None,
-                          f"unpacked, 'Freeing initrd memory: {kib}K' (the whole pages of "
-                          f"the {initrd_size}-byte initrd)",
-                          f"Freeing initrd memory: {freed}K"
-                          + (f", failed: {obs.base.unpack_failure}"
-                             if obs.base.unpack_failure else "")))
+        out.append(_initrd_unpacked(obs, initrd_freed_kib(0, initrd_size),
+                                    f"(the whole pages of the {initrd_size}-byte initrd)"))
     return out
 
 
