@@ -61,6 +61,7 @@ from bootfuzz.judge.verdict import OracleResult, Verdict, judged, oracle_json, o
 from bootfuzz.loader.fdt_writer import decode_cells
 from bootfuzz.loader.virt import OPENSBI_SIZE, RAM_BASE
 from bootfuzz.peers.loaders import EFI_DEBUG
+from bootfuzz.peers.promises import EDK2_INITRD_OPTION
 from bootfuzz.run.backends.qemu_virt import (
     QEMU_BINARIES,
     classify_virt_exit,
@@ -185,11 +186,6 @@ def qemu_kernel_argv(case: BootCase, kernel: Path, initrd: Path | None,
     return argv
 
 
-#: edk2's QEMU kernel loader appends this when QEMU has an initrd (for stubs that read
-#: the initrd= option; measured on arm64, as OVMF does on x86: peers.promises).
-EDK2_INITRD_SUFFIX = " initrd=initrd"
-
-
 def peer_cmdline(case: BootCase, efi: bool) -> str:
     """What a peer is given: the case's command line, after efi=debug through UEFI."""
     return EFI_DEBUG.decode() + case.cmdline if efi else case.cmdline
@@ -197,7 +193,7 @@ def peer_cmdline(case: BootCase, efi: bool) -> str:
 
 def expected_cmdline(case: BootCase, efi: bool) -> str:
     """What the kernel must see: the line given, with edk2's initrd= option after it."""
-    suffix = EDK2_INITRD_SUFFIX if efi and case.initrd is not None else ""
+    suffix = EDK2_INITRD_OPTION.decode() if efi and case.initrd is not None else ""
     return peer_cmdline(case, efi) + suffix
 
 

@@ -185,6 +185,11 @@ GRUB_EFI_INITRD_RULE = InitrdRule(
     loader_cap=GRUB_INITRD_MAX_ADDRESS, margin=GRUB_INITRD_MARGIN)
 
 
+#: edk2's QEMU kernel loader (OVMF on x86, ArmVirtQemu on arm64) appends this to the
+#: command line when QEMU has an initrd, for stubs that read the initrd= option (measured).
+EDK2_INITRD_OPTION = b" initrd=initrd"
+
+
 def _efi(description: str, entry: str, *, memory_map: MemoryMapSource = MemoryMapSource.EFI_STUB,
          rule: InitrdRule = STUB_INITRD_RULE, prefix: bytes = b"", suffix: bytes = b""
          ) -> TargetPromises:
@@ -200,7 +205,7 @@ EFI_STUB_OVMF = _efi(
     "the bzImage's PE/COFF entry (efi_pe_entry); the stub builds boot_params and its E820 "
     "from the UEFI memory map",
     # OVMF appends " initrd=initrd" when QEMU has an initrd (measured).
-    suffix=b" initrd=initrd")
+    suffix=EDK2_INITRD_OPTION)
 
 GRUB_EFI = _efi(
     "GRUB 2 x86_64-efi 'linux'/'initrd' from an El Torito ISO, OVMF, QEMU pc",
