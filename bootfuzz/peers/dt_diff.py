@@ -197,15 +197,23 @@ def expected_cmdline(case: BootCase, efi: bool) -> str:
     return peer_cmdline(case, efi) + suffix
 
 
+def peer_unsupported(peer: str, arch: Arch) -> str | None:
+    """Why *peer* cannot boot *arch*'s kernels (None: it can, or it is not a firmware peer)."""
+    if peer in {name for name, _ in FIRMWARE_PEERS} and (peer, arch) not in FIRMWARE_PEERS:
+        return (f"{peer} boots arm64 kernels only: Debian 12 has no UEFI firmware for "
+                f"{arch.value}'s virt machine")
+    return None
+
+
 def peer_firmware(peer: str, arch: Arch) -> PeerFirmware | None:
     """The firmware *peer* boots through on *arch* (None: QEMU's own loader); refused
     where there is none and when it is not installed."""
-    if peer not in {name for name, _ in FIRMWARE_PEERS}:
-        return None
+    reason = peer_unsupported(peer, arch)
+    if reason is not None:
+        raise ConfigError(reason)
     firmware = FIRMWARE_PEERS.get((peer, arch))
     if firmware is None:
-        raise ConfigError(f"{peer} boots arm64 kernels only: Debian 12 has no UEFI firmware "
-                          f"for {arch.value}'s virt machine")
+        return None
     if not firmware.path.is_file():
         raise BackendError(f"{firmware.path} not found: install {firmware.package}")
     return firmware

@@ -71,10 +71,6 @@ HOLE_SUFFIX = "/hole"
 DT_MEMORIES: tuple[str, ...] = ("256M", "4G" + HOLE_SUFFIX)
 DT_TARGETS: tuple[str, ...] = ("ours:qemu-virt", "qemu-kernel:virt", "efi-stub:virt",
                                 "u-boot:virt")
-#: Device-tree targets an architecture lacks, and why (peers.dt_diff.FIRMWARE_PEERS).
-DT_UNSUPPORTED: dict[tuple[str, str], str] = {
-    (Arch.RISCV64.value, "efi-stub:virt"): "Debian 12 has no UEFI firmware for riscv64's virt",
-}
 DT_INITRDS: tuple[str, ...] = ("gzip", "xz", "zstd", NO_INITRD)
 #: Where "/hole" puts the hole: 2 GiB into RAM, 256 MiB long.
 HOLE_OFFSET, HOLE_SIZE = 2 << 30, 256 << 20
@@ -152,7 +148,9 @@ class Dimensions:
 
 def dt_targets(arch: str) -> tuple[str, ...]:
     """The device-tree targets *arch* has (efi-stub:virt: arm64 only)."""
-    return tuple(t for t in DT_TARGETS if (arch, t) not in DT_UNSUPPORTED)
+    from bootfuzz.peers.dt_diff import peer_unsupported
+
+    return tuple(t for t in DT_TARGETS if peer_unsupported(t, Arch(arch)) is None)
 
 
 def static_skip(cell: Cell) -> str | None:
@@ -160,7 +158,9 @@ def static_skip(cell: Cell) -> str | None:
     if Arch(cell.arch).device_tree:
         if cell.target not in DT_TARGETS:
             return f"{cell.target} does not boot {cell.arch} kernels"
-        return DT_UNSUPPORTED.get((cell.arch, cell.target))
+        from bootfuzz.peers.dt_diff import peer_unsupported
+
+        return peer_unsupported(cell.target, Arch(cell.arch))
     from bootfuzz.peers.targets import parse_target
 
     return parse_target(cell.target).unsupported(cell.case())
@@ -279,7 +279,7 @@ def run_cell(cell: Cell, out_dir: Path, timeout: float = CELL_TIMEOUT,
 def _run_dt_cell(cell: Cell, run_dir: Path, timeout: float, silence_timeout: float,
                  started: float) -> CellResult:
     """A device-tree cell: ours on qemu-virt, or a peer of bootfuzz.peers.dt_diff (QEMU's
-    -kernel on virt, the EFI stub under edk2)."""
+    -kernel on virt, the EFI stub under edk2, U-Boot's booti)."""
     from bootfuzz.peers.dt_diff import run_ours, run_peer
 
     reason = static_skip(cell)
