@@ -25,6 +25,16 @@ This machine's speed drifts by ~20% within the hour, so a before/after ratio is 
 worth something when both were measured in the same minutes.  Each side builds its
 initrds into a fresh cache of its own (the kernels and learned data are shared), so
 neither finds the other's images.
+
+With ``--ceiling`` the bench also asks how fast any campaign of this entry mix could
+be on this machine: for each (kernel, entry path) the campaigns above drew, it boots
+the cheapest case a campaign can make of it (256 MiB, a 4 KiB uncompressed payload,
+the harness command line alone) ``--ceiling-boots`` times at each depth, through the
+boot function the campaign's workers call, and weighs their CPU time by how often the
+campaigns drew that pair.  60 x jobs / that weighted CPU per verdict is the rate a
+campaign of the same kernels and entry paths would reach if every other dimension took
+its cheapest value and the cores did nothing else: a bound, from the same minutes as
+the rates it is set beside.
 """
 
 from __future__ import annotations
@@ -43,8 +53,12 @@ from pathlib import Path
 from typing import Any
 
 from bootfuzz.cache import cache_root
+from bootfuzz.case import BootCase, EntryProtocol, InitrdSpec
 from bootfuzz.cli.fuzz import parse_duration
+from bootfuzz.compression import Compression
 from bootfuzz.fuzz.campaign import CampaignOptions, run_campaign
+from bootfuzz.fuzz.depth import Depth
+from bootfuzz.run.boot import run_case
 
 KERNELS = ("debian-6.1-cloud", "debian-6.12-cloud")
 SEED = 4242
@@ -159,7 +173,81 @@ def run_depth(depth: str, seconds: float, jobs: int, seed: int, work: Path,
         "phases": phase_medians(verdicts), "load_before": before, "load_after": load(),
         "findings": len(summary.findings),
         "cpu": cpu, "cpu_per_verdict": cpu / len(verdicts) if verdicts else 0.0,
+        "mix": entry_mix(verdicts),
     }
+
+
+def entry_mix(records: list[dict[str, Any]]) -> dict[str, int]:
+    """How many of *records* each (kernel, entry path) had, keyed "kernel entry"."""
+    mix: dict[str, int] = {}
+    for rec in records:
+        rep = rec["reproducer"]
+        key = f"{rep['kernel']['name']} {rep.get('entry', EntryProtocol.BOOT64.value)}"
+        mix[key] = mix.get(key, 0) + 1
+    return dict(sorted(mix.items()))
+
+
+#: The cheapest case of a kernel and entry path a campaign can draw: the least of each
+#: other dimension that costs guest time (RAM to initialise, payload to decompress,
+#: unpack and hash).
+CHEAPEST_MEMORY = 256 * 1024 * 1024
+CHEAPEST_INITRD = InitrdSpec(size=4096, compression=Compression.NONE)
+
+
+def cpu_now() -> float:
+    """CPU seconds of this process and its reaped children (the QEMUs run_case starts)."""
+    own = resource.getrusage(resource.RUSAGE_SELF)
+    kids = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
+
+
+def cheapest_cpu(kernel: str, entry: str, depth: Depth, boots: int, work: Path,
+                 backend: str) -> float:
+    """The median CPU seconds of *boots* boots of the cheapest case of (kernel, entry)
+    at *depth*, boot pipeline and QEMU together; a boot that does not pass is an error
+    (a bound from a boot that failed would say nothing)."""
+    case = BootCase(kernel=kernel, memory=CHEAPEST_MEMORY, initrd=CHEAPEST_INITRD,
+                    entry=EntryProtocol(entry), backend=backend)
+    spent = []
+    for i in range(boots):
+        run_dir = work / f"ceiling-{kernel}-{entry}-{depth.value}-{i}"
+        before = cpu_now()
+        result = run_case(case, run_dir, until=depth.stop)
+        spent.append(cpu_now() - before)
+        if result.verdict.value != "pass":
+            raise SystemExit(f"the cheapest case {kernel} {entry} at {depth.value} did not "
+                             f"pass ({result.verdict.value}): see {run_dir}")
+    return statistics.median(spent)
+
+
+def run_ceiling(mix: dict[str, int], depths: list[str], jobs: int, boots: int,
+                work: Path, backend: str) -> dict[str, Any]:
+    """The rate bound of the entry mix *mix* at each depth (see the module's text)."""
+    total = sum(mix.values())
+    per_pair: dict[str, dict[str, float]] = {}
+    bounds: dict[str, float] = {}
+    for depth in depths:
+        weighted = 0.0
+        for key, count in mix.items():
+            kernel, entry = key.split(" ")
+            cpu = cheapest_cpu(kernel, entry, Depth(depth), boots, work, backend)
+            per_pair.setdefault(key, {})[depth] = cpu
+            weighted += cpu * count / total
+        bounds[depth] = 60.0 * jobs / weighted
+    return {"mix": mix, "cheapest_cpu": per_pair, "bound_per_minute": bounds,
+            "jobs": jobs, "boots": boots, "load": load()}
+
+
+def show_ceiling(c: dict[str, Any], depths: list[str]) -> None:
+    total = sum(c["mix"].values())
+    print(f"ceiling: the cheapest case of each (kernel, entry) the campaigns drew, median CPU "
+          f"of {c['boots']} boot(s) per depth; {c['load']}")
+    for key, count in c["mix"].items():
+        cpus = ", ".join(f"{d} {c['cheapest_cpu'][key][d]:.2f} s" for d in depths)
+        print(f"  {key:28s} drawn {100.0 * count / total:5.1f}%  CPU {cpus}")
+    for depth in depths:
+        print(f"  bound at {depth}: {c['bound_per_minute'][depth]:.1f} verdicts/min with "
+              f"--jobs {c['jobs']} (every case its pair's cheapest, cores never idle)")
 
 
 def show(r: dict[str, Any]) -> None:
@@ -192,6 +280,11 @@ def main() -> int:
     ap.add_argument("--rounds", type=int, default=2,
                     help="with --before: rounds of (before, each depth), order flipped "
                     "each round (default 2)")
+    ap.add_argument("--ceiling", action="store_true",
+                    help="then boot the cheapest case of each (kernel, entry) drawn and "
+                    "print the rate bound of that entry mix (see the text above)")
+    ap.add_argument("--ceiling-boots", type=int, default=3,
+                    help="boots per (kernel, entry, depth) for --ceiling (default 3)")
     ap.add_argument("--backend", default="qemu-tcg",
                     help="this code's backend (fuzz --backend): kvm on a machine with "
                     "hardware KVM; not with --before (whose code runs QEMU-TCG)")
@@ -235,7 +328,16 @@ def main() -> int:
             print(f"  {name:>6}: {60.0 * verdicts / wall:6.1f} verdicts/min "
                   f"({60.0 * full / wall:.1f}/min by a full boot), "
                   f"{cpu / max(verdicts, 1):.2f} CPU-s per verdict, {len(mine)} run(s)")
-    (work / "results.json").write_text(json.dumps(results, indent=1) + "\n")
+    output: dict[str, Any] = {"runs": results}
+    if args.ceiling:
+        mix: dict[str, int] = {}
+        for r in results:
+            for key, count in r.get("mix", {}).items():
+                mix[key] = mix.get(key, 0) + count
+        output["ceiling"] = run_ceiling(mix, depths, args.jobs, args.ceiling_boots, work,
+                                        args.backend)
+        show_ceiling(output["ceiling"], depths)
+    (work / "results.json").write_text(json.dumps(output, indent=1) + "\n")
     return 0
 
 
