@@ -118,6 +118,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         return ExitStatus.BROKEN_PIPE
 
 
+def said(exc: BootfuzzError) -> str:
+    """*exc* for a line that already starts with ``bootfuzz:``: its component named,
+    unless that is bootfuzz itself (which would say "bootfuzz: error: bootfuzz: ...")."""
+    text = str(exc)
+    if exc.component == BootfuzzError.component:
+        return text.removeprefix(f"{exc.component}: ")
+    return text
+
+
 def _run(argv: list[str]) -> int:
     try:
         args = parse_args(argv)
@@ -126,16 +135,16 @@ def _run(argv: list[str]) -> int:
         print(exc, file=sys.stderr)
         return ExitStatus.USAGE
     except ConfigError as exc:
-        print(f"bootfuzz: error: {exc}", file=sys.stderr)
+        print(f"bootfuzz: error: {said(exc)}", file=sys.stderr)
         return ExitStatus.USAGE
     except InfrastructureError as exc:
-        print(f"bootfuzz: infrastructure: {exc}", file=sys.stderr)
+        print(f"bootfuzz: infrastructure: {said(exc)}", file=sys.stderr)
         return ExitStatus.INFRASTRUCTURE
     except HarnessBug as exc:
-        print(f"bootfuzz: internal error (a bug in bootfuzz): {exc}", file=sys.stderr)
+        print(f"bootfuzz: internal error (a bug in bootfuzz): {said(exc)}", file=sys.stderr)
         return ExitStatus.INFRASTRUCTURE
     except BootfuzzError as exc:
-        print(f"bootfuzz: {exc}", file=sys.stderr)
+        print(f"bootfuzz: {said(exc)}", file=sys.stderr)
         return ExitStatus.INFRASTRUCTURE
     except Terminated:
         print("bootfuzz: terminated (SIGTERM)", file=sys.stderr)

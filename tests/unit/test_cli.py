@@ -97,6 +97,18 @@ def test_cli_unknown_kernel_name_exit_2(capsys: pytest.CaptureFixture[str]) -> N
     assert_one_clear_line(err, "unknown kernel 'debian-9.9-nonsense'", "debian-6.1-cloud")
 
 
+def test_cli_error_of_no_component_names_bootfuzz_once(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """A plain ConfigError (component "bootfuzz") is not prefixed twice; one with a
+    component keeps it."""
+    code, err = run(["boot", "--kernel", "debian-6.1-cloud", "--arch", "sparc"], capsys)
+    assert code == ExitStatus.USAGE
+    assert err.strip() == ("bootfuzz: error: unknown architecture 'sparc' (known: x86_64 "
+                           "(amd64), aarch64 (arm64), riscv64 (riscv64))")
+    code, err = run(["boot", "--kernel", "debian-9.9-nonsense"], capsys)
+    assert err.startswith("bootfuzz: error: kernels: ")
+
+
 def test_cli_bad_size_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
     code, err = run(["boot", "--kernel", "x", "--mem", "lots"], capsys)
     assert code == ExitStatus.USAGE
