@@ -52,7 +52,7 @@ from typing import Any
 
 from bootfuzz.arch import Arch
 from bootfuzz.case import BootCase
-from bootfuzz.errors import BackendError, ConfigError
+from bootfuzz.errors import BackendError, CmdlineError, ConfigError
 from bootfuzz.judge.dt_observation import DtObservation, parse_dt_transcript
 from bootfuzz.judge.dt_oracles import initrd_freed_kib, merged_ram
 from bootfuzz.judge.efi_map import judge_efi_memblock, judge_efi_ram_range, judge_efi_system_ram
@@ -219,6 +219,36 @@ def peer_firmware(peer: str, arch: Arch) -> PeerFirmware | None:
     return firmware
 
 
+def check_peer_case(case: BootCase, firmware: PeerFirmware | None) -> None:
+    """Refuse, before anything boots, a case *firmware* could not be judged on."""
+    if firmware is None:
+        return
+    if firmware.console_booti:
+        from bootfuzz.kernel.pinned import resolve_kernel
+
+        check_console_booti(case, resolve_kernel(case.kernel))
+    if firmware.efi:
+        check_efi_cmdline(case)
+
+
+def check_efi_cmdline(case: BootCase) -> None:
+    """Through UEFI the kernel gets the case's line with edk2's and our additions: a line
+    our loader may give whole would be cut there, and the peer's cmdline oracle fail for
+    a length, not for a loader's mistake."""
+    limit = case.arch.command_line_size
+    line = expected_cmdline(case, True).encode("utf-8", "surrogateescape")
+    if limit is None or len(line) < limit:
+        return
+    added = len(line) - len(case.cmdline.encode("utf-8", "surrogateescape"))
+    raise CmdlineError(
+        f"{len(line)} bytes through {PEER_EFI_NAME} (the case's line with "
+        f"{EFI_DEBUG.decode()!r} before it"
+        + (f" and edk2's {EDK2_INITRD_OPTION.decode()!r} after it" if case.initrd else "")
+        + f": {added} bytes more) is longer than the {case.arch.value} kernel's "
+        f"COMMAND_LINE_SIZE of {limit} allows ({limit - 1} without the NUL): shorten the "
+        f"line by {len(line) - limit + 1} bytes for this peer")
+
+
 def check_console_booti(case: BootCase, kernel: Path) -> None:
     """riscv64 U-Boot's Image at UBOOT_KERNEL_ADDR must end below the initrd QEMU puts
     half the RAM (at most 128 MiB) past U-Boot's own entry: in a smaller guest they
@@ -326,12 +356,11 @@ def run_peer(case: BootCase, run_dir: Path, *, timeout: float, silence_timeout: 
     if shutil.which(binary) is None:
         raise BackendError(f"{binary} not found")
     firmware = peer_firmware(peer, case.arch)
+    check_peer_case(case, firmware)
     prepared = prepare_dt(case)  # the same kernel file and initrd our side boots
     from bootfuzz.kernel.pinned import resolve_kernel
 
     kernel = resolve_kernel(case.kernel)
-    if firmware is not None and firmware.console_booti:
-        check_console_booti(case, kernel)
     initrd = next((b.path for b in prepared.plan.blobs if b.name == "initrd"), None)
     run_dir.mkdir(parents=True, exist_ok=True)
     dtb = None
@@ -427,11 +456,7 @@ def run_dt_diff(case: BootCase, parent: Path, *, timeout: float, silence_timeout
     """Our loader and QEMU's -kernel on the same case; both judged, views compared."""
     if not case.arch.device_tree:
         raise ConfigError("qemu-kernel:virt boots arm64 and riscv64 kernels only")
-    firmware = peer_firmware(peer, case.arch)  # refused before anything boots
-    if firmware is not None and firmware.console_booti:
-        from bootfuzz.kernel.pinned import resolve_kernel
-
-        check_console_booti(case, resolve_kernel(case.kernel))
+    check_peer_case(case, peer_firmware(peer, case.arch))  # refused before anything boots
     prepare_dt(case)  # build everything once before the two boots start
     parent.mkdir(parents=True, exist_ok=True)
     root = Path(tempfile.mkdtemp(prefix=f"{time.strftime('%Y%m%d-%H%M%S')}-dtdiff-",

@@ -13,7 +13,7 @@ import pytest
 from bootfuzz.arch import Arch
 from bootfuzz.case import BootCase, InitrdSpec, harness_cmdline
 from bootfuzz.compression import Compression
-from bootfuzz.errors import ConfigError
+from bootfuzz.errors import CmdlineError, ConfigError
 from bootfuzz.judge.dt_observation import parse_dt_transcript
 from bootfuzz.judge.efi_map import (
     EfiType,
@@ -29,6 +29,7 @@ from bootfuzz.peers.dt_diff import (
     PEER_EFI_NAME,
     PEER_UBOOT_NAME,
     check_console_booti,
+    check_peer_case,
     expected_cmdline,
     peer_firmware,
     qemu_kernel_argv,
@@ -147,6 +148,32 @@ def test_riscv64_u_boot_is_refused_where_qemus_initrd_would_overlap_its_image(
     with pytest.raises(ConfigError, match="past 0x85200000"):
         check_console_booti(riscv, image)
     check_console_booti(dataclasses.replace(riscv, memory=256 << 20), image)  # 0x88200000
+
+
+def test_a_line_that_edk2s_additions_push_past_the_limit_is_refused_for_that_peer() -> None:
+    """Our loader gives a 2047-byte line whole; through UEFI the kernel would get
+    'efi=debug ' + line + ' initrd=initrd' (24 bytes more) and cut it."""
+    efi = FIRMWARE_PEERS[PEER_EFI_NAME, Arch.ARM64]
+    uboot = FIRMWARE_PEERS[PEER_UBOOT_NAME, Arch.ARM64]
+    limit = Arch.ARM64.command_line_size
+    assert limit == 2048
+
+    def with_length(n: int, initrd: bool = True) -> BootCase:
+        pad = n - len(CASE.cmdline) - 1
+        return dataclasses.replace(CASE, cmdline=f"{CASE.cmdline} {'x' * pad}",
+                                   initrd=CASE.initrd if initrd else None)
+
+    longest = with_length(limit - 1 - len("efi=debug ") - len(" initrd=initrd"))
+    check_peer_case(longest, efi)
+    assert len(expected_cmdline(longest, True)) == limit - 1
+    over = with_length(limit - len("efi=debug ") - len(" initrd=initrd"))
+    with pytest.raises(CmdlineError, match=r"2048 bytes through efi-stub:virt .* shorten the "
+                       r"line by 1 bytes"):
+        check_peer_case(over, efi)
+    check_peer_case(over, uboot)  # booti passes the line as given
+    check_peer_case(over, None)  # QEMU's own -kernel too
+    # Without an initrd edk2 adds nothing after the line: 14 bytes more fit.
+    check_peer_case(with_length(limit - 1 - len("efi=debug "), initrd=False), efi)
 
 
 def test_the_peer_is_started_by_uefi_with_efi_debug_first() -> None:
