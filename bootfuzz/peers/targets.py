@@ -31,7 +31,7 @@ from typing import Protocol
 from bootfuzz.abi.bootparam import XLoadFlags
 from bootfuzz.case import BootCase, EntryProtocol
 from bootfuzz.cmdline import cmdline_bytes
-from bootfuzz.errors import BackendError, ConfigError
+from bootfuzz.errors import BackendError, CmdlineError, ConfigError
 from bootfuzz.guest.initrd import BuiltInitrd
 from bootfuzz.guest.protocol import AGENT_EXIT_PORT, QEMU_AGENT_EXIT_STATUS
 from bootfuzz.judge.observation import Observation, parse_transcript
@@ -131,6 +131,22 @@ class Target(Protocol):
 #: is no agent, so they do not apply (the validity "boot" oracle judges the panic).
 AGENT_ORACLES = frozenset({"boot", "agent-cmdline", "payload-digest", "firmware-memmap",
                            "boot-params"})
+
+
+def refuse_long_cmdline(name: str, promises: TargetPromises, asked: bytes, given: bytes,
+                        image: KernelImage) -> None:
+    """Refuse a case whose line fits the kernel's cmdline_size as asked but not with what
+    the loader adds (*given*: what it is handed, efi=debug on EFI; then its promises'
+    own prefix and suffix): the kernel would cut it, and the target's cmdline oracle
+    fail for a length, not for a loader's mistake."""
+    line = promises.kernel_cmdline(given)
+    if len(line) <= image.cmdline_size:
+        return
+    raise CmdlineError(
+        f"{len(line)} bytes through {name} (the case's {len(asked)} and "
+        f"{len(line) - len(asked)} the loader adds) is longer than the kernel's cmdline_size "
+        f"of {image.cmdline_size}: shorten the line by {len(line) - image.cmdline_size} "
+        "bytes for this target")
 
 
 def _judge(name: str, case: BootCase, argv: Sequence[str], transcript: Transcript,
@@ -462,9 +478,11 @@ class CommandTarget:
         scratch: list[Path] = []
         request = load_request(case, mats.image, mats.initrd)
         loader = None if self.template.media is None else parse_loader(self.template.media)
+        asked = cmdline_bytes(case.cmdline)
+        given = asked if loader is None else loader.loader_cmdline(asked)
+        refuse_long_cmdline(self.name, self.promises, asked, given, mats.image)
         if loader is not None:
-            asked = cmdline_bytes(case.cmdline)
-            request = replace(request, cmdline=loader.loader_cmdline(asked))
+            request = replace(request, cmdline=given)
             values["cmdline"] = os.fsdecode(request.cmdline)
             media = loader.media(mats.kernel, initrd, asked)
             if media is not None:
@@ -525,6 +543,8 @@ class LoaderTarget:
 
         encode_cmdline(case.cmdline, mats.image)
         asked = cmdline_bytes(case.cmdline)
+        refuse_long_cmdline(self.name, self.loader.promises(mats.initrd is not None), asked,
+                            self.loader.loader_cmdline(asked), mats.image)
         launch = self.loader.launch(mats.kernel, None if mats.initrd is None else
                                     mats.initrd.path, asked, case.memory, run_dir)
         try:

@@ -9,16 +9,19 @@ from pathlib import Path
 import pytest
 
 from bootfuzz.case import BootCase, EntryProtocol, InitrdSpec, Overrides
-from bootfuzz.errors import ConfigError
+from bootfuzz.errors import CmdlineError, ConfigError
 from bootfuzz.judge.promises import InitrdRule, KernelLimit, TargetPromises
+from bootfuzz.kernel.image import parse_kernel_image
 from bootfuzz.loader.layout import GiB, MiB
 from bootfuzz.peers.differential import run_diff
+from bootfuzz.peers.loaders import parse_loader
 from bootfuzz.peers.matrix import Cell, CellResult, Outcome, run_cell
 from bootfuzz.peers.promises import MICROVM_GAP, OURS_QEMU_TCG, PC_GAP, QEMU_MICROVM, QEMU_PC
 from bootfuzz.peers.targets import (
     Accel,
     CommandTarget,
     CommandTemplate,
+    LoaderTarget,
     OursTarget,
     QemuDirectTarget,
     QemuMachine,
@@ -27,7 +30,9 @@ from bootfuzz.peers.targets import (
     load_template,
     parse_target,
     placeholder_values,
+    refuse_long_cmdline,
 )
+from tests.fakes import fake_bzimage
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "docs" / "examples" / "qemu-pc.toml"
 VALUES = placeholder_values(Path("/k/vmlinuz"), Path("/i/initrd.gz"), "console=ttyS0 a=\"b c\"",
@@ -270,3 +275,39 @@ def test_kvm_targets_skip_where_kvm_only_emulates(monkeypatch: pytest.MonkeyPatc
     monkeypatch.setattr(doctor, "kvm_status", lambda: hardware)
     assert OursTarget("kvm").unsupported(case) is None
     assert QemuDirectTarget(accel=Accel.KVM).unsupported(case) is None
+
+
+@pytest.mark.parametrize(("spec", "added"), [
+    ("efi-stub", len("efi=debug ") + len(" initrd=initrd")),
+    ("syslinux", len("BOOT_IMAGE=/vmlinuz ") + len(" initrd=/initrd.img")),
+    ("grub-bios", len("BOOT_IMAGE=/vmlinuz ")),
+])
+def test_a_line_the_loaders_additions_push_past_cmdline_size_is_refused(
+        spec: str, added: int) -> None:
+    """The case's line fits cmdline_size as asked; with what the loader adds the kernel
+    would cut it, so the target refuses it instead of failing its cmdline oracle."""
+    image = parse_kernel_image(fake_bzimage(cmdline_size=255))
+    loader = parse_loader(spec)
+    assert loader is not None
+    promises = loader.promises(initrd=True)
+
+    def check(n: int) -> None:
+        asked = b"x" * n
+        refuse_long_cmdline(spec, promises, asked, loader.loader_cmdline(asked), image)
+
+    check(255 - added)  # exactly cmdline_size through the loader
+    with pytest.raises(CmdlineError, match=rf"^command line: 256 bytes through {spec} "
+                       rf"\(the case's {256 - added} and {added} the loader adds\).* "
+                       r"cmdline_size of 255: shorten the line by 1 bytes"):
+        check(256 - added)
+
+
+def test_a_loader_target_refuses_such_a_line_before_it_boots(tmp_path: Path) -> None:
+    kernel = tmp_path / "bzImage"
+    kernel.write_bytes(fake_bzimage(cmdline_size=255))
+    case = BootCase(kernel=str(kernel), memory=256 * MiB, cmdline="x" * 250)
+    loader = parse_loader("efi-stub")
+    assert loader is not None
+    with pytest.raises(CmdlineError, match=r"260 bytes through efi-stub \(the case's 250 and 10"):
+        LoaderTarget(loader).run(case, tmp_path / "run", timeout=5, silence_timeout=5)
+    assert not (tmp_path / "run").exists()  # nothing was started
