@@ -30,7 +30,8 @@ class Arch(enum.StrEnum):
         byte are cut by the kernel (early_init_dt_scan_chosen()).  None on x86, where the
         bzImage header says (cmdline_size).  arch/arm64 and arch/riscv uapi asm/setup.h
         as of the pinned 6.12 kernels, measured: /proc/cmdline kept 2047 and 1023 bytes of
-        longer lines (mainline arm64 has since gone to 4096)."""
+        longer lines.  A kernel built with a larger value (some vendors patch it) is
+        refused lines it would take, never given one it would cut."""
         return _COMMAND_LINE_SIZE.get(self)
 
     @property
