@@ -68,7 +68,7 @@ from bootfuzz.errors import (
 from bootfuzz.fuzz.caselog import CASES_NAME, CaseLog, CaseRecord, read_cases, read_tail, truncate
 from bootfuzz.fuzz.corpus import CORPUS_DIR, Corpus, Signals, console_features, verdict_text
 from bootfuzz.fuzz.coverage_log import COVERAGE_LOG_NAME, CoverageLog
-from bootfuzz.fuzz.depth import Depth, boot_at_depth, verdict_vector
+from bootfuzz.fuzz.depth import Depth, VerdictVector, boot_at_depth, verdict_vector
 from bootfuzz.fuzz.floors import (
     FloorKernel,
     FloorRequest,
@@ -244,6 +244,9 @@ class CaseOutcome:
     phases: tuple[tuple[str, float], ...] = ()  # seconds per phase (bootfuzz.run.phases)
     until: StopPoint | None = None  # where the boot judged stopped (None: its end)
     signals: Signals | None = None  # what the boot showed (a guided campaign's)
+    #: The kind of pass this case's shallow boot was promoted for, new to the campaign
+    #: (bootfuzz.fuzz.depth): the campaign hands it to later cases.
+    promoted_kind: VerdictVector | None = None
 
 
 def _raised_by_loader(exc: BaseException) -> bool:
@@ -266,13 +269,15 @@ def _refused(index: int, case: BootCase, exc: Exception, started: float) -> Case
 
 
 def boot_one(index: int, case: BootCase, settings: BootSettings,
-             floor: MemoryFloor | None = None) -> CaseOutcome:
+             floor: MemoryFloor | None = None,
+             kinds: frozenset[VerdictVector] = frozenset()) -> CaseOutcome:
     """Boot and judge one case; every failure mode becomes an outcome, never an exception.
 
     A failure is booted again before it is reported: ``fail`` only when the second boot
     shows the same signature, ``flaky`` otherwise.  A failure short of memory below the
     kernel's *floor* is ``below-floor`` (not booted again).  A refusal is a finding for
-    a case without overrides, ``rejected`` for one with them.
+    a case without overrides, ``rejected`` for one with them.  *kinds*: the kinds of
+    pass the campaign has promoted to a full boot already (a shallow campaign's).
     """
     started = time.monotonic()
     run_dir = new_run_dir(case, settings.runs)
@@ -280,8 +285,9 @@ def boot_one(index: int, case: BootCase, settings: BootSettings,
                           if settings.coverage else settings.boot)
     sound = case.overrides.empty or not settings.wild  # a correct loader's layout
     try:
-        result = boot_at_depth(boot, case, run_dir, timeout=settings.timeout,
-                               silence_timeout=settings.silence_timeout, until=settings.until)
+        result, promoted_kind = boot_at_depth(
+            boot, case, run_dir, timeout=settings.timeout,
+            silence_timeout=settings.silence_timeout, until=settings.until, seen=kinds)
     except ConfigError as exc:
         shutil.rmtree(run_dir, ignore_errors=True)
         if sound:
@@ -298,6 +304,8 @@ def boot_one(index: int, case: BootCase, settings: BootSettings,
         return CaseOutcome(index, case, "infra", message=str(exc), run_dir=str(run_dir),
                            duration=time.monotonic() - started)
     outcome = _judged(index, case, settings, result, run_dir, started, floor)
+    if promoted_kind is not None:
+        outcome = dataclasses.replace(outcome, promoted_kind=promoted_kind)
     if not settings.signals:
         return outcome
     blocks = getattr(getattr(result, "coverage", None), "blocks", None)
@@ -906,8 +914,12 @@ def _run_locked(opts: CampaignOptions, stream: TextIO, runtime: Runtime,
     def elapsed() -> float:
         return state.elapsed + time.monotonic() - started
 
+    kinds: set[VerdictVector] = set()  # promoted to a full boot (bootfuzz.fuzz.depth)
+
     def take(outcome: CaseOutcome | MinimizeOutcome) -> None:
         if isinstance(outcome, CaseOutcome):
+            if outcome.promoted_kind is not None:
+                kinds.add(outcome.promoted_kind)
             run.booted(outcome, log, elapsed())
         else:
             run.minimized(outcome)
@@ -925,7 +937,7 @@ def _run_locked(opts: CampaignOptions, stream: TextIO, runtime: Runtime,
                 if isinstance(work, BootCaseNumber):
                     case = run.case_for(config, work.index)
                     pending.add(pool.submit(boot_one, work.index, case, settings,
-                                            run.floors.get(case.kernel)))
+                                            run.floors.get(case.kernel), frozenset(kinds)))
                 else:
                     case = run.cases_by_key[work.key]
                     pending.add(pool.submit(minimize_one, work.key, case, settings,

@@ -10,14 +10,18 @@ not seen yet.  A failure is so always judged, triaged and reproduced from a full
 and the first case of each kind is seen whole; the rest of the cases, the ones like
 those before them, cost only their shallow boot.
 
-The vectors seen are kept per worker process (the campaign's pool keeps its workers),
-so two workers may each promote the first case of a kind: a boot more, never one less.
+The kinds seen are the campaign's: the campaign hands each case the kinds promoted so
+far by any worker, and each worker process also remembers its own (the pool keeps its
+workers).  Two cases of a new kind booting at the same time may both be promoted: a
+boot more, never one less.  Without the campaign's set, every worker would promote
+every kind once: ``--jobs`` times the full boots on a machine with that many cores.
 """
 
 from __future__ import annotations
 
 import enum
 import shutil
+from collections.abc import Collection
 from pathlib import Path
 from typing import Protocol
 
@@ -58,21 +62,27 @@ def verdict_vector(result: BootOutcome) -> VerdictVector:
 
 
 def boot_at_depth(boot: DepthBoot, case: BootCase, run_dir: Path, *, timeout: float,
-                  silence_timeout: Silence, until: StopPoint | None) -> BootOutcome:
-    """Boot *case* to *until*, and again to the end when the shallow boot is interesting.
+                  silence_timeout: Silence, until: StopPoint | None,
+                  seen: Collection[VerdictVector] = frozenset()
+                  ) -> tuple[BootOutcome, VerdictVector | None]:
+    """Boot *case* to *until*, and again to the end when the shallow boot is interesting;
+    with the kind (verdict vector) of a pass promoted because neither this process nor
+    *seen* (the campaign's kinds) had it, for the campaign to remember (None otherwise).
 
     The full boot reuses *run_dir* (the shallow boot's files are removed first), so a
     promoted case leaves the files of the boot it is judged by."""
     if until is None:
-        return boot(case, run_dir, timeout=timeout, silence_timeout=silence_timeout)
+        return boot(case, run_dir, timeout=timeout, silence_timeout=silence_timeout), None
     shallow = boot(case, run_dir, timeout=timeout, silence_timeout=silence_timeout, until=until)
     vector = verdict_vector(shallow)
-    if shallow.verdict is Verdict.PASS and vector in _SEEN:
-        return shallow
+    passed = shallow.verdict is Verdict.PASS
+    if passed and (vector in _SEEN or vector in seen):
+        return shallow, None
     _SEEN.add(vector)
     shutil.rmtree(run_dir, ignore_errors=True)
     run_dir.mkdir(parents=True, exist_ok=True)
-    return boot(case, run_dir, timeout=timeout, silence_timeout=silence_timeout)
+    full = boot(case, run_dir, timeout=timeout, silence_timeout=silence_timeout)
+    return full, vector if passed else None
 
 
 def forget_seen() -> None:

@@ -6,23 +6,37 @@ way.  The boots are fakes that record how they were asked to run."""
 from __future__ import annotations
 
 import argparse
-from collections.abc import Iterator
+import io
+from collections.abc import Callable, Iterator
+from concurrent.futures import Executor, Future
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, TypeVar
 
 import pytest
 
 from bootfuzz.case import BootCase, InitrdSpec
 from bootfuzz.cli import fuzz as cli_fuzz
-from bootfuzz.fuzz.campaign import BootSettings, CaseOutcome, boot_one
+from bootfuzz.fuzz.campaign import (
+    BootSettings,
+    CampaignOptions,
+    CaseOutcome,
+    Runtime,
+    boot_one,
+    run_campaign,
+)
 from bootfuzz.fuzz.caselog import CaseRecord
 from bootfuzz.fuzz.depth import Depth, boot_at_depth, forget_seen, verdict_vector
+from bootfuzz.fuzz.floors import no_floors
 from bootfuzz.fuzz.reproducer import Expectation, Reproducer
 from bootfuzz.judge.observation import parse_transcript
 from bootfuzz.judge.oracles import STOP_POINTS, StopPoint
 from bootfuzz.judge.verdict import OracleResult, Verdict
 from bootfuzz.transcript import GuestExit
 from tests.fakes import FakeResult, FakeTranscript
+from tests.unit.test_campaign import fake_kernels
+
+T = TypeVar("T")
 
 EARLY = ("e820", "cmdline", "initrd-placement")
 FULL = (*EARLY, "boot", "initrd-unpacked", "payload-digest")
@@ -69,8 +83,8 @@ def at_depth(boot: DepthFake, memory: int, tmp_path: Path,
              until: StopPoint | None = StopPoint.RAMDISK) -> FakeResult:
     run_dir = tmp_path / f"run-{len(boot.boots)}"
     run_dir.mkdir()
-    result = boot_at_depth(boot, case(memory), run_dir, timeout=1, silence_timeout=1,
-                           until=until)
+    result, _ = boot_at_depth(boot, case(memory), run_dir, timeout=1, silence_timeout=1,
+                              until=until)
     assert isinstance(result, FakeResult)
     return result
 
@@ -105,6 +119,53 @@ def test_anything_but_a_pass_is_promoted_every_time(tmp_path: Path, answer: Verd
         result = at_depth(boot, 256 << 20, tmp_path)
         assert result.until is None
     assert [u for _, u in boot.boots] == [StopPoint.RAMDISK, None] * 2
+
+
+def test_a_kind_the_campaign_has_seen_is_not_promoted_and_a_new_one_is_named(
+        tmp_path: Path) -> None:
+    """What a worker does with the campaign's kinds: a pass of a kind another worker
+    promoted stays shallow; a pass of a new kind comes back named, a failure does not
+    (it is promoted every time anyway)."""
+    boot = DepthFake(answer={512 << 20: Verdict.FAIL})
+    (tmp_path / "a").mkdir()
+    result, kind = boot_at_depth(boot, case(256 << 20), tmp_path / "a", timeout=1,
+                                 silence_timeout=1, until=StopPoint.RAMDISK)
+    assert result.until is None and kind == tuple((n, "pass") for n in sorted(EARLY))
+    forget_seen()  # another worker process: it has not seen the kind itself
+    (tmp_path / "b").mkdir()
+    result, again = boot_at_depth(boot, case(256 << 20), tmp_path / "b", timeout=1,
+                                  silence_timeout=1, until=StopPoint.RAMDISK, seen={kind})
+    assert result.until is StopPoint.RAMDISK and again is None
+    (tmp_path / "c").mkdir()
+    result, failed = boot_at_depth(boot, case(512 << 20), tmp_path / "c", timeout=1,
+                                   silence_timeout=1, until=StopPoint.RAMDISK, seen={kind})
+    assert result.until is None and failed is None
+    assert [u for _, u in boot.boots] == [StopPoint.RAMDISK, None, StopPoint.RAMDISK,
+                                          StopPoint.RAMDISK, None]
+
+
+class WorkerPerCall(Executor):
+    """Each call in this process but as a fresh worker would run it (it has seen no
+    kind itself): what a campaign with as many workers as cases does."""
+
+    def __init__(self, max_workers: int) -> None:
+        self.max_workers = max_workers
+
+    def submit(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> Future[T]:
+        forget_seen()
+        future: Future[T] = Future()
+        future.set_result(fn(*args, **kwargs))
+        return future
+
+
+def test_a_campaign_promotes_each_kind_once_whatever_worker_boots_it(tmp_path: Path) -> None:
+    boot = DepthFake()  # every case passes, every one the same kind
+    opts = CampaignOptions(kernels=("debian-6.1-cloud",), seconds=3600, out=tmp_path, seed=7,
+                           max_cases=6, max_boots=0, depth=Depth.EARLY)
+    summary = run_campaign(opts, io.StringIO(), Runtime(
+        boot=boot, kernels=fake_kernels, executor=WorkerPerCall, floors=no_floors))
+    assert summary.counts["pass"] == 6
+    assert [u for _, u in boot.boots] == [StopPoint.RAMDISK, None] + [StopPoint.RAMDISK] * 5
 
 
 def test_a_promoted_case_keeps_only_its_full_boots_files(tmp_path: Path) -> None:
