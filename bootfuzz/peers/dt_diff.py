@@ -240,13 +240,14 @@ def check_efi_cmdline(case: BootCase) -> None:
     if limit is None or len(line) < limit:
         return
     added = len(line) - len(case.cmdline.encode("utf-8", "surrogateescape"))
+    over = len(line) - limit + 1
     raise CmdlineError(
         f"{len(line)} bytes through {PEER_EFI_NAME} (the case's line with "
         f"{EFI_DEBUG.decode()!r} before it"
         + (f" and edk2's {EDK2_INITRD_OPTION.decode()!r} after it" if case.initrd else "")
         + f": {added} bytes more) is longer than the {case.arch.value} kernel's "
         f"COMMAND_LINE_SIZE of {limit} allows ({limit - 1} without the NUL): shorten the "
-        f"line by {len(line) - limit + 1} bytes for this peer")
+        f"line by {over} byte{'s' * (over != 1)} for this peer")
 
 
 def check_console_booti(case: BootCase, kernel: Path) -> None:

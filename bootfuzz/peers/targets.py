@@ -140,13 +140,14 @@ def refuse_long_cmdline(name: str, promises: TargetPromises, asked: bytes, given
     own prefix and suffix): the kernel would cut it, and the target's cmdline oracle
     fail for a length, not for a loader's mistake."""
     line = promises.kernel_cmdline(given)
-    if len(line) <= image.cmdline_size:
+    over = len(line) - image.cmdline_size
+    if over <= 0:
         return
     raise CmdlineError(
         f"{len(line)} bytes through {name} (the case's {len(asked)} and "
         f"{len(line) - len(asked)} the loader adds) is longer than the kernel's cmdline_size "
-        f"of {image.cmdline_size}: shorten the line by {len(line) - image.cmdline_size} "
-        "bytes for this target")
+        f"of {image.cmdline_size}: shorten the line by {over} byte{'s' * (over != 1)} for "
+        "this target")
 
 
 def _judge(name: str, case: BootCase, argv: Sequence[str], transcript: Transcript,

@@ -168,7 +168,7 @@ def test_a_line_that_edk2s_additions_push_past_the_limit_is_refused_for_that_pee
     assert len(expected_cmdline(longest, True)) == limit - 1
     over = with_length(limit - len("efi=debug ") - len(" initrd=initrd"))
     with pytest.raises(CmdlineError, match=r"2048 bytes through efi-stub:virt .* shorten the "
-                       r"line by 1 bytes"):
+                       r"line by 1 byte for"):
         check_peer_case(over, efi)
     check_peer_case(over, uboot)  # booti passes the line as given
     check_peer_case(over, None)  # QEMU's own -kernel too

@@ -298,7 +298,7 @@ def test_a_line_the_loaders_additions_push_past_cmdline_size_is_refused(
     check(255 - added)  # exactly cmdline_size through the loader
     with pytest.raises(CmdlineError, match=rf"^command line: 256 bytes through {spec} "
                        rf"\(the case's {256 - added} and {added} the loader adds\).* "
-                       r"cmdline_size of 255: shorten the line by 1 bytes"):
+                       r"cmdline_size of 255: shorten the line by 1 byte for"):
         check(256 - added)
 
 
