@@ -456,6 +456,12 @@ class CommandTarget:
     def promises(self) -> TargetPromises:
         return KNOWN_PROMISES[self.template.promises]
 
+    def promises_for(self, initrd: bool) -> TargetPromises:
+        """The promises for a case with or without an initrd: a real loader's own
+        initrd option (OVMF's " initrd=initrd", ...) is not added without one."""
+        loader = parse_loader(self.template.promises)
+        return self.promises if loader is None else loader.promises(initrd)
+
     def unsupported(self, case: BootCase) -> str | None:
         if case.initrd is None and "initrd" in self.template.fields:
             return "the template passes {initrd} and the case has no initrd"
@@ -481,7 +487,8 @@ class CommandTarget:
         loader = None if self.template.media is None else parse_loader(self.template.media)
         asked = cmdline_bytes(case.cmdline)
         given = asked if loader is None else loader.loader_cmdline(asked)
-        refuse_long_cmdline(self.name, self.promises, asked, given, mats.image)
+        promises = self.promises_for(mats.initrd is not None)
+        refuse_long_cmdline(self.name, promises, asked, given, mats.image)
         if loader is not None:
             request = replace(request, cmdline=given)
             values["cmdline"] = os.fsdecode(request.cmdline)
@@ -500,7 +507,7 @@ class CommandTarget:
             for path in scratch:
                 path.unlink(missing_ok=True)
         guest_exit = classify_exit(transcript, self.template.exit_statuses)
-        return _judge(self.name, case, argv, transcript, guest_exit, request, self.promises,
+        return _judge(self.name, case, argv, transcript, guest_exit, request, promises,
                       run_dir, started)
 
 

@@ -311,3 +311,19 @@ def test_a_loader_target_refuses_such_a_line_before_it_boots(tmp_path: Path) -> 
     with pytest.raises(CmdlineError, match=r"260 bytes through efi-stub \(the case's 250 and 10"):
         LoaderTarget(loader).run(case, tmp_path / "run", timeout=5, silence_timeout=5)
     assert not (tmp_path / "run").exists()  # nothing was started
+
+
+def test_a_command_templates_loader_promises_drop_the_initrd_option_without_an_initrd(
+        ) -> None:
+    """A template promising a real loader's layout expects that loader's own initrd
+    option only when the case has an initrd (OVMF adds " initrd=initrd" only then)."""
+    from bootfuzz.peers.promises import KNOWN_PROMISES
+
+    for name, promised in KNOWN_PROMISES.items():
+        target = CommandTarget(CommandTemplate(("vmm", "{kernel}"), promises=name))
+        assert target.promises_for(True) == promised
+    efi = CommandTarget(CommandTemplate(("vmm", "{kernel}"), promises="efi-stub"))
+    assert efi.promises_for(True).cmdline_suffix == b" initrd=initrd"
+    assert efi.promises_for(False).cmdline_suffix == b""
+    pc = CommandTarget(CommandTemplate(("vmm", "{kernel}"), promises="qemu-pc"))
+    assert pc.promises_for(False) is pc.promises_for(True) is QEMU_PC
