@@ -27,7 +27,9 @@ record is minimized again from its reproducer).
 
 ``--shard i/n`` splits a seed's cases as the x86 campaign does; bootfuzz.fuzz.dt_merge
 takes the shards together.  Smaller than the x86 campaign (bootfuzz.fuzz.campaign): no
-memory floors or coverage guidance yet.
+coverage guidance, and no measured memory floors: the draws keep every case above what
+the pinned kernels need (at least 112 MiB of RAM left by holes, and the top of RAM free
+of them for the kernels' largest early allocation: dt_draws.TOP_ROOM).
 """
 
 from __future__ import annotations

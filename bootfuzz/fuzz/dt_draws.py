@@ -24,6 +24,15 @@ DT_MIN_MEMORY = 160 * MiB
 DT_MAX_MEMORY = 8 * GiB
 #: Holes start past the kernel's and the DTB's blocks (RAM + 64 MiB) and stay page ranges.
 HOLE_FLOOR = 64 * MiB
+#: The largest single early allocation of the pinned kernels: the riscv64 kernel's
+#: mem_section root array (mm/sparse.c memory_present, SPARSEMEM_EXTREME sized for
+#: 56-bit physical addresses), one memblock piece, measured: a case whose holes left no
+#: free 32 MiB panicked "memblocks_present: Failed to allocate 33554432 bytes".  Running
+#: short of it is the guest being too small, not a loader's fault.
+EARLY_CONTIGUOUS = 32 * MiB
+#: Holes keep off the top of RAM by this much: the early allocation, beside an initrd
+#: placed at the top (MAX_DT_INITRD and its framing) and the kernel's other early pieces.
+TOP_ROOM = EARLY_CONTIGUOUS + 16 * MiB
 #: Memory sizes worth hitting: a 32-bit boundary, the riscv64 3 GiB fdt ceiling.
 DT_MEMORY_EDGES = (128 * MiB, 256 * MiB, 2 * GiB, 3 * GiB, 4 * GiB, 4 * GiB + 2 * MiB)
 #: Extra command-line tokens: none hides the lines the oracles read (no quiet) or floods
@@ -79,9 +88,9 @@ def draw_memory(src: Source, max_memory: int = DT_MAX_MEMORY) -> int:
 
 def draw_holes(src: Source, arch: Arch, memory: int, max_holes: int = 3
                ) -> tuple[tuple[int, int], ...]:
-    """Page-aligned holes in RAM above HOLE_FLOOR, disjoint, leaving room at the top."""
+    """Page-aligned holes in RAM above HOLE_FLOOR, disjoint, leaving TOP_ROOM at the top."""
     base = RAM_BASE[arch]
-    lo, hi = base + HOLE_FLOOR, base + memory - 16 * MiB
+    lo, hi = base + HOLE_FLOOR, base + memory - TOP_ROOM
     holes: list[tuple[int, int]] = []
     for _ in range(src.randrange(max_holes + 1)):
         if hi - lo < 2 * PAGE:
