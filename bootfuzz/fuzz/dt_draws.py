@@ -18,8 +18,10 @@ from bootfuzz.loader.dt_plan import PAGE, DtBootPlan
 from bootfuzz.loader.virt import RAM_BASE
 
 MiB, GiB = 1 << 20, 1 << 30
-#: Below this the pinned riscv64 kernel runs short of memory in sparse_init (it
-#: panics at 64 MiB); the kernel, DTB and initrd blocks take about 40 MiB.
+#: The least uniform draw and the minimizer's floor, with room to spare: at 64 MiB the
+#: pinned riscv64 kernel panics in sparse_init (its EARLY_CONTIGUOUS piece does not fit
+#: beside the kernel, DTB and initrd blocks, about 40 MiB).  The 128 MiB edge is drawn
+#: too: TOP_ROOM keeps its piece free.
 DT_MIN_MEMORY = 160 * MiB
 DT_MAX_MEMORY = 8 * GiB
 #: Holes start past the kernel's and the DTB's blocks (RAM + 64 MiB) and stay page ranges.
